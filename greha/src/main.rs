@@ -1,0 +1,84 @@
+//! greha: GRE tunnels and VRRP high availability on an eBPF datapath.
+mod bpffs;
+mod counters;
+mod daemon;
+mod datapath;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "greha", version, about)]
+struct Cli {
+    /// Directory in the BPF filesystem for greha's pinned maps.
+    #[arg(long, global = true, default_value = bpffs::DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground until SIGTERM or SIGINT.
+    Run {
+        /// Count the frames received on this interface (repeatable).
+        #[arg(long = "count", value_name = "IFACE")]
+        count: Vec<String>,
+        /// Leave the pinned maps in place on exit.
+        #[arg(long)]
+        keep_datapath: bool,
+    },
+    /// Print the datapath counters from the pinned maps (works with the
+    /// daemon stopped, as long as the maps are pinned).
+    Counters {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GREHA_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match dispatch(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("greha: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run {
+            count,
+            keep_datapath,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(daemon::run(daemon::Options {
+                pin_dir: cli.pin_dir,
+                count_ifaces: count,
+                keep_datapath,
+            }))
+        }
+        Command::Counters { json } => {
+            let c = counters::read(&cli.pin_dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                counters::print_table(&c);
+            }
+            Ok(())
+        }
+    }
+}
