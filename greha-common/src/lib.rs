@@ -13,6 +13,8 @@ pub mod names {
     pub const PROG_COUNT: &str = "greha_count";
     /// Per-CPU hash of [`super::PacketCounters`] keyed by ifindex.
     pub const MAP_IF_COUNTERS: &str = "GREHA_IF_COUNTERS";
+    /// The maps userspace pins in its bpffs directory.
+    pub const PINNED_MAPS: &[&str] = &[MAP_IF_COUNTERS];
 }
 
 /// Most interfaces one datapath counts at once; sized for a host with many

@@ -15,7 +15,7 @@ static GREHA_IF_COUNTERS: PerCpuHashMap<u32, PacketCounters, { MAX_INTERFACES as
 pub fn greha_count(ctx: XdpContext) -> u32 {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let len = (ctx.data_end() - ctx.data()) as u64;
-    match GREHA_IF_COUNTERS.get_ptr_mut(&ifindex) {
+    match GREHA_IF_COUNTERS.get_ptr_mut(ifindex) {
         Some(c) => unsafe {
             (*c).rx_packets += 1;
             (*c).rx_bytes += len;
@@ -27,7 +27,7 @@ pub fn greha_count(ctx: XdpContext) -> u32 {
             };
             // Losing one frame's count when the table is full is better than
             // dropping traffic; the map is sized far beyond real interface counts.
-            let _ = GREHA_IF_COUNTERS.insert(&ifindex, &first, 0);
+            let _ = GREHA_IF_COUNTERS.insert(ifindex, first, 0);
         }
     }
     xdp_action::XDP_PASS

@@ -69,7 +69,7 @@ impl Datapath {
             .with_context(|| format!("the kernel refused program {}", names::PROG_COUNT))?;
 
         let mut pinned = Vec::new();
-        for name in [names::MAP_IF_COUNTERS] {
+        for &name in names::PINNED_MAPS {
             let path = pin_dir.join(name);
             if bpffs::remove_pin(&path)? {
                 warn!(pin = %path.display(), "removed a pin left behind by an earlier run");

@@ -1,1 +1,426 @@
+//! The lab: hosts as network namespaces joined by veth links, for greha's
+//! integration tests (and its demo and benchmarks).
+//!
+//! Everything a lab creates lives inside namespaces it created, or in bpffs
+//! and temp directories that carry its unique id; dropping the [`Lab`]
+//! (also while a test panics) kills its processes and removes all of it.
+//! Nothing is ever configured on the host's own interfaces: every `ip`
+//! command runs with `-n <namespace>`.
+use std::{
+    fs,
+    io::ErrorKind,
+    os::unix::net::UnixDatagram,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
 
+use anyhow::{Context as _, Result, bail, ensure};
+use nix::{
+    sched::{CloneFlags, setns},
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+/// How long a test waits for an event that should happen at once (a daemon
+/// starting, a counter catching up) before it fails.
+pub const SHORT: Duration = Duration::from_secs(10);
+
+/// The `greha` binary under test: `$GREHA_BIN` (set by `cargo xtask test`),
+/// or the workspace's debug build.
+pub fn greha_bin() -> PathBuf {
+    std::env::var_os("GREHA_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/greha"),
+        PathBuf::from,
+    )
+}
+
+/// Polls `cond` until it holds, failing after `timeout` with `what` and the
+/// last error `cond` gave.
+pub fn wait_until(
+    timeout: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match cond() {
+            Ok(true) => return Ok(()),
+            Ok(false) => None,
+            Err(e) => Some(e),
+        };
+        if Instant::now() >= deadline {
+            match last {
+                Some(e) => bail!("timed out after {timeout:?} waiting for {what}: {e:#}"),
+                None => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs a command to completion; an error carries its stderr.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn unique_id() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "gh{:x}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A set of hosts and links that exists until it is dropped.
+pub struct Lab {
+    id: String,
+    namespaces: Vec<String>,
+    pin_dirs: Vec<PathBuf>,
+    tmp: PathBuf,
+}
+
+impl Lab {
+    pub fn new() -> Result<Self> {
+        ensure!(
+            nix::unistd::geteuid().is_root(),
+            "the integration tests need root (network namespaces, BPF); run them as root"
+        );
+        let id = unique_id();
+        let tmp = std::env::temp_dir().join(format!("greha-lab-{id}"));
+        fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(Self {
+            id,
+            namespaces: Vec::new(),
+            pin_dirs: Vec::new(),
+            tmp,
+        })
+    }
+
+    /// The lab's unique id; names derived from it do not clash with other
+    /// labs running at the same time.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A directory for the lab's files (logs, configs), removed with it.
+    pub fn tmp(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// A new host: a network namespace with loopback up and IPv6 off, so
+    /// that the only frames on its links are the ones a test sends.
+    pub fn host(&mut self, name: &str) -> Result<Host> {
+        let netns = format!("{}-{name}", self.id);
+        run(Command::new("ip").args(["netns", "add", &netns]))?;
+        self.namespaces.push(netns.clone());
+        let host = Host {
+            name: name.to_owned(),
+            netns,
+            next_if: std::cell::Cell::new(0),
+        };
+        host.ip(&["link", "set", "lo", "up"])?;
+        for knob in ["all", "default"] {
+            host.sysctl(&format!("net.ipv6.conf.{knob}.disable_ipv6"), "1")?;
+        }
+        Ok(host)
+    }
+
+    /// A veth link between `a` and `b` with the given addresses (CIDR), up.
+    /// Interfaces are named eth0, eth1, … in each host, in creation order.
+    pub fn link(&mut self, a: &Host, a_addr: &str, b: &Host, b_addr: &str) -> Result<Link> {
+        let a_if = a.next_ifname();
+        let b_if = b.next_ifname();
+        // Created inside a's namespace with the peer placed directly in b's:
+        // the pair never exists in the host's namespace.
+        a.ip(&[
+            "link", "add", &a_if, "type", "veth", "peer", "name", &b_if, "netns", &b.netns,
+        ])?;
+        for (host, ifname, addr) in [(a, &a_if, a_addr), (b, &b_if, b_addr)] {
+            host.ip(&["addr", "add", addr, "dev", ifname])?;
+            host.ip(&["link", "set", ifname, "up"])?;
+        }
+        Ok(Link {
+            a: End::new(a, &a_if, a_addr)?,
+            b: End::new(b, &b_if, b_addr)?,
+        })
+    }
+
+    /// A unique directory path in bpffs for one greha's pins; whatever is
+    /// left in it is removed with the lab.
+    pub fn pin_dir(&mut self, name: &str) -> PathBuf {
+        let dir = PathBuf::from(format!("/sys/fs/bpf/greha-test-{}-{name}", self.id));
+        self.pin_dirs.push(dir.clone());
+        dir
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for netns in &self.namespaces {
+            // Processes started with nsenter (and their children) are found
+            // by namespace, whoever owns them.
+            if let Ok(pids) = run(Command::new("ip").args(["netns", "pids", netns])) {
+                for pid in pids.split_whitespace().filter_map(|p| p.parse().ok()) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+            if let Err(e) = run(Command::new("ip").args(["netns", "del", netns])) {
+                eprintln!("lab teardown: {e:#}");
+            }
+        }
+        for dir in &self.pin_dirs {
+            match fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != ErrorKind::NotFound => {
+                    eprintln!("lab teardown: removing {}: {e}", dir.display())
+                }
+                _ => {}
+            }
+        }
+        let _ = fs::remove_dir_all(&self.tmp);
+    }
+}
+
+/// One host of a lab: a network namespace.
+pub struct Host {
+    pub name: String,
+    netns: String,
+    next_if: std::cell::Cell<u32>,
+}
+
+impl Host {
+    /// Path of the namespace, for `nsenter --net=` and setns.
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.netns)
+    }
+
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
+
+    fn next_ifname(&self) -> String {
+        let n = self.next_if.get();
+        self.next_if.set(n + 1);
+        format!("eth{n}")
+    }
+
+    /// A command that runs `program` inside this host. nsenter changes only
+    /// the network namespace, so bpffs pins stay visible (`ip netns exec`
+    /// would remount /sys and hide them).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.netns_path().display()))
+            .arg("--")
+            .arg(program);
+        cmd
+    }
+
+    /// `ip -n <this host> ARGS`.
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        run(Command::new("ip").arg("-n").arg(&self.netns).args(args))
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        run(self
+            .command("sysctl")
+            .args(["-q", "-w", &format!("{key}={value}")]))?;
+        Ok(())
+    }
+
+    /// Runs `f` on a thread that has entered this host's namespace; sockets
+    /// it opens belong to the host.
+    pub fn enter<R: Send>(&self, f: impl FnOnce() -> R + Send) -> Result<R> {
+        let ns = fs::File::open(self.netns_path())
+            .with_context(|| format!("opening {}", self.netns_path().display()))?;
+        thread::scope(|s| {
+            s.spawn(move || {
+                setns(&ns, CloneFlags::CLONE_NEWNET).context("setns")?;
+                Ok(f())
+            })
+            .join()
+            .expect("lab thread panicked")
+        })
+    }
+
+    /// Starts a long-lived process in this host, its output going to log
+    /// files in the lab's directory. With `notify`, it gets a
+    /// `NOTIFY_SOCKET` as under systemd, for [`Proc::wait_ready`].
+    pub fn spawn(&self, lab: &Lab, mut cmd: Command, notify: bool) -> Result<Proc> {
+        let tag = format!("{}-{}", self.name, unique_id());
+        let log = lab.tmp().join(format!("{tag}.log"));
+        let out = fs::File::create(&log)?;
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        let notify = if notify {
+            let path = lab.tmp().join(format!("{tag}.notify"));
+            let sock =
+                UnixDatagram::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+            cmd.env("NOTIFY_SOCKET", &path);
+            Some(sock)
+        } else {
+            None
+        };
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {cmd:?}"))?;
+        Ok(Proc {
+            child,
+            log,
+            notify,
+            what: format!("{cmd:?}"),
+        })
+    }
+}
+
+/// A process running in a lab host; killed when dropped.
+pub struct Proc {
+    child: Child,
+    log: PathBuf,
+    notify: Option<UnixDatagram>,
+    what: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the process printed so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to send READY=1 on its notify socket; fails at
+    /// once, with its log, if it exits first.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let sock = self
+            .notify
+            .as_ref()
+            .context("process was spawned without a notify socket")?;
+        sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            match sock.recv(&mut buf) {
+                Ok(n) => {
+                    let msg = String::from_utf8_lossy(&buf[..n]);
+                    if msg.lines().any(|l| l == "READY=1") {
+                        return Ok(());
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => return Err(e).context("reading the notify socket"),
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "{} exited ({status}) before it was ready:\n{}",
+                    self.what,
+                    self.log()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!("{} not ready after {timeout:?}:\n{}", self.what, self.log());
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.signal(Signal::SIGTERM)?;
+        self.wait(timeout)
+    }
+
+    pub fn signal(&self, sig: Signal) -> Result<()> {
+        kill(Pid::from_raw(self.child.id() as i32), sig).context("kill")?;
+        Ok(())
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let mut status = None;
+        wait_until(timeout, &format!("{} to exit", self.what), || {
+            status = self.child.try_wait()?;
+            Ok(status.is_some())
+        })?;
+        Ok(status.expect("checked by wait_until"))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One end of a link.
+pub struct End {
+    pub netns: String,
+    pub ifname: String,
+    /// The address without its prefix length.
+    pub addr: String,
+    pub mac: String,
+}
+
+impl End {
+    fn new(host: &Host, ifname: &str, cidr: &str) -> Result<Self> {
+        let json = host.ip(&["-j", "link", "show", "dev", ifname])?;
+        let v: serde_json::Value = serde_json::from_str(&json)?;
+        let mac = v[0]["address"]
+            .as_str()
+            .context("no MAC address in `ip -j link show`")?
+            .to_owned();
+        Ok(Self {
+            netns: host.netns.clone(),
+            ifname: ifname.to_owned(),
+            addr: cidr.split('/').next().unwrap_or(cidr).to_owned(),
+            mac,
+        })
+    }
+}
+
+/// A veth link between two hosts.
+pub struct Link {
+    pub a: End,
+    pub b: End,
+}
+
+impl Link {
+    /// Permanent neighbour entries both ways, so no ARP crosses the link and
+    /// a test can count its frames exactly.
+    pub fn pin_neighbours(&self) -> Result<()> {
+        for (here, there) in [(&self.a, &self.b), (&self.b, &self.a)] {
+            run(Command::new("ip").args([
+                "-n",
+                &here.netns,
+                "neigh",
+                "replace",
+                &there.addr,
+                "lladdr",
+                &there.mac,
+                "dev",
+                &here.ifname,
+                "nud",
+                "permanent",
+            ]))?;
+        }
+        Ok(())
+    }
+}

@@ -1,1 +1,157 @@
-fn main() {}
+//! `cargo xtask`: build, run, test and lint greha with one command each.
+mod bootstrap;
+
+use std::{
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the build and the tests need (each task runs this first).
+    Bootstrap,
+    /// Build everything, then run `greha ARGS` (as root).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Unit tests, then the privileged integration tests (root, network
+    /// namespaces, real BPF).
+    Test,
+    /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
+    Lint,
+}
+
+fn main() -> ExitCode {
+    match dispatch(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    bootstrap::bootstrap()?;
+    match cli.command {
+        Task::Bootstrap => Ok(()),
+        Task::Run { args } => {
+            let greha = build_greha()?;
+            let err = Command::new(&greha).args(&args).exec();
+            Err(err).with_context(|| format!("cannot exec {}", greha.display()))
+        }
+        Task::Test => test(),
+        Task::Lint => {
+            cargo(&["fmt", "--all", "--check"])?;
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
+        }
+    }
+}
+
+fn test() -> Result<()> {
+    let greha = build_greha()?;
+    eprintln!("xtask: unit tests");
+    cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        "greha-ebpf",
+        "--exclude",
+        "greha-tests",
+    ])?;
+    eprintln!("xtask: integration tests (network namespaces, real BPF)");
+    run(Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .env("GREHA_BIN", &greha)
+        .args(["test", "--package", "greha-tests"]))?;
+    check_nothing_left()?;
+    eprintln!("xtask: all tests passed");
+    Ok(())
+}
+
+/// The lab removes what it creates, also when a test fails; a leak is a bug
+/// of its own, so it fails the run.
+fn check_nothing_left() -> Result<()> {
+    let netns = cmd_output(Command::new("ip").args(["netns", "list"]))?;
+    // Lab namespaces are named gh<pid>x<n>-<host>.
+    let leaked_netns: Vec<&str> = netns
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("gh") && n.contains('x') && n.contains('-'))
+        .collect();
+    let leaked_pins: Vec<String> = std::fs::read_dir("/sys/fs/bpf")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("greha-test-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !leaked_netns.is_empty() || !leaked_pins.is_empty() {
+        bail!(
+            "the tests left namespaces {leaked_netns:?} and pin directories {leaked_pins:?} behind"
+        );
+    }
+    Ok(())
+}
+
+/// Builds the workspace (the eBPF object included) and returns the path of
+/// the greha binary.
+fn build_greha() -> Result<PathBuf> {
+    cargo(&["build", "--package", "greha"])?;
+    Ok(workspace_root().join("target/debug/greha"))
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    run(Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args(args))
+}
+
+/// Runs a command with inherited output; fails on a non-zero exit.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its stdout; fails on a non-zero exit.
+pub(crate) fn cmd_output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({})", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
