@@ -2,7 +2,8 @@
 //! ready, and takes everything down on SIGTERM/SIGINT.
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, anyhow};
+use greha_common::names;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
@@ -14,23 +15,18 @@ pub struct Options {
     pub keep_datapath: bool,
 }
 
+/// bpffs refuses '.' in names, which interface names may have (eth0.100).
+fn count_pin(iface: &str) -> String {
+    format!("count-{}", iface.replace('.', "_"))
+}
+
 pub async fn run(opts: Options) -> Result<()> {
     // Register the handlers before anything is set up, so a signal that
     // arrives during setup still leads to a clean teardown.
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
-    let mut datapath = Datapath::load(&opts.pin_dir)?;
-    for iface in &opts.count_ifaces {
-        match datapath.attach_counter(iface) {
-            Ok(a) => info!(iface, mode = %a.mode, "counting frames"),
-            Err(e) => {
-                // Nothing half-applied: undo what is attached before failing.
-                datapath.close(false)?;
-                return Err(e);
-            }
-        }
-    }
+    attach_counters(&opts)?;
     info!(pin_dir = %opts.pin_dir.display(), "datapath ready");
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         warn!("cannot notify systemd: {e}");
@@ -41,7 +37,56 @@ pub async fn run(opts: Options) -> Result<()> {
         _ = int.recv() => info!("SIGINT: shutting down"),
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    datapath.close(opts.keep_datapath)?;
-    info!("stopped");
+    if opts.keep_datapath {
+        info!("stopped; datapath kept");
+    } else {
+        detach_counters(&opts, &opts.count_ifaces)?;
+        info!("stopped");
+    }
+    Ok(())
+}
+
+/// Attaches the counting program to every listed interface, or to none:
+/// on a failure the ones already attached are detached again.
+fn attach_counters(opts: &Options) -> Result<()> {
+    let dp = Datapath::open(&opts.pin_dir)?;
+    let mut done: Vec<String> = Vec::new();
+    for iface in &opts.count_ifaces {
+        let attached = (|| {
+            if done.contains(iface) {
+                return Err(anyhow!("interface {iface} is listed twice"));
+            }
+            let pin = count_pin(iface);
+            if dp.pinned_link_exists(&pin) {
+                // Kept by an earlier run (--keep-datapath): still counting.
+                info!(
+                    iface,
+                    "counting frames (attachment kept from an earlier run)"
+                );
+                return Ok(());
+            }
+            let ifindex = nix::net::if_::if_nametoindex(iface.as_str())
+                .map_err(|_| anyhow!("interface {iface} does not exist"))?;
+            let mode = dp.attach_xdp_pinned(names::PROG_COUNT, ifindex, &pin)?;
+            info!(iface, %mode, "counting frames");
+            Ok(())
+        })();
+        if let Err(e) = attached {
+            drop(dp);
+            detach_counters(opts, &done)?;
+            return Err(e);
+        }
+        done.push(iface.clone());
+    }
+    Ok(())
+}
+
+fn detach_counters(opts: &Options, ifaces: &[String]) -> Result<()> {
+    let dp = Datapath::open(&opts.pin_dir)?;
+    for iface in ifaces {
+        dp.detach_pinned(&count_pin(iface))?;
+        info!(iface, program = names::PROG_COUNT, "detached");
+    }
+    dp.release_if_unused()?;
     Ok(())
 }

@@ -1,22 +1,44 @@
-//! Loads greha's eBPF object, attaches its programs, pins its maps, and takes
-//! all of it down again. The one place that talks to aya for the datapath.
+//! Loads greha's eBPF object, attaches its programs, and takes them down
+//! again. The one place that talks to aya for programs and links.
+//!
+//! All datapath state lives in bpffs under the pin directory: programs in
+//! `progs/`, maps at the top, attachments as pinned bpf_links in `links/`.
+//! So tunnels outlive the command that created them (as `ip link add`
+//! does), a daemon restart loses nothing, and every greha invocation sees
+//! the same maps. Whoever comes first loads the object; later ones open
+//! the pins. A lock on the directory serializes changes.
 use std::{
     fmt,
+    fs::{self, File},
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    maps::{Map, MapData},
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkOrder, PinnedLink},
+        tc::TcAttachOptions,
+        xdp::XdpLink,
+    },
 };
 use greha_common::names;
-use tracing::{info, warn};
+use nix::fcntl::{Flock, FlockArg};
+use tracing::{debug, info};
 
 use crate::bpffs;
 
 /// The eBPF object built by `build.rs` (empty when built with AYA_BUILD_SKIP).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/greha"));
+
+const XDP_PROGRAMS: &[&str] = &[
+    names::PROG_COUNT,
+    names::PROG_GRE_DECAP,
+    names::PROG_XDP_PASS,
+];
+const TC_PROGRAMS: &[&str] = &[names::PROG_GRE_ENCAP];
 
 /// How an XDP program runs on an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -37,98 +59,199 @@ impl fmt::Display for AttachMode {
     }
 }
 
-/// One attachment of the counting program.
-#[derive(Debug)]
-pub struct Attachment {
-    pub iface: String,
-    pub mode: AttachMode,
-    link: XdpLinkId,
-}
-
-/// greha's loaded datapath. Dropping it detaches every program; pinned maps
-/// are removed by [`Datapath::close`] unless the caller keeps them.
+/// The pinned datapath, locked for the lifetime of this value.
 pub struct Datapath {
-    ebpf: Ebpf,
     pin_dir: PathBuf,
-    pinned: Vec<PathBuf>,
-    attachments: Vec<Attachment>,
+    _lock: Flock<File>,
 }
 
 impl Datapath {
-    /// Loads the object and pins its maps under `pin_dir`.
-    pub fn load(pin_dir: &Path) -> Result<Self> {
+    /// Opens the datapath pinned under `pin_dir`, loading and pinning the
+    /// object first if nothing is pinned there yet.
+    pub fn open(pin_dir: &Path) -> Result<Self> {
+        let pin_dir = bpffs::prepare_pin_dir(pin_dir)?;
+        let dir = File::open(&pin_dir)
+            .with_context(|| format!("opening pin directory {}", pin_dir.display()))?;
+        let lock = Flock::lock(dir, FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("locking {}", pin_dir.display()))?;
+        let dp = Self {
+            pin_dir,
+            _lock: lock,
+        };
+        if !dp.is_loaded() {
+            dp.load()?;
+        }
+        Ok(dp)
+    }
+
+    fn prog_pin(&self, name: &str) -> PathBuf {
+        self.pin_dir.join("progs").join(name)
+    }
+
+    fn links_dir(&self) -> PathBuf {
+        self.pin_dir.join("links")
+    }
+
+    /// Path of a pinned attachment, named by what it is for.
+    pub fn link_pin(&self, name: &str) -> PathBuf {
+        self.links_dir().join(name)
+    }
+
+    fn is_loaded(&self) -> bool {
+        XDP_PROGRAMS
+            .iter()
+            .chain(TC_PROGRAMS)
+            .all(|p| self.prog_pin(p).exists())
+            && names::PINNED_MAPS
+                .iter()
+                .all(|m| self.pin_dir.join(m).exists())
+    }
+
+    fn load(&self) -> Result<()> {
         if OBJECT.is_empty() {
             bail!("this greha binary was built with AYA_BUILD_SKIP=1 and has no eBPF datapath");
         }
-        let pin_dir = bpffs::prepare_pin_dir(pin_dir)?;
+        // A partial pin set (an interrupted earlier load) is replaced whole.
+        self.remove_pins()?;
+        fs::create_dir_all(self.pin_dir.join("progs"))?;
+        fs::create_dir_all(self.links_dir())?;
         let mut ebpf = Ebpf::load(OBJECT).context(
             "loading the eBPF object failed (a kernel with BPF and BTF, Linux 6.6 or newer, is required)",
         )?;
-        let prog: &mut Xdp = program(&mut ebpf, names::PROG_COUNT)?;
-        prog.load()
-            .with_context(|| format!("the kernel refused program {}", names::PROG_COUNT))?;
-
-        let mut pinned = Vec::new();
         for &name in names::PINNED_MAPS {
-            let path = pin_dir.join(name);
-            if bpffs::remove_pin(&path)? {
-                warn!(pin = %path.display(), "removed a pin left behind by an earlier run");
-            }
-            let map = ebpf
-                .map(name)
-                .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
-            map.pin(&path)
+            let path = self.pin_dir.join(name);
+            ebpf.map(name)
+                .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?
+                .pin(&path)
                 .with_context(|| format!("cannot pin map {name} at {}", path.display()))?;
-            pinned.push(path);
         }
-        Ok(Self {
-            ebpf,
-            pin_dir,
-            pinned,
-            attachments: Vec::new(),
-        })
+        for &name in XDP_PROGRAMS {
+            let prog: &mut Xdp = program(&mut ebpf, name)?;
+            prog.load()
+                .with_context(|| format!("the kernel refused program {name}"))?;
+            prog.pin(self.prog_pin(name))
+                .with_context(|| format!("pinning program {name}"))?;
+        }
+        for &name in TC_PROGRAMS {
+            let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
+            prog.load()
+                .with_context(|| format!("the kernel refused program {name}"))?;
+            prog.pin(self.prog_pin(name))
+                .with_context(|| format!("pinning program {name}"))?;
+        }
+        info!(pin_dir = %self.pin_dir.display(), "datapath loaded");
+        Ok(())
     }
 
-    /// Attaches the counting program to `iface`, natively if the driver
-    /// can, in generic mode otherwise.
-    pub fn attach_counter(&mut self, iface: &str) -> Result<&Attachment> {
-        if self.attachments.iter().any(|a| a.iface == iface) {
-            bail!("interface {iface} is listed twice");
-        }
-        let prog: &mut Xdp = program(&mut self.ebpf, names::PROG_COUNT)?;
-        let (link, mode) = match prog.attach(iface, XdpMode::Driver) {
-            Ok(link) => (link, AttachMode::Native),
-            Err(aya::programs::ProgramError::UnknownInterface { .. }) => {
-                bail!("interface {iface} does not exist")
-            }
+    /// A pinned map.
+    pub fn map(&self, name: &str) -> Result<Map> {
+        let path = self.pin_dir.join(name);
+        let data =
+            MapData::from_pin(&path).with_context(|| format!("opening map {}", path.display()))?;
+        Ok(Map::from_map_data(data)?)
+    }
+
+    fn xdp_program(&self, name: &str) -> Result<Xdp> {
+        Xdp::from_pin(
+            self.prog_pin(name),
+            aya_obj::programs::XdpAttachType::Interface,
+        )
+        .with_context(|| format!("opening pinned program {name}"))
+    }
+
+    /// Attaches XDP program `prog` to `ifindex`, natively if the driver
+    /// can, in generic mode otherwise. The link detaches when dropped.
+    pub fn attach_xdp(&self, prog: &str, ifindex: u32) -> Result<(XdpLink, AttachMode)> {
+        let mut p = self.xdp_program(prog)?;
+        let (id, mode) = match p.attach_to_if_index(ifindex, XdpMode::Driver) {
+            Ok(id) => (id, AttachMode::Native),
             Err(native) => {
-                let link = prog.attach(iface, XdpMode::Skb).with_context(|| {
-                    format!("cannot attach XDP to {iface} (native mode failed too: {native})")
+                let id = p.attach_to_if_index(ifindex, XdpMode::Skb).with_context(|| {
+                    format!("cannot attach {prog} to ifindex {ifindex} (native mode failed too: {native})")
                 })?;
-                (link, AttachMode::Generic)
+                (id, AttachMode::Generic)
             }
         };
-        self.attachments.push(Attachment {
-            iface: iface.to_owned(),
-            mode,
-            link,
-        });
-        Ok(self.attachments.last().expect("just pushed"))
+        debug!(prog, ifindex, %mode, "attached");
+        Ok((p.take_link(id)?, mode))
     }
 
-    /// Detaches every program and, unless `keep_pins`, removes the pins.
-    pub fn close(mut self, keep_pins: bool) -> Result<()> {
-        let prog: &mut Xdp = program(&mut self.ebpf, names::PROG_COUNT)?;
-        for Attachment { iface, link, .. } in self.attachments.drain(..) {
-            prog.detach(link)
-                .with_context(|| format!("cannot detach from {iface}"))?;
-            info!(iface, program = names::PROG_COUNT, "detached");
+    /// Attaches XDP program `prog` to `ifindex` and pins the link as
+    /// `links/<pin>`, so the attachment outlives this process.
+    pub fn attach_xdp_pinned(&self, prog: &str, ifindex: u32, pin: &str) -> Result<AttachMode> {
+        let (link, mode) = self.attach_xdp(prog, ifindex)?;
+        let fd: FdLink = link
+            .try_into()
+            .context("the kernel attached XDP without a bpf_link")?;
+        fd.pin(self.link_pin(pin))
+            .with_context(|| format!("pinning link {pin}"))?;
+        Ok(mode)
+    }
+
+    /// Attaches tc program `prog` on the ingress of `iface` (tcx) and pins
+    /// the link as `links/<pin>`.
+    pub fn attach_tc_ingress_pinned(&self, prog: &str, iface: &str, pin: &str) -> Result<()> {
+        let mut p = SchedClassifier::from_pin(self.prog_pin(prog))
+            .with_context(|| format!("opening pinned program {prog}"))?;
+        let id = p
+            .attach_with_options(
+                iface,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .with_context(|| format!("attaching {prog} to {iface} (tcx needs Linux 6.6)"))?;
+        let fd: FdLink = p.take_link(id)?.try_into()?;
+        fd.pin(self.link_pin(pin))
+            .with_context(|| format!("pinning link {pin}"))?;
+        Ok(())
+    }
+
+    pub fn pinned_link_exists(&self, pin: &str) -> bool {
+        self.link_pin(pin).exists()
+    }
+
+    /// Detaches a pinned attachment; a missing pin is not an error.
+    pub fn detach_pinned(&self, pin: &str) -> Result<()> {
+        let path = self.link_pin(pin);
+        if !path.exists() {
+            return Ok(());
         }
-        if !keep_pins {
-            for path in &self.pinned {
-                bpffs::remove_pin(path)?;
-            }
-            bpffs::remove_dir_if_empty(&self.pin_dir);
+        let link = PinnedLink::from_pin(&path)
+            .with_context(|| format!("opening link {}", path.display()))?;
+        let fd = link
+            .unpin()
+            .with_context(|| format!("unpinning {}", path.display()))?;
+        // With the pin gone, closing the last fd releases the link, which
+        // detaches the program.
+        drop(fd);
+        debug!(pin, "detached");
+        Ok(())
+    }
+
+    /// Removes every pin when nothing is attached any more, so a host with
+    /// no tunnels and no daemon keeps no greha state. Returns whether it did.
+    pub fn release_if_unused(self) -> Result<bool> {
+        let attached = fs::read_dir(self.links_dir())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if attached > 0 {
+            return Ok(false);
+        }
+        self.remove_pins()?;
+        let _ = fs::remove_dir(self.pin_dir.join("progs"));
+        let _ = fs::remove_dir(self.links_dir());
+        bpffs::remove_dir_if_empty(&self.pin_dir);
+        info!(pin_dir = %self.pin_dir.display(), "datapath unloaded");
+        Ok(true)
+    }
+
+    fn remove_pins(&self) -> Result<()> {
+        for &name in names::PINNED_MAPS {
+            bpffs::remove_pin(&self.pin_dir.join(name))?;
+        }
+        for &name in XDP_PROGRAMS.iter().chain(TC_PROGRAMS) {
+            bpffs::remove_pin(&self.prog_pin(name))?;
         }
         Ok(())
     }

@@ -3,6 +3,8 @@ mod bpffs;
 mod counters;
 mod daemon;
 mod datapath;
+mod netlink;
+mod tunnel;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -29,9 +31,33 @@ enum Command {
         #[arg(long)]
         keep_datapath: bool,
     },
+    /// GRE tunnels (gretap, gre) on greha's eBPF datapath; they stay up
+    /// after this command exits, as `ip link add` ones do.
+    Tunnel {
+        #[command(subcommand)]
+        command: TunnelCommand,
+    },
     /// Print the datapath counters from the pinned maps (works with the
     /// daemon stopped, as long as the maps are pinned).
     Counters {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TunnelCommand {
+    /// Create a tunnel: NAME mode gretap|gre local ADDR remote ADDR [key K]
+    /// [ttl N] [tos N] [dev UNDERLAY] [mtu N] [address CIDR]...
+    Add {
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        spec: Vec<String>,
+    },
+    /// Remove a tunnel, its interface and its attachments.
+    Del { name: String },
+    /// List the tunnels with their counters.
+    Show {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -56,21 +82,38 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Tunnel { command } => match command {
+            TunnelCommand::Add { spec } => {
+                let def = tunnel::TunnelDef::parse(&spec)?;
+                runtime()?.block_on(tunnel::add(&def, &cli.pin_dir))
+            }
+            TunnelCommand::Del { name } => runtime()?.block_on(tunnel::del(&name, &cli.pin_dir)),
+            TunnelCommand::Show { json } => {
+                let tunnels = tunnel::list(&cli.pin_dir)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&tunnels)?);
+                } else {
+                    tunnel::print_table(&tunnels);
+                }
+                Ok(())
+            }
+        },
         Command::Run {
             count,
             keep_datapath,
-        } => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(daemon::run(daemon::Options {
-                pin_dir: cli.pin_dir,
-                count_ifaces: count,
-                keep_datapath,
-            }))
-        }
+        } => runtime()?.block_on(daemon::run(daemon::Options {
+            pin_dir: cli.pin_dir,
+            count_ifaces: count,
+            keep_datapath,
+        })),
         Command::Counters { json } => {
             let c = counters::read(&cli.pin_dir)?;
             if json {

@@ -1,0 +1,455 @@
+//! GRE tunnels without the kernel's GRE module.
+//!
+//! A tunnel interface is one end of a veth pair; its internal peer is where
+//! the datapath sees what the host sends on the tunnel:
+//!
+//! - `greha_gre_encap` (tc ingress on the peer) wraps each frame in
+//!   IPv4 + GRE and redirects it out of the underlay, with the outer
+//!   Ethernet addresses from the kernel's FIB and neighbour table;
+//! - `greha_gre_decap` (XDP on the underlay) validates GRE from a tunnel's
+//!   remote, strips the outer headers and redirects the inner frame into
+//!   the peer, so it arrives on the tunnel interface;
+//! - `greha_xdp_pass` sits on the tunnel interface: a native XDP redirect
+//!   into a veth is delivered only when the receiving end runs XDP.
+use core::mem::size_of;
+
+use aya_ebpf::{
+    bindings::{
+        BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
+        BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT, bpf_adj_room_mode, bpf_fib_lookup,
+        xdp_action,
+    },
+    bpf_f_adj_room_encap_l2,
+    btf_maps::{Array, HashMap, PerCpuArray},
+    helpers::{
+        bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_skb_change_head,
+        bpf_xdp_adjust_head, bpf_xdp_load_bytes,
+    },
+    macros::{btf_map, classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use greha_common::{
+    Endpoints, GRE_PROTO_IPV4, GRE_PROTO_TEB, MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP,
+    TUNNEL_F_KEY, TunnelConfig, TunnelCounters,
+};
+
+#[btf_map]
+static GREHA_TUNNELS: Array<TunnelConfig, { MAX_TUNNELS as usize }> = Array::new();
+#[btf_map]
+static GREHA_TUNNEL_BY_PEER: HashMap<u32, u32, { MAX_TUNNELS as usize }> = HashMap::new();
+#[btf_map]
+static GREHA_TUNNEL_BY_ENDP: HashMap<Endpoints, u32, { MAX_TUNNELS as usize }> = HashMap::new();
+#[btf_map]
+static GREHA_TUNNEL_BY_LOCAL: HashMap<[u8; 4], u32, { MAX_TUNNELS as usize }> = HashMap::new();
+#[btf_map]
+static GREHA_TUNNEL_COUNTERS: PerCpuArray<TunnelCounters, { MAX_TUNNELS as usize }> =
+    PerCpuArray::new();
+
+const ETH_LEN: usize = 14;
+const IPV4_LEN: usize = 20;
+const ETH_P_IP: u16 = 0x0800;
+const IPPROTO_GRE: u8 = 47;
+const AF_INET: u8 = 2;
+
+// GRE flags and version word (RFC 2784, RFC 2890).
+const GRE_C: u16 = 0x8000;
+const GRE_K: u16 = 0x2000;
+const GRE_S: u16 = 0x1000;
+/// Routing present, strict source route, recursion control, other flags and
+/// the version: all must be zero for GRE version 0 as Linux sends it.
+const GRE_MUST_BE_ZERO: u16 = 0x4000 | 0x0800 | 0x0700 | 0x00f8 | 0x0007;
+
+/// Largest GRE packet whose checksum is verified (jumbo MTU).
+const MAX_CSUM_BYTES: usize = 9216;
+const CSUM_CHUNK: usize = 512;
+
+#[inline(always)]
+fn counters(id: u32) -> Option<&'static mut TunnelCounters> {
+    GREHA_TUNNEL_COUNTERS
+        .get_ptr_mut(id)
+        .map(|p| unsafe { &mut *p })
+}
+
+/// The active tunnel `id`. Callers must check `flags & TUNNEL_F_ACTIVE`
+/// themselves with an early return: folded into an `Option` combinator,
+/// LLVM masks the map pointer arithmetically, which the verifier refuses.
+#[inline(always)]
+fn tunnel(id: u32) -> Option<&'static TunnelConfig> {
+    GREHA_TUNNELS.get(id)
+}
+
+// ---------------------------------------------------------------- decap --
+
+#[xdp]
+pub fn greha_xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[xdp]
+pub fn greha_gre_decap(ctx: XdpContext) -> u32 {
+    decap(&ctx)
+}
+
+#[inline(always)]
+fn xdp_bytes<const N: usize>(ctx: &XdpContext, off: usize) -> Option<[u8; N]> {
+    let start = ctx.data() + off;
+    if start + N > ctx.data_end() {
+        return None;
+    }
+    Some(unsafe { core::ptr::read_unaligned(start as *const [u8; N]) })
+}
+
+#[inline(always)]
+fn decap(ctx: &XdpContext) -> u32 {
+    let Some(eth) = xdp_bytes::<ETH_LEN>(ctx, 0) else {
+        return xdp_action::XDP_PASS;
+    };
+    if u16::from_be_bytes([eth[12], eth[13]]) != ETH_P_IP {
+        return xdp_action::XDP_PASS;
+    }
+    let Some(ip) = xdp_bytes::<IPV4_LEN>(ctx, ETH_LEN) else {
+        return xdp_action::XDP_PASS;
+    };
+    if ip[9] != IPPROTO_GRE || ip[0] >> 4 != 4 {
+        return xdp_action::XDP_PASS;
+    }
+    let endpoints = Endpoints {
+        local: [ip[16], ip[17], ip[18], ip[19]],
+        remote: [ip[12], ip[13], ip[14], ip[15]],
+    };
+    let id = match unsafe { GREHA_TUNNEL_BY_ENDP.get(endpoints) } {
+        Some(id) => *id,
+        None => {
+            // GRE aimed at one of our tunnel endpoints from a stranger.
+            if let Some(id) = unsafe { GREHA_TUNNEL_BY_LOCAL.get(endpoints.local) }
+                && let Some(c) = counters(*id)
+            {
+                c.rx_drop_wrong_source += 1;
+                return xdp_action::XDP_DROP;
+            }
+            return xdp_action::XDP_PASS;
+        }
+    };
+    let (Some(cfg), Some(c)) = (tunnel(id), counters(id)) else {
+        return xdp_action::XDP_PASS;
+    };
+    if cfg.flags & TUNNEL_F_ACTIVE == 0 {
+        return xdp_action::XDP_PASS;
+    }
+    // A fragment cannot be decapsulated on its own; the kernel has no GRE
+    // to reassemble it for, so it is dropped either way.
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    if frag & 0x3fff != 0 {
+        c.rx_drop_truncated += 1;
+        return xdp_action::XDP_DROP;
+    }
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    let tot_len = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let frame_len = ctx.data_end() - ctx.data();
+    if ihl < IPV4_LEN || tot_len < ihl + 4 || ETH_LEN + tot_len > frame_len {
+        c.rx_drop_truncated += 1;
+        return xdp_action::XDP_DROP;
+    }
+    let gre_off = ETH_LEN + ihl;
+    let Some(gre) = xdp_bytes::<4>(ctx, gre_off) else {
+        c.rx_drop_truncated += 1;
+        return xdp_action::XDP_DROP;
+    };
+    let flags = u16::from_be_bytes([gre[0], gre[1]]);
+    let proto = u16::from_be_bytes([gre[2], gre[3]]);
+    if flags & GRE_MUST_BE_ZERO != 0 {
+        c.rx_drop_bad_flags += 1;
+        return xdp_action::XDP_DROP;
+    }
+    let has_csum = flags & GRE_C != 0;
+    let has_key = flags & GRE_K != 0;
+    let gre_len = 4
+        + if has_csum { 4 } else { 0 }
+        + if has_key { 4 } else { 0 }
+        + if flags & GRE_S != 0 { 4 } else { 0 };
+    let outer_len = gre_off + gre_len;
+    if ihl + gre_len > tot_len {
+        c.rx_drop_truncated += 1;
+        return xdp_action::XDP_DROP;
+    }
+    let want_key = cfg.flags & TUNNEL_F_KEY != 0;
+    if has_key != want_key {
+        c.rx_drop_wrong_key += 1;
+        return xdp_action::XDP_DROP;
+    }
+    if has_key {
+        let key_off = gre_off + 4 + if has_csum { 4 } else { 0 };
+        match xdp_bytes::<4>(ctx, key_off) {
+            Some(k) if u32::from_be_bytes(k) == cfg.key => {}
+            Some(_) => {
+                c.rx_drop_wrong_key += 1;
+                return xdp_action::XDP_DROP;
+            }
+            None => {
+                c.rx_drop_truncated += 1;
+                return xdp_action::XDP_DROP;
+            }
+        }
+    }
+    let gretap = cfg.flags & TUNNEL_F_GRETAP != 0;
+    let want_proto = if gretap {
+        GRE_PROTO_TEB
+    } else {
+        GRE_PROTO_IPV4
+    };
+    if proto != want_proto {
+        c.rx_drop_bad_protocol += 1;
+        return xdp_action::XDP_DROP;
+    }
+    let inner_len = tot_len - ihl - gre_len;
+    if gretap && inner_len < ETH_LEN || !gretap && inner_len < IPV4_LEN {
+        c.rx_drop_truncated += 1;
+        return xdp_action::XDP_DROP;
+    }
+    if has_csum && !checksum_ok(ctx, gre_off, ETH_LEN + tot_len) {
+        c.rx_drop_bad_checksum += 1;
+        return xdp_action::XDP_DROP;
+    }
+
+    // Strip the outer headers; in gre mode keep room for an Ethernet header.
+    let strip = if gretap {
+        outer_len
+    } else {
+        outer_len - ETH_LEN
+    };
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, strip as i32) } != 0 {
+        c.rx_drop_truncated += 1;
+        return xdp_action::XDP_DROP;
+    }
+    if !gretap {
+        let start = ctx.data();
+        if start + ETH_LEN > ctx.data_end() {
+            return xdp_action::XDP_DROP;
+        }
+        let mut hdr = [0u8; ETH_LEN];
+        hdr[0..6].copy_from_slice(&cfg.dev_mac);
+        hdr[6..12].copy_from_slice(&cfg.peer_mac);
+        hdr[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        unsafe { core::ptr::write_unaligned(start as *mut [u8; ETH_LEN], hdr) };
+    }
+    c.rx_packets += 1;
+    c.rx_bytes += (ctx.data_end() - ctx.data()) as u64;
+    unsafe { bpf_redirect(cfg.peer_ifindex, 0) as u32 }
+}
+
+/// Scratch space for checksumming: the BPF stack (512 bytes) cannot hold
+/// a chunk and the program's other state. Four bytes of slack keep the
+/// zero padding after a tail in bounds without a check LLVM could drop.
+#[btf_map]
+static GREHA_CSUM_SCRATCH: PerCpuArray<[u8; CSUM_CHUNK + 4], 1> = PerCpuArray::new();
+
+/// The GRE checksum (RFC 2784): the ones' complement sum over the GRE
+/// header and payload, `start..end` of the frame, must be all ones.
+/// Summed chunk by chunk with bpf_csum_diff: a byte-wise loop over a
+/// jumbo frame is more than the verifier will walk.
+#[inline(always)]
+fn checksum_ok(ctx: &XdpContext, start: usize, end: usize) -> bool {
+    let Some(buf) = GREHA_CSUM_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let mut sum: i64 = 0;
+    let mut off = start;
+    for _ in 0..MAX_CSUM_BYTES / CSUM_CHUNK {
+        if off + CSUM_CHUNK > end {
+            break;
+        }
+        if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf.cast(), CSUM_CHUNK as u32) } != 0 {
+            return false;
+        }
+        sum = unsafe {
+            bpf_csum_diff(
+                core::ptr::null_mut(),
+                0,
+                buf.cast(),
+                CSUM_CHUNK as u32,
+                sum as u32,
+            )
+        };
+        if sum < 0 {
+            return false;
+        }
+        off += CSUM_CHUNK;
+    }
+    if end < off || end - off >= CSUM_CHUNK {
+        // Longer than MAX_CSUM_BYTES: cannot be verified, so not accepted.
+        return end == off;
+    }
+    // Opaque to LLVM, so the bounds below stay in the code for the
+    // verifier (LLVM would otherwise prove them redundant and drop them).
+    let tail = core::hint::black_box(end - off);
+    if tail > 0 && tail < CSUM_CHUNK {
+        if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf.cast(), tail as u32) } != 0 {
+            return false;
+        }
+        // bpf_csum_diff wants whole words: pad with zeros, which is also
+        // what RFC 1071 prescribes for an odd length. Volatile, or LLVM
+        // makes a memset call of it that the verifier cannot bound.
+        let bytes = buf.cast::<u8>();
+        for k in 0..3 {
+            unsafe { core::ptr::write_volatile(bytes.add(tail + k), 0) };
+        }
+        let words = ((tail + 3) & !3) as u32;
+        sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf.cast(), words, sum as u32) };
+        if sum < 0 {
+            return false;
+        }
+    }
+    fold(sum as u64) == 0xffff
+}
+
+#[inline(always)]
+fn fold(mut sum: u64) -> u16 {
+    for _ in 0..4 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+// ---------------------------------------------------------------- encap --
+
+#[classifier]
+pub fn greha_gre_encap(ctx: TcContext) -> i32 {
+    encap(&ctx)
+}
+
+#[inline(always)]
+fn encap(ctx: &TcContext) -> i32 {
+    let skb = ctx.skb.skb;
+    let ifindex = unsafe { (*skb).ifindex };
+    let Some(id) = (unsafe { GREHA_TUNNEL_BY_PEER.get(ifindex) }).copied() else {
+        return TC_ACT_OK;
+    };
+    let (Some(cfg), Some(c)) = (tunnel(id), counters(id)) else {
+        return TC_ACT_SHOT;
+    };
+    if cfg.flags & TUNNEL_F_ACTIVE == 0 {
+        return TC_ACT_SHOT;
+    }
+    let len = unsafe { (*skb).len } as usize;
+    let gso_segs = unsafe { (*skb).gso_segs };
+    let Ok(eth) = ctx.load::<[u8; ETH_LEN]>(0) else {
+        c.tx_drop_error += 1;
+        return TC_ACT_SHOT;
+    };
+    let ethertype = u16::from_be_bytes([eth[12], eth[13]]);
+    let gretap = cfg.flags & TUNNEL_F_GRETAP != 0;
+    if !gretap && ethertype != ETH_P_IP {
+        c.tx_drop_error += 1;
+        return TC_ACT_SHOT;
+    }
+    let gre_len = cfg.gre_header_len() as usize;
+    let inner_len = if gretap { len } else { len - ETH_LEN };
+    let outer_l3_len = IPV4_LEN + gre_len + inner_len;
+    // A GSO packet is cut to the MTU later; only a single one can be too big.
+    if gso_segs <= 1 && outer_l3_len > cfg.underlay_mtu as usize {
+        c.tx_drop_too_big += 1;
+        return TC_ACT_SHOT;
+    }
+
+    // Looked up as if the outer packet arrived on the peer: the kernel
+    // checks forwarding on the lookup's interface even for output lookups,
+    // and the peer (greha's own, where nothing else enters the stack) is
+    // the one interface greha enables forwarding on.
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET;
+    fib.ifindex = cfg.peer_ifindex;
+    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(cfg.local);
+    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(cfg.remote);
+    let rc = unsafe { fib_lookup(skb.cast(), &mut fib, size_of::<bpf_fib_lookup>() as i32, 0) };
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        c.tx_drop_no_next_hop += 1;
+        return TC_ACT_SHOT;
+    }
+
+    // Make room. IPv4 inner packets go through adjust_room with the encap
+    // flags, which keeps GSO working (the stack segments the GRE packet
+    // later); adjust_room refuses other protocols (ARP), which carry no GSO
+    // and get their room in front of the frame instead.
+    let encap_len = IPV4_LEN + gre_len + if gretap { ETH_LEN } else { 0 };
+    if ethertype == ETH_P_IP {
+        let mut flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_GRE) as u64;
+        if gretap {
+            flags |= BPF_F_ADJ_ROOM_ENCAP_L2_ETH as u64 | bpf_f_adj_room_encap_l2(ETH_LEN as u64);
+        }
+        if ctx
+            .adjust_room(encap_len as i32, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, flags)
+            .is_err()
+        {
+            c.tx_drop_error += 1;
+            return TC_ACT_SHOT;
+        }
+        if gretap && ctx.store(ETH_LEN + IPV4_LEN + gre_len, &eth, 0).is_err() {
+            c.tx_drop_error += 1;
+            return TC_ACT_SHOT;
+        }
+    } else if unsafe { bpf_skb_change_head(skb.cast(), (ETH_LEN + IPV4_LEN + gre_len) as u32, 0) }
+        != 0
+    {
+        c.tx_drop_error += 1;
+        return TC_ACT_SHOT;
+    }
+
+    let mut outer_eth = [0u8; ETH_LEN];
+    outer_eth[0..6].copy_from_slice(&fib.dmac);
+    outer_eth[6..12].copy_from_slice(&fib.smac);
+    outer_eth[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
+    let ip = ipv4_header(cfg, outer_l3_len.min(0xffff) as u16);
+    let mut gre = [0u8; 8];
+    let gre_flags: u16 = if cfg.flags & TUNNEL_F_KEY != 0 {
+        GRE_K
+    } else {
+        0
+    };
+    let proto = if gretap {
+        GRE_PROTO_TEB
+    } else {
+        GRE_PROTO_IPV4
+    };
+    gre[0..2].copy_from_slice(&gre_flags.to_be_bytes());
+    gre[2..4].copy_from_slice(&proto.to_be_bytes());
+    gre[4..8].copy_from_slice(&cfg.key.to_be_bytes());
+    let stored = ctx.store(0, &outer_eth, 0).is_ok()
+        && ctx.store(ETH_LEN, &ip, 0).is_ok()
+        && if gre_len == 8 {
+            ctx.store(ETH_LEN + IPV4_LEN, &gre, 0).is_ok()
+        } else {
+            ctx.store(ETH_LEN + IPV4_LEN, &[gre[0], gre[1], gre[2], gre[3]], 0)
+                .is_ok()
+        };
+    if !stored {
+        c.tx_drop_error += 1;
+        return TC_ACT_SHOT;
+    }
+    c.tx_packets += gso_segs.max(1) as u64;
+    c.tx_bytes += inner_len as u64;
+    unsafe { bpf_redirect(fib.ifindex, 0) as i32 }
+}
+
+/// The outer IPv4 header: DF set (greha never sends more than the underlay
+/// MTU), with its checksum.
+#[inline(always)]
+fn ipv4_header(cfg: &TunnelConfig, tot_len: u16) -> [u8; IPV4_LEN] {
+    let mut h = [0u8; IPV4_LEN];
+    h[0] = 0x45;
+    h[1] = cfg.tos;
+    h[2..4].copy_from_slice(&tot_len.to_be_bytes());
+    h[6] = 0x40;
+    h[8] = cfg.ttl;
+    h[9] = IPPROTO_GRE;
+    h[12..16].copy_from_slice(&cfg.local);
+    h[16..20].copy_from_slice(&cfg.remote);
+    let mut sum: u64 = 0;
+    let mut i = 0;
+    while i < IPV4_LEN {
+        sum += u16::from_be_bytes([h[i], h[i + 1]]) as u64;
+        i += 2;
+    }
+    let csum = !fold(sum);
+    h[10..12].copy_from_slice(&csum.to_be_bytes());
+    h
+}

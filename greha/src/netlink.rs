@@ -1,0 +1,258 @@
+//! The netlink operations greha needs (links, addresses, routes,
+//! neighbours), on rtnetlink. Each one is a small async function, so the
+//! callers read as the list of steps they perform.
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use futures_util::TryStreamExt as _;
+use netlink_packet_route::{
+    link::{LinkAttribute, LinkMessage},
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourState},
+    route::{RouteAddress, RouteAttribute},
+};
+use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+/// What greha needs to know of an interface.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mtu: u32,
+    pub mac: [u8; 6],
+}
+
+pub struct Netlink {
+    handle: Handle,
+}
+
+/// Where packets to a destination leave: the interface and, when the
+/// destination is not on-link, the gateway.
+#[derive(Clone, Copy, Debug)]
+pub struct Route {
+    pub oif: u32,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+impl Netlink {
+    /// Opens a netlink socket in the current network namespace. Needs a
+    /// tokio runtime.
+    pub fn new() -> Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    fn parse_link(msg: LinkMessage) -> Link {
+        let mut link = Link {
+            index: msg.header.index,
+            name: String::new(),
+            mtu: 0,
+            mac: [0; 6],
+        };
+        for attr in msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => link.name = n,
+                LinkAttribute::Mtu(m) => link.mtu = m,
+                LinkAttribute::Address(a) if a.len() == 6 => link.mac.copy_from_slice(&a),
+                _ => {}
+            }
+        }
+        link
+    }
+
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(Some(Self::parse_link(msg))),
+            Ok(None) => Ok(None),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up interface {name}")),
+        }
+    }
+
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(Some(Self::parse_link(msg))),
+            Ok(None) => Ok(None),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up interface {index}")),
+        }
+    }
+
+    /// Whether `addr` is configured on any interface of this host.
+    pub async fn has_address(&self, addr: Ipv4Addr) -> Result<bool> {
+        use netlink_packet_route::address::AddressAttribute;
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(msg) = addrs.try_next().await.context("listing addresses")? {
+            if msg
+                .attributes
+                .iter()
+                .any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(l)) if *l == addr))
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// `ip route get DST`: the kernel's own answer, policy routing included.
+    pub async fn route_get(&self, dst: Ipv4Addr) -> Result<Option<Route>> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst, 32)
+            .build();
+        let mut routes = self.handle.route().get(msg).execute();
+        let found = match routes.try_next().await {
+            Ok(found) => found,
+            Err(e) if errno(&e) == Some(libc::ENETUNREACH) => None,
+            Err(e) => return Err(e).with_context(|| format!("route lookup for {dst}")),
+        };
+        Ok(found.and_then(|r| {
+            let mut oif = None;
+            let mut gateway = None;
+            for attr in r.attributes {
+                match attr {
+                    RouteAttribute::Oif(i) => oif = Some(i),
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(g),
+                    _ => {}
+                }
+            }
+            oif.map(|oif| Route { oif, gateway })
+        }))
+    }
+
+    pub async fn add_veth(&self, name: &str, peer: &str, mtu: u32) -> Result<()> {
+        let mut msg = LinkVeth::new(name, peer).mtu(mtu).build();
+        // The peer takes its MTU from its own nested message; without it
+        // the peer would keep 1500 and accept frames the tunnel cannot carry.
+        if let Some(info) = msg.attributes.iter_mut().find_map(|a| match a {
+            LinkAttribute::LinkInfo(i) => Some(i),
+            _ => None,
+        }) {
+            use netlink_packet_route::link::{InfoData, InfoVeth, LinkInfo};
+            for i in info.iter_mut() {
+                if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) = i {
+                    p.attributes.push(LinkAttribute::Mtu(mtu));
+                }
+            }
+        }
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .with_context(|| format!("creating interface {name}"))
+    }
+
+    /// Brings a link up, optionally with ARP off (an L3 tunnel).
+    pub async fn set_up(&self, index: u32, arp: bool) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).arp(arp).up().build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .with_context(|| format!("bringing interface {index} up"))
+    }
+
+    pub async fn del_link(&self, index: u32) -> Result<()> {
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting interface {index}")),
+        }
+    }
+
+    pub async fn add_address(&self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(addr), prefix)
+            .execute()
+            .await
+            .with_context(|| format!("adding address {addr}/{prefix}"))
+    }
+
+    /// Whether the neighbour table already has an entry for `addr`.
+    pub async fn has_neighbour(&self, index: u32, addr: Ipv4Addr) -> Result<bool> {
+        let mut neighs = self.handle.neighbours().get().execute();
+        while let Some(n) = neighs.try_next().await.context("listing neighbours")? {
+            if n.header.ifindex == index
+                && n.attributes.iter().any(|a| {
+                    matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) if *d == addr)
+                })
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// A neighbour entry the kernel keeps resolved by itself
+    /// (`ip neigh add ADDR dev DEV managed`): the datapath's FIB lookups then
+    /// find the next hop's MAC without any traffic from the host.
+    pub async fn add_managed_neighbour(&self, index: u32, addr: Ipv4Addr) -> Result<()> {
+        let mut req = self
+            .handle
+            .neighbours()
+            .add(index, IpAddr::V4(addr))
+            .state(NeighbourState::None)
+            .replace();
+        req.message_mut()
+            .attributes
+            .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+        req.execute()
+            .await
+            .with_context(|| format!("adding managed neighbour {addr}"))
+    }
+
+    pub async fn del_neighbour(&self, index: u32, addr: Ipv4Addr) -> Result<()> {
+        let mut neighs = self.handle.neighbours().get().execute();
+        while let Some(n) = neighs.try_next().await.context("listing neighbours")? {
+            if n.header.ifindex == index
+                && n.attributes.iter().any(|a| {
+                    matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) if *d == addr)
+                })
+            {
+                return self
+                    .handle
+                    .neighbours()
+                    .del(n)
+                    .execute()
+                    .await
+                    .with_context(|| format!("removing neighbour {addr}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Interface names the kernel accepts: 1 to 15 bytes, no '/', ':' or
+/// white space, not "." or "..".
+pub fn check_ifname(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 15 {
+        bail!(
+            "{name:?} is {} bytes long; interface names have 1 to 15",
+            name.len()
+        );
+    }
+    if name == "."
+        || name == ".."
+        || name.contains(['/', ':'])
+        || name.contains(char::is_whitespace)
+    {
+        return Err(anyhow!("{name:?} is not a valid interface name"));
+    }
+    Ok(())
+}

@@ -1,0 +1,791 @@
+//! GRE tunnels: their definition (iproute2's vocabulary), validation
+//! against the host, and setting them up and down on the datapath.
+//!
+//! A tunnel is a veth pair (the host-visible interface and an internal
+//! peer), entries in the datapath's tunnel maps, and three pinned
+//! attachments: XDP pass on the interface, tc encap on the peer, XDP decap
+//! on the underlay (shared by the tunnels on one underlay).
+use std::{fmt, net::Ipv4Addr, path::Path, str::FromStr};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::maps::{Array, HashMap, MapError, PerCpuArray, PerCpuValues};
+use greha_common::{
+    Endpoints, MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_DECAP_GENERIC, TUNNEL_F_GRETAP, TUNNEL_F_KEY,
+    TUNNEL_F_OWN_NEIGH, TunnelConfig, TunnelCounters, names,
+};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::{
+    datapath::{AttachMode, Datapath},
+    netlink::{self, Netlink},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Ethernet over GRE (0x6558), like `ip link add … type gretap`.
+    Gretap,
+    /// IPv4 over GRE (0x0800), like `ip link add … type gre`.
+    Gre,
+}
+
+impl Mode {
+    /// Outer IPv4 + GRE (+ inner Ethernet for gretap): the kernel's figures.
+    fn overhead(self, key: bool) -> u32 {
+        let base = match self {
+            Self::Gretap => 38,
+            Self::Gre => 24,
+        };
+        base + if key { 4 } else { 0 }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Gretap => "gretap",
+            Self::Gre => "gre",
+        })
+    }
+}
+
+/// A tunnel as the operator defines it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelDef {
+    pub name: String,
+    pub mode: Mode,
+    pub local: Ipv4Addr,
+    pub remote: Ipv4Addr,
+    pub key: Option<u32>,
+    pub ttl: u8,
+    pub tos: u8,
+    /// The underlay; derived from the route to `remote` when not given.
+    pub dev: Option<String>,
+    pub mtu: Option<u32>,
+    pub addresses: Vec<(Ipv4Addr, u8)>,
+}
+
+/// Default outer TTL, as the kernel's for packets it originates.
+const DEFAULT_TTL: u8 = 64;
+
+fn parse_value<T: FromStr>(name: &str, field: &str, value: &str, what: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| anyhow!("tunnel {name}: {field}: {value:?} is not {what}"))
+}
+
+/// A GRE key: a number (0 to 4294967295) or dotted quad, as iproute2 takes it.
+fn parse_key(name: &str, value: &str) -> Result<u32> {
+    if let Ok(ip) = value.parse::<Ipv4Addr>() {
+        return Ok(u32::from(ip));
+    }
+    match value.parse::<u64>() {
+        Ok(k) => u32::try_from(k)
+            .map_err(|_| anyhow!("tunnel {name}: key: {value} is out of range (0 to 4294967295)")),
+        Err(_) => bail!("tunnel {name}: key: {value:?} is not a number or a dotted quad"),
+    }
+}
+
+fn parse_cidr(name: &str, value: &str) -> Result<(Ipv4Addr, u8)> {
+    let (addr, prefix) = value.split_once('/').unwrap_or((value, "32"));
+    let addr = parse_value(name, "address", addr, "an IPv4 address")?;
+    let prefix: u8 = parse_value(name, "address", prefix, "a prefix length")?;
+    if prefix > 32 {
+        bail!("tunnel {name}: address: prefix length {prefix} is over 32");
+    }
+    Ok((addr, prefix))
+}
+
+impl TunnelDef {
+    /// Parses `NAME mode gretap local A remote B [key K] [ttl N] [tos N]
+    /// [dev IFACE] [mtu N] [address CIDR]...`; `type` is taken for `mode`.
+    pub fn parse(words: &[String]) -> Result<Self> {
+        let mut it = words.iter().map(String::as_str);
+        let name = it.next().context("tunnel: a name is required")?.to_owned();
+        netlink::check_ifname(&name).with_context(|| format!("tunnel {name}: name"))?;
+        let (mut mode, mut local, mut remote) = (None, None, None);
+        let mut def = TunnelDef {
+            name: name.clone(),
+            mode: Mode::Gretap,
+            local: Ipv4Addr::UNSPECIFIED,
+            remote: Ipv4Addr::UNSPECIFIED,
+            key: None,
+            ttl: DEFAULT_TTL,
+            tos: 0,
+            dev: None,
+            mtu: None,
+            addresses: Vec::new(),
+        };
+        while let Some(word) = it.next() {
+            let mut value = || {
+                it.next()
+                    .ok_or_else(|| anyhow!("tunnel {name}: {word}: a value is required"))
+            };
+            match word {
+                "mode" | "type" => {
+                    mode = Some(match value()? {
+                        "gretap" => Mode::Gretap,
+                        "gre" => Mode::Gre,
+                        other => bail!("tunnel {name}: mode: {other:?} is not gretap or gre"),
+                    })
+                }
+                "local" => local = Some(parse_value(&name, word, value()?, "an IPv4 address")?),
+                "remote" => remote = Some(parse_value(&name, word, value()?, "an IPv4 address")?),
+                "key" => def.key = Some(parse_key(&name, value()?)?),
+                "ttl" => {
+                    let v = value()?;
+                    def.ttl = match v {
+                        "inherit" => DEFAULT_TTL,
+                        _ => parse_value(&name, word, v, "a TTL (1 to 255)")?,
+                    };
+                    if def.ttl == 0 {
+                        bail!("tunnel {name}: ttl: 0 is not a TTL (1 to 255)");
+                    }
+                }
+                "tos" => def.tos = parse_value(&name, word, value()?, "a TOS byte (0 to 255)")?,
+                "dev" => {
+                    let d = value()?;
+                    netlink::check_ifname(d).with_context(|| format!("tunnel {name}: dev"))?;
+                    def.dev = Some(d.to_owned());
+                }
+                "mtu" => {
+                    let m: u32 = parse_value(&name, word, value()?, "an MTU")?;
+                    if m < 68 {
+                        bail!("tunnel {name}: mtu: {m} is below the IPv4 minimum of 68");
+                    }
+                    def.mtu = Some(m);
+                }
+                "address" | "addr" => def.addresses.push(parse_cidr(&name, value()?)?),
+                other => bail!("tunnel {name}: unknown keyword {other:?}"),
+            }
+        }
+        def.mode =
+            mode.with_context(|| format!("tunnel {name}: mode: gretap or gre is required"))?;
+        def.local =
+            local.with_context(|| format!("tunnel {name}: local: an address is required"))?;
+        def.remote =
+            remote.with_context(|| format!("tunnel {name}: remote: an address is required"))?;
+        for (field, a) in [("local", def.local), ("remote", def.remote)] {
+            if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+                bail!("tunnel {name}: {field}: {a} is not a unicast address");
+            }
+        }
+        if def.local == def.remote {
+            bail!("tunnel {name}: remote: {} is the local address", def.remote);
+        }
+        Ok(def)
+    }
+}
+
+/// The internal peer's name: derived from the tunnel's so it is found again
+/// after a restart, hashed so any 15-byte name fits.
+pub fn peer_name(name: &str) -> String {
+    // FNV-1a: stable across releases, unlike std's hasher.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    format!("ghp{h:08x}")
+}
+
+fn name_bytes(name: &str) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..name.len()].copy_from_slice(name.as_bytes());
+    b
+}
+
+fn name_of(cfg: &TunnelConfig) -> String {
+    let end = cfg.name.iter().position(|&b| b == 0).unwrap_or(16);
+    String::from_utf8_lossy(&cfg.name[..end]).into_owned()
+}
+
+/// The tunnel maps of a datapath.
+struct Maps {
+    tunnels: Array<aya::maps::MapData, TunnelConfig>,
+    by_peer: HashMap<aya::maps::MapData, u32, u32>,
+    by_endp: HashMap<aya::maps::MapData, Endpoints, u32>,
+    by_local: HashMap<aya::maps::MapData, [u8; 4], u32>,
+    counters: PerCpuArray<aya::maps::MapData, TunnelCounters>,
+}
+
+impl Maps {
+    fn open(dp: &Datapath) -> Result<Self> {
+        Ok(Self {
+            tunnels: dp.map(names::MAP_TUNNELS)?.try_into()?,
+            by_peer: dp.map(names::MAP_TUNNEL_BY_PEER)?.try_into()?,
+            by_endp: dp.map(names::MAP_TUNNEL_BY_ENDPOINTS)?.try_into()?,
+            by_local: dp.map(names::MAP_TUNNEL_BY_LOCAL)?.try_into()?,
+            counters: dp.map(names::MAP_TUNNEL_COUNTERS)?.try_into()?,
+        })
+    }
+
+    /// Every active tunnel with its id.
+    fn active(&self) -> Result<Vec<(u32, TunnelConfig)>> {
+        let mut out = Vec::new();
+        for id in 0..MAX_TUNNELS {
+            let cfg = self.tunnels.get(&id, 0)?;
+            if cfg.flags & TUNNEL_F_ACTIVE != 0 {
+                out.push((id, cfg));
+            }
+        }
+        Ok(out)
+    }
+
+    fn reset_counters(&mut self, id: u32) -> Result<()> {
+        let zero = PerCpuValues::try_from(vec![
+            TunnelCounters::default();
+            aya::util::nr_cpus().map_err(|(_, e)| e)?
+        ])?;
+        self.counters.set(id, zero, 0)?;
+        Ok(())
+    }
+}
+
+fn ignore_missing(r: Result<(), MapError>) -> Result<()> {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+// Link pins are named by ifindex: bpffs refuses names with a '.', which
+// interface names may have (eth0.100).
+fn underlay_pin(ifindex: u32) -> String {
+    format!("decap-{ifindex}")
+}
+
+fn pass_pin(dev_ifindex: u32) -> String {
+    format!("pass-{dev_ifindex}")
+}
+
+fn encap_pin(peer_ifindex: u32) -> String {
+    format!("encap-{peer_ifindex}")
+}
+
+/// Creates the tunnel. Everything is validated before the host is
+/// changed; a failure half-way undoes what was done.
+pub async fn add(def: &TunnelDef, pin_dir: &Path) -> Result<()> {
+    let nl = Netlink::new()?;
+    let name = &def.name;
+    let peer = peer_name(name);
+    if nl.link_by_name(name).await?.is_some() {
+        bail!("tunnel {name}: name: an interface named {name} already exists");
+    }
+    if nl.link_by_name(&peer).await?.is_some() {
+        bail!("tunnel {name}: name: its internal interface {peer} already exists");
+    }
+    if !nl.has_address(def.local).await? {
+        bail!(
+            "tunnel {name}: local: {} is not an address of this host",
+            def.local
+        );
+    }
+    let route = nl
+        .route_get(def.remote)
+        .await?
+        .ok_or_else(|| anyhow!("tunnel {name}: remote: no route to {}", def.remote))?;
+    let underlay = match &def.dev {
+        Some(dev) => {
+            let link = nl
+                .link_by_name(dev)
+                .await?
+                .ok_or_else(|| anyhow!("tunnel {name}: dev: interface {dev} does not exist"))?;
+            if link.index != route.oif {
+                bail!(
+                    "tunnel {name}: dev: the route to {} leaves through ifindex {}, not {dev}",
+                    def.remote,
+                    route.oif
+                );
+            }
+            link
+        }
+        None => nl.link_by_index(route.oif).await?.ok_or_else(|| {
+            anyhow!(
+                "tunnel {name}: the route to {} has no interface",
+                def.remote
+            )
+        })?,
+    };
+    let max_mtu = underlay
+        .mtu
+        .checked_sub(def.mode.overhead(def.key.is_some()))
+        .filter(|m| *m >= 68)
+        .ok_or_else(|| {
+            anyhow!(
+                "tunnel {name}: dev: {} has MTU {}, too small for {} encapsulation",
+                underlay.name,
+                underlay.mtu,
+                def.mode
+            )
+        })?;
+    let mtu = def.mtu.unwrap_or(max_mtu);
+    if mtu > max_mtu {
+        bail!(
+            "tunnel {name}: mtu: {mtu} is over {max_mtu}, the most {} carries with {} encapsulation",
+            underlay.name,
+            def.mode
+        );
+    }
+    let next_hop = route.gateway.unwrap_or(def.remote);
+
+    let dp = Datapath::open(pin_dir)?;
+    let mut maps = Maps::open(&dp)?;
+    let active = maps.active()?;
+    if let Some((_, other)) = active
+        .iter()
+        .find(|(_, t)| t.local == def.local.octets() && t.remote == def.remote.octets())
+    {
+        bail!(
+            "tunnel {name}: local/remote: tunnel {} already runs from {} to {}",
+            name_of(other),
+            def.local,
+            def.remote
+        );
+    }
+    let id = (0..MAX_TUNNELS)
+        .find(|id| active.iter().all(|(a, _)| a != id))
+        .ok_or_else(|| anyhow!("tunnel {name}: greha runs at most {MAX_TUNNELS} tunnels"))?;
+
+    // From here on the host changes; undo on failure.
+    let mut cfg = TunnelConfig {
+        local: def.local.octets(),
+        remote: def.remote.octets(),
+        key: def.key.unwrap_or(0),
+        flags: if def.key.is_some() { TUNNEL_F_KEY } else { 0 }
+            | if def.mode == Mode::Gretap {
+                TUNNEL_F_GRETAP
+            } else {
+                0
+            },
+        underlay_ifindex: underlay.index,
+        underlay_mtu: underlay.mtu,
+        ttl: def.ttl,
+        tos: def.tos,
+        next_hop: next_hop.octets(),
+        name: name_bytes(name),
+        ..Default::default()
+    };
+    let result = setup(&nl, &dp, &mut maps, def, &peer, id, &mut cfg, &active).await;
+    if let Err(e) = result {
+        if let Err(undo) = teardown(&nl, &dp, &mut maps, id, &cfg).await {
+            warn!("tunnel {name}: undoing a failed setup: {undo:#}");
+        }
+        drop(maps);
+        dp.release_if_unused()?;
+        return Err(e);
+    }
+    info!(
+        tunnel = %name, mode = %def.mode, local = %def.local, remote = %def.remote,
+        underlay = %underlay.name, mtu, "tunnel up"
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn setup(
+    nl: &Netlink,
+    dp: &Datapath,
+    maps: &mut Maps,
+    def: &TunnelDef,
+    peer: &str,
+    id: u32,
+    cfg: &mut TunnelConfig,
+    active: &[(u32, TunnelConfig)],
+) -> Result<()> {
+    let name = &def.name;
+    let mtu = def
+        .mtu
+        .unwrap_or(cfg.underlay_mtu - def.mode.overhead(def.key.is_some()));
+    nl.add_veth(name, peer, mtu).await?;
+    let dev = nl
+        .link_by_name(name)
+        .await?
+        .context("the tunnel interface vanished")?;
+    let peer_link = nl
+        .link_by_name(peer)
+        .await?
+        .context("the internal interface vanished")?;
+    cfg.dev_ifindex = dev.index;
+    cfg.peer_ifindex = peer_link.index;
+    cfg.dev_mac = dev.mac;
+    cfg.peer_mac = peer_link.mac;
+    // The encap program's FIB lookup runs as if from the peer, and the
+    // kernel answers it only where forwarding is on. Nothing but tunnel
+    // frames ever reaches the peer, so this routes nothing else.
+    let forwarding = format!("/proc/sys/net/ipv4/conf/{peer}/forwarding");
+    std::fs::write(&forwarding, "1").with_context(|| format!("enabling {forwarding}"))?;
+
+    let decap_pin = underlay_pin(cfg.underlay_ifindex);
+    if dp.pinned_link_exists(&decap_pin) {
+        // Shared with the other tunnels on this underlay.
+        if let Some((_, t)) = active
+            .iter()
+            .find(|(_, t)| t.underlay_ifindex == cfg.underlay_ifindex)
+        {
+            cfg.flags |= t.flags & TUNNEL_F_DECAP_GENERIC;
+        }
+    } else if dp.attach_xdp_pinned(names::PROG_GRE_DECAP, cfg.underlay_ifindex, &decap_pin)?
+        == AttachMode::Generic
+    {
+        cfg.flags |= TUNNEL_F_DECAP_GENERIC;
+    }
+    dp.attach_xdp_pinned(names::PROG_XDP_PASS, dev.index, &pass_pin(dev.index))?;
+    dp.attach_tc_ingress_pinned(names::PROG_GRE_ENCAP, peer, &encap_pin(peer_link.index))?;
+
+    maps.reset_counters(id)?;
+    cfg.flags |= TUNNEL_F_ACTIVE;
+    let endpoints = Endpoints {
+        local: cfg.local,
+        remote: cfg.remote,
+    };
+    maps.tunnels.set(id, *cfg, 0)?;
+    maps.by_peer.insert(cfg.peer_ifindex, id, 0)?;
+    maps.by_endp.insert(endpoints, id, 0)?;
+    if maps.by_local.get(&cfg.local, 0).is_err() {
+        maps.by_local.insert(cfg.local, id, 0)?;
+    }
+
+    for (addr, prefix) in &def.addresses {
+        nl.add_address(dev.index, *addr, *prefix)
+            .await
+            .with_context(|| format!("tunnel {name}: address"))?;
+    }
+    nl.set_up(peer_link.index, true).await?;
+    nl.set_up(dev.index, def.mode == Mode::Gretap).await?;
+
+    let next_hop = Ipv4Addr::from(cfg.next_hop);
+    if !nl.has_neighbour(cfg.underlay_ifindex, next_hop).await? {
+        nl.add_managed_neighbour(cfg.underlay_ifindex, next_hop)
+            .await?;
+        cfg.flags |= TUNNEL_F_OWN_NEIGH;
+        maps.tunnels.set(id, *cfg, 0)?;
+    }
+    Ok(())
+}
+
+/// Takes a tunnel down, tolerating pieces that are already gone (a failed
+/// setup, an interface deleted by hand).
+async fn teardown(
+    nl: &Netlink,
+    dp: &Datapath,
+    maps: &mut Maps,
+    id: u32,
+    cfg: &TunnelConfig,
+) -> Result<()> {
+    maps.tunnels.set(id, TunnelConfig::default(), 0)?;
+    let others: Vec<(u32, TunnelConfig)> = maps
+        .active()?
+        .into_iter()
+        .filter(|(other, _)| *other != id)
+        .collect();
+
+    ignore_missing(maps.by_peer.remove(&cfg.peer_ifindex))?;
+    ignore_missing(maps.by_endp.remove(&Endpoints {
+        local: cfg.local,
+        remote: cfg.remote,
+    }))?;
+    if maps.by_local.get(&cfg.local, 0).ok() == Some(id) {
+        match others.iter().find(|(_, t)| t.local == cfg.local) {
+            Some((other, _)) => maps.by_local.insert(cfg.local, *other, 0)?,
+            None => ignore_missing(maps.by_local.remove(&cfg.local))?,
+        }
+    }
+    dp.detach_pinned(&encap_pin(cfg.peer_ifindex))?;
+    dp.detach_pinned(&pass_pin(cfg.dev_ifindex))?;
+    if cfg.dev_ifindex != 0 {
+        // Deleting one end of the veth pair deletes both.
+        nl.del_link(cfg.dev_ifindex).await?;
+    }
+    if !others
+        .iter()
+        .any(|(_, t)| t.underlay_ifindex == cfg.underlay_ifindex)
+    {
+        dp.detach_pinned(&underlay_pin(cfg.underlay_ifindex))?;
+    }
+    if cfg.flags & TUNNEL_F_OWN_NEIGH != 0 {
+        let shared = others.iter().find(|(_, t)| {
+            t.underlay_ifindex == cfg.underlay_ifindex && t.next_hop == cfg.next_hop
+        });
+        match shared {
+            // Hand the entry over to a tunnel that still needs it.
+            Some((other, t)) => {
+                let mut t = *t;
+                t.flags |= TUNNEL_F_OWN_NEIGH;
+                maps.tunnels.set(*other, t, 0)?;
+            }
+            None => {
+                nl.del_neighbour(cfg.underlay_ifindex, Ipv4Addr::from(cfg.next_hop))
+                    .await?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the tunnel named `name`, and the datapath with the last one.
+pub async fn del(name: &str, pin_dir: &Path) -> Result<()> {
+    let nl = Netlink::new()?;
+    let dp = Datapath::open(pin_dir)?;
+    let mut maps = Maps::open(&dp)?;
+    let (id, cfg) = maps
+        .active()?
+        .into_iter()
+        .find(|(_, t)| name_of(t) == name)
+        .ok_or_else(|| anyhow!("tunnel {name}: no such greha tunnel"))?;
+    teardown(&nl, &dp, &mut maps, id, &cfg).await?;
+    drop(maps);
+    dp.release_if_unused()?;
+    info!(tunnel = name, "tunnel removed");
+    Ok(())
+}
+
+/// A tunnel as `greha tunnel show` and `greha status` report it.
+#[derive(Debug, Serialize)]
+pub struct TunnelStatus {
+    pub name: String,
+    pub mode: Mode,
+    pub local: Ipv4Addr,
+    pub remote: Ipv4Addr,
+    pub key: Option<u32>,
+    pub underlay_ifindex: u32,
+    pub xdp_mode: AttachMode,
+    pub counters: CountersView,
+}
+
+/// [`TunnelCounters`] with serde, field for field.
+#[derive(Debug, Serialize)]
+pub struct CountersView {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_drop_wrong_key: u64,
+    pub rx_drop_wrong_source: u64,
+    pub rx_drop_bad_flags: u64,
+    pub rx_drop_bad_protocol: u64,
+    pub rx_drop_bad_checksum: u64,
+    pub rx_drop_truncated: u64,
+    pub tx_drop_too_big: u64,
+    pub tx_drop_no_next_hop: u64,
+    pub tx_drop_error: u64,
+}
+
+impl From<TunnelCounters> for CountersView {
+    fn from(c: TunnelCounters) -> Self {
+        Self {
+            rx_packets: c.rx_packets,
+            rx_bytes: c.rx_bytes,
+            tx_packets: c.tx_packets,
+            tx_bytes: c.tx_bytes,
+            rx_drop_wrong_key: c.rx_drop_wrong_key,
+            rx_drop_wrong_source: c.rx_drop_wrong_source,
+            rx_drop_bad_flags: c.rx_drop_bad_flags,
+            rx_drop_bad_protocol: c.rx_drop_bad_protocol,
+            rx_drop_bad_checksum: c.rx_drop_bad_checksum,
+            rx_drop_truncated: c.rx_drop_truncated,
+            tx_drop_too_big: c.tx_drop_too_big,
+            tx_drop_no_next_hop: c.tx_drop_no_next_hop,
+            tx_drop_error: c.tx_drop_error,
+        }
+    }
+}
+
+/// The tunnels pinned under `pin_dir`, read without taking the lock (a
+/// read-only view, usable while another greha changes them).
+pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
+    if !pin_dir.join(names::MAP_TUNNELS).exists() {
+        return Ok(Vec::new());
+    }
+    let open = |name: &str| -> Result<aya::maps::Map> {
+        let data = aya::maps::MapData::from_pin(pin_dir.join(name))?;
+        Ok(aya::maps::Map::from_map_data(data)?)
+    };
+    let tunnels: Array<_, TunnelConfig> = open(names::MAP_TUNNELS)?.try_into()?;
+    let counters: PerCpuArray<_, TunnelCounters> = open(names::MAP_TUNNEL_COUNTERS)?.try_into()?;
+    let mut out = Vec::new();
+    for id in 0..MAX_TUNNELS {
+        let t = tunnels.get(&id, 0)?;
+        if t.flags & TUNNEL_F_ACTIVE == 0 {
+            continue;
+        }
+        let mut total = TunnelCounters::default();
+        for c in counters.get(&id, 0)?.iter() {
+            total.add(c);
+        }
+        out.push(TunnelStatus {
+            name: name_of(&t),
+            mode: if t.flags & TUNNEL_F_GRETAP != 0 {
+                Mode::Gretap
+            } else {
+                Mode::Gre
+            },
+            local: Ipv4Addr::from(t.local),
+            remote: Ipv4Addr::from(t.remote),
+            key: (t.flags & TUNNEL_F_KEY != 0).then_some(t.key),
+            underlay_ifindex: t.underlay_ifindex,
+            xdp_mode: if t.flags & TUNNEL_F_DECAP_GENERIC != 0 {
+                AttachMode::Generic
+            } else {
+                AttachMode::Native
+            },
+            counters: total.into(),
+        });
+    }
+    Ok(out)
+}
+
+pub fn print_table(tunnels: &[TunnelStatus]) {
+    println!(
+        "{:<16} {:<7} {:<16} {:<16} {:>10} {:<8} {:>10} {:>10} {:>8}",
+        "TUNNEL", "MODE", "LOCAL", "REMOTE", "KEY", "XDP", "RX_PKTS", "TX_PKTS", "DROPS"
+    );
+    for t in tunnels {
+        let c = &t.counters;
+        let drops = c.rx_drop_wrong_key
+            + c.rx_drop_wrong_source
+            + c.rx_drop_bad_flags
+            + c.rx_drop_bad_protocol
+            + c.rx_drop_bad_checksum
+            + c.rx_drop_truncated
+            + c.tx_drop_too_big
+            + c.tx_drop_no_next_hop
+            + c.tx_drop_error;
+        println!(
+            "{:<16} {:<7} {:<16} {:<16} {:>10} {:<8} {:>10} {:>10} {:>8}",
+            t.name,
+            t.mode.to_string(),
+            t.local.to_string(),
+            t.remote.to_string(),
+            t.key.map_or("-".into(), |k| k.to_string()),
+            t.xdp_mode.to_string(),
+            c.rx_packets,
+            c.tx_packets,
+            drops
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    fn err(s: &str) -> String {
+        format!("{:#}", TunnelDef::parse(&words(s)).unwrap_err())
+    }
+
+    #[test]
+    fn parses_iproute2_vocabulary() {
+        let d = TunnelDef::parse(&words(
+            "gretap1 type gretap local 192.0.2.1 remote 192.0.2.2 key 42 ttl 32 tos 16 \
+             dev eth0 address 10.1.1.2/24",
+        ))
+        .unwrap();
+        assert_eq!(d.name, "gretap1");
+        assert_eq!(d.mode, Mode::Gretap);
+        assert_eq!(d.local, Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(d.remote, Ipv4Addr::new(192, 0, 2, 2));
+        assert_eq!(d.key, Some(42));
+        assert_eq!((d.ttl, d.tos), (32, 16));
+        assert_eq!(d.dev.as_deref(), Some("eth0"));
+        assert_eq!(d.addresses, vec![(Ipv4Addr::new(10, 1, 1, 2), 24)]);
+        let d = TunnelDef::parse(&words(
+            "g mode gre local 192.0.2.1 remote 192.0.2.2 key 0.0.1.0",
+        ))
+        .unwrap();
+        assert_eq!((d.mode, d.key, d.ttl), (Mode::Gre, Some(256), DEFAULT_TTL));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_value() {
+        let base = "local 192.0.2.1 remote 192.0.2.2";
+        for (input, expected) in [
+            (
+                format!("averyveryverylongname mode gretap {base}"),
+                "tunnel averyveryverylongname: name: \"averyveryverylongname\" is 21 bytes long",
+            ),
+            (
+                format!("t mode vxlan {base}"),
+                "tunnel t: mode: \"vxlan\" is not gretap or gre",
+            ),
+            (
+                "t mode gre local 300.1.1.1 remote 192.0.2.2".into(),
+                "tunnel t: local: \"300.1.1.1\" is not an IPv4 address",
+            ),
+            (
+                format!("t mode gre {base} key 4294967296"),
+                "tunnel t: key: 4294967296 is out of range (0 to 4294967295)",
+            ),
+            (
+                format!("t mode gre {base} key -1"),
+                "tunnel t: key: \"-1\" is not a number or a dotted quad",
+            ),
+            (
+                format!("t mode gre {base} ttl 0"),
+                "tunnel t: ttl: 0 is not a TTL",
+            ),
+            (
+                format!("t mode gre {base} ttl 256"),
+                "tunnel t: ttl: \"256\" is not a TTL",
+            ),
+            (
+                format!("t mode gre {base} key"),
+                "tunnel t: key: a value is required",
+            ),
+            (
+                format!("t mode gre {base} colour red"),
+                "tunnel t: unknown keyword \"colour\"",
+            ),
+            (
+                "t mode gre remote 192.0.2.2".into(),
+                "tunnel t: local: an address is required",
+            ),
+            (
+                "t mode gre local 192.0.2.1 remote 192.0.2.1".into(),
+                "tunnel t: remote: 192.0.2.1 is the local address",
+            ),
+            (
+                "t mode gre local 192.0.2.1 remote 224.0.0.18".into(),
+                "tunnel t: remote: 224.0.0.18 is not a unicast address",
+            ),
+            (
+                format!("t mode gre {base} address 10.0.0.1/33"),
+                "tunnel t: address: prefix length 33 is over 32",
+            ),
+            (
+                format!("t mode gre {base} mtu 60"),
+                "tunnel t: mtu: 60 is below",
+            ),
+            (
+                format!("t {base}"),
+                "tunnel t: mode: gretap or gre is required",
+            ),
+        ] {
+            let got = err(&input);
+            assert!(
+                got.contains(expected),
+                "{input}\n  got: {got}\n  want: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn overhead_matches_the_kernel() {
+        assert_eq!(Mode::Gretap.overhead(false), 38);
+        assert_eq!(Mode::Gre.overhead(false), 24);
+        assert_eq!(Mode::Gretap.overhead(true), 42);
+        assert_eq!(Mode::Gre.overhead(true), 28);
+    }
+
+    #[test]
+    fn peer_names_are_stable_and_short() {
+        assert_eq!(peer_name("gretap1"), peer_name("gretap1"));
+        assert_ne!(peer_name("gretap1"), peer_name("gretap2"));
+        assert!(peer_name("averyverylongnm").len() <= 15);
+    }
+}
