@@ -13,18 +13,14 @@ pub mod names {
     pub const PROG_COUNT: &str = "greha_count";
     /// Per-CPU hash of [`super::PacketCounters`] keyed by ifindex.
     pub const MAP_IF_COUNTERS: &str = "GREHA_IF_COUNTERS";
-    /// XDP on an underlay: decapsulates GRE for the tunnels it carries.
+    /// tc ingress on an underlay: decapsulates GRE for the tunnels it carries.
     pub const PROG_GRE_DECAP: &str = "greha_gre_decap";
-    /// tc ingress on a tunnel's internal peer: encapsulates what the host
-    /// sends on the tunnel interface.
+    /// tc egress on a tunnel interface: encapsulates what the host sends.
     pub const PROG_GRE_ENCAP: &str = "greha_gre_encap";
-    /// XDP on a tunnel interface: passes everything. Its presence is what
-    /// lets a native XDP redirect into the veth pair deliver frames.
-    pub const PROG_XDP_PASS: &str = "greha_xdp_pass";
     /// Array of [`super::TunnelConfig`] indexed by tunnel id.
     pub const MAP_TUNNELS: &str = "GREHA_TUNNELS";
-    /// Hash: internal peer ifindex -> tunnel id (encapsulation).
-    pub const MAP_TUNNEL_BY_PEER: &str = "GREHA_TUNNEL_BY_PEER";
+    /// Hash: tunnel interface ifindex -> tunnel id (encapsulation).
+    pub const MAP_TUNNEL_BY_DEV: &str = "GREHA_TUNNEL_BY_DEV";
     /// Hash: [`super::Endpoints`] -> tunnel id (decapsulation).
     pub const MAP_TUNNEL_BY_ENDPOINTS: &str = "GREHA_TUNNEL_BY_ENDP";
     /// Hash: local underlay address -> a tunnel id, to count GRE from a
@@ -36,7 +32,7 @@ pub mod names {
     pub const PINNED_MAPS: &[&str] = &[
         MAP_IF_COUNTERS,
         MAP_TUNNELS,
-        MAP_TUNNEL_BY_PEER,
+        MAP_TUNNEL_BY_DEV,
         MAP_TUNNEL_BY_ENDPOINTS,
         MAP_TUNNEL_BY_LOCAL,
         MAP_TUNNEL_COUNTERS,
@@ -56,9 +52,6 @@ pub const TUNNEL_F_GRETAP: u32 = 4;
 /// `TunnelConfig::flags`: greha added the managed neighbour entry for the
 /// next hop, and removes it with the last tunnel that uses it.
 pub const TUNNEL_F_OWN_NEIGH: u32 = 8;
-/// `TunnelConfig::flags`: decapsulation runs in generic XDP on the underlay
-/// (the driver refused native mode).
-pub const TUNNEL_F_DECAP_GENERIC: u32 = 16;
 
 /// GRE protocol type of transparent Ethernet bridging (gretap).
 pub const GRE_PROTO_TEB: u16 = 0x6558;
@@ -76,8 +69,8 @@ pub struct TunnelConfig {
     pub underlay_ifindex: u32,
     /// The host-visible tunnel interface.
     pub dev_ifindex: u32,
-    /// The internal veth end: encapsulation runs on its ingress, and
-    /// decapsulated frames are redirected into it.
+    /// The other end of the tunnel interface's veth pair. The encap FIB
+    /// lookup runs as if from it (forwarding is on there, and only there).
     pub peer_ifindex: u32,
     /// Largest outer IPv4 packet the underlay carries.
     pub underlay_mtu: u32,

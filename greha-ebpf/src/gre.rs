@@ -1,32 +1,32 @@
 //! GRE tunnels without the kernel's GRE module.
 //!
-//! A tunnel interface is one end of a veth pair; its internal peer is where
-//! the datapath sees what the host sends on the tunnel:
+//! A tunnel interface is one end of a veth pair (the other end only gives
+//! it a peer). Both halves run in tc, where the skb keeps its checksum
+//! offload state and GSO: an XDP redirect would drop both, and TCP over a
+//! veth underlay then stalls on partial checksums.
 //!
-//! - `greha_gre_encap` (tc ingress on the peer) wraps each frame in
-//!   IPv4 + GRE and redirects it out of the underlay, with the outer
+//! - `greha_gre_encap` (tc egress on the tunnel interface) wraps each frame
+//!   in IPv4 + GRE and redirects it out of the underlay, with the outer
 //!   Ethernet addresses from the kernel's FIB and neighbour table;
-//! - `greha_gre_decap` (XDP on the underlay) validates GRE from a tunnel's
-//!   remote, strips the outer headers and redirects the inner frame into
-//!   the peer, so it arrives on the tunnel interface;
-//! - `greha_xdp_pass` sits on the tunnel interface: a native XDP redirect
-//!   into a veth is delivered only when the receiving end runs XDP.
+//! - `greha_gre_decap` (tc ingress on the underlay) validates GRE from a
+//!   tunnel's remote, strips the outer headers and redirects the inner
+//!   frame into the tunnel interface's ingress, as if received there.
 use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{
         BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
-        BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT, bpf_adj_room_mode, bpf_fib_lookup,
-        xdp_action,
+        BPF_F_INGRESS, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT, bpf_adj_room_mode,
+        bpf_fib_lookup,
     },
     bpf_f_adj_room_encap_l2,
     btf_maps::{Array, HashMap, PerCpuArray},
     helpers::{
         bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_skb_change_head,
-        bpf_xdp_adjust_head, bpf_xdp_load_bytes,
+        bpf_skb_load_bytes,
     },
-    macros::{btf_map, classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{btf_map, classifier},
+    programs::TcContext,
 };
 use greha_common::{
     Endpoints, GRE_PROTO_IPV4, GRE_PROTO_TEB, MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP,
@@ -36,7 +36,7 @@ use greha_common::{
 #[btf_map]
 static GREHA_TUNNELS: Array<TunnelConfig, { MAX_TUNNELS as usize }> = Array::new();
 #[btf_map]
-static GREHA_TUNNEL_BY_PEER: HashMap<u32, u32, { MAX_TUNNELS as usize }> = HashMap::new();
+static GREHA_TUNNEL_BY_DEV: HashMap<u32, u32, { MAX_TUNNELS as usize }> = HashMap::new();
 #[btf_map]
 static GREHA_TUNNEL_BY_ENDP: HashMap<Endpoints, u32, { MAX_TUNNELS as usize }> = HashMap::new();
 #[btf_map]
@@ -80,38 +80,24 @@ fn tunnel(id: u32) -> Option<&'static TunnelConfig> {
 
 // ---------------------------------------------------------------- decap --
 
-#[xdp]
-pub fn greha_xdp_pass(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
-
-#[xdp]
-pub fn greha_gre_decap(ctx: XdpContext) -> u32 {
+#[classifier]
+pub fn greha_gre_decap(ctx: TcContext) -> i32 {
     decap(&ctx)
 }
 
 #[inline(always)]
-fn xdp_bytes<const N: usize>(ctx: &XdpContext, off: usize) -> Option<[u8; N]> {
-    let start = ctx.data() + off;
-    if start + N > ctx.data_end() {
-        return None;
-    }
-    Some(unsafe { core::ptr::read_unaligned(start as *const [u8; N]) })
-}
-
-#[inline(always)]
-fn decap(ctx: &XdpContext) -> u32 {
-    let Some(eth) = xdp_bytes::<ETH_LEN>(ctx, 0) else {
-        return xdp_action::XDP_PASS;
+fn decap(ctx: &TcContext) -> i32 {
+    let Ok(eth) = ctx.load::<[u8; ETH_LEN]>(0) else {
+        return TC_ACT_OK;
     };
     if u16::from_be_bytes([eth[12], eth[13]]) != ETH_P_IP {
-        return xdp_action::XDP_PASS;
+        return TC_ACT_OK;
     }
-    let Some(ip) = xdp_bytes::<IPV4_LEN>(ctx, ETH_LEN) else {
-        return xdp_action::XDP_PASS;
+    let Ok(ip) = ctx.load::<[u8; IPV4_LEN]>(ETH_LEN) else {
+        return TC_ACT_OK;
     };
     if ip[9] != IPPROTO_GRE || ip[0] >> 4 != 4 {
-        return xdp_action::XDP_PASS;
+        return TC_ACT_OK;
     }
     let endpoints = Endpoints {
         local: [ip[16], ip[17], ip[18], ip[19]],
@@ -125,41 +111,43 @@ fn decap(ctx: &XdpContext) -> u32 {
                 && let Some(c) = counters(*id)
             {
                 c.rx_drop_wrong_source += 1;
-                return xdp_action::XDP_DROP;
+                return TC_ACT_SHOT;
             }
-            return xdp_action::XDP_PASS;
+            return TC_ACT_OK;
         }
     };
     let (Some(cfg), Some(c)) = (tunnel(id), counters(id)) else {
-        return xdp_action::XDP_PASS;
+        return TC_ACT_OK;
     };
     if cfg.flags & TUNNEL_F_ACTIVE == 0 {
-        return xdp_action::XDP_PASS;
+        return TC_ACT_OK;
     }
-    // A fragment cannot be decapsulated on its own; the kernel has no GRE
-    // to reassemble it for, so it is dropped either way.
+    // A fragment cannot be decapsulated on its own, and the kernel has no
+    // GRE to reassemble it for.
     let frag = u16::from_be_bytes([ip[6], ip[7]]);
     if frag & 0x3fff != 0 {
         c.rx_drop_truncated += 1;
-        return xdp_action::XDP_DROP;
+        return TC_ACT_SHOT;
     }
     let ihl = ((ip[0] & 0x0f) as usize) * 4;
     let tot_len = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-    let frame_len = ctx.data_end() - ctx.data();
-    if ihl < IPV4_LEN || tot_len < ihl + 4 || ETH_LEN + tot_len > frame_len {
+    let frame_len = unsafe { (*ctx.skb.skb).len } as usize;
+    let gso = unsafe { (*ctx.skb.skb).gso_segs } > 1;
+    // A GSO packet's tot_len is one segment's; the skb holds them all.
+    if ihl < IPV4_LEN || tot_len < ihl + 4 || !gso && ETH_LEN + tot_len > frame_len {
         c.rx_drop_truncated += 1;
-        return xdp_action::XDP_DROP;
+        return TC_ACT_SHOT;
     }
     let gre_off = ETH_LEN + ihl;
-    let Some(gre) = xdp_bytes::<4>(ctx, gre_off) else {
+    let Ok(gre) = ctx.load::<[u8; 4]>(gre_off) else {
         c.rx_drop_truncated += 1;
-        return xdp_action::XDP_DROP;
+        return TC_ACT_SHOT;
     };
     let flags = u16::from_be_bytes([gre[0], gre[1]]);
     let proto = u16::from_be_bytes([gre[2], gre[3]]);
     if flags & GRE_MUST_BE_ZERO != 0 {
         c.rx_drop_bad_flags += 1;
-        return xdp_action::XDP_DROP;
+        return TC_ACT_SHOT;
     }
     let has_csum = flags & GRE_C != 0;
     let has_key = flags & GRE_K != 0;
@@ -170,24 +158,24 @@ fn decap(ctx: &XdpContext) -> u32 {
     let outer_len = gre_off + gre_len;
     if ihl + gre_len > tot_len {
         c.rx_drop_truncated += 1;
-        return xdp_action::XDP_DROP;
+        return TC_ACT_SHOT;
     }
     let want_key = cfg.flags & TUNNEL_F_KEY != 0;
     if has_key != want_key {
         c.rx_drop_wrong_key += 1;
-        return xdp_action::XDP_DROP;
+        return TC_ACT_SHOT;
     }
     if has_key {
         let key_off = gre_off + 4 + if has_csum { 4 } else { 0 };
-        match xdp_bytes::<4>(ctx, key_off) {
-            Some(k) if u32::from_be_bytes(k) == cfg.key => {}
-            Some(_) => {
+        match ctx.load::<[u8; 4]>(key_off) {
+            Ok(k) if u32::from_be_bytes(k) == cfg.key => {}
+            Ok(_) => {
                 c.rx_drop_wrong_key += 1;
-                return xdp_action::XDP_DROP;
+                return TC_ACT_SHOT;
             }
-            None => {
+            Err(_) => {
                 c.rx_drop_truncated += 1;
-                return xdp_action::XDP_DROP;
+                return TC_ACT_SHOT;
             }
         }
     }
@@ -199,42 +187,49 @@ fn decap(ctx: &XdpContext) -> u32 {
     };
     if proto != want_proto {
         c.rx_drop_bad_protocol += 1;
-        return xdp_action::XDP_DROP;
+        return TC_ACT_SHOT;
     }
     let inner_len = tot_len - ihl - gre_len;
     if gretap && inner_len < ETH_LEN || !gretap && inner_len < IPV4_LEN {
         c.rx_drop_truncated += 1;
-        return xdp_action::XDP_DROP;
+        return TC_ACT_SHOT;
     }
-    if has_csum && !checksum_ok(ctx, gre_off, ETH_LEN + tot_len) {
+    // Checksummed GRE is never coalesced by GRO, so it is one packet here.
+    if has_csum && (gso || !checksum_ok(ctx, gre_off, ETH_LEN + tot_len)) {
         c.rx_drop_bad_checksum += 1;
-        return xdp_action::XDP_DROP;
+        return TC_ACT_SHOT;
     }
 
-    // Strip the outer headers; in gre mode keep room for an Ethernet header.
-    let strip = if gretap {
-        outer_len
-    } else {
-        outer_len - ETH_LEN
-    };
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, strip as i32) } != 0 {
-        c.rx_drop_truncated += 1;
-        return xdp_action::XDP_DROP;
-    }
-    if !gretap {
-        let start = ctx.data();
-        if start + ETH_LEN > ctx.data_end() {
-            return xdp_action::XDP_DROP;
+    // Remove everything between the outer Ethernet header and the inner
+    // frame's L3 header, then put the right Ethernet header in front.
+    let inner_eth = if gretap {
+        match ctx.load::<[u8; ETH_LEN]>(outer_len) {
+            Ok(e) => e,
+            Err(_) => {
+                c.rx_drop_truncated += 1;
+                return TC_ACT_SHOT;
+            }
         }
-        let mut hdr = [0u8; ETH_LEN];
-        hdr[0..6].copy_from_slice(&cfg.dev_mac);
-        hdr[6..12].copy_from_slice(&cfg.peer_mac);
-        hdr[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
-        unsafe { core::ptr::write_unaligned(start as *mut [u8; ETH_LEN], hdr) };
+    } else {
+        let mut e = [0u8; ETH_LEN];
+        e[0..6].copy_from_slice(&cfg.dev_mac);
+        e[6..12].copy_from_slice(&cfg.peer_mac);
+        e[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        e
+    };
+    let strip = outer_len - ETH_LEN + if gretap { ETH_LEN } else { 0 };
+    if ctx
+        .adjust_room(-(strip as i32), bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, 0)
+        .is_err()
+        || ctx.store(0, &inner_eth, 0).is_err()
+    {
+        c.rx_drop_truncated += 1;
+        return TC_ACT_SHOT;
     }
-    c.rx_packets += 1;
-    c.rx_bytes += (ctx.data_end() - ctx.data()) as u64;
-    unsafe { bpf_redirect(cfg.peer_ifindex, 0) as u32 }
+    let segs = unsafe { (*ctx.skb.skb).gso_segs };
+    c.rx_packets += segs.max(1) as u64;
+    c.rx_bytes += unsafe { (*ctx.skb.skb).len } as u64;
+    unsafe { bpf_redirect(cfg.dev_ifindex, BPF_F_INGRESS as u64) as i32 }
 }
 
 /// Scratch space for checksumming: the BPF stack (512 bytes) cannot hold
@@ -248,17 +243,18 @@ static GREHA_CSUM_SCRATCH: PerCpuArray<[u8; CSUM_CHUNK + 4], 1> = PerCpuArray::n
 /// Summed chunk by chunk with bpf_csum_diff: a byte-wise loop over a
 /// jumbo frame is more than the verifier will walk.
 #[inline(always)]
-fn checksum_ok(ctx: &XdpContext, start: usize, end: usize) -> bool {
+fn checksum_ok(ctx: &TcContext, start: usize, end: usize) -> bool {
     let Some(buf) = GREHA_CSUM_SCRATCH.get_ptr_mut(0) else {
         return false;
     };
+    let skb = ctx.skb.skb.cast();
     let mut sum: i64 = 0;
     let mut off = start;
     for _ in 0..MAX_CSUM_BYTES / CSUM_CHUNK {
         if off + CSUM_CHUNK > end {
             break;
         }
-        if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf.cast(), CSUM_CHUNK as u32) } != 0 {
+        if unsafe { bpf_skb_load_bytes(skb, off as u32, buf.cast(), CSUM_CHUNK as u32) } != 0 {
             return false;
         }
         sum = unsafe {
@@ -283,7 +279,7 @@ fn checksum_ok(ctx: &XdpContext, start: usize, end: usize) -> bool {
     // verifier (LLVM would otherwise prove them redundant and drop them).
     let tail = core::hint::black_box(end - off);
     if tail > 0 && tail < CSUM_CHUNK {
-        if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf.cast(), tail as u32) } != 0 {
+        if unsafe { bpf_skb_load_bytes(skb, off as u32, buf.cast(), tail as u32) } != 0 {
             return false;
         }
         // bpf_csum_diff wants whole words: pad with zeros, which is also
@@ -321,7 +317,7 @@ pub fn greha_gre_encap(ctx: TcContext) -> i32 {
 fn encap(ctx: &TcContext) -> i32 {
     let skb = ctx.skb.skb;
     let ifindex = unsafe { (*skb).ifindex };
-    let Some(id) = (unsafe { GREHA_TUNNEL_BY_PEER.get(ifindex) }).copied() else {
+    let Some(id) = (unsafe { GREHA_TUNNEL_BY_DEV.get(ifindex) }).copied() else {
         return TC_ACT_OK;
     };
     let (Some(cfg), Some(c)) = (tunnel(id), counters(id)) else {

@@ -33,12 +33,8 @@ use crate::bpffs;
 /// The eBPF object built by `build.rs` (empty when built with AYA_BUILD_SKIP).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/greha"));
 
-const XDP_PROGRAMS: &[&str] = &[
-    names::PROG_COUNT,
-    names::PROG_GRE_DECAP,
-    names::PROG_XDP_PASS,
-];
-const TC_PROGRAMS: &[&str] = &[names::PROG_GRE_ENCAP];
+const XDP_PROGRAMS: &[&str] = &[names::PROG_COUNT];
+const TC_PROGRAMS: &[&str] = &[names::PROG_GRE_ENCAP, names::PROG_GRE_DECAP];
 
 /// How an XDP program runs on an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -189,17 +185,19 @@ impl Datapath {
         Ok(mode)
     }
 
-    /// Attaches tc program `prog` on the ingress of `iface` (tcx) and pins
-    /// the link as `links/<pin>`.
-    pub fn attach_tc_ingress_pinned(&self, prog: &str, iface: &str, pin: &str) -> Result<()> {
+    /// Attaches tc program `prog` to `iface` (tcx, ingress or egress) and
+    /// pins the link as `links/<pin>`.
+    pub fn attach_tc_pinned(
+        &self,
+        prog: &str,
+        iface: &str,
+        hook: TcAttachType,
+        pin: &str,
+    ) -> Result<()> {
         let mut p = SchedClassifier::from_pin(self.prog_pin(prog))
             .with_context(|| format!("opening pinned program {prog}"))?;
         let id = p
-            .attach_with_options(
-                iface,
-                TcAttachType::Ingress,
-                TcAttachOptions::TcxOrder(LinkOrder::default()),
-            )
+            .attach_with_options(iface, hook, TcAttachOptions::TcxOrder(LinkOrder::default()))
             .with_context(|| format!("attaching {prog} to {iface} (tcx needs Linux 6.6)"))?;
         let fd: FdLink = p.take_link(id)?.try_into()?;
         fd.pin(self.link_pin(pin))

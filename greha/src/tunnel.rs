@@ -2,23 +2,25 @@
 //! against the host, and setting them up and down on the datapath.
 //!
 //! A tunnel is a veth pair (the host-visible interface and an internal
-//! peer), entries in the datapath's tunnel maps, and three pinned
-//! attachments: XDP pass on the interface, tc encap on the peer, XDP decap
-//! on the underlay (shared by the tunnels on one underlay).
+//! peer), entries in the datapath's tunnel maps, and two pinned tc
+//! attachments: encap on the interface's egress, decap on the underlay's
+//! ingress (shared by the tunnels on one underlay).
 use std::{fmt, net::Ipv4Addr, path::Path, str::FromStr};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{Array, HashMap, MapError, PerCpuArray, PerCpuValues};
 use greha_common::{
-    Endpoints, MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_DECAP_GENERIC, TUNNEL_F_GRETAP, TUNNEL_F_KEY,
-    TUNNEL_F_OWN_NEIGH, TunnelConfig, TunnelCounters, names,
+    Endpoints, MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP, TUNNEL_F_KEY, TUNNEL_F_OWN_NEIGH,
+    TunnelConfig, TunnelCounters, names,
 };
 use serde::Serialize;
 use tracing::{info, warn};
 
+use aya::programs::TcAttachType;
+
 use crate::{
-    datapath::{AttachMode, Datapath},
-    netlink::{self, Netlink},
+    datapath::Datapath,
+    netlink::{self, Link, Netlink},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -203,7 +205,7 @@ fn name_of(cfg: &TunnelConfig) -> String {
 /// The tunnel maps of a datapath.
 struct Maps {
     tunnels: Array<aya::maps::MapData, TunnelConfig>,
-    by_peer: HashMap<aya::maps::MapData, u32, u32>,
+    by_dev: HashMap<aya::maps::MapData, u32, u32>,
     by_endp: HashMap<aya::maps::MapData, Endpoints, u32>,
     by_local: HashMap<aya::maps::MapData, [u8; 4], u32>,
     counters: PerCpuArray<aya::maps::MapData, TunnelCounters>,
@@ -213,7 +215,7 @@ impl Maps {
     fn open(dp: &Datapath) -> Result<Self> {
         Ok(Self {
             tunnels: dp.map(names::MAP_TUNNELS)?.try_into()?,
-            by_peer: dp.map(names::MAP_TUNNEL_BY_PEER)?.try_into()?,
+            by_dev: dp.map(names::MAP_TUNNEL_BY_DEV)?.try_into()?,
             by_endp: dp.map(names::MAP_TUNNEL_BY_ENDPOINTS)?.try_into()?,
             by_local: dp.map(names::MAP_TUNNEL_BY_LOCAL)?.try_into()?,
             counters: dp.map(names::MAP_TUNNEL_COUNTERS)?.try_into()?,
@@ -256,12 +258,8 @@ fn underlay_pin(ifindex: u32) -> String {
     format!("decap-{ifindex}")
 }
 
-fn pass_pin(dev_ifindex: u32) -> String {
-    format!("pass-{dev_ifindex}")
-}
-
-fn encap_pin(peer_ifindex: u32) -> String {
-    format!("encap-{peer_ifindex}")
+fn encap_pin(dev_ifindex: u32) -> String {
+    format!("encap-{dev_ifindex}")
 }
 
 /// Creates the tunnel. Everything is validated before the host is
@@ -367,7 +365,7 @@ pub async fn add(def: &TunnelDef, pin_dir: &Path) -> Result<()> {
         name: name_bytes(name),
         ..Default::default()
     };
-    let result = setup(&nl, &dp, &mut maps, def, &peer, id, &mut cfg, &active).await;
+    let result = setup(&nl, &dp, &mut maps, def, &peer, &underlay, id, &mut cfg).await;
     if let Err(e) = result {
         if let Err(undo) = teardown(&nl, &dp, &mut maps, id, &cfg).await {
             warn!("tunnel {name}: undoing a failed setup: {undo:#}");
@@ -390,9 +388,9 @@ async fn setup(
     maps: &mut Maps,
     def: &TunnelDef,
     peer: &str,
+    underlay: &Link,
     id: u32,
     cfg: &mut TunnelConfig,
-    active: &[(u32, TunnelConfig)],
 ) -> Result<()> {
     let name = &def.name;
     let mtu = def
@@ -417,22 +415,22 @@ async fn setup(
     let forwarding = format!("/proc/sys/net/ipv4/conf/{peer}/forwarding");
     std::fs::write(&forwarding, "1").with_context(|| format!("enabling {forwarding}"))?;
 
+    // The underlay's decap attachment is shared by its tunnels.
     let decap_pin = underlay_pin(cfg.underlay_ifindex);
-    if dp.pinned_link_exists(&decap_pin) {
-        // Shared with the other tunnels on this underlay.
-        if let Some((_, t)) = active
-            .iter()
-            .find(|(_, t)| t.underlay_ifindex == cfg.underlay_ifindex)
-        {
-            cfg.flags |= t.flags & TUNNEL_F_DECAP_GENERIC;
-        }
-    } else if dp.attach_xdp_pinned(names::PROG_GRE_DECAP, cfg.underlay_ifindex, &decap_pin)?
-        == AttachMode::Generic
-    {
-        cfg.flags |= TUNNEL_F_DECAP_GENERIC;
+    if !dp.pinned_link_exists(&decap_pin) {
+        dp.attach_tc_pinned(
+            names::PROG_GRE_DECAP,
+            &underlay.name,
+            TcAttachType::Ingress,
+            &decap_pin,
+        )?;
     }
-    dp.attach_xdp_pinned(names::PROG_XDP_PASS, dev.index, &pass_pin(dev.index))?;
-    dp.attach_tc_ingress_pinned(names::PROG_GRE_ENCAP, peer, &encap_pin(peer_link.index))?;
+    dp.attach_tc_pinned(
+        names::PROG_GRE_ENCAP,
+        name,
+        TcAttachType::Egress,
+        &encap_pin(dev.index),
+    )?;
 
     maps.reset_counters(id)?;
     cfg.flags |= TUNNEL_F_ACTIVE;
@@ -441,7 +439,7 @@ async fn setup(
         remote: cfg.remote,
     };
     maps.tunnels.set(id, *cfg, 0)?;
-    maps.by_peer.insert(cfg.peer_ifindex, id, 0)?;
+    maps.by_dev.insert(cfg.dev_ifindex, id, 0)?;
     maps.by_endp.insert(endpoints, id, 0)?;
     if maps.by_local.get(&cfg.local, 0).is_err() {
         maps.by_local.insert(cfg.local, id, 0)?;
@@ -481,7 +479,7 @@ async fn teardown(
         .filter(|(other, _)| *other != id)
         .collect();
 
-    ignore_missing(maps.by_peer.remove(&cfg.peer_ifindex))?;
+    ignore_missing(maps.by_dev.remove(&cfg.dev_ifindex))?;
     ignore_missing(maps.by_endp.remove(&Endpoints {
         local: cfg.local,
         remote: cfg.remote,
@@ -492,8 +490,7 @@ async fn teardown(
             None => ignore_missing(maps.by_local.remove(&cfg.local))?,
         }
     }
-    dp.detach_pinned(&encap_pin(cfg.peer_ifindex))?;
-    dp.detach_pinned(&pass_pin(cfg.dev_ifindex))?;
+    dp.detach_pinned(&encap_pin(cfg.dev_ifindex))?;
     if cfg.dev_ifindex != 0 {
         // Deleting one end of the veth pair deletes both.
         nl.del_link(cfg.dev_ifindex).await?;
@@ -550,7 +547,6 @@ pub struct TunnelStatus {
     pub remote: Ipv4Addr,
     pub key: Option<u32>,
     pub underlay_ifindex: u32,
-    pub xdp_mode: AttachMode,
     pub counters: CountersView,
 }
 
@@ -625,11 +621,6 @@ pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
             remote: Ipv4Addr::from(t.remote),
             key: (t.flags & TUNNEL_F_KEY != 0).then_some(t.key),
             underlay_ifindex: t.underlay_ifindex,
-            xdp_mode: if t.flags & TUNNEL_F_DECAP_GENERIC != 0 {
-                AttachMode::Generic
-            } else {
-                AttachMode::Native
-            },
             counters: total.into(),
         });
     }
@@ -638,8 +629,8 @@ pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
 
 pub fn print_table(tunnels: &[TunnelStatus]) {
     println!(
-        "{:<16} {:<7} {:<16} {:<16} {:>10} {:<8} {:>10} {:>10} {:>8}",
-        "TUNNEL", "MODE", "LOCAL", "REMOTE", "KEY", "XDP", "RX_PKTS", "TX_PKTS", "DROPS"
+        "{:<16} {:<7} {:<16} {:<16} {:>10} {:>10} {:>10} {:>8}",
+        "TUNNEL", "MODE", "LOCAL", "REMOTE", "KEY", "RX_PKTS", "TX_PKTS", "DROPS"
     );
     for t in tunnels {
         let c = &t.counters;
@@ -653,13 +644,12 @@ pub fn print_table(tunnels: &[TunnelStatus]) {
             + c.tx_drop_no_next_hop
             + c.tx_drop_error;
         println!(
-            "{:<16} {:<7} {:<16} {:<16} {:>10} {:<8} {:>10} {:>10} {:>8}",
+            "{:<16} {:<7} {:<16} {:<16} {:>10} {:>10} {:>10} {:>8}",
             t.name,
             t.mode.to_string(),
             t.local.to_string(),
             t.remote.to_string(),
             t.key.map_or("-".into(), |k| k.to_string()),
-            t.xdp_mode.to_string(),
             c.rx_packets,
             c.tx_packets,
             drops
