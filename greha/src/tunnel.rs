@@ -526,11 +526,12 @@ pub async fn del(name: &str, pin_dir: &Path) -> Result<()> {
     let nl = Netlink::new()?;
     let dp = Datapath::open(pin_dir)?;
     let mut maps = Maps::open(&dp)?;
-    let (id, cfg) = maps
-        .active()?
-        .into_iter()
-        .find(|(_, t)| name_of(t) == name)
-        .ok_or_else(|| anyhow!("tunnel {name}: no such greha tunnel"))?;
+    let Some((id, cfg)) = maps.active()?.into_iter().find(|(_, t)| name_of(t) == name) else {
+        drop(maps);
+        // Opening may have loaded a datapath just now; leave none behind.
+        dp.release_if_unused()?;
+        bail!("tunnel {name}: no such greha tunnel");
+    };
     teardown(&nl, &dp, &mut maps, id, &cfg).await?;
     drop(maps);
     dp.release_if_unused()?;

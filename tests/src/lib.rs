@@ -256,6 +256,15 @@ impl Host {
         })
     }
 
+    /// Runs a Python 3 script with Debian's interpreter (the one
+    /// python3-scapy is installed for, whatever python3 PATH finds) in this
+    /// host and returns its stdout.
+    pub fn python(&self, lab: &Lab, script: &str) -> Result<String> {
+        let path = lab.tmp().join(format!("{}-{}.py", self.name, unique_id()));
+        fs::write(&path, script)?;
+        run(self.command("/usr/bin/python3").arg(&path))
+    }
+
     /// Starts a long-lived process in this host, its output going to log
     /// files in the lab's directory. With `notify`, it gets a
     /// `NOTIFY_SOCKET` as under systemd, for [`Proc::wait_ready`].
@@ -337,6 +346,21 @@ impl Proc {
                 bail!("{} not ready after {timeout:?}:\n{}", self.what, self.log());
             }
         }
+    }
+
+    /// Waits until the process has printed `needle` (e.g. tshark's
+    /// "Capturing on"); fails at once, with its log, if it exits first.
+    pub fn wait_for_output(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let what = format!("{needle:?} from {}", self.what);
+        wait_until(timeout, &what, || {
+            if self.log().contains(needle) {
+                return Ok(true);
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("exited ({status}) first:\n{}", self.log());
+            }
+            Ok(false)
+        })
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit.

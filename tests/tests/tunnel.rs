@@ -1,0 +1,589 @@
+//! GRE tunnels on greha's eBPF datapath, between two lab hosts, on a kernel
+//! with no GRE module: real traffic (ping, iperf3, a 1 MiB transfer), the
+//! wire format checked by tshark, hostile GRE built by scapy, counters read
+//! by bpftool, and nothing left behind.
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use greha_tests::{Host, Lab, SHORT, greha_bin, run, wait_until};
+
+const A_UNDERLAY: &str = "198.51.100.1";
+const B_UNDERLAY: &str = "198.51.100.2";
+const A_INNER: &str = "192.0.2.1";
+const B_INNER: &str = "192.0.2.2";
+
+/// Two hosts joined by an underlay veth, each with its own greha pin
+/// directory.
+struct Pair {
+    lab: Lab,
+    a: Host,
+    b: Host,
+    a_pins: PathBuf,
+    b_pins: PathBuf,
+}
+
+impl Pair {
+    fn new() -> Result<Self> {
+        let mut lab = Lab::new()?;
+        let a = lab.host("a")?;
+        let b = lab.host("b")?;
+        let link = lab.link(
+            &a,
+            &format!("{A_UNDERLAY}/24"),
+            &b,
+            &format!("{B_UNDERLAY}/24"),
+        )?;
+        ensure!(link.a.ifname == "eth0" && link.b.ifname == "eth0");
+        let a_pins = lab.pin_dir("a");
+        let b_pins = lab.pin_dir("b");
+        Ok(Self {
+            lab,
+            a,
+            b,
+            a_pins,
+            b_pins,
+        })
+    }
+
+    /// Both ends of one tunnel; `extra` is appended to both definitions.
+    fn tunnel(&self, name: &str, mode: &str, extra: &str) -> Result<()> {
+        for (host, pins, local, remote, inner) in [
+            (&self.a, &self.a_pins, A_UNDERLAY, B_UNDERLAY, A_INNER),
+            (&self.b, &self.b_pins, B_UNDERLAY, A_UNDERLAY, B_INNER),
+        ] {
+            let spec = format!(
+                "{name} mode {mode} local {local} remote {remote} address {inner}/24 {extra}"
+            );
+            greha(host, pins, &["tunnel", "add"], &spec)?;
+        }
+        Ok(())
+    }
+}
+
+fn greha(host: &Host, pins: &Path, args: &[&str], spec: &str) -> Result<String> {
+    run(host
+        .command(greha_bin())
+        .arg("--pin-dir")
+        .arg(pins)
+        .args(args)
+        .args(spec.split_whitespace()))
+}
+
+/// `greha tunnel add` that must fail; returns its stderr.
+fn greha_fails(host: &Host, pins: &Path, spec: &str) -> Result<String> {
+    let out = host
+        .command(greha_bin())
+        .arg("--pin-dir")
+        .arg(pins)
+        .args(["tunnel", "add"])
+        .args(spec.split_whitespace())
+        .output()?;
+    ensure!(!out.status.success(), "greha accepted: {spec}");
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The counters of tunnel `name` from `greha tunnel show --json`.
+fn counters(host: &Host, pins: &Path, name: &str) -> Result<serde_json::Value> {
+    let out = greha(host, pins, &["tunnel", "show", "--json"], "")?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    v.as_array()
+        .context("not an array")?
+        .iter()
+        .find(|t| t["name"] == name)
+        .map(|t| t["counters"].clone())
+        .with_context(|| format!("no tunnel {name} in {out}"))
+}
+
+fn counter(host: &Host, pins: &Path, name: &str, field: &str) -> Result<u64> {
+    counters(host, pins, name)?[field]
+        .as_u64()
+        .with_context(|| format!("no counter {field}"))
+}
+
+/// The same counters summed over CPUs from bpftool's BTF dump of the
+/// pinned map: the field names are the kernel's view, not greha's.
+fn bpftool_counters(pins: &Path, id: u64) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let out = run(Command::new("bpftool")
+        .args(["map", "lookup", "pinned"])
+        .arg(pins.join("GREHA_TUNNEL_COUNTERS"))
+        .args(["key", &id.to_string(), "0", "0", "0", "-j"]))?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let mut total = serde_json::Map::new();
+    for cpu in v["formatted"]["values"].as_array().context("values")? {
+        for (k, val) in cpu["value"].as_object().context("value")? {
+            let sum =
+                total.get(k).and_then(|x| x.as_u64()).unwrap_or(0) + val.as_u64().unwrap_or(0);
+            total.insert(k.clone(), sum.into());
+        }
+    }
+    Ok(total)
+}
+
+/// Permanent neighbour entries on the tunnel interfaces, so no ARP crosses
+/// the tunnel and frame counts are exact.
+fn pin_tunnel_neighbours(pair: &Pair, dev: &str) -> Result<()> {
+    for (here, there, addr) in [(&pair.a, &pair.b, B_INNER), (&pair.b, &pair.a, A_INNER)] {
+        let mac = mac_of(there, dev)?;
+        here.ip(&[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            &mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])?;
+    }
+    Ok(())
+}
+
+fn ping(host: &Host, dst: &str, count: u32, size: u32) -> Result<String> {
+    run(host.command("ping").args([
+        "-c",
+        &count.to_string(),
+        "-i",
+        "0.01",
+        "-W",
+        "2",
+        "-s",
+        &size.to_string(),
+        "-M",
+        "do",
+        dst,
+    ]))
+}
+
+fn mac_of(host: &Host, ifname: &str) -> Result<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&host.ip(&["-j", "link", "show", "dev", ifname])?)?;
+    Ok(v[0]["address"].as_str().context("address")?.to_owned())
+}
+
+/// 1 MiB over TCP through the tunnel, compared byte for byte.
+fn transfer_1mib(pair: &Pair) -> Result<()> {
+    let data: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let listener = pair
+        .b
+        .enter(|| TcpListener::bind(format!("{B_INNER}:5001")))??;
+    let received = std::thread::scope(|s| -> Result<Vec<u8>> {
+        let rx = s.spawn(|| -> Result<Vec<u8>> {
+            let (mut conn, _) = listener.accept()?;
+            conn.set_read_timeout(Some(SHORT))?;
+            let mut buf = Vec::new();
+            conn.read_to_end(&mut buf)?;
+            Ok(buf)
+        });
+        pair.a.enter(|| -> Result<()> {
+            let mut conn = TcpStream::connect_timeout(&format!("{B_INNER}:5001").parse()?, SHORT)?;
+            conn.set_write_timeout(Some(SHORT))?;
+            conn.write_all(&data)?;
+            Ok(())
+        })??;
+        rx.join().expect("receiver panicked")
+    })?;
+    ensure!(
+        received.len() == data.len(),
+        "received {} of {} bytes",
+        received.len(),
+        data.len()
+    );
+    ensure!(received == data, "the 1 MiB arrived altered");
+    Ok(())
+}
+
+fn iperf3_tcp(pair: &Pair) -> Result<f64> {
+    let mut server = pair.b.spawn(
+        &pair.lab,
+        {
+            let mut c = pair.b.command("iperf3");
+            c.args(["-s", "-1", "--forceflush", "-B", B_INNER]);
+            c
+        },
+        false,
+    )?;
+    server.wait_for_output("Server listening", SHORT)?;
+    let out = run(pair
+        .a
+        .command("iperf3")
+        .args(["-c", B_INNER, "-t", "2", "-J"]))?;
+    server.wait(SHORT)?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("no throughput in iperf3's report")
+}
+
+/// Everything a working tunnel must carry, in either mode.
+fn check_traffic(pair: &Pair, name: &str) -> Result<()> {
+    ping(&pair.a, B_INNER, 3, 56).context("ping through the tunnel")?;
+    ping(&pair.b, A_INNER, 3, 56).context("ping back through the tunnel")?;
+    transfer_1mib(pair)?;
+    let bps = iperf3_tcp(pair)?;
+    ensure!(bps > 0.0, "iperf3 moved nothing");
+    // The underlay keeps working beside the tunnel.
+    ping(&pair.a, B_UNDERLAY, 3, 56).context("ping on the underlay")?;
+    for (host, pins) in [(&pair.a, &pair.a_pins), (&pair.b, &pair.b_pins)] {
+        let c = counters(host, pins, name)?;
+        for (field, v) in c.as_object().context("counters")? {
+            if field.contains("drop") {
+                ensure!(v == 0, "{field} = {v} on a clean run: {c}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn gretap_with_key_carries_arp_ping_tcp_and_is_real_gre() -> Result<()> {
+    let pair = Pair::new()?;
+    pair.tunnel("gretap1", "gretap", "key 42")?;
+    // Overhead with a key: 38 + 4 bytes, as the kernel's.
+    let mtu: serde_json::Value =
+        serde_json::from_str(&pair.a.ip(&["-j", "link", "show", "dev", "gretap1"])?)?;
+    assert_eq!(mtu[0]["mtu"], 1500 - 42);
+
+    check_traffic(&pair, "gretap1")?;
+    // ARP crossed the tunnel: A learned B's tunnel interface MAC on gretap1.
+    let neigh = pair.a.ip(&["neigh", "show", B_INNER, "dev", "gretap1"])?;
+    let b_mac = mac_of(&pair.b, "gretap1")?;
+    ensure!(
+        neigh.contains(&b_mac),
+        "no ARP entry for B via gretap1: {neigh:?}"
+    );
+
+    // A packet of exactly the tunnel MTU passes; one byte more with DF is
+    // refused by the sender's stack, as with kernel gretap.
+    ping(&pair.a, B_INNER, 1, 1458 - 28).context("a full-MTU packet")?;
+    let too_big = pair
+        .a
+        .command("ping")
+        .args([
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            &(1458 - 28 + 1).to_string(),
+            B_INNER,
+        ])
+        .output()?;
+    ensure!(
+        !too_big.status.success(),
+        "a packet over the tunnel MTU went through"
+    );
+    let err = String::from_utf8_lossy(&too_big.stderr).to_string()
+        + &String::from_utf8_lossy(&too_big.stdout);
+    ensure!(err.contains("mtu=1458"), "not refused for its size: {err}");
+
+    // tshark, an independent dissector, sees GRE with the key and inner frame.
+    let mut tshark = pair.b.spawn(
+        &pair.lab,
+        {
+            let mut c = pair.b.command("tshark");
+            c.args([
+                "-i",
+                "eth0",
+                "-l",
+                "-c",
+                "2",
+                "-f",
+                "ip proto 47",
+                "-T",
+                "fields",
+                "-E",
+                "separator=,",
+                "-e",
+                "gre.proto",
+                "-e",
+                "gre.key",
+                "-e",
+                "eth.type",
+                "-e",
+                "ip.src",
+                "-e",
+                "icmp.type",
+            ]);
+            c
+        },
+        false,
+    )?;
+    // "Capturing on" comes before dumpcap captures; this comes after.
+    tshark.wait_for_output("Capture started", SHORT)?;
+    ping(&pair.a, B_INNER, 1, 56)?;
+    let status = tshark
+        .wait(SHORT)
+        .with_context(|| format!("tshark:\n{}", tshark.log()))?;
+    ensure!(status.success(), "tshark failed:\n{}", tshark.log());
+    let line = tshark
+        .log()
+        .lines()
+        .find(|l| l.starts_with("0x6558"))
+        .map(str::to_owned)
+        .with_context(|| format!("tshark saw no gretap frame:\n{}", tshark.log()))?;
+    // Outer then inner values, as tshark lists repeated fields.
+    // tshark prints the key in hex: 0x2a is 42.
+    assert_eq!(
+        line,
+        format!("0x6558,0x0000002a,0x0800,0x0800,{A_UNDERLAY},{A_INNER},8")
+    );
+    Ok(())
+}
+
+#[test]
+fn gre_mode_without_key() -> Result<()> {
+    let pair = Pair::new()?;
+    pair.tunnel("gre1", "gre", "")?;
+    let link: serde_json::Value =
+        serde_json::from_str(&pair.a.ip(&["-j", "link", "show", "dev", "gre1"])?)?;
+    assert_eq!(link[0]["mtu"], 1500 - 24);
+    assert!(
+        link[0]["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "NOARP"),
+        "an IP-over-GRE interface must not ARP"
+    );
+    check_traffic(&pair, "gre1")
+}
+
+#[test]
+fn counters_match_the_traffic_through_bpftool() -> Result<()> {
+    let pair = Pair::new()?;
+    pair.tunnel("gretap1", "gretap", "key 7")?;
+    pin_tunnel_neighbours(&pair, "gretap1")?;
+    ping(&pair.a, B_INNER, 10, 56)?;
+    // 10 echo requests out, 10 replies in, each a 98-byte inner frame.
+    wait_until(SHORT, "the replies to be counted", || {
+        Ok(counter(&pair.a, &pair.a_pins, "gretap1", "rx_packets")? >= 10)
+    })?;
+    let c = bpftool_counters(&pair.a_pins, 0)?;
+    for (field, want) in [
+        ("tx_packets", 10),
+        ("tx_bytes", 980),
+        ("rx_packets", 10),
+        ("rx_bytes", 980),
+    ] {
+        assert_eq!(c[field], want, "{field} in {c:?}");
+    }
+    assert_eq!(c["rx_drop_wrong_key"], 0);
+    Ok(())
+}
+
+/// Sends one GRE packet from B to A with scapy. `gre` is the scapy GRE
+/// layer's arguments; the inner frame is an ICMP echo request to A.
+fn scapy_send(pair: &Pair, src: &str, gre: &str, cut: Option<usize>) -> Result<()> {
+    let a_mac = mac_of(&pair.a, "eth0")?;
+    let a_tunnel_mac = mac_of(&pair.a, "gretap1")?;
+    let frame = format!(
+        "Ether(dst='{a_mac}')/IP(src='{src}', dst='{A_UNDERLAY}')/GRE({gre})\
+         /Ether(dst='{a_tunnel_mac}')/IP(src='{B_INNER}', dst='{A_INNER}')/ICMP()"
+    );
+    let cut = cut.map_or(String::new(), |n| format!("raw(p)[:{n}]"));
+    let send = if cut.is_empty() { "p".to_owned() } else { cut };
+    pair.b.python(
+        &pair.lab,
+        &format!(
+            "from scapy.all import *\n\
+             p = {frame}\n\
+             sendp({send}, iface='eth0', verbose=False)\n"
+        ),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn hostile_gre_is_dropped_and_counted_valid_gre_is_accepted() -> Result<()> {
+    let pair = Pair::new()?;
+    pair.tunnel("gretap1", "gretap", "key 42")?;
+    // A answers the valid packets; no ARP may cross the tunnel meanwhile.
+    pin_tunnel_neighbours(&pair, "gretap1")?;
+    let rx = |field: &str| counter(&pair.a, &pair.a_pins, "gretap1", field);
+    let expect = |field: &str, want: u64| -> Result<()> {
+        wait_until(SHORT, &format!("{field} to reach {want}"), || {
+            Ok(rx(field)? >= want)
+        })?;
+        let got = rx(field)?;
+        ensure!(got == want, "{field} = {got}, expected {want}");
+        Ok(())
+    };
+
+    let valid = "key_present=1, key=42, proto=0x6558";
+    scapy_send(&pair, B_UNDERLAY, valid, None)?;
+    expect("rx_packets", 1)?;
+    // The checksum option, valid (scapy computes it) and corrupted.
+    scapy_send(
+        &pair,
+        B_UNDERLAY,
+        &format!("{valid}, chksum_present=1"),
+        None,
+    )?;
+    expect("rx_packets", 2)?;
+    scapy_send(
+        &pair,
+        B_UNDERLAY,
+        &format!("{valid}, chksum_present=1, chksum=0x1234"),
+        None,
+    )?;
+    expect("rx_drop_bad_checksum", 1)?;
+
+    scapy_send(
+        &pair,
+        B_UNDERLAY,
+        "key_present=1, key=43, proto=0x6558",
+        None,
+    )?;
+    expect("rx_drop_wrong_key", 1)?;
+    scapy_send(&pair, B_UNDERLAY, "proto=0x6558", None)?;
+    expect("rx_drop_wrong_key", 2)?;
+    scapy_send(&pair, "198.51.100.9", valid, None)?;
+    expect("rx_drop_wrong_source", 1)?;
+    scapy_send(&pair, B_UNDERLAY, &format!("{valid}, version=1"), None)?;
+    expect("rx_drop_bad_flags", 1)?;
+    scapy_send(
+        &pair,
+        B_UNDERLAY,
+        &format!("{valid}, routing_present=1"),
+        None,
+    )?;
+    expect("rx_drop_bad_flags", 2)?;
+    scapy_send(
+        &pair,
+        B_UNDERLAY,
+        "key_present=1, key=42, proto=0x0800",
+        None,
+    )?;
+    expect("rx_drop_bad_protocol", 1)?;
+    // Cut inside the inner Ethernet header: the IP header still claims it all.
+    scapy_send(&pair, B_UNDERLAY, valid, Some(14 + 20 + 8 + 6))?;
+    expect("rx_drop_truncated", 1)?;
+
+    // Nothing hostile got through.
+    assert_eq!(rx("rx_packets")?, 2);
+    Ok(())
+}
+
+#[test]
+fn bad_definitions_are_refused_before_anything_changes() -> Result<()> {
+    let pair = Pair::new()?;
+    let (a, pins) = (&pair.a, &pair.a_pins);
+    let base = format!("mode gretap local {A_UNDERLAY} remote {B_UNDERLAY}");
+    for (spec, expected) in [
+        (
+            format!("t1 mode gretap local 192.0.2.77 remote {B_UNDERLAY}"),
+            "tunnel t1: local: 192.0.2.77 is not an address of this host",
+        ),
+        (
+            format!("t1 {base} dev eth9"),
+            "tunnel t1: dev: interface eth9 does not exist",
+        ),
+        (
+            format!("t1 mode gretap local {A_UNDERLAY} remote 203.0.113.5"),
+            "tunnel t1: remote: no route to 203.0.113.5",
+        ),
+        (
+            "eth0 ".to_owned() + &base,
+            "tunnel eth0: name: an interface named eth0 already exists",
+        ),
+        (
+            format!("t1 {base} key 99999999999"),
+            "tunnel t1: key: 99999999999 is out of range",
+        ),
+        (
+            format!("t1 {base} mtu 1600"),
+            "tunnel t1: mtu: 1600 is over 1462",
+        ),
+        (
+            format!("name-of-16-bytes {base}"),
+            "tunnel name-of-16-bytes: name: \"name-of-16-bytes\" is 16 bytes long",
+        ),
+    ] {
+        let err = greha_fails(a, pins, &spec)?;
+        ensure!(
+            err.contains(expected),
+            "{spec}\n  got: {err}\n  want: {expected}"
+        );
+    }
+    // A duplicate: the second tunnel between the same endpoints.
+    greha(a, pins, &["tunnel", "add"], &format!("t1 {base}"))?;
+    let err = greha_fails(a, pins, &format!("t2 {base}"))?;
+    ensure!(
+        err.contains("tunnel t2: local/remote: tunnel t1 already runs"),
+        "{err}"
+    );
+    // Nothing of the refused ones exists.
+    let links = a.ip(&["-o", "link", "show"])?;
+    ensure!(
+        !links.contains("t2"),
+        "a refused tunnel left an interface:\n{links}"
+    );
+    Ok(())
+}
+
+#[test]
+fn removing_the_last_tunnel_leaves_nothing_behind() -> Result<()> {
+    let pair = Pair::new()?;
+    pair.tunnel("gretap1", "gretap", "")?;
+    // A program lives while a pin or an attachment holds it: once the pins
+    // are gone, a program id that still exists means it is still attached.
+    // (Debian's bpftool predates tcx and cannot list those attachments.)
+    let mut prog_ids = Vec::new();
+    for prog in ["greha_gre_encap", "greha_gre_decap"] {
+        let out = run(Command::new("bpftool")
+            .args(["prog", "show", "pinned"])
+            .arg(pair.a_pins.join("progs").join(prog))
+            .arg("-j"))?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        prog_ids.push(v["id"].as_u64().context("prog id")?);
+    }
+    greha(&pair.a, &pair.a_pins, &["tunnel", "del", "gretap1"], "")?;
+    ensure!(
+        pair.a.ip(&["link", "show", "gretap1"]).is_err(),
+        "the tunnel interface is still there"
+    );
+    for id in prog_ids {
+        wait_until(SHORT, &format!("program {id} to be released"), || {
+            Ok(!Command::new("bpftool")
+                .args(["prog", "show", "id", &id.to_string()])
+                .output()?
+                .status
+                .success())
+        })?;
+    }
+    ensure!(
+        !pair.a_pins.exists(),
+        "pins left in {}",
+        pair.a_pins.display()
+    );
+    let neigh = pair.a.ip(&["neigh", "show", B_UNDERLAY])?;
+    ensure!(
+        !neigh.contains("managed"),
+        "greha's managed neighbour is still there: {neigh}"
+    );
+    // Deleting what does not exist is an error that names it.
+    let out = pair
+        .a
+        .command(greha_bin())
+        .arg("--pin-dir")
+        .arg(&pair.a_pins)
+        .args(["tunnel", "del", "gretap1"])
+        .output()?;
+    ensure!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !err.contains("tunnel gretap1: no such greha tunnel") {
+        bail!("the error does not name the tunnel: {err}");
+    }
+    ensure!(!pair.a_pins.exists(), "a failed del left pins behind");
+    Ok(())
+}
