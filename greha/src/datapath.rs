@@ -2,7 +2,9 @@
 //! again. The one place that talks to aya for programs and links.
 //!
 //! All datapath state lives in bpffs under the pin directory: programs in
-//! `progs/`, maps at the top, attachments as pinned bpf_links in `links/`.
+//! `progs-<object hash>/`, maps at the top, attachments as pinned bpf_links
+//! in `links/`. The hash names the greha build that loaded them, so a new
+//! binary never runs against an old one's programs and maps.
 //! So tunnels outlive the command that created them (as `ip link add`
 //! does), a daemon restart loses nothing, and every greha invocation sees
 //! the same maps. Whoever comes first loads the object; later ones open
@@ -58,7 +60,18 @@ impl fmt::Display for AttachMode {
 /// The pinned datapath, locked for the lifetime of this value.
 pub struct Datapath {
     pin_dir: PathBuf,
+    progs_dir: String,
     _lock: Flock<File>,
+}
+
+/// `progs-<FNV-1a of the embedded object>`: stable for one build, different
+/// for any change to the programs or maps.
+fn progs_dir_name() -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in OBJECT {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("progs-{h:016x}")
 }
 
 impl Datapath {
@@ -73,16 +86,60 @@ impl Datapath {
             .with_context(|| format!("locking {}", pin_dir.display()))?;
         let dp = Self {
             pin_dir,
+            progs_dir: progs_dir_name(),
             _lock: lock,
         };
         if !dp.is_loaded() {
+            dp.replace_other_version()?;
             dp.load()?;
         }
         Ok(dp)
     }
 
     fn prog_pin(&self, name: &str) -> PathBuf {
-        self.pin_dir.join("progs").join(name)
+        self.pin_dir.join(&self.progs_dir).join(name)
+    }
+
+    /// The `progs-*` directories of other greha builds.
+    fn other_versions(&self) -> Vec<PathBuf> {
+        fs::read_dir(&self.pin_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("progs-") && n != self.progs_dir)
+            })
+            .collect()
+    }
+
+    /// Another greha build's datapath is replaced when nothing uses it, and
+    /// refused while something does: its maps hold the running state.
+    fn replace_other_version(&self) -> Result<()> {
+        let others = self.other_versions();
+        if others.is_empty() {
+            return Ok(());
+        }
+        if self.attached_count() > 0 {
+            bail!(
+                "{} holds a datapath loaded by another greha build, with attachments in {}; \
+                 remove its tunnels (greha tunnel del) or stop it with that build first",
+                self.pin_dir.display(),
+                self.links_dir().display()
+            );
+        }
+        for dir in others {
+            fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing the old datapath {}", dir.display()))?;
+        }
+        info!(pin_dir = %self.pin_dir.display(), "replaced the datapath of another greha build");
+        Ok(())
+    }
+
+    fn attached_count(&self) -> usize {
+        fs::read_dir(self.links_dir()).map_or(0, |d| d.count())
     }
 
     fn links_dir(&self) -> PathBuf {
@@ -110,7 +167,7 @@ impl Datapath {
         }
         // A partial pin set (an interrupted earlier load) is replaced whole.
         self.remove_pins()?;
-        fs::create_dir_all(self.pin_dir.join("progs"))?;
+        fs::create_dir_all(self.pin_dir.join(&self.progs_dir))?;
         fs::create_dir_all(self.links_dir())?;
         let mut ebpf = Ebpf::load(OBJECT).context(
             "loading the eBPF object failed (a kernel with BPF and BTF, Linux 6.6 or newer, is required)",
@@ -230,14 +287,11 @@ impl Datapath {
     /// Removes every pin when nothing is attached any more, so a host with
     /// no tunnels and no daemon keeps no greha state. Returns whether it did.
     pub fn release_if_unused(self) -> Result<bool> {
-        let attached = fs::read_dir(self.links_dir())
-            .map(|d| d.count())
-            .unwrap_or(0);
-        if attached > 0 {
+        if self.attached_count() > 0 {
             return Ok(false);
         }
         self.remove_pins()?;
-        let _ = fs::remove_dir(self.pin_dir.join("progs"));
+        let _ = fs::remove_dir(self.pin_dir.join(&self.progs_dir));
         let _ = fs::remove_dir(self.links_dir());
         bpffs::remove_dir_if_empty(&self.pin_dir);
         info!(pin_dir = %self.pin_dir.display(), "datapath unloaded");

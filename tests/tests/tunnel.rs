@@ -540,9 +540,19 @@ fn removing_the_last_tunnel_leaves_nothing_behind() -> Result<()> {
     // (Debian's bpftool predates tcx and cannot list those attachments.)
     let mut prog_ids = Vec::new();
     for prog in ["greha_gre_encap", "greha_gre_decap"] {
+        let progs = std::fs::read_dir(&pair.a_pins)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("progs-")
+            })
+            .context("no progs-* directory")?;
         let out = run(Command::new("bpftool")
             .args(["prog", "show", "pinned"])
-            .arg(pair.a_pins.join("progs").join(prog))
+            .arg(progs.join(prog))
             .arg("-j"))?;
         let v: serde_json::Value = serde_json::from_str(&out)?;
         prog_ids.push(v["id"].as_u64().context("prog id")?);
@@ -585,5 +595,38 @@ fn removing_the_last_tunnel_leaves_nothing_behind() -> Result<()> {
         bail!("the error does not name the tunnel: {err}");
     }
     ensure!(!pair.a_pins.exists(), "a failed del left pins behind");
+    Ok(())
+}
+
+#[test]
+fn a_datapath_of_another_build_in_use_is_not_replaced() -> Result<()> {
+    let pair = Pair::new()?;
+    pair.tunnel("gretap1", "gretap", "")?;
+    // Make the running datapath look like another build's.
+    let progs = std::fs::read_dir(&pair.a_pins)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("progs-")
+        })
+        .context("no progs-* directory")?;
+    let other = pair.a_pins.join("progs-0000000000000001");
+    std::fs::rename(&progs, &other)?;
+    let err = greha_fails(
+        &pair.a,
+        &pair.a_pins,
+        &format!("t2 mode gre local {A_UNDERLAY} remote 198.51.100.7"),
+    )?;
+    ensure!(err.contains("loaded by another greha build"), "{err}");
+    ensure!(
+        pair.a.ip(&["link", "show", "t2"]).is_err(),
+        "t2 was created"
+    );
+    // The running tunnel was left alone and still carries traffic.
+    ping(&pair.a, B_INNER, 2, 56)?;
+    std::fs::rename(&other, &progs)?;
     Ok(())
 }
