@@ -7,11 +7,16 @@ use greha_common::names;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use crate::datapath::Datapath;
+use crate::{
+    datapath::Datapath,
+    tunnel::{self, TunnelDef},
+};
 
 pub struct Options {
     pub pin_dir: PathBuf,
     pub count_ifaces: Vec<String>,
+    /// Tunnels the daemon owns: created at start, removed at stop.
+    pub tunnels: Vec<TunnelDef>,
     pub keep_datapath: bool,
 }
 
@@ -27,6 +32,10 @@ pub async fn run(opts: Options) -> Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
     attach_counters(&opts)?;
+    if let Err(e) = add_tunnels(&opts).await {
+        detach_counters(&opts, &opts.count_ifaces)?;
+        return Err(e);
+    }
     info!(pin_dir = %opts.pin_dir.display(), "datapath ready");
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         warn!("cannot notify systemd: {e}");
@@ -40,10 +49,34 @@ pub async fn run(opts: Options) -> Result<()> {
     if opts.keep_datapath {
         info!("stopped; datapath kept");
     } else {
+        del_tunnels(&opts, &opts.tunnels).await?;
         detach_counters(&opts, &opts.count_ifaces)?;
         info!("stopped");
     }
     Ok(())
+}
+
+/// Creates the daemon's tunnels, all or none.
+async fn add_tunnels(opts: &Options) -> Result<()> {
+    for (i, def) in opts.tunnels.iter().enumerate() {
+        if let Err(e) = tunnel::add(def, &opts.pin_dir).await {
+            del_tunnels(opts, &opts.tunnels[..i]).await?;
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+async fn del_tunnels(opts: &Options, defs: &[TunnelDef]) -> Result<()> {
+    // Every tunnel is attempted; the first failure is reported.
+    let mut first_err = None;
+    for def in defs.iter().rev() {
+        if let Err(e) = tunnel::del(&def.name, &opts.pin_dir).await {
+            warn!("removing tunnel {}: {e:#}", def.name);
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
 }
 
 /// Attaches the counting program to every listed interface, or to none:

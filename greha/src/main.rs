@@ -27,7 +27,12 @@ enum Command {
         /// Count the frames received on this interface (repeatable).
         #[arg(long = "count", value_name = "IFACE")]
         count: Vec<String>,
-        /// Leave the pinned maps in place on exit.
+        /// A tunnel the daemon owns, in `greha tunnel add`'s words, quoted
+        /// as one argument (repeatable). Removed when the daemon stops.
+        #[arg(long = "tunnel", value_name = "SPEC")]
+        tunnels: Vec<String>,
+        /// Leave the datapath (attachments, tunnels, pinned maps) in place
+        /// on exit, for a restart that loses no packet.
         #[arg(long)]
         keep_datapath: bool,
     },
@@ -108,12 +113,24 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Run {
             count,
+            tunnels,
             keep_datapath,
-        } => runtime()?.block_on(daemon::run(daemon::Options {
-            pin_dir: cli.pin_dir,
-            count_ifaces: count,
-            keep_datapath,
-        })),
+        } => {
+            // Every definition is checked before anything changes.
+            let tunnels = tunnels
+                .iter()
+                .map(|spec| {
+                    let words: Vec<String> = spec.split_whitespace().map(str::to_owned).collect();
+                    tunnel::TunnelDef::parse(&words)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            runtime()?.block_on(daemon::run(daemon::Options {
+                pin_dir: cli.pin_dir,
+                count_ifaces: count,
+                tunnels,
+                keep_datapath,
+            }))
+        }
         Command::Counters { json } => {
             let c = counters::read(&cli.pin_dir)?;
             if json {

@@ -630,3 +630,37 @@ fn a_datapath_of_another_build_in_use_is_not_replaced() -> Result<()> {
     std::fs::rename(&other, &progs)?;
     Ok(())
 }
+
+#[test]
+fn the_daemon_owns_its_tunnels_and_removes_them_when_it_stops() -> Result<()> {
+    let pair = Pair::new()?;
+    let mut daemons = Vec::new();
+    for (host, pins, local, remote, inner) in [
+        (&pair.a, &pair.a_pins, A_UNDERLAY, B_UNDERLAY, A_INNER),
+        (&pair.b, &pair.b_pins, B_UNDERLAY, A_UNDERLAY, B_INNER),
+    ] {
+        let mut cmd = host.command(greha_bin());
+        cmd.arg("--pin-dir").arg(pins).args([
+            "run",
+            "--tunnel",
+            &format!("gretap1 mode gretap local {local} remote {remote} address {inner}/24"),
+        ]);
+        let mut d = host.spawn(&pair.lab, cmd, true)?;
+        d.wait_ready(SHORT)?;
+        daemons.push(d);
+    }
+    ping(&pair.a, B_INNER, 3, 56)?;
+    for (d, (host, pins)) in daemons
+        .iter_mut()
+        .zip([(&pair.a, &pair.a_pins), (&pair.b, &pair.b_pins)])
+    {
+        let status = d.terminate(SHORT)?;
+        ensure!(status.success(), "greha exited {status}:\n{}", d.log());
+        ensure!(
+            host.ip(&["link", "show", "gretap1"]).is_err(),
+            "gretap1 left behind"
+        );
+        ensure!(!pins.exists(), "pins left in {}", pins.display());
+    }
+    Ok(())
+}
