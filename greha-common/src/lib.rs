@@ -17,6 +17,8 @@ pub mod names {
     pub const PROG_GRE_DECAP: &str = "greha_gre_decap";
     /// tc egress on a tunnel interface: encapsulates what the host sends.
     pub const PROG_GRE_ENCAP: &str = "greha_gre_encap";
+    /// tc program that does nothing: the benchmarks' baseline.
+    pub const PROG_NOP: &str = "greha_nop";
     /// Array of [`super::TunnelConfig`] indexed by tunnel id.
     pub const MAP_TUNNELS: &str = "GREHA_TUNNELS";
     /// Hash: tunnel interface ifindex -> tunnel id (encapsulation).

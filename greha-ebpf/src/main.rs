@@ -9,6 +9,7 @@
 
 mod count;
 mod gre;
+mod nop;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

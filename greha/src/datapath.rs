@@ -36,7 +36,11 @@ use crate::bpffs;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/greha"));
 
 const XDP_PROGRAMS: &[&str] = &[names::PROG_COUNT];
-const TC_PROGRAMS: &[&str] = &[names::PROG_GRE_ENCAP, names::PROG_GRE_DECAP];
+const TC_PROGRAMS: &[&str] = &[
+    names::PROG_GRE_ENCAP,
+    names::PROG_GRE_DECAP,
+    names::PROG_NOP,
+];
 
 /// How an XDP program runs on an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

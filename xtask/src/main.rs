@@ -1,4 +1,5 @@
 //! `cargo xtask`: build, run, test and lint greha with one command each.
+mod bench;
 mod bootstrap;
 
 use std::{
@@ -31,6 +32,19 @@ enum Task {
     Test,
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
+    /// Benchmarks in a lab; each prints a table and writes
+    /// target/bench/NAME.json.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// TCP and 64-byte UDP through greha's tunnel, the plain underlay and
+    /// kernel VXLAN; cost of the encap and decap programs.
+    Tunnel,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +67,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             Err(err).with_context(|| format!("cannot exec {}", greha.display()))
         }
         Task::Test => test(),
+        Task::Bench { which } => {
+            let greha = build_greha()?;
+            let out = workspace_root().join("target/bench");
+            match which {
+                Bench::Tunnel => bench::tunnel(&greha, &out),
+            }
+        }
         Task::Lint => {
             cargo(&["fmt", "--all", "--check"])?;
             cargo(&[

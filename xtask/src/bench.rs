@@ -1,0 +1,347 @@
+//! `cargo xtask bench tunnel`: greha's GRE tunnel against the plain
+//! underlay and a kernel VXLAN tunnel, in one lab and one run, plus the
+//! per-packet cost of the datapath programs under BPF_PROG_TEST_RUN.
+use std::{
+    fs,
+    mem::size_of,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use greha_tests::{Host, Lab, SHORT, run};
+use serde_json::{Value, json};
+
+const A_UNDERLAY: &str = "198.51.100.1";
+const B_UNDERLAY: &str = "198.51.100.2";
+const A_GREHA: &str = "192.0.2.1";
+const B_GREHA: &str = "192.0.2.2";
+const A_VXLAN: &str = "203.0.113.1";
+const B_VXLAN: &str = "203.0.113.2";
+/// Seconds per iperf3 measurement.
+const SECONDS: &str = "5";
+/// BPF_PROG_TEST_RUN calls per program.
+const RUNS: u32 = 200_000;
+
+pub fn tunnel(greha: &Path, out_dir: &Path) -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(
+        &a,
+        &format!("{A_UNDERLAY}/24"),
+        &b,
+        &format!("{B_UNDERLAY}/24"),
+    )?;
+    let a_pins = lab.pin_dir("a");
+    let b_pins = lab.pin_dir("b");
+    for (host, pins, local, remote, inner, vx) in [
+        (&a, &a_pins, A_UNDERLAY, B_UNDERLAY, A_GREHA, A_VXLAN),
+        (&b, &b_pins, B_UNDERLAY, A_UNDERLAY, B_GREHA, B_VXLAN),
+    ] {
+        run(host.command(greha).arg("--pin-dir").arg(pins).args([
+            "tunnel",
+            "add",
+            "gretap1",
+            "mode",
+            "gretap",
+            "local",
+            local,
+            "remote",
+            remote,
+            "address",
+            &format!("{inner}/24"),
+        ]))?;
+        host.ip(&[
+            "link", "add", "vx0", "type", "vxlan", "id", "42", "local", local, "remote", remote,
+            "dstport", "4789", "dev", "eth0",
+        ])?;
+        host.ip(&["addr", "add", &format!("{vx}/24"), "dev", "vx0"])?;
+        host.ip(&["link", "set", "vx0", "up"])?;
+    }
+
+    let mut results = serde_json::Map::new();
+    for (key, dst) in [
+        ("underlay", B_UNDERLAY),
+        ("greha", B_GREHA),
+        ("vxlan", B_VXLAN),
+    ] {
+        eprintln!("bench: {key} TCP");
+        let gbps = iperf3(&lab, &a, &b, dst, &[])?["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .context("no TCP throughput in iperf3's report")?
+            / 1e9;
+        results.insert(format!("{key}_tcp_gbps"), json!(round(gbps, 2)));
+        eprintln!("bench: {key} UDP, 64-byte datagrams");
+        let udp = iperf3(&lab, &a, &b, dst, &["-u", "-b", "0", "-l", "64"])?;
+        let sum = &udp["end"]["sum"];
+        let received = sum["packets"].as_f64().context("packets")?
+            - sum["lost_packets"].as_f64().context("lost_packets")?;
+        let pps = received / sum["seconds"].as_f64().context("seconds")?;
+        results.insert(format!("{key}_udp_pps"), json!(pps.round()));
+    }
+
+    eprintln!("bench: program cost under BPF_PROG_TEST_RUN");
+    let progs = progs_dir(&a_pins)?;
+    let mac = |h: &Host, dev: &str| -> Result<[u8; 6]> {
+        let v: Value = serde_json::from_str(&h.ip(&["-j", "link", "show", "dev", dev])?)?;
+        parse_mac(v[0]["address"].as_str().context("address")?)
+    };
+    let ifindex = |h: &Host, dev: &str| -> Result<u32> {
+        let v: Value = serde_json::from_str(&h.ip(&["-j", "link", "show", "dev", dev])?)?;
+        Ok(v[0]["ifindex"].as_u64().context("ifindex")? as u32)
+    };
+    // What A's gretap1 sends (encap input) and what arrives for it from B
+    // (decap input): an IPv4/UDP frame with 64 bytes of payload.
+    let inner = udp_frame(mac(&b, "gretap1")?, mac(&a, "gretap1")?, A_GREHA, B_GREHA);
+    let outer = gre_frame(
+        mac(&a, "eth0")?,
+        mac(&b, "eth0")?,
+        B_UNDERLAY,
+        A_UNDERLAY,
+        &udp_frame(mac(&a, "gretap1")?, mac(&b, "gretap1")?, B_GREHA, A_GREHA),
+    );
+    // A __sk_buff with only ifindex (offset 40) set: the encap program finds
+    // its tunnel by the interface the frame leaves through.
+    let mut ctx = vec![0u8; 48];
+    ctx[40..44].copy_from_slice(&ifindex(&a, "gretap1")?.to_ne_bytes());
+    let cost = |prog: &str, frame: &[u8], ctx: Option<&[u8]>| -> Result<(u32, f64)> {
+        let path = progs.join(prog);
+        a.enter(|| prog_run(&path, frame, ctx))?
+    };
+    let (decap_rc, decap_ns) = cost("greha_gre_decap", &outer, None)?;
+    let (encap_rc, encap_ns) = cost("greha_gre_encap", &inner, Some(&ctx))?;
+    let (_, nop_outer_ns) = cost("greha_nop", &outer, None)?;
+    let (_, nop_inner_ns) = cost("greha_nop", &inner, Some(&ctx))?;
+    // TC_ACT_REDIRECT: both programs took their full path, not an early exit.
+    if decap_rc != 7 || encap_rc != 7 {
+        bail!(
+            "under test run decap returned {decap_rc} and encap {encap_rc}, not TC_ACT_REDIRECT (7)"
+        );
+    }
+    results.insert("decap_ns".into(), json!(decap_ns));
+    results.insert("encap_ns".into(), json!(encap_ns));
+    results.insert("nop_ns".into(), json!((nop_outer_ns + nop_inner_ns) / 2.0));
+    results.insert(
+        "decap_cost_ratio".into(),
+        json!(round(decap_ns / nop_outer_ns.max(1.0), 2)),
+    );
+    results.insert(
+        "encap_cost_ratio".into(),
+        json!(round(encap_ns / nop_inner_ns.max(1.0), 2)),
+    );
+
+    let results = Value::Object(results);
+    fs::create_dir_all(out_dir)?;
+    let path = out_dir.join("tunnel.json");
+    fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
+    print_table(&results);
+    println!("written: {}", path.display());
+    Ok(())
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let m = 10f64.powi(digits);
+    (x * m).round() / m
+}
+
+fn print_table(r: &Value) {
+    println!("{:<10} {:>10} {:>12}", "PATH", "TCP Gbit/s", "UDP64 pps");
+    for key in ["underlay", "greha", "vxlan"] {
+        println!(
+            "{:<10} {:>10} {:>12}",
+            key,
+            r[format!("{key}_tcp_gbps")],
+            r[format!("{key}_udp_pps")]
+        );
+    }
+    println!(
+        "decap {} ns, encap {} ns, nop {} ns per packet (BPF_PROG_TEST_RUN): decap x{}, encap x{}",
+        r["decap_ns"], r["encap_ns"], r["nop_ns"], r["decap_cost_ratio"], r["encap_cost_ratio"]
+    );
+}
+
+/// One iperf3 run from `a` to `dst` on `b`; its JSON report.
+fn iperf3(lab: &Lab, a: &Host, b: &Host, dst: &str, extra: &[&str]) -> Result<Value> {
+    let mut server = b.spawn(
+        lab,
+        {
+            let mut c = b.command("iperf3");
+            c.args(["-s", "-1", "--forceflush", "-B", dst]);
+            c
+        },
+        false,
+    )?;
+    server.wait_for_output("Server listening", SHORT)?;
+    let out = run(a
+        .command("iperf3")
+        .args(["-c", dst, "-t", SECONDS, "-J"])
+        .args(extra))?;
+    server.wait(SHORT + Duration::from_secs(10))?;
+    Ok(serde_json::from_str(&out)?)
+}
+
+/// Runs a pinned program once per BPF_PROG_TEST_RUN call, `RUNS` times, on
+/// a fresh copy of `frame` each time: with the kernel's own `repeat`, a
+/// program that rewrites the packet would see its own output from the
+/// second run on. Returns the last verdict and the kernel-timed average in
+/// nanoseconds. Runs in the caller's network namespace (FIB lookups).
+fn prog_run(prog: &Path, frame: &[u8], ctx: Option<&[u8]>) -> Result<(u32, f64)> {
+    use std::{ffi::CString, os::unix::ffi::OsStrExt as _};
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+    #[repr(C)]
+    #[derive(Default)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        _pad: u32,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestRun {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: u32,
+    }
+
+    let path = CString::new(prog.as_os_str().as_bytes())?;
+    let mut get = ObjGet {
+        pathname: path.as_ptr() as u64,
+        ..Default::default()
+    };
+    // SAFETY: a BPF_OBJ_GET attr of the kernel's layout, alive for the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &mut get as *mut ObjGet,
+            size_of::<ObjGet>(),
+        )
+    };
+    if fd < 0 {
+        bail!(
+            "BPF_OBJ_GET {}: {}",
+            prog.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    let mut total_ns: u64 = 0;
+    let mut retval = 0;
+    let mut out = vec![0u8; frame.len() + 256];
+    for _ in 0..RUNS {
+        let input = frame.to_vec();
+        let mut attr = TestRun {
+            prog_fd: fd as u32,
+            data_size_in: input.len() as u32,
+            data_size_out: out.len() as u32,
+            data_in: input.as_ptr() as u64,
+            data_out: out.as_mut_ptr() as u64,
+            repeat: 1,
+            ctx_size_in: ctx.map_or(0, |c| c.len() as u32),
+            ctx_in: ctx.map_or(0, |c| c.as_ptr() as u64),
+            ..Default::default()
+        };
+        // SAFETY: the attr's buffers outlive the call and have the sizes given.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                &mut attr as *mut TestRun,
+                size_of::<TestRun>(),
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            unsafe { libc::close(fd as i32) };
+            bail!("BPF_PROG_TEST_RUN {}: {e}", prog.display());
+        }
+        total_ns += u64::from(attr.duration);
+        retval = attr.retval;
+    }
+    unsafe { libc::close(fd as i32) };
+    Ok((retval, round(total_ns as f64 / f64::from(RUNS), 1)))
+}
+
+fn progs_dir(pins: &Path) -> Result<PathBuf> {
+    fs::read_dir(pins)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("progs-"))
+        })
+        .context("no pinned programs")
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        bail!("bad MAC {s}");
+    }
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16)?;
+    }
+    Ok(mac)
+}
+
+fn ipv4_header(src: &str, dst: &str, proto: u8, payload_len: usize) -> Result<Vec<u8>> {
+    let src: std::net::Ipv4Addr = src.parse()?;
+    let dst: std::net::Ipv4Addr = dst.parse()?;
+    let mut h = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0];
+    h[2..4].copy_from_slice(&((20 + payload_len) as u16).to_be_bytes());
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    h[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    Ok(h)
+}
+
+fn udp_frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: &str, dst: &str) -> Vec<u8> {
+    let payload = [0x5au8; 64];
+    let mut udp = vec![0x13, 0x89, 0x13, 0x89];
+    udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(&payload);
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend(ipv4_header(src, dst, 17, udp.len()).expect("literal addresses"));
+    f.extend(udp);
+    f
+}
+
+fn gre_frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: &str, dst: &str, inner: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend(ipv4_header(src, dst, 47, 4 + inner.len()).expect("literal addresses"));
+    f.extend_from_slice(&[0x00, 0x00, 0x65, 0x58]);
+    f.extend_from_slice(inner);
+    f
+}
