@@ -341,21 +341,34 @@ fn gretap_with_key_carries_arp_ping_tcp_and_is_real_gre() -> Result<()> {
 }
 
 #[test]
-fn gre_mode_without_key() -> Result<()> {
+fn both_modes_with_and_without_key_carry_traffic() -> Result<()> {
     let pair = Pair::new()?;
-    pair.tunnel("gre1", "gre", "")?;
-    let link: serde_json::Value =
-        serde_json::from_str(&pair.a.ip(&["-j", "link", "show", "dev", "gre1"])?)?;
-    assert_eq!(link[0]["mtu"], 1500 - 24);
-    assert!(
-        link[0]["flags"]
+    for (name, mode, extra, mtu) in [
+        ("gre1", "gre", "", 1500 - 24),
+        ("gre2", "gre", "key 0.0.0.9", 1500 - 28),
+        ("tap1", "gretap", "", 1500 - 38),
+        ("tap2", "gretap", "key 4294967295", 1500 - 42),
+    ] {
+        pair.tunnel(name, mode, extra)?;
+        let link: serde_json::Value =
+            serde_json::from_str(&pair.a.ip(&["-j", "link", "show", "dev", name])?)?;
+        assert_eq!(link[0]["mtu"], mtu, "{name}");
+        let noarp = link[0]["flags"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|f| f == "NOARP"),
-        "an IP-over-GRE interface must not ARP"
-    );
-    check_traffic(&pair, "gre1")
+            .any(|f| f == "NOARP");
+        assert_eq!(
+            noarp,
+            mode == "gre",
+            "{name}: only IP-over-GRE goes without ARP"
+        );
+        check_traffic(&pair, name).with_context(|| format!("{mode} {extra}"))?;
+        for (host, pins) in [(&pair.a, &pair.a_pins), (&pair.b, &pair.b_pins)] {
+            greha(host, pins, &["tunnel", "del", name], "")?;
+        }
+    }
+    Ok(())
 }
 
 #[test]
