@@ -1,10 +1,5 @@
-//! greha: GRE tunnels and VRRP high availability on an eBPF datapath.
-mod bpffs;
-mod counters;
-mod daemon;
-mod datapath;
-mod netlink;
-mod tunnel;
+//! greha's command line.
+use greha::{bpffs, counters, daemon, tunnel};
 
 use std::{path::PathBuf, process::ExitCode};
 

@@ -1,0 +1,14 @@
+//! greha: GRE tunnels and VRRP high availability on an eBPF datapath.
+//!
+//! - [`datapath`]: loads, attaches, pins and detaches the eBPF programs;
+//! - [`tunnel`]: GRE tunnel definitions, setup and teardown;
+//! - [`vrrp`]: the VRRP packet codec and the sans-IO state machine;
+//! - [`netlink`]: the rtnetlink operations greha needs;
+//! - [`daemon`]: the long-running process around all of it.
+pub mod bpffs;
+pub mod counters;
+pub mod daemon;
+pub mod datapath;
+pub mod netlink;
+pub mod tunnel;
+pub mod vrrp;
