@@ -10,6 +10,7 @@ use tracing::{info, warn};
 use crate::{
     datapath::Datapath,
     tunnel::{self, TunnelDef},
+    vrrp::shell::{InstanceDef, Vrrp},
 };
 
 pub struct Options {
@@ -17,6 +18,7 @@ pub struct Options {
     pub count_ifaces: Vec<String>,
     /// Tunnels the daemon owns: created at start, removed at stop.
     pub tunnels: Vec<TunnelDef>,
+    pub vrrp: Vec<InstanceDef>,
     pub keep_datapath: bool,
 }
 
@@ -36,15 +38,28 @@ pub async fn run(opts: Options) -> Result<()> {
         detach_counters(&opts, &opts.count_ifaces)?;
         return Err(e);
     }
-    info!(pin_dir = %opts.pin_dir.display(), "datapath ready");
+    // VRRP may run over a tunnel, so it starts after them.
+    let mut vrrp = match Vrrp::start(opts.vrrp.clone()).await {
+        Ok(v) => v,
+        Err(e) => {
+            del_tunnels(&opts, &opts.tunnels).await?;
+            detach_counters(&opts, &opts.count_ifaces)?;
+            return Err(e);
+        }
+    };
+    info!(pin_dir = %opts.pin_dir.display(), "ready");
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         warn!("cannot notify systemd: {e}");
     }
 
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: shutting down"),
-        _ = int.recv() => info!("SIGINT: shutting down"),
-    }
+    vrrp.run(async {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = int.recv() => info!("SIGINT: shutting down"),
+        }
+    })
+    .await?;
+    drop(vrrp);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     if opts.keep_datapath {
         info!("stopped; datapath kept");
@@ -82,6 +97,9 @@ async fn del_tunnels(opts: &Options, defs: &[TunnelDef]) -> Result<()> {
 /// Attaches the counting program to every listed interface, or to none:
 /// on a failure the ones already attached are detached again.
 fn attach_counters(opts: &Options) -> Result<()> {
+    if opts.count_ifaces.is_empty() {
+        return Ok(());
+    }
     let dp = Datapath::open(&opts.pin_dir)?;
     let mut done: Vec<String> = Vec::new();
     for iface in &opts.count_ifaces {
@@ -115,6 +133,9 @@ fn attach_counters(opts: &Options) -> Result<()> {
 }
 
 fn detach_counters(opts: &Options, ifaces: &[String]) -> Result<()> {
+    if ifaces.is_empty() {
+        return Ok(());
+    }
     let dp = Datapath::open(&opts.pin_dir)?;
     for iface in ifaces {
         dp.detach_pinned(&count_pin(iface))?;

@@ -26,6 +26,12 @@ enum Command {
         /// as one argument (repeatable). Removed when the daemon stops.
         #[arg(long = "tunnel", value_name = "SPEC")]
         tunnels: Vec<String>,
+        /// A VRRP instance, quoted as one argument (repeatable): NAME
+        /// interface IF vrid N priority N [version 2|3] [advert-int S]
+        /// [nopreempt] [preempt-delay S] [auth-pass PW] [checksum
+        /// keepalived|rfc9568] vip CIDR [dev IF] [label L] ...
+        #[arg(long = "vrrp", value_name = "SPEC")]
+        vrrp: Vec<String>,
         /// Leave the datapath (attachments, tunnels, pinned maps) in place
         /// on exit, for a restart that loses no packet.
         #[arg(long)]
@@ -109,6 +115,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run {
             count,
             tunnels,
+            vrrp,
             keep_datapath,
         } => {
             // Every definition is checked before anything changes.
@@ -119,10 +126,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     tunnel::TunnelDef::parse(&words)
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            let vrrp = vrrp
+                .iter()
+                .map(|spec| {
+                    let words: Vec<String> = spec.split_whitespace().map(str::to_owned).collect();
+                    greha::vrrp::shell::InstanceDef::parse(&words)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             runtime()?.block_on(daemon::run(daemon::Options {
                 pin_dir: cli.pin_dir,
                 count_ifaces: count,
                 tunnels,
+                vrrp,
                 keep_datapath,
             }))
         }

@@ -184,6 +184,75 @@ impl Netlink {
             .with_context(|| format!("adding address {addr}/{prefix}"))
     }
 
+    /// The IPv4 addresses on interface `index`, with prefix lengths, in
+    /// the kernel's order (the primary first).
+    pub async fn addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+        use netlink_packet_route::address::AddressAttribute;
+        let mut out = Vec::new();
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(msg) = addrs.try_next().await.context("listing addresses")? {
+            for a in &msg.attributes {
+                if let AddressAttribute::Local(IpAddr::V4(l)) = a {
+                    out.push((*l, msg.header.prefix_len));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `addr/prefix` to interface `index`, with `label` (the ifconfig
+    /// alias, e.g. "eth0:vip") when given.
+    pub async fn add_address_labeled(
+        &self,
+        index: u32,
+        addr: Ipv4Addr,
+        prefix: u8,
+        label: Option<&str>,
+    ) -> Result<()> {
+        use netlink_packet_route::address::AddressAttribute;
+        let mut req = self.handle.address().add(index, IpAddr::V4(addr), prefix);
+        if let Some(label) = label {
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Label(label.to_owned()));
+        }
+        req.execute()
+            .await
+            .with_context(|| format!("adding address {addr}/{prefix}"))
+    }
+
+    /// Removes `addr` from interface `index`; absent is not an error.
+    pub async fn del_address(&self, index: u32, addr: Ipv4Addr) -> Result<bool> {
+        use netlink_packet_route::address::AddressAttribute;
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(msg) = addrs.try_next().await.context("listing addresses")? {
+            if msg
+                .attributes
+                .iter()
+                .any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(l)) if *l == addr))
+            {
+                self.handle
+                    .address()
+                    .del(msg)
+                    .execute()
+                    .await
+                    .with_context(|| format!("removing address {addr}"))?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Whether the neighbour table already has an entry for `addr`.
     pub async fn has_neighbour(&self, index: u32, addr: Ipv4Addr) -> Result<bool> {
         let mut neighs = self.handle.neighbours().get().execute();

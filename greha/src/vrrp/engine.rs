@@ -187,6 +187,21 @@ impl Instance {
         &self.stats
     }
 
+    /// A packet for this VRID of another type than advertisement.
+    pub fn count_invalid_type(&mut self) {
+        self.stats.rcvd_invalid_type_packets += 1;
+    }
+
+    /// A packet for this VRID whose length does not match its count.
+    pub fn count_length_error(&mut self) {
+        self.stats.packet_length_errors += 1;
+    }
+
+    /// A v2 packet for this VRID with an unknown authentication type.
+    pub fn count_auth_failure(&mut self) {
+        self.stats.auth_failures += 1;
+    }
+
     /// The earliest pending timer: call `handle(deadline, Event::Timer)`
     /// when it comes.
     pub fn next_deadline(&self) -> Option<Time> {

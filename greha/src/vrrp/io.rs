@@ -1,0 +1,144 @@
+//! VRRP on the wire: a raw IP protocol 112 socket per interface, and
+//! gratuitous ARP for the virtual addresses. Thin on purpose: what a packet
+//! means is the engine's business.
+use std::{
+    io,
+    mem::MaybeUninit,
+    net::{Ipv4Addr, SocketAddrV4},
+};
+
+use anyhow::{Context as _, Result};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
+use tokio::io::unix::AsyncFd;
+
+use super::packet::{IPPROTO_VRRP, MULTICAST};
+
+/// A received VRRP message with what the IP header said about it.
+pub struct Received {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+    pub payload: Vec<u8>,
+}
+
+/// The VRRP socket of one interface: joined to 224.0.0.18 there, sending
+/// with TTL 255 from the interface's primary address.
+pub struct VrrpSocket {
+    fd: AsyncFd<Socket>,
+}
+
+impl VrrpSocket {
+    pub fn open(iface: &str, ifindex: u32, primary: Ipv4Addr) -> Result<Self> {
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(IPPROTO_VRRP))))
+            .context("opening a raw VRRP socket (needs CAP_NET_RAW)")?;
+        s.bind_device(Some(iface.as_bytes()))
+            .with_context(|| format!("binding the VRRP socket to {iface}"))?;
+        // The source address of what we send: the interface's primary one.
+        s.bind(&SockAddr::from(SocketAddrV4::new(primary, 0)))
+            .with_context(|| format!("binding the VRRP socket to {primary}"))?;
+        s.set_multicast_if_v4(&primary)?;
+        s.set_multicast_ttl_v4(255)?;
+        s.set_ttl_v4(255)?;
+        s.set_multicast_loop_v4(false)?;
+        // Only the groups joined on this socket, not every one of the host.
+        s.set_multicast_all_v4(false)?;
+        s.join_multicast_v4_n(&MULTICAST, &InterfaceIndexOrAddress::Index(ifindex))
+            .with_context(|| format!("joining {MULTICAST} on {iface}"))?;
+        s.set_nonblocking(true)?;
+        // SAFETY: the Socket owns its descriptor, which stays open and the
+        // same until the AsyncFd (which owns the Socket) is dropped.
+        let fd = unsafe { AsyncFd::register(s) }.map_err(|e| io::Error::from(e))?;
+        Ok(Self { fd })
+    }
+
+    pub fn send(&self, msg: &[u8], dst: Ipv4Addr) -> io::Result<()> {
+        self.fd
+            .get_ref()
+            .send_to(msg, &SockAddr::from(SocketAddrV4::new(dst, 0)))?;
+        Ok(())
+    }
+
+    /// The next VRRP packet; a raw IPv4 socket delivers it with its IP
+    /// header, whose TTL the receive checks need.
+    pub async fn recv(&self) -> io::Result<Received> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+            match guard.try_io(|fd| fd.get_ref().recv(&mut buf)) {
+                Ok(Ok(n)) => {
+                    // SAFETY: recv initialized the first n bytes.
+                    let data: Vec<u8> = buf[..n]
+                        .iter()
+                        .map(|b| unsafe { b.assume_init() })
+                        .collect();
+                    if let Some(r) = parse_ip(&data) {
+                        return Ok(r);
+                    }
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+fn parse_ip(d: &[u8]) -> Option<Received> {
+    let ihl = usize::from(d.first()? & 0x0f) * 4;
+    let tot = usize::from(u16::from_be_bytes([*d.get(2)?, *d.get(3)?]));
+    if ihl < 20 || tot < ihl || d.len() < tot {
+        return None;
+    }
+    Some(Received {
+        ttl: d[8],
+        src: Ipv4Addr::new(d[12], d[13], d[14], d[15]),
+        dst: Ipv4Addr::new(d[16], d[17], d[18], d[19]),
+        payload: d[ihl..tot].to_vec(),
+    })
+}
+
+/// Announces `vip` on interface `ifindex` (MAC `mac`): a broadcast ARP
+/// request with the VIP as sender and target, which hosts and switches
+/// use to update their tables.
+pub fn gratuitous_arp(ifindex: u32, mac: [u8; 6], vip: Ipv4Addr) -> Result<()> {
+    const ETH_P_ARP: u16 = 0x0806;
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&vip.octets());
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&vip.octets());
+    // SAFETY: plain socket(2)/sendto(2) with a sockaddr_ll built here.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            i32::from(ETH_P_ARP.to_be()),
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error()).context("opening a packet socket for ARP");
+        }
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = ETH_P_ARP.to_be();
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+        let rc = libc::sendto(
+            fd,
+            f.as_ptr().cast(),
+            f.len(),
+            0,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as u32,
+        );
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if rc < 0 {
+            return Err(err).with_context(|| format!("sending gratuitous ARP for {vip}"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,655 @@
+//! The I/O shell around the VRRP engines: definitions checked against the
+//! host, sockets, timers, virtual addresses. It turns what happens on the
+//! host into engine events and engine actions into packets and addresses,
+//! and decides nothing itself.
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::Ipv4Addr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde::Serialize;
+use tokio::{sync::mpsc, task::JoinHandle};
+use tracing::{info, warn};
+
+use super::{
+    engine::{Action, Config, Event, Instance, Reason, State, Stats},
+    io::{Received, VrrpSocket, gratuitous_arp},
+    packet::{Advert, Auth, ChecksumForm, MULTICAST, ParseError, Version},
+};
+use crate::netlink::{self, Netlink};
+
+/// A virtual address and where it lives (the seed runs VRRP on gretap1 and
+/// puts the VIP on eth0).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipDef {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+    /// The interface to put it on; the instance's when not given.
+    pub dev: Option<String>,
+    pub label: Option<String>,
+}
+
+/// A VRRP instance as the operator defines it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceDef {
+    pub name: String,
+    pub interface: String,
+    pub version: Version,
+    pub vrid: u8,
+    pub priority: u8,
+    pub advert_interval_cs: u16,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    pub auth: Auth,
+    pub vips: Vec<VipDef>,
+    /// v3 checksum form sent (both are accepted).
+    pub checksum: ChecksumForm,
+    /// Gratuitous ARPs per VIP on becoming master, and again after
+    /// `garp_delay` (keepalived's garp_master_repeat and _delay).
+    pub garp_repeat: u32,
+    pub garp_delay: Duration,
+}
+
+fn bad(name: &str, field: &str, value: &str, what: &str) -> anyhow::Error {
+    anyhow!("vrrp instance {name}: {field}: {value:?} {what}")
+}
+
+/// Seconds with up to two decimals, as centiseconds.
+fn parse_seconds_cs(name: &str, field: &str, v: &str) -> Result<u32> {
+    let secs: f64 = v
+        .parse()
+        .map_err(|_| bad(name, field, v, "is not a number of seconds"))?;
+    let cs = (secs * 100.0).round();
+    if !(0.0..=1e6).contains(&cs) || (cs / 100.0 - secs).abs() > 1e-9 {
+        return Err(bad(name, field, v, "is not a whole number of centiseconds"));
+    }
+    Ok(cs as u32)
+}
+
+impl InstanceDef {
+    /// Parses `NAME interface IF vrid N priority N [version 2|3]
+    /// [advert-int SECONDS] [nopreempt] [preempt-delay SECONDS]
+    /// [auth-pass PASSWORD] [checksum keepalived|rfc9568] [garp-repeat N]
+    /// [garp-delay SECONDS] vip CIDR [dev IFACE] [label LABEL] ...`.
+    pub fn parse(words: &[String]) -> Result<Self> {
+        let mut it = words.iter().map(String::as_str).peekable();
+        let name = it
+            .next()
+            .context("vrrp instance: a name is required")?
+            .to_owned();
+        let mut d = InstanceDef {
+            name: name.clone(),
+            interface: String::new(),
+            version: Version::V3,
+            vrid: 0,
+            priority: 100,
+            advert_interval_cs: 100,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            auth: Auth::None,
+            vips: Vec::new(),
+            checksum: ChecksumForm::PseudoHeader,
+            garp_repeat: 5,
+            garp_delay: Duration::from_secs(5),
+        };
+        let mut vrid = None;
+        while let Some(word) = it.next() {
+            let mut value = || {
+                it.next()
+                    .ok_or_else(|| anyhow!("vrrp instance {name}: {word}: a value is required"))
+            };
+            match word {
+                "interface" => {
+                    let v = value()?;
+                    netlink::check_ifname(v)
+                        .with_context(|| format!("vrrp instance {name}: interface"))?;
+                    d.interface = v.to_owned();
+                }
+                "vrid" => {
+                    let v = value()?;
+                    vrid = Some(
+                        v.parse::<u8>()
+                            .ok()
+                            .filter(|n| *n >= 1)
+                            .ok_or_else(|| bad(&name, word, v, "is not a VRID (1 to 255)"))?,
+                    );
+                }
+                "priority" => {
+                    let v = value()?;
+                    d.priority = v
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad(&name, word, v, "is not a priority (1 to 255)"))?;
+                }
+                "version" => {
+                    d.version = match value()? {
+                        "2" => Version::V2,
+                        "3" => Version::V3,
+                        v => return Err(bad(&name, word, v, "is not 2 or 3")),
+                    }
+                }
+                "advert-int" => {
+                    let v = value()?;
+                    let cs = parse_seconds_cs(&name, word, v)?;
+                    d.advert_interval_cs = u16::try_from(cs)
+                        .ok()
+                        .filter(|cs| (1..=4095).contains(cs))
+                        .ok_or_else(|| bad(&name, word, v, "is out of range (0.01 to 40.95 s)"))?;
+                }
+                "nopreempt" => d.preempt = false,
+                "preempt-delay" => {
+                    let v = value()?;
+                    let cs = parse_seconds_cs(&name, word, v)?;
+                    d.preempt_delay = Duration::from_millis(u64::from(cs) * 10);
+                }
+                "auth-pass" => d.auth = Auth::pass(value()?),
+                "checksum" => {
+                    d.checksum = match value()? {
+                        "keepalived" => ChecksumForm::PseudoHeader,
+                        "rfc9568" => ChecksumForm::VrrpOnly,
+                        v => return Err(bad(&name, word, v, "is not keepalived or rfc9568")),
+                    }
+                }
+                "garp-repeat" => {
+                    let v = value()?;
+                    d.garp_repeat = v
+                        .parse()
+                        .map_err(|_| bad(&name, word, v, "is not a count"))?;
+                }
+                "garp-delay" => {
+                    let v = value()?;
+                    let cs = parse_seconds_cs(&name, word, v)?;
+                    d.garp_delay = Duration::from_millis(u64::from(cs) * 10);
+                }
+                "vip" => {
+                    let v = value()?;
+                    let (addr, prefix) = v.split_once('/').unwrap_or((v, "32"));
+                    let addr: Ipv4Addr = addr
+                        .parse()
+                        .map_err(|_| bad(&name, word, v, "is not an IPv4 address"))?;
+                    let prefix: u8 = prefix
+                        .parse()
+                        .ok()
+                        .filter(|p| *p <= 32)
+                        .ok_or_else(|| bad(&name, word, v, "has a bad prefix length"))?;
+                    d.vips.push(VipDef {
+                        addr,
+                        prefix,
+                        dev: None,
+                        label: None,
+                    });
+                }
+                "dev" | "label" => {
+                    let v = value()?.to_owned();
+                    let vip = d.vips.last_mut().ok_or_else(|| {
+                        anyhow!("vrrp instance {name}: {word}: belongs after a vip")
+                    })?;
+                    if word == "dev" {
+                        netlink::check_ifname(&v)
+                            .with_context(|| format!("vrrp instance {name}: dev"))?;
+                        vip.dev = Some(v);
+                    } else {
+                        vip.label = Some(v);
+                    }
+                }
+                other => bail!("vrrp instance {name}: unknown keyword {other:?}"),
+            }
+        }
+        if d.interface.is_empty() {
+            bail!("vrrp instance {name}: interface: an interface is required");
+        }
+        d.vrid = vrid.with_context(|| format!("vrrp instance {name}: vrid: a VRID is required"))?;
+        if d.vips.is_empty() {
+            bail!("vrrp instance {name}: vip: at least one virtual address is required");
+        }
+        if d.version == Version::V2 && d.advert_interval_cs % 100 != 0 {
+            bail!(
+                "vrrp instance {name}: advert-int: {} s is not whole seconds, which VRRP version 2 requires",
+                f64::from(d.advert_interval_cs) / 100.0
+            );
+        }
+        if d.version == Version::V3 && d.auth != Auth::None {
+            bail!("vrrp instance {name}: auth-pass: VRRP version 3 has no authentication");
+        }
+        Ok(d)
+    }
+}
+
+/// Counters of packets no instance could own.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GlobalStats {
+    pub checksum_errors: u64,
+    pub version_errors: u64,
+    pub vrid_errors: u64,
+    /// v3 adverts whose checksum verified with the IPv4 pseudo-header
+    /// (keepalived's form) and without it (RFC 9568's).
+    pub rcvd_checksum_pseudo_header: u64,
+    pub rcvd_checksum_vrrp_only: u64,
+}
+
+/// One instance's view for status output.
+#[derive(Clone, Debug, Serialize)]
+pub struct InstanceStatus {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub state: State,
+    pub priority: u8,
+    pub master: Option<Ipv4Addr>,
+    pub since_ms: u128,
+    pub last_reason: Option<Reason>,
+    pub stats: Stats,
+}
+
+struct Vip {
+    addr: Ipv4Addr,
+    prefix: u8,
+    label: Option<String>,
+    ifindex: u32,
+    mac: [u8; 6],
+}
+
+struct Running {
+    def: InstanceDef,
+    engine: Instance,
+    /// Index into `Vrrp::sockets`.
+    socket: usize,
+    primary: Ipv4Addr,
+    vips: Vec<Vip>,
+    /// VIPs this run added, removed exactly on leaving Master.
+    added: Vec<(u32, Ipv4Addr)>,
+    garp: Option<JoinHandle<()>>,
+    last_reason: Option<Reason>,
+}
+
+/// All VRRP instances of the daemon.
+pub struct Vrrp {
+    nl: Netlink,
+    sockets: Vec<(u32, Arc<VrrpSocket>)>,
+    instances: Vec<Running>,
+    epoch: Instant,
+    rx: mpsc::Receiver<(usize, Received)>,
+    readers: Vec<JoinHandle<()>>,
+    pub global: GlobalStats,
+}
+
+impl Vrrp {
+    /// Checks the definitions against the host, removes VIPs an earlier
+    /// run left behind, opens the sockets and starts every instance.
+    pub async fn start(defs: Vec<InstanceDef>) -> Result<Self> {
+        let nl = Netlink::new()?;
+        let mut seen: HashMap<(String, u8), String> = HashMap::new();
+        let mut prepared = Vec::new();
+        for def in defs {
+            let name = &def.name;
+            if let Some(other) = seen.insert((def.interface.clone(), def.vrid), name.clone()) {
+                bail!(
+                    "vrrp instance {name}: vrid: {} on {} is already instance {other}'s",
+                    def.vrid,
+                    def.interface
+                );
+            }
+            let link = nl.link_by_name(&def.interface).await?.ok_or_else(|| {
+                anyhow!("vrrp instance {name}: interface: {} does not exist", def.interface)
+            })?;
+            let own = nl.addresses(link.index).await?;
+            let (primary, _) = *own.first().ok_or_else(|| {
+                anyhow!(
+                    "vrrp instance {name}: interface: {} has no IPv4 address to send from",
+                    def.interface
+                )
+            })?;
+            let mut vips = Vec::new();
+            for v in &def.vips {
+                let dev = v.dev.as_deref().unwrap_or(&def.interface);
+                let l = nl.link_by_name(dev).await?.ok_or_else(|| {
+                    anyhow!("vrrp instance {name}: vip {}: dev {dev} does not exist", v.addr)
+                })?;
+                vips.push(Vip {
+                    addr: v.addr,
+                    prefix: v.prefix,
+                    label: v.label.clone(),
+                    ifindex: l.index,
+                    mac: l.mac,
+                });
+            }
+            if def.priority == 255 {
+                if let Some(v) = def.vips.iter().find(|v| !own.iter().any(|(a, _)| *a == v.addr)) {
+                    bail!(
+                        "vrrp instance {name}: priority: 255 is for the address owner, and {} is not an address of {}",
+                        v.addr,
+                        def.interface
+                    );
+                }
+            }
+            prepared.push((def, link, primary, vips));
+        }
+
+        // All checked: from here on the host changes.
+        let mut sockets: Vec<(u32, Arc<VrrpSocket>)> = Vec::new();
+        let mut instances = Vec::new();
+        for (def, link, primary, vips) in prepared {
+            if def.priority != 255 {
+                for v in &vips {
+                    // A crashed run may have left its VIPs (keepalived
+                    // issue #2361); a starting backup must not hold them.
+                    if nl.del_address(v.ifindex, v.addr).await? {
+                        warn!(instance = %def.name, vip = %v.addr, "removed a VIP left behind by an earlier run");
+                    }
+                }
+            }
+            let socket = match sockets.iter().position(|(i, _)| *i == link.index) {
+                Some(i) => i,
+                None => {
+                    sockets.push((
+                        link.index,
+                        Arc::new(VrrpSocket::open(&def.interface, link.index, primary)?),
+                    ));
+                    sockets.len() - 1
+                }
+            };
+            let cfg = Config {
+                name: def.name.clone(),
+                version: def.version,
+                vrid: def.vrid,
+                priority: def.priority,
+                advert_interval_cs: def.advert_interval_cs,
+                preempt: def.preempt,
+                preempt_delay: def.preempt_delay,
+                primary_ip: primary,
+                vips: def.vips.iter().map(|v| v.addr).collect(),
+                auth: def.auth.clone(),
+            };
+            instances.push(Running {
+                engine: Instance::new(cfg),
+                def,
+                socket,
+                primary,
+                vips,
+                added: Vec::new(),
+                garp: None,
+                last_reason: None,
+            });
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let readers = sockets
+            .iter()
+            .enumerate()
+            .map(|(i, (_, s))| {
+                let (s, tx) = (Arc::clone(s), tx.clone());
+                tokio::spawn(async move {
+                    while let Ok(r) = s.recv().await {
+                        if tx.send((i, r)).await.is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut vrrp = Self {
+            nl,
+            sockets,
+            instances,
+            epoch: Instant::now(),
+            rx,
+            readers,
+            global: GlobalStats::default(),
+        };
+        for i in 0..vrrp.instances.len() {
+            vrrp.feed(i, Event::Startup).await;
+        }
+        Ok(vrrp)
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    pub fn status(&self) -> Vec<InstanceStatus> {
+        self.instances
+            .iter()
+            .map(|r| InstanceStatus {
+                name: r.def.name.clone(),
+                interface: r.def.interface.clone(),
+                vrid: r.def.vrid,
+                state: r.engine.state(),
+                priority: r.engine.priority(),
+                master: r.engine.master(),
+                since_ms: r.engine.since().as_millis(),
+                last_reason: r.last_reason,
+                stats: r.engine.stats().clone(),
+            })
+            .collect()
+    }
+
+    /// Runs until `shutdown` completes, then resigns every instance.
+    pub async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        tokio::pin!(shutdown);
+        loop {
+            let deadline = self
+                .instances
+                .iter()
+                .filter_map(|r| r.engine.next_deadline())
+                .min();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until((self.epoch + d).into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some((sock, r)) = self.rx.recv() => self.received(sock, r).await,
+                () = sleep => {
+                    let now = self.now();
+                    for i in 0..self.instances.len() {
+                        if self.instances[i].engine.next_deadline().is_some_and(|d| d <= now) {
+                            self.feed(i, Event::Timer).await;
+                        }
+                    }
+                }
+            }
+        }
+        for i in 0..self.instances.len() {
+            self.feed(i, Event::Shutdown).await;
+        }
+        Ok(())
+    }
+
+    async fn received(&mut self, sock: usize, r: Received) {
+        let (advert, form) = match Advert::parse(&r.payload, r.src, r.dst) {
+            Ok(ok) => ok,
+            Err(e) => {
+                let vrid = r.payload.get(1).copied();
+                let owner = self
+                    .instances
+                    .iter_mut()
+                    .find(|i| i.socket == sock && Some(i.def.vrid) == vrid);
+                match (e, owner) {
+                    (ParseError::Checksum, _) => self.global.checksum_errors += 1,
+                    (ParseError::Version(_), _) => self.global.version_errors += 1,
+                    (ParseError::Type(_), Some(i)) => i.engine.count_invalid_type(),
+                    (ParseError::Length, Some(i)) => i.engine.count_length_error(),
+                    (ParseError::AuthType(_), Some(i)) => i.engine.count_auth_failure(),
+                    (_, None) => self.global.vrid_errors += 1,
+                }
+                return;
+            }
+        };
+        if advert.version == Version::V3 {
+            match form {
+                ChecksumForm::PseudoHeader => self.global.rcvd_checksum_pseudo_header += 1,
+                ChecksumForm::VrrpOnly => self.global.rcvd_checksum_vrrp_only += 1,
+            }
+        }
+        let Some(i) = self
+            .instances
+            .iter()
+            .position(|i| i.socket == sock && i.def.vrid == advert.vrid)
+        else {
+            self.global.vrid_errors += 1;
+            return;
+        };
+        if self.instances[i].def.version != advert.version {
+            self.global.version_errors += 1;
+            return;
+        }
+        self.feed(
+            i,
+            Event::Advert {
+                src: r.src,
+                ttl: r.ttl,
+                advert,
+            },
+        )
+        .await;
+    }
+
+    /// Gives instance `i` an event and carries out what it answers.
+    async fn feed(&mut self, i: usize, event: Event) {
+        let now = self.now();
+        let actions = self.instances[i].engine.handle(now, event);
+        for action in actions {
+            if let Err(e) = self.act(i, action).await {
+                warn!(instance = %self.instances[i].def.name, "{e:#}");
+            }
+        }
+    }
+
+    async fn act(&mut self, i: usize, action: Action) -> Result<()> {
+        let r = &mut self.instances[i];
+        match action {
+            Action::SendAdvert { priority } => {
+                let c = r.engine.config();
+                let advert = Advert {
+                    version: c.version,
+                    vrid: c.vrid,
+                    priority,
+                    interval_cs: c.advert_interval_cs,
+                    addresses: c.vips.clone(),
+                    auth: c.auth.clone(),
+                };
+                let bytes = advert.write(r.def.checksum, r.primary, MULTICAST);
+                self.sockets[r.socket]
+                    .1
+                    .send(&bytes, MULTICAST)
+                    .context("sending an advertisement")?;
+            }
+            Action::AddVips => {
+                for v in &r.vips {
+                    match self
+                        .nl
+                        .add_address_labeled(v.ifindex, v.addr, v.prefix, v.label.as_deref())
+                        .await
+                    {
+                        Ok(()) => r.added.push((v.ifindex, v.addr)),
+                        // Already there (the owner's own address): not ours to remove.
+                        Err(e) if format!("{e:#}").contains("File exists") => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let targets: Vec<(u32, [u8; 6], Ipv4Addr)> =
+                    r.vips.iter().map(|v| (v.ifindex, v.mac, v.addr)).collect();
+                let (repeat, delay) = (r.def.garp_repeat, r.def.garp_delay);
+                let name = r.def.name.clone();
+                if let Some(old) = r.garp.take() {
+                    old.abort();
+                }
+                r.garp = Some(tokio::spawn(async move {
+                    for round in 0..2 {
+                        if round == 1 {
+                            tokio::time::sleep(delay).await;
+                        }
+                        for _ in 0..repeat {
+                            for (ifindex, mac, vip) in &targets {
+                                if let Err(e) = gratuitous_arp(*ifindex, *mac, *vip) {
+                                    warn!(instance = %name, "{e:#}");
+                                }
+                            }
+                        }
+                    }
+                }));
+            }
+            Action::DelVips => {
+                if let Some(g) = r.garp.take() {
+                    g.abort();
+                }
+                for (ifindex, addr) in std::mem::take(&mut r.added) {
+                    self.nl.del_address(ifindex, addr).await?;
+                }
+            }
+            Action::Transition { from, to, reason } => {
+                r.last_reason = Some(reason);
+                info!(
+                    instance = %r.def.name, vrid = r.def.vrid, ?from, ?to, ?reason,
+                    priority = r.engine.priority(), "transition"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Vrrp {
+    fn drop(&mut self) {
+        for r in &self.readers {
+            r.abort();
+        }
+        for r in &mut self.instances {
+            if let Some(g) = r.garp.take() {
+                g.abort();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<InstanceDef> {
+        InstanceDef::parse(&s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses_the_seeds_instance() {
+        let d = parse(
+            "VI_1 interface gretap1 vrid 51 priority 100 version 2 advert-int 1 \
+             auth-pass 1111 vip 203.0.113.10/24 dev eth0 label eth0:vip",
+        )
+        .unwrap();
+        assert_eq!((d.vrid, d.priority, d.advert_interval_cs), (51, 100, 100));
+        assert_eq!(d.auth, Auth::pass("1111"));
+        assert_eq!(d.vips[0].dev.as_deref(), Some("eth0"));
+        assert_eq!(d.vips[0].label.as_deref(), Some("eth0:vip"));
+        let d = parse("v interface eth0 vrid 1 advert-int 0.1 vip 192.0.2.5").unwrap();
+        assert_eq!((d.version, d.advert_interval_cs), (Version::V3, 10));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_value() {
+        for (input, want) in [
+            ("v interface eth0 vrid 0 vip 192.0.2.5", "vrid: \"0\" is not a VRID (1 to 255)"),
+            ("v interface eth0 vrid 256 vip 192.0.2.5", "vrid: \"256\" is not a VRID"),
+            ("v interface eth0 vrid 1 priority 0 vip 192.0.2.5", "priority: \"0\" is not a priority"),
+            ("v interface eth0 vrid 1 priority 300 vip 192.0.2.5", "priority: \"300\" is not"),
+            ("v interface eth0 vrid 1 vip 192.0.2.500", "vip: \"192.0.2.500\" is not an IPv4 address"),
+            ("v interface eth0 vrid 1", "vip: at least one virtual address is required"),
+            ("v vrid 1 vip 192.0.2.5", "interface: an interface is required"),
+            ("v interface eth0 vrid 1 version 2 advert-int 0.5 vip 192.0.2.5", "advert-int: 0.5 s is not whole seconds"),
+            ("v interface eth0 vrid 1 advert-int 50 vip 192.0.2.5", "advert-int: \"50\" is out of range"),
+            ("v interface eth0 vrid 1 auth-pass x vip 192.0.2.5", "auth-pass: VRRP version 3 has no authentication"),
+            ("v interface eth0 vrid 1 dev eth1 vip 192.0.2.5", "dev: belongs after a vip"),
+            ("v interface eth0 vrid 1 vip 192.0.2.5 color red", "unknown keyword \"color\""),
+        ] {
+            let got = format!("{:#}", parse(input).unwrap_err());
+            assert!(got.contains(want), "{input}\n  got: {got}\n  want: {want}");
+            assert!(got.starts_with("vrrp instance v: "), "{got}");
+        }
+    }
+}
