@@ -29,13 +29,17 @@ pub struct VrrpSocket {
 
 impl VrrpSocket {
     pub fn open(iface: &str, ifindex: u32, primary: Ipv4Addr) -> Result<Self> {
-        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(IPPROTO_VRRP))))
-            .context("opening a raw VRRP socket (needs CAP_NET_RAW)")?;
+        let s = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(IPPROTO_VRRP))),
+        )
+        .context("opening a raw VRRP socket (needs CAP_NET_RAW)")?;
         s.bind_device(Some(iface.as_bytes()))
             .with_context(|| format!("binding the VRRP socket to {iface}"))?;
-        // The source address of what we send: the interface's primary one.
-        s.bind(&SockAddr::from(SocketAddrV4::new(primary, 0)))
-            .with_context(|| format!("binding the VRRP socket to {primary}"))?;
+        // The source of what we send: the interface's primary address.
+        // Not bind(): a raw socket bound to an address receives only
+        // packets sent to it, and adverts go to 224.0.0.18.
         s.set_multicast_if_v4(&primary)?;
         s.set_multicast_ttl_v4(255)?;
         s.set_ttl_v4(255)?;

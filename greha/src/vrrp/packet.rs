@@ -359,6 +359,19 @@ mod tests {
         }
     }
 
+    /// keepalived 2.2.7's v3 advert as captured on the wire (tcpdump -x):
+    /// VRID 51, priority 150, 10 cs, one address, from 198.51.100.2.
+    #[test]
+    fn parses_keepalived_v3_as_captured() {
+        let msg = [
+            0x31, 0x33, 0x96, 0x01, 0x00, 0x0a, 0xf1, 0xf0, 0xcb, 0x00, 0x71, 0x0a,
+        ];
+        let (adv, form) = Advert::parse(&msg, Ipv4Addr::new(198, 51, 100, 2), MULTICAST).unwrap();
+        assert_eq!(form, ChecksumForm::PseudoHeader);
+        assert_eq!((adv.vrid, adv.priority, adv.interval_cs), (51, 150, 10));
+        assert_eq!(adv.addresses, vec![Ipv4Addr::new(203, 0, 113, 10)]);
+    }
+
     #[test]
     fn pseudo_header_binds_the_addresses() {
         let ka = v3().write(ChecksumForm::PseudoHeader, SRC, MULTICAST);

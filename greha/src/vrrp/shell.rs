@@ -295,7 +295,10 @@ impl Vrrp {
                 );
             }
             let link = nl.link_by_name(&def.interface).await?.ok_or_else(|| {
-                anyhow!("vrrp instance {name}: interface: {} does not exist", def.interface)
+                anyhow!(
+                    "vrrp instance {name}: interface: {} does not exist",
+                    def.interface
+                )
             })?;
             let own = nl.addresses(link.index).await?;
             let (primary, _) = *own.first().ok_or_else(|| {
@@ -308,7 +311,10 @@ impl Vrrp {
             for v in &def.vips {
                 let dev = v.dev.as_deref().unwrap_or(&def.interface);
                 let l = nl.link_by_name(dev).await?.ok_or_else(|| {
-                    anyhow!("vrrp instance {name}: vip {}: dev {dev} does not exist", v.addr)
+                    anyhow!(
+                        "vrrp instance {name}: vip {}: dev {dev} does not exist",
+                        v.addr
+                    )
                 })?;
                 vips.push(Vip {
                     addr: v.addr,
@@ -319,7 +325,11 @@ impl Vrrp {
                 });
             }
             if def.priority == 255 {
-                if let Some(v) = def.vips.iter().find(|v| !own.iter().any(|(a, _)| *a == v.addr)) {
+                if let Some(v) = def
+                    .vips
+                    .iter()
+                    .find(|v| !own.iter().any(|(a, _)| *a == v.addr))
+                {
                     bail!(
                         "vrrp instance {name}: priority: 255 is for the address owner, and {} is not an address of {}",
                         v.addr,
@@ -634,18 +644,54 @@ mod tests {
     #[test]
     fn errors_name_the_field_and_value() {
         for (input, want) in [
-            ("v interface eth0 vrid 0 vip 192.0.2.5", "vrid: \"0\" is not a VRID (1 to 255)"),
-            ("v interface eth0 vrid 256 vip 192.0.2.5", "vrid: \"256\" is not a VRID"),
-            ("v interface eth0 vrid 1 priority 0 vip 192.0.2.5", "priority: \"0\" is not a priority"),
-            ("v interface eth0 vrid 1 priority 300 vip 192.0.2.5", "priority: \"300\" is not"),
-            ("v interface eth0 vrid 1 vip 192.0.2.500", "vip: \"192.0.2.500\" is not an IPv4 address"),
-            ("v interface eth0 vrid 1", "vip: at least one virtual address is required"),
-            ("v vrid 1 vip 192.0.2.5", "interface: an interface is required"),
-            ("v interface eth0 vrid 1 version 2 advert-int 0.5 vip 192.0.2.5", "advert-int: 0.5 s is not whole seconds"),
-            ("v interface eth0 vrid 1 advert-int 50 vip 192.0.2.5", "advert-int: \"50\" is out of range"),
-            ("v interface eth0 vrid 1 auth-pass x vip 192.0.2.5", "auth-pass: VRRP version 3 has no authentication"),
-            ("v interface eth0 vrid 1 dev eth1 vip 192.0.2.5", "dev: belongs after a vip"),
-            ("v interface eth0 vrid 1 vip 192.0.2.5 color red", "unknown keyword \"color\""),
+            (
+                "v interface eth0 vrid 0 vip 192.0.2.5",
+                "vrid: \"0\" is not a VRID (1 to 255)",
+            ),
+            (
+                "v interface eth0 vrid 256 vip 192.0.2.5",
+                "vrid: \"256\" is not a VRID",
+            ),
+            (
+                "v interface eth0 vrid 1 priority 0 vip 192.0.2.5",
+                "priority: \"0\" is not a priority",
+            ),
+            (
+                "v interface eth0 vrid 1 priority 300 vip 192.0.2.5",
+                "priority: \"300\" is not",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.500",
+                "vip: \"192.0.2.500\" is not an IPv4 address",
+            ),
+            (
+                "v interface eth0 vrid 1",
+                "vip: at least one virtual address is required",
+            ),
+            (
+                "v vrid 1 vip 192.0.2.5",
+                "interface: an interface is required",
+            ),
+            (
+                "v interface eth0 vrid 1 version 2 advert-int 0.5 vip 192.0.2.5",
+                "advert-int: 0.5 s is not whole seconds",
+            ),
+            (
+                "v interface eth0 vrid 1 advert-int 50 vip 192.0.2.5",
+                "advert-int: \"50\" is out of range",
+            ),
+            (
+                "v interface eth0 vrid 1 auth-pass x vip 192.0.2.5",
+                "auth-pass: VRRP version 3 has no authentication",
+            ),
+            (
+                "v interface eth0 vrid 1 dev eth1 vip 192.0.2.5",
+                "dev: belongs after a vip",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.5 color red",
+                "unknown keyword \"color\"",
+            ),
         ] {
             let got = format!("{:#}", parse(input).unwrap_err());
             assert!(got.contains(want), "{input}\n  got: {got}\n  want: {want}");

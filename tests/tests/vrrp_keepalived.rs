@@ -1,0 +1,254 @@
+//! greha's VRRP against real keepalived 2.2.7 on a lab link: each side as
+//! master and as backup, v2 with PASS authentication and v3 at 100 ms,
+//! hard kills and graceful stops, preemption, authentication mismatch.
+use std::{
+    fs,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, ensure};
+use greha_tests::{Host, Lab, Proc, SHORT, greha_bin, wait_until};
+use nix::{sys::signal::Signal, unistd::Pid};
+
+const A: &str = "198.51.100.1";
+const B: &str = "198.51.100.2";
+const VIP: &str = "203.0.113.10";
+
+struct Pair {
+    lab: Lab,
+    a: Host,
+    b: Host,
+    pins: PathBuf,
+}
+
+fn pair() -> Result<Pair> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(&a, &format!("{A}/24"), &b, &format!("{B}/24"))?;
+    let pins = lab.pin_dir("a");
+    Ok(Pair { lab, a, b, pins })
+}
+
+fn holds_vip(host: &Host) -> Result<bool> {
+    Ok(host
+        .ip(&["-br", "-4", "addr", "show", "dev", "eth0"])?
+        .contains(&format!("{VIP}/24")))
+}
+
+/// greha on A as `run --vrrp SPEC`, started and ready.
+fn greha(p: &Pair, spec: &str) -> Result<Proc> {
+    let mut cmd = p.a.command(greha_bin());
+    cmd.arg("--pin-dir")
+        .arg(&p.pins)
+        .args(["run", "--vrrp", spec]);
+    let mut g = p.a.spawn(&p.lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    Ok(g)
+}
+
+struct Keepalived {
+    proc: Proc,
+    vrrp_pid_file: PathBuf,
+}
+
+impl Keepalived {
+    /// keepalived on B with one instance; `extra` goes into vrrp_instance.
+    fn start(p: &Pair, priority: u8, advert_int: &str, extra: &str) -> Result<Self> {
+        let dir = p.lab.tmp().join("keepalived");
+        fs::create_dir_all(&dir)?;
+        let conf = dir.join("keepalived.conf");
+        fs::write(
+            &conf,
+            format!(
+                "global_defs {{\n  router_id LAB_B\n}}\n\
+                 vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  \
+                 virtual_router_id 51\n  priority {priority}\n  advert_int {advert_int}\n  \
+                 {extra}\n  virtual_ipaddress {{\n    {VIP}/24 dev eth0\n  }}\n}}\n"
+            ),
+        )?;
+        let vrrp_pid_file = dir.join("vrrp.pid");
+        let mut cmd = p.b.command("keepalived");
+        cmd.args(["-n", "-l", "-P", "-D", "-f"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.join("keepalived.pid"))
+            .arg("-r")
+            .arg(&vrrp_pid_file);
+        let mut proc = p.b.spawn(&p.lab, cmd, false)?;
+        proc.wait_for_output("(VI_1) Entering BACKUP STATE", SHORT)?;
+        Ok(Self {
+            proc,
+            vrrp_pid_file,
+        })
+    }
+
+    /// Dies as a crashed host would: silent, no priority 0. The parent is
+    /// frozen first, or it would respawn the VRRP child, and its death
+    /// would make the child resign gracefully.
+    fn kill_hard(&mut self) -> Result<()> {
+        self.proc.signal(Signal::SIGSTOP)?;
+        let child: i32 = fs::read_to_string(&self.vrrp_pid_file)?.trim().parse()?;
+        nix::sys::signal::kill(Pid::from_raw(child), Signal::SIGKILL)?;
+        self.proc.signal(Signal::SIGKILL)?;
+        self.proc.wait(SHORT)?;
+        Ok(())
+    }
+}
+
+/// Watches both hosts for `window`: never both holding the VIP for longer
+/// than `allowed`.
+fn never_two_masters(p: &Pair, window: Duration, allowed: Duration) -> Result<()> {
+    let end = Instant::now() + window;
+    let mut both_since: Option<Instant> = None;
+    while Instant::now() < end {
+        if holds_vip(&p.a)? && holds_vip(&p.b)? {
+            let since = *both_since.get_or_insert_with(Instant::now);
+            ensure!(
+                since.elapsed() <= allowed,
+                "two masters for {:?}",
+                since.elapsed()
+            );
+        } else {
+            both_since = None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Waits for `host` to hold the VIP and returns how long it took.
+fn takes_over(host: &Host, within: Duration) -> Result<Duration> {
+    let t0 = Instant::now();
+    wait_until(within, "the VIP to move", || holds_vip(host))?;
+    Ok(t0.elapsed())
+}
+
+#[test]
+fn greha_master_keepalived_backup_v2_pass_then_kill() -> Result<()> {
+    let p = pair()?;
+    let _ka = Keepalived::start(
+        &p,
+        100,
+        "1",
+        "authentication {\n auth_type PASS\n auth_pass 1111\n }",
+    )?;
+    let mut g = greha(
+        &p,
+        &format!(
+            "VI_1 interface eth0 vrid 51 priority 150 version 2 advert-int 1 auth-pass 1111 vip {VIP}/24"
+        ),
+    )?;
+    takes_over(&p.a, SHORT)?;
+    // keepalived follows greha: it never takes the VIP while greha runs.
+    never_two_masters(&p, Duration::from_secs(4), Duration::ZERO)?;
+    ensure!(
+        !holds_vip(&p.b)?,
+        "keepalived took the VIP from a higher-priority greha"
+    );
+    // kill -9: keepalived (priority 100) holds the VIP no later than
+    // Master_Down_Interval (3 s + 0.609 s) after greha's last advert.
+    g.signal(Signal::SIGKILL)?;
+    let t = takes_over(&p.b, Duration::from_millis(3609 + 500))?;
+    ensure!(
+        t >= Duration::from_secs(2),
+        "took over after {t:?}, before any master down"
+    );
+    Ok(())
+}
+
+#[test]
+fn keepalived_master_greha_backup_v3_100ms_then_kill() -> Result<()> {
+    let p = pair()?;
+    let mut ka = Keepalived::start(&p, 150, "0.1", "version 3")?;
+    takes_over(&p.b, SHORT)?;
+    let _g = greha(
+        &p,
+        &format!("VI_1 interface eth0 vrid 51 priority 100 version 3 advert-int 0.1 vip {VIP}/24"),
+    )?;
+    never_two_masters(&p, Duration::from_secs(1), Duration::ZERO)?;
+    ensure!(
+        !holds_vip(&p.a)?,
+        "greha took the VIP from a higher-priority keepalived"
+    );
+    // Master_Down_Interval at 10 cs, priority 100: 30 + 6 cs.
+    ka.kill_hard()?;
+    takes_over(&p.a, Duration::from_millis(360 + 300))?;
+    Ok(())
+}
+
+#[test]
+fn graceful_stop_hands_over_after_skew_time_and_removes_the_vip() -> Result<()> {
+    let p = pair()?;
+    let _ka = Keepalived::start(
+        &p,
+        100,
+        "1",
+        "authentication {\n auth_type PASS\n auth_pass 1111\n }",
+    )?;
+    let mut g = greha(
+        &p,
+        &format!(
+            "VI_1 interface eth0 vrid 51 priority 150 version 2 advert-int 1 auth-pass 1111 vip {VIP}/24"
+        ),
+    )?;
+    takes_over(&p.a, SHORT)?;
+    never_two_masters(&p, Duration::from_secs(2), Duration::ZERO)?;
+    let status = g.terminate(SHORT)?;
+    ensure!(status.success(), "greha exited {status}:\n{}", g.log());
+    ensure!(!holds_vip(&p.a)?, "greha left its VIP behind");
+    // Priority 0 received: keepalived takes over after Skew_Time (0.609 s
+    // at priority 100), far sooner than Master_Down.
+    takes_over(&p.b, Duration::from_millis(609 + 500))?;
+    Ok(())
+}
+
+#[test]
+fn greha_preempts_keepalived_and_does_not_with_nopreempt() -> Result<()> {
+    for (preempt, expect_a) in [("", true), (" nopreempt", false)] {
+        let p = pair()?;
+        let _ka = Keepalived::start(&p, 100, "0.1", "version 3")?;
+        takes_over(&p.b, SHORT)?;
+        let _g = greha(
+            &p,
+            &format!(
+                "VI_1 interface eth0 vrid 51 priority 200 version 3 advert-int 0.1 vip {VIP}/24{preempt}"
+            ),
+        )?;
+        if expect_a {
+            // Master_Down_Interval at priority 200: 30 + 2 cs.
+            takes_over(&p.a, Duration::from_millis(320 + 500))?;
+            never_two_masters(&p, Duration::from_secs(1), Duration::from_millis(100))?;
+            ensure!(
+                !holds_vip(&p.b)?,
+                "keepalived kept the VIP after being preempted"
+            );
+        } else {
+            never_two_masters(&p, Duration::from_secs(2), Duration::ZERO)?;
+            ensure!(!holds_vip(&p.a)?, "greha preempted with nopreempt");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn authentication_mismatch_is_ignored() -> Result<()> {
+    let p = pair()?;
+    let _ka = Keepalived::start(
+        &p,
+        150,
+        "1",
+        "authentication {\n auth_type PASS\n auth_pass 1111\n }",
+    )?;
+    takes_over(&p.b, SHORT)?;
+    // keepalived has the higher priority, but greha does not accept its
+    // adverts (wrong password): after Master_Down it is master too.
+    let _g = greha(
+        &p,
+        &format!("VI_1 interface eth0 vrid 51 priority 100 version 2 advert-int 1 auth-pass 2222 vip {VIP}/24"),
+    )
+    .context("starting greha")?;
+    takes_over(&p.a, Duration::from_millis(3609 + 1000))?;
+    Ok(())
+}
