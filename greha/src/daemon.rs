@@ -20,6 +20,25 @@ pub struct Options {
     pub tunnels: Vec<TunnelDef>,
     pub vrrp: Vec<InstanceDef>,
     pub keep_datapath: bool,
+    /// Unix socket answering `greha status` (root only).
+    pub control: PathBuf,
+}
+
+/// Where `greha run` listens and `greha status` asks, unless told.
+pub const DEFAULT_CONTROL: &str = "/run/greha/greha.sock";
+
+/// The control socket, readable and writable by root only.
+fn listen(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // A socket file left by a killed daemon would make bind fail.
+    let _ = std::fs::remove_file(path);
+    let l = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("listening on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
 }
 
 /// bpffs refuses '.' in names, which interface names may have (eth0.100).
@@ -47,19 +66,32 @@ pub async fn run(opts: Options) -> Result<()> {
             return Err(e);
         }
     };
-    info!(pin_dir = %opts.pin_dir.display(), "ready");
+    let control = match listen(&opts.control) {
+        Ok(l) => l,
+        Err(e) => {
+            drop(vrrp);
+            del_tunnels(&opts, &opts.tunnels).await?;
+            detach_counters(&opts, &opts.count_ifaces)?;
+            return Err(e);
+        }
+    };
+    info!(pin_dir = %opts.pin_dir.display(), control = %opts.control.display(), "ready");
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         warn!("cannot notify systemd: {e}");
     }
 
-    vrrp.run(async {
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: shutting down"),
-            _ = int.recv() => info!("SIGINT: shutting down"),
-        }
-    })
+    vrrp.run(
+        async {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: shutting down"),
+                _ = int.recv() => info!("SIGINT: shutting down"),
+            }
+        },
+        Some(control),
+    )
     .await?;
     drop(vrrp);
+    let _ = std::fs::remove_file(&opts.control);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     if opts.keep_datapath {
         info!("stopped; datapath kept");

@@ -11,6 +11,9 @@ struct Cli {
     /// Directory in the BPF filesystem for greha's pinned maps.
     #[arg(long, global = true, default_value = bpffs::DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+    /// The daemon's control socket.
+    #[arg(long, global = true, default_value = daemon::DEFAULT_CONTROL)]
+    control: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,6 +45,13 @@ enum Command {
     Tunnel {
         #[command(subcommand)]
         command: TunnelCommand,
+    },
+    /// What the daemon is doing: VRRP instances (state, priority, master,
+    /// statistics) and tunnels.
+    Status {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the datapath counters from the pinned maps (works with the
     /// daemon stopped, as long as the maps are pinned).
@@ -85,6 +95,29 @@ fn main() -> ExitCode {
             eprintln!("greha: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn print_status(v: &serde_json::Value, tunnels: &[tunnel::TunnelStatus]) {
+    println!(
+        "{:<12} {:<10} {:>4} {:<8} {:>4} {:<16} {:>12}",
+        "INSTANCE", "INTERFACE", "VRID", "STATE", "PRIO", "MASTER", "ADVERTS_RCVD"
+    );
+    for i in v["vrrp"].as_array().into_iter().flatten() {
+        println!(
+            "{:<12} {:<10} {:>4} {:<8} {:>4} {:<16} {:>12}",
+            i["name"].as_str().unwrap_or(""),
+            i["interface"].as_str().unwrap_or(""),
+            i["vrid"],
+            i["state"].as_str().unwrap_or(""),
+            i["priority"],
+            i["master"].as_str().unwrap_or("-"),
+            i["stats"]["rcvd_advertisements"],
+        );
+    }
+    if !tunnels.is_empty() {
+        println!();
+        tunnel::print_table(tunnels);
     }
 }
 
@@ -139,7 +172,28 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 tunnels,
                 vrrp,
                 keep_datapath,
+                control: cli.control,
             }))
+        }
+        Command::Status { json } => {
+            use std::io::Read as _;
+            let mut conn = std::os::unix::net::UnixStream::connect(&cli.control).map_err(|e| {
+                anyhow::anyhow!(
+                    "greha is not running (no answer on {}: {e})",
+                    cli.control.display()
+                )
+            })?;
+            let mut doc = String::new();
+            conn.read_to_string(&mut doc)?;
+            let mut v: serde_json::Value = serde_json::from_str(&doc)?;
+            let tunnels = tunnel::list(&cli.pin_dir)?;
+            v["tunnels"] = serde_json::to_value(&tunnels)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_status(&v, &tunnels);
+            }
+            Ok(())
         }
         Command::Counters { json } => {
             let c = counters::read(&cli.pin_dir)?;

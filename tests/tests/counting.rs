@@ -87,6 +87,8 @@ fn counts_exact_frames_and_bytes() -> Result<()> {
             let mut cmd = b.command(greha_bin());
             cmd.arg("--pin-dir")
                 .arg(&pin_dir)
+                .arg("--control")
+                .arg(lab.tmp().join("b.sock"))
                 .args(["run", "--count", &link.b.ifname]);
             cmd
         },
@@ -142,6 +144,8 @@ fn unknown_interface_is_refused_and_nothing_is_left() -> Result<()> {
         .command(greha_bin())
         .arg("--pin-dir")
         .arg(&pin_dir)
+        .arg("--control")
+        .arg(lab.tmp().join("b.sock"))
         .args(["run", "--count", &link.b.ifname, "--count", "nosuch0"])
         .output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -653,11 +653,16 @@ fn the_daemon_owns_its_tunnels_and_removes_them_when_it_stops() -> Result<()> {
         (&pair.b, &pair.b_pins, B_UNDERLAY, A_UNDERLAY, B_INNER),
     ] {
         let mut cmd = host.command(greha_bin());
-        cmd.arg("--pin-dir").arg(pins).args([
-            "run",
-            "--tunnel",
-            &format!("gretap1 mode gretap local {local} remote {remote} address {inner}/24"),
-        ]);
+        let sock = pair.lab.tmp().join(format!("{}.sock", host.name));
+        cmd.arg("--pin-dir")
+            .arg(pins)
+            .arg("--control")
+            .arg(sock)
+            .args([
+                "run",
+                "--tunnel",
+                &format!("gretap1 mode gretap local {local} remote {remote} address {inner}/24"),
+            ]);
         let mut d = host.spawn(&pair.lab, cmd, true)?;
         d.wait_ready(SHORT)?;
         daemons.push(d);

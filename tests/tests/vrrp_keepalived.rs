@@ -31,6 +31,24 @@ fn pair() -> Result<Pair> {
     Ok(Pair { lab, a, b, pins })
 }
 
+fn control(p: &Pair) -> PathBuf {
+    p.lab.tmp().join("greha.sock")
+}
+
+/// `greha status --json`'s VRRP instance VI_1.
+fn status(p: &Pair) -> Result<serde_json::Value> {
+    let out = greha_tests::run(
+        p.a.command(greha_bin())
+            .arg("--pin-dir")
+            .arg(&p.pins)
+            .arg("--control")
+            .arg(control(p))
+            .args(["status", "--json"]),
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    Ok(v)
+}
+
 fn holds_vip(host: &Host) -> Result<bool> {
     Ok(host
         .ip(&["-br", "-4", "addr", "show", "dev", "eth0"])?
@@ -42,6 +60,8 @@ fn greha(p: &Pair, spec: &str) -> Result<Proc> {
     let mut cmd = p.a.command(greha_bin());
     cmd.arg("--pin-dir")
         .arg(&p.pins)
+        .arg("--control")
+        .arg(control(p))
         .args(["run", "--vrrp", spec]);
     let mut g = p.a.spawn(&p.lab, cmd, true)?;
     g.wait_ready(SHORT)?;
@@ -250,5 +270,14 @@ fn authentication_mismatch_is_ignored() -> Result<()> {
     )
     .context("starting greha")?;
     takes_over(&p.a, Duration::from_millis(3609 + 1000))?;
+    // Ignored because of the password, and counted as such.
+    let v = status(&p)?;
+    let s = &v["vrrp"][0]["stats"];
+    ensure!(
+        s["auth_failures"].as_u64() > Some(0),
+        "no authentication failure counted: {v}"
+    );
+    assert_eq!(s["rcvd_advertisements"], 0, "{v}");
+    assert_eq!(v["vrrp"][0]["state"], "master");
     Ok(())
 }

@@ -51,7 +51,7 @@ impl VrrpSocket {
         s.set_nonblocking(true)?;
         // SAFETY: the Socket owns its descriptor, which stays open and the
         // same until the AsyncFd (which owns the Socket) is dropped.
-        let fd = unsafe { AsyncFd::register(s) }.map_err(|e| io::Error::from(e))?;
+        let fd = unsafe { AsyncFd::register(s) }.map_err(io::Error::from)?;
         Ok(Self { fd })
     }
 

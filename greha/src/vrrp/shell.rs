@@ -207,7 +207,7 @@ impl InstanceDef {
         if d.vips.is_empty() {
             bail!("vrrp instance {name}: vip: at least one virtual address is required");
         }
-        if d.version == Version::V2 && d.advert_interval_cs % 100 != 0 {
+        if d.version == Version::V2 && !d.advert_interval_cs.is_multiple_of(100) {
             bail!(
                 "vrrp instance {name}: advert-int: {} s is not whole seconds, which VRRP version 2 requires",
                 f64::from(d.advert_interval_cs) / 100.0
@@ -324,18 +324,18 @@ impl Vrrp {
                     mac: l.mac,
                 });
             }
-            if def.priority == 255 {
-                if let Some(v) = def
-                    .vips
-                    .iter()
-                    .find(|v| !own.iter().any(|(a, _)| *a == v.addr))
-                {
-                    bail!(
-                        "vrrp instance {name}: priority: 255 is for the address owner, and {} is not an address of {}",
-                        v.addr,
-                        def.interface
-                    );
-                }
+            let not_owned = def
+                .vips
+                .iter()
+                .find(|v| !own.iter().any(|(a, _)| *a == v.addr));
+            if def.priority == 255
+                && let Some(v) = not_owned
+            {
+                bail!(
+                    "vrrp instance {name}: priority: 255 is for the address owner, and {} is not an address of {}",
+                    v.addr,
+                    def.interface
+                );
             }
             prepared.push((def, link, primary, vips));
         }
@@ -437,9 +437,18 @@ impl Vrrp {
             .collect()
     }
 
-    /// Runs until `shutdown` completes, then resigns every instance.
-    pub async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
+    /// Runs until `shutdown` completes, then resigns every instance. Each
+    /// connection to `control` gets the status as one JSON document.
+    pub async fn run(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+        control: Option<tokio::net::UnixListener>,
+    ) -> Result<()> {
         tokio::pin!(shutdown);
+        let accept = async |c: &Option<tokio::net::UnixListener>| match c {
+            Some(l) => l.accept().await,
+            None => std::future::pending().await,
+        };
         loop {
             let deadline = self
                 .instances
@@ -455,6 +464,15 @@ impl Vrrp {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some((sock, r)) = self.rx.recv() => self.received(sock, r).await,
+                Ok((mut conn, _)) = accept(&control) => {
+                    use tokio::io::AsyncWriteExt as _;
+                    let doc = serde_json::json!({
+                        "vrrp": self.status(),
+                        "vrrp_global": self.global,
+                    });
+                    // A client that hangs up early is its own problem.
+                    let _ = conn.write_all(doc.to_string().as_bytes()).await;
+                }
                 () = sleep => {
                     let now = self.now();
                     for i in 0..self.instances.len() {
