@@ -170,6 +170,7 @@ fn greha_master_keepalived_backup_v2_pass_then_kill() -> Result<()> {
     // kill -9: keepalived (priority 100) holds the VIP no later than
     // Master_Down_Interval (3 s + 0.609 s) after greha's last advert.
     g.signal(Signal::SIGKILL)?;
+    g.wait(SHORT)?;
     let t = takes_over(&p.b, Duration::from_millis(3609 + 500))?;
     ensure!(
         t >= Duration::from_secs(2),
