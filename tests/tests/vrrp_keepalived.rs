@@ -76,27 +76,41 @@ struct Keepalived {
 impl Keepalived {
     /// keepalived on B with one instance; `extra` goes into vrrp_instance.
     fn start(p: &Pair, priority: u8, advert_int: &str, extra: &str) -> Result<Self> {
-        let dir = p.lab.tmp().join("keepalived");
+        Self::start_on(&p.lab, &p.b, "eth0", "eth0", priority, advert_int, extra)
+    }
+
+    /// keepalived on `host`, running VRRP on `iface` with the VIP on
+    /// `vip_dev`, as in the seed's keepalived.conf.
+    fn start_on(
+        lab: &Lab,
+        host: &Host,
+        iface: &str,
+        vip_dev: &str,
+        priority: u8,
+        advert_int: &str,
+        extra: &str,
+    ) -> Result<Self> {
+        let dir = lab.tmp().join("keepalived");
         fs::create_dir_all(&dir)?;
         let conf = dir.join("keepalived.conf");
         fs::write(
             &conf,
             format!(
                 "global_defs {{\n  router_id LAB_B\n}}\n\
-                 vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  \
+                 vrrp_instance VI_1 {{\n  state BACKUP\n  interface {iface}\n  \
                  virtual_router_id 51\n  priority {priority}\n  advert_int {advert_int}\n  \
-                 {extra}\n  virtual_ipaddress {{\n    {VIP}/24 dev eth0\n  }}\n}}\n"
+                 {extra}\n  virtual_ipaddress {{\n    {VIP}/24 dev {vip_dev}\n  }}\n}}\n"
             ),
         )?;
         let vrrp_pid_file = dir.join("vrrp.pid");
-        let mut cmd = p.b.command("keepalived");
+        let mut cmd = host.command("keepalived");
         cmd.args(["-n", "-l", "-P", "-D", "-f"])
             .arg(&conf)
             .arg("-p")
             .arg(dir.join("keepalived.pid"))
             .arg("-r")
             .arg(&vrrp_pid_file);
-        let mut proc = p.b.spawn(&p.lab, cmd, false)?;
+        let mut proc = host.spawn(lab, cmd, false)?;
         proc.wait_for_output("(VI_1) Entering BACKUP STATE", SHORT)?;
         Ok(Self {
             proc,
@@ -280,5 +294,87 @@ fn authentication_mismatch_is_ignored() -> Result<()> {
     );
     assert_eq!(s["rcvd_advertisements"], 0, "{v}");
     assert_eq!(v["vrrp"][0]["state"], "master");
+    Ok(())
+}
+
+/// The seed's setup, migrated one node: A runs greha (its own gretap
+/// tunnel and VRRP over it), B a greha tunnel with keepalived doing VRRP
+/// over it. The VIP lives on each server's LAN interface, where a client
+/// reaches it; it moves to B when A dies.
+#[test]
+fn seed_topology_vrrp_over_a_greha_tunnel_with_the_vip_on_the_lan() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    let client_a = lab.host("ca")?;
+    let client_b = lab.host("cb")?;
+    lab.link(&a, &format!("{A}/24"), &b, &format!("{B}/24"))?;
+    lab.link(&a, "203.0.113.2/24", &client_a, "203.0.113.100/24")?;
+    lab.link(&b, "203.0.113.3/24", &client_b, "203.0.113.101/24")?;
+    let (a_pins, b_pins) = (lab.pin_dir("a"), lab.pin_dir("b"));
+    let tunnel = |local: &str, remote: &str, inner: &str| {
+        format!("gretap1 mode gretap local {local} remote {remote} address {inner}/24")
+    };
+
+    let mut tb = b.command(greha_bin());
+    tb.arg("--pin-dir")
+        .arg(&b_pins)
+        .arg("--control")
+        .arg(lab.tmp().join("b.sock"))
+        .args(["run", "--tunnel", &tunnel(B, A, "192.0.2.2")]);
+    let mut greha_b = b.spawn(&lab, tb, true)?;
+    greha_b.wait_ready(SHORT)?;
+    let _ka = Keepalived::start_on(
+        &lab,
+        &b,
+        "gretap1",
+        "eth1",
+        100,
+        "1",
+        "authentication {\n auth_type PASS\n auth_pass 1111\n }",
+    )?;
+
+    let mut ta = a.command(greha_bin());
+    ta.arg("--pin-dir")
+        .arg(&a_pins)
+        .arg("--control")
+        .arg(lab.tmp().join("a.sock"))
+        .args([
+            "run",
+            "--tunnel",
+            &tunnel(A, B, "192.0.2.1"),
+            "--vrrp",
+            &format!(
+                "VI_1 interface gretap1 vrid 51 priority 150 version 2 advert-int 1 \
+                 auth-pass 1111 vip {VIP}/24 dev eth1"
+            ),
+        ]);
+    let mut greha_a = a.spawn(&lab, ta, true)?;
+    greha_a.wait_ready(SHORT)?;
+
+    let on_lan = |h: &Host| -> Result<bool> {
+        Ok(h.ip(&["-br", "-4", "addr", "show", "dev", "eth1"])?
+            .contains(&format!("{VIP}/24")))
+    };
+    wait_until(SHORT, "A to hold the VIP on its LAN", || on_lan(&a))?;
+    greha_tests::run(client_a.command("ping").args(["-c", "2", "-W", "2", VIP]))
+        .context("the client cannot reach the VIP on A")?;
+    // keepalived on B hears greha over the tunnel: it would be master
+    // after Master_Down_Interval (3.6 s) otherwise. Watched for longer.
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        ensure!(!on_lan(&b)?, "B took the VIP while A is master");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    greha_a.signal(Signal::SIGKILL)?;
+    greha_a.wait(SHORT)?;
+    wait_until(
+        Duration::from_millis(3609 + 1000),
+        "B to take the VIP",
+        || on_lan(&b),
+    )?;
+    greha_tests::run(client_b.command("ping").args(["-c", "2", "-W", "2", VIP]))
+        .context("the client cannot reach the VIP on B")?;
     Ok(())
 }
