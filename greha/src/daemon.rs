@@ -103,10 +103,26 @@ pub async fn run(opts: Options) -> Result<()> {
     Ok(())
 }
 
-/// Creates the daemon's tunnels, all or none.
+/// Creates the daemon's tunnels, all or none. A tunnel of the same
+/// definition that an earlier run left up (a crash, or --keep-datapath) is
+/// adopted as it is: its traffic never stopped, and must not now.
 async fn add_tunnels(opts: &Options) -> Result<()> {
+    let existing = tunnel::list(&opts.pin_dir)?;
     for (i, def) in opts.tunnels.iter().enumerate() {
-        if let Err(e) = tunnel::add(def, &opts.pin_dir).await {
+        let result = match existing.iter().find(|t| t.name == def.name) {
+            Some(t) if t.matches(def) => {
+                info!(tunnel = %def.name, "adopted the tunnel an earlier run left up");
+                Ok(())
+            }
+            Some(_) => Err(anyhow!(
+                "tunnel {}: a greha tunnel of that name runs with another definition; \
+                 remove it first (greha tunnel del {})",
+                def.name,
+                def.name
+            )),
+            None => tunnel::add(def, &opts.pin_dir).await,
+        };
+        if let Err(e) = result {
             del_tunnels(opts, &opts.tunnels[..i]).await?;
             return Err(e);
         }

@@ -551,6 +551,18 @@ pub struct TunnelStatus {
     pub counters: CountersView,
 }
 
+impl TunnelStatus {
+    /// Whether this running tunnel is the one `def` defines (its endpoints,
+    /// mode and key; not its addresses, which the host may have changed).
+    pub fn matches(&self, def: &TunnelDef) -> bool {
+        self.name == def.name
+            && self.mode == def.mode
+            && self.local == def.local
+            && self.remote == def.remote
+            && self.key == def.key
+    }
+}
+
 /// [`TunnelCounters`] with serde, field for field.
 #[derive(Debug, Serialize)]
 pub struct CountersView {

@@ -160,6 +160,58 @@ impl Lab {
         })
     }
 
+    /// A switch: a host whose only job is a bridge, `br0`. Hosts join it
+    /// with [`Lab::plug`], all on one Ethernet segment (a LAN where an
+    /// address can move from one host to another with gratuitous ARP).
+    pub fn switch(&mut self, name: &str) -> Result<Host> {
+        let sw = self.host(name)?;
+        sw.ip(&["link", "add", "br0", "type", "bridge"])?;
+        sw.ip(&["link", "set", "br0", "up"])?;
+        Ok(sw)
+    }
+
+    /// Connects `host` to `switch` with address `addr` (CIDR); returns the
+    /// host's interface name.
+    pub fn plug(&mut self, host: &Host, addr: &str, switch: &Host) -> Result<String> {
+        let ifname = host.next_ifname();
+        let port = switch.next_ifname();
+        host.ip(&[
+            "link",
+            "add",
+            &ifname,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &switch.netns,
+        ])?;
+        switch.ip(&["link", "set", &port, "master", "br0"])?;
+        switch.ip(&["link", "set", &port, "up"])?;
+        host.ip(&["addr", "add", addr, "dev", &ifname])?;
+        host.ip(&["link", "set", &ifname, "up"])?;
+        Ok(ifname)
+    }
+
+    /// Leaves everything in place when the lab is dropped (a demo's
+    /// `--keep`); returns the commands that remove it.
+    pub fn keep(self) -> Vec<String> {
+        let mut cmds: Vec<String> = self
+            .namespaces
+            .iter()
+            .map(|n| format!("ip netns pids {n} | xargs -r kill; ip netns del {n}"))
+            .collect();
+        cmds.extend(
+            self.pin_dirs
+                .iter()
+                .map(|d| format!("rm -rf {}", d.display())),
+        );
+        cmds.push(format!("rm -rf {}", self.tmp.display()));
+        std::mem::forget(self);
+        cmds
+    }
+
     /// A unique directory path in bpffs for one greha's pins; whatever is
     /// left in it is removed with the lab.
     pub fn pin_dir(&mut self, name: &str) -> PathBuf {
@@ -382,6 +434,13 @@ impl Proc {
             Ok(status.is_some())
         })?;
         Ok(status.expect("checked by wait_until"))
+    }
+}
+
+impl Proc {
+    /// Leaves the process running when this handle is dropped.
+    pub fn detach(self) {
+        std::mem::forget(self);
     }
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask`: build, run, test and lint greha with one command each.
 mod bench;
 mod bootstrap;
+mod demo;
 
 use std::{
     os::unix::process::CommandExt as _,
@@ -20,6 +21,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// The seed's two-server failover, in network namespaces: greha tunnel
+    /// and VRRP on servers A and B, a client fetching from the VIP.
+    Demo {
+        /// Leave the lab up to explore (prints how to remove it).
+        #[arg(long)]
+        keep: bool,
+        /// VRRP advertisement interval in seconds: whole for VRRPv2 (as in
+        /// the seed), fractional for VRRPv3.
+        #[arg(long, default_value_t = 1.0)]
+        advert_interval: f64,
+    },
     /// Install what the build and the tests need (each task runs this first).
     Bootstrap,
     /// Build everything, then run `greha ARGS` (as root).
@@ -67,6 +79,16 @@ fn dispatch(cli: Cli) -> Result<()> {
             Err(err).with_context(|| format!("cannot exec {}", greha.display()))
         }
         Task::Test => test(),
+        Task::Demo {
+            keep,
+            advert_interval,
+        } => demo::run_demo(
+            &build_greha()?,
+            &demo::Options {
+                keep,
+                advert_interval,
+            },
+        ),
         Task::Bench { which } => {
             let greha = build_greha()?;
             let out = workspace_root().join("target/bench");
@@ -104,6 +126,14 @@ fn test() -> Result<()> {
         .current_dir(workspace_root())
         .env("GREHA_BIN", &greha)
         .args(["test", "--package", "greha-tests"]))?;
+    eprintln!("xtask: the demo (the README's first command)");
+    demo::run_demo(
+        &greha,
+        &demo::Options {
+            keep: false,
+            advert_interval: 1.0,
+        },
+    )?;
     check_nothing_left()?;
     eprintln!("xtask: all tests passed");
     Ok(())
