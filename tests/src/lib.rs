@@ -384,7 +384,12 @@ impl Proc {
                         return Ok(());
                     }
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                // EINTR: a signal to this process, not a failure to wait.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => return Err(e).context("reading the notify socket"),
             }
             if let Some(status) = self.child.try_wait()? {
