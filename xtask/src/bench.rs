@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use greha_tests::{Host, Lab, SHORT, run};
+use greha_tests::{Host, Lab, SHORT, run, wait_until};
 use serde_json::{Value, json};
 
 const A_UNDERLAY: &str = "198.51.100.1";
@@ -344,4 +344,212 @@ fn gre_frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: &str, dst: &str, inner: &[
     f.extend_from_slice(&[0x00, 0x00, 0x65, 0x58]);
     f.extend_from_slice(inner);
     f
+}
+
+/// `cargo xtask bench failover`: time from stopping the master to the VIP
+/// on the backup, greha and keepalived with the same settings in one run.
+pub fn failover(greha: &Path, out_dir: &Path) -> Result<()> {
+    let mut results = serde_json::Map::new();
+    for (mode, version, adv_cs) in [("v2_1s", 2, 100u32), ("v3_100ms", 3, 10)] {
+        // Priority 100 on the backup: Skew_Time and Master_Down_Interval.
+        let skew_ns = if version == 2 {
+            156 * 1_000_000_000u64 / 256
+        } else {
+            u64::from(156 * adv_cs / 256) * 10_000_000
+        };
+        let mdi_ns = u64::from(adv_cs) * 30_000_000 + skew_ns;
+        results.insert(format!("rfc_kill_{mode}_ms"), json!(mdi_ns as f64 / 1e6));
+        results.insert(
+            format!("rfc_graceful_{mode}_ms"),
+            json!(skew_ns as f64 / 1e6),
+        );
+        for stop in ["kill", "graceful"] {
+            for imp in ["greha", "keepalived"] {
+                eprintln!("bench: {imp} {stop} {mode}");
+                let ms = failover_once(greha, imp, version, adv_cs, stop == "kill")?;
+                results.insert(format!("{imp}_{stop}_{mode}_ms"), json!(round(ms, 1)));
+            }
+        }
+    }
+    let results = Value::Object(results);
+    fs::create_dir_all(out_dir)?;
+    let path = out_dir.join("failover.json");
+    fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
+    println!(
+        "{:<10} {:<9} {:>10} {:>12} {:>10}",
+        "MODE", "STOP", "greha ms", "keepalived ms", "RFC ms"
+    );
+    for mode in ["v2_1s", "v3_100ms"] {
+        for stop in ["kill", "graceful"] {
+            println!(
+                "{:<10} {:<9} {:>10} {:>12} {:>10}",
+                mode,
+                stop,
+                results[format!("greha_{stop}_{mode}_ms")],
+                results[format!("keepalived_{stop}_{mode}_ms")],
+                results[format!("rfc_{stop}_{mode}_ms")],
+            );
+        }
+    }
+    println!("written: {}", path.display());
+    Ok(())
+}
+
+/// One failover: master (priority 150) on A, backup (100) on B, both `imp`;
+/// returns milliseconds to the VIP on B from what the RFC counts from: A's
+/// last advert heard by B (a crash) or its priority 0 advert (a graceful
+/// stop).
+fn failover_once(greha: &Path, imp: &str, version: u8, adv_cs: u32, kill: bool) -> Result<f64> {
+    const VIP: &str = "203.0.113.10";
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(
+        &a,
+        &format!("{A_UNDERLAY}/24"),
+        &b,
+        &format!("{B_UNDERLAY}/24"),
+    )?;
+    let adv = f64::from(adv_cs) / 100.0;
+    let pins = [lab.pin_dir("a"), lab.pin_dir("b")];
+    let start = |host: &Host, name: &str, priority: u8| -> Result<greha_tests::Proc> {
+        if imp == "greha" {
+            let auth = if version == 2 { " auth-pass 1111" } else { "" };
+            let mut cmd = host.command(greha);
+            cmd.arg("--pin-dir")
+                .arg(&pins[usize::from(name == "b")])
+                .arg("--control")
+                .arg(lab.tmp().join(format!("{name}.sock")))
+                .args([
+                    "run",
+                    "--vrrp",
+                    &format!(
+                        "VI_1 interface eth0 vrid 51 priority {priority} version {version} advert-int {adv}{auth} vip {VIP}/24"
+                    ),
+                ]);
+            let mut p = host.spawn(&lab, cmd, true)?;
+            p.wait_ready(SHORT)?;
+            Ok(p)
+        } else {
+            let dir = lab.tmp().join(format!("ka-{name}"));
+            fs::create_dir_all(&dir)?;
+            let auth = if version == 2 {
+                "authentication {\n auth_type PASS\n auth_pass 1111\n }"
+            } else {
+                ""
+            };
+            fs::write(
+                dir.join("k.conf"),
+                format!(
+                    "vrrp_instance VI_1 {{\n state BACKUP\n interface eth0\n virtual_router_id 51\n \
+                     priority {priority}\n advert_int {adv}\n version {version}\n {auth}\n \
+                     virtual_ipaddress {{\n {VIP}/24 dev eth0\n }}\n}}\n"
+                ),
+            )?;
+            let mut cmd = host.command("keepalived");
+            cmd.args(["-n", "-l", "-P", "-f"])
+                .arg(dir.join("k.conf"))
+                .arg("-p")
+                .arg(dir.join("k.pid"))
+                .arg("-r")
+                .arg(dir.join("v.pid"));
+            let mut p = host.spawn(&lab, cmd, false)?;
+            p.wait_for_output("(VI_1) Entering BACKUP STATE", SHORT)?;
+            Ok(p)
+        }
+    };
+    let has_vip = |host: &Host| -> Result<bool> {
+        Ok(host
+            .ip(&["-br", "-4", "addr", "show", "dev", "eth0"])?
+            .contains(VIP))
+    };
+    let mut master = start(&a, "a", 150)?;
+    wait_until(Duration::from_secs(10), "A to take the VIP", || has_vip(&a))?;
+    let _backup = start(&b, "b", 100)?;
+    // The backup has heard the master for two Master_Down_Intervals.
+    std::thread::sleep(Duration::from_millis(u64::from(adv_cs) * 10 * 8));
+    if has_vip(&b)? {
+        bail!("{imp}: B holds the VIP while A is master");
+    }
+    // Watch from inside B's namespace, with no process start in between:
+    // every VRRP packet from A (arrival time, priority) and B's addresses.
+    let ns = fs::File::open(b.netns_path())?;
+    let watcher = std::thread::spawn(
+        move || -> Result<(std::time::Instant, Vec<(std::time::Instant, u8)>)> {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let sock = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::RAW,
+                Some(socket2::Protocol::from(112)),
+            )?;
+            sock.set_nonblocking(true)?;
+            let vip: std::net::Ipv4Addr = VIP.parse()?;
+            let from_a: std::net::Ipv4Addr = A_UNDERLAY.parse()?;
+            let mut adverts = Vec::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
+            while std::time::Instant::now() < deadline {
+                while let Ok(n) = sock.recv(&mut buf) {
+                    // SAFETY: recv initialized the first n bytes.
+                    let d: Vec<u8> = buf[..n]
+                        .iter()
+                        .map(|b| unsafe { b.assume_init() })
+                        .collect();
+                    let ihl = usize::from(d[0] & 0x0f) * 4;
+                    if n > ihl + 2 && d[12..16] == from_a.octets() {
+                        adverts.push((std::time::Instant::now(), d[ihl + 2]));
+                    }
+                }
+                let found = nix::ifaddrs::getifaddrs()?.any(|i| {
+                    i.address
+                        .and_then(|a| a.as_sockaddr_in().map(|s| s.ip() == vip))
+                        .unwrap_or(false)
+                });
+                if found {
+                    return Ok((std::time::Instant::now(), adverts));
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            bail!("B never took the VIP")
+        },
+    );
+    // Let the watcher see at least one advert before the stop.
+    std::thread::sleep(Duration::from_millis(u64::from(adv_cs) * 10 * 2));
+    let sig = if kill {
+        nix::sys::signal::Signal::SIGKILL
+    } else {
+        nix::sys::signal::Signal::SIGTERM
+    };
+    if imp == "keepalived" && kill {
+        // Freeze the parent so it neither respawns nor gracefully stops
+        // the VRRP child, then kill both.
+        master.signal(nix::sys::signal::Signal::SIGSTOP)?;
+        let child: i32 = fs::read_to_string(lab.tmp().join("ka-a/v.pid"))?
+            .trim()
+            .parse()?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), sig)?;
+    }
+    master.signal(sig)?;
+    let (t1, adverts) = watcher.join().expect("watcher panicked")?;
+    if !(imp == "keepalived" && kill) {
+        master.wait(SHORT)?;
+    }
+    // What the RFC's figures count from: a crash, from the last advert the
+    // backup heard; a graceful stop, from the priority 0 advert.
+    let from = if kill {
+        adverts
+            .iter()
+            .filter(|(_, p)| *p > 0)
+            .map(|(t, _)| *t)
+            .last()
+    } else {
+        adverts.iter().find(|(_, p)| *p == 0).map(|(t, _)| *t)
+    }
+    .with_context(|| {
+        format!(
+            "{imp}: the backup heard no {} advert",
+            if kill { "" } else { "priority 0" }
+        )
+    })?;
+    Ok(t1.duration_since(from).as_secs_f64() * 1000.0)
 }

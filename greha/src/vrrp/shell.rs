@@ -52,6 +52,46 @@ pub struct InstanceDef {
     /// `garp_delay` (keepalived's garp_master_repeat and _delay).
     pub garp_repeat: u32,
     pub garp_delay: Duration,
+    /// Commands run on transitions, keepalived's way: `notify_master` and
+    /// its siblings without arguments, `notify` with INSTANCE NAME STATE
+    /// PRIORITY.
+    pub notify: Notify,
+}
+
+/// Notify commands of an instance (each a program path).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notify {
+    pub master: Option<String>,
+    pub backup: Option<String>,
+    pub fault: Option<String>,
+    pub stop: Option<String>,
+    pub any: Option<String>,
+}
+
+impl Notify {
+    /// The commands for entering `to`, in the order keepalived runs them.
+    fn commands(&self, name: &str, to: State, priority: u8) -> Vec<Vec<String>> {
+        let (specific, word) = match to {
+            State::Master => (&self.master, "MASTER"),
+            State::Backup => (&self.backup, "BACKUP"),
+            State::Fault => (&self.fault, "FAULT"),
+            State::Initialize => (&self.stop, "STOP"),
+        };
+        let mut out = Vec::new();
+        if let Some(cmd) = specific {
+            out.push(vec![cmd.clone()]);
+        }
+        if let Some(cmd) = &self.any {
+            out.push(vec![
+                cmd.clone(),
+                "INSTANCE".into(),
+                name.into(),
+                word.into(),
+                priority.to_string(),
+            ]);
+        }
+        out
+    }
 }
 
 fn bad(name: &str, field: &str, value: &str, what: &str) -> anyhow::Error {
@@ -95,6 +135,7 @@ impl InstanceDef {
             checksum: ChecksumForm::PseudoHeader,
             garp_repeat: 5,
             garp_delay: Duration::from_secs(5),
+            notify: Notify::default(),
         };
         let mut vrid = None;
         while let Some(word) = it.next() {
@@ -161,6 +202,11 @@ impl InstanceDef {
                         .parse()
                         .map_err(|_| bad(&name, word, v, "is not a count"))?;
                 }
+                "notify-master" => d.notify.master = Some(value()?.to_owned()),
+                "notify-backup" => d.notify.backup = Some(value()?.to_owned()),
+                "notify-fault" => d.notify.fault = Some(value()?.to_owned()),
+                "notify-stop" => d.notify.stop = Some(value()?.to_owned()),
+                "notify" => d.notify.any = Some(value()?.to_owned()),
                 "garp-delay" => {
                     let v = value()?;
                     let cs = parse_seconds_cs(&name, word, v)?;
@@ -275,6 +321,9 @@ pub struct Vrrp {
     epoch: Instant,
     rx: mpsc::Receiver<(usize, Received)>,
     readers: Vec<JoinHandle<()>>,
+    /// Notify commands, run one after the other in transition order.
+    notify_tx: Option<mpsc::UnboundedSender<Vec<String>>>,
+    notifier: Option<JoinHandle<()>>,
     pub global: GlobalStats,
 }
 
@@ -401,6 +450,12 @@ impl Vrrp {
                 })
             })
             .collect();
+        let (notify_tx, mut notify_rx) = mpsc::unbounded_channel::<Vec<String>>();
+        let notifier = tokio::spawn(async move {
+            while let Some(argv) = notify_rx.recv().await {
+                run_notify(&argv).await;
+            }
+        });
         let mut vrrp = Self {
             nl,
             sockets,
@@ -408,6 +463,8 @@ impl Vrrp {
             epoch: Instant::now(),
             rx,
             readers,
+            notify_tx: Some(notify_tx),
+            notifier: Some(notifier),
             global: GlobalStats::default(),
         };
         for i in 0..vrrp.instances.len() {
@@ -485,6 +542,13 @@ impl Vrrp {
         }
         for i in 0..self.instances.len() {
             self.feed(i, Event::Shutdown).await;
+        }
+        // Let the notify commands of the shutdown run before exiting.
+        self.notify_tx = None;
+        if let Some(n) = self.notifier.take()
+            && tokio::time::timeout(NOTIFY_TIMEOUT * 4, n).await.is_err()
+        {
+            warn!("notify commands still running at exit");
         }
         Ok(())
     }
@@ -613,6 +677,11 @@ impl Vrrp {
             }
             Action::Transition { from, to, reason } => {
                 r.last_reason = Some(reason);
+                if let Some(tx) = &self.notify_tx {
+                    for argv in r.def.notify.commands(&r.def.name, to, r.engine.priority()) {
+                        let _ = tx.send(argv);
+                    }
+                }
                 info!(
                     instance = %r.def.name, vrid = r.def.vrid, ?from, ?to, ?reason,
                     priority = r.engine.priority(), "transition"
@@ -623,10 +692,27 @@ impl Vrrp {
     }
 }
 
+/// How long one notify command may run before it is killed.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn run_notify(argv: &[String]) {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]).kill_on_drop(true);
+    match tokio::time::timeout(NOTIFY_TIMEOUT, cmd.status()).await {
+        Ok(Ok(status)) if status.success() => {}
+        Ok(Ok(status)) => warn!(command = ?argv, %status, "notify command failed"),
+        Ok(Err(e)) => warn!(command = ?argv, "cannot run notify command: {e}"),
+        Err(_) => warn!(command = ?argv, "notify command timed out and was killed"),
+    }
+}
+
 impl Drop for Vrrp {
     fn drop(&mut self) {
         for r in &self.readers {
             r.abort();
+        }
+        if let Some(n) = &self.notifier {
+            n.abort();
         }
         for r in &mut self.instances {
             if let Some(g) = r.garp.take() {
@@ -642,6 +728,33 @@ mod tests {
 
     fn parse(s: &str) -> Result<InstanceDef> {
         InstanceDef::parse(&s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn notify_follows_keepalived() {
+        let d = parse(
+            "VI_1 interface eth0 vrid 51 vip 192.0.2.5 notify-master /m notify /n notify-stop /s",
+        )
+        .unwrap();
+        assert_eq!(
+            d.notify.commands("VI_1", State::Master, 150),
+            vec![
+                vec!["/m".to_owned()],
+                ["/n", "INSTANCE", "VI_1", "MASTER", "150"]
+                    .map(String::from)
+                    .to_vec()
+            ]
+        );
+        assert_eq!(
+            d.notify.commands("VI_1", State::Initialize, 150),
+            vec![
+                vec!["/s".to_owned()],
+                ["/n", "INSTANCE", "VI_1", "STOP", "150"]
+                    .map(String::from)
+                    .to_vec()
+            ]
+        );
+        assert_eq!(d.notify.commands("VI_1", State::Fault, 1).len(), 1);
     }
 
     #[test]

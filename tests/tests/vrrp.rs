@@ -1,0 +1,109 @@
+//! greha's VRRP alone on a lab link: notify commands in transition order,
+//! and configuration mistakes that only the host can reveal, refused before
+//! anything changes.
+use std::{fs, os::unix::fs::PermissionsExt as _, path::Path};
+
+use anyhow::{Result, ensure};
+use greha_tests::{Host, Lab, SHORT, greha_bin, wait_until};
+
+const VIP: &str = "203.0.113.10";
+
+fn greha_cmd(lab: &Lab, host: &Host, pins: &Path, spec: &str) -> std::process::Command {
+    let mut cmd = host.command(greha_bin());
+    cmd.arg("--pin-dir")
+        .arg(pins)
+        .arg("--control")
+        .arg(lab.tmp().join(format!("{}.sock", host.name)))
+        .args(["run", "--vrrp", spec]);
+    cmd
+}
+
+#[test]
+fn notify_commands_run_in_transition_order() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
+    let pins = lab.pin_dir("a");
+    let log = lab.tmp().join("notify.log");
+    let script = lab.tmp().join("notify.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$(basename \"$0\") $*\" >> {}\n",
+            log.display()
+        ),
+    )?;
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755))?;
+    let master = lab.tmp().join("master.sh");
+    fs::copy(&script, &master)?;
+    let spec = format!(
+        "VI_1 interface eth0 vrid 51 priority 150 advert-int 0.1 vip {VIP}/24 \
+         notify-master {} notify {}",
+        master.display(),
+        script.display()
+    );
+    let mut g = a.spawn(&lab, greha_cmd(&lab, &a, &pins, &spec), true)?;
+    g.wait_ready(SHORT)?;
+    // Alone on the link: Backup, then Master after Master_Down_Interval.
+    wait_until(SHORT, "notify of MASTER", || {
+        Ok(fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("MASTER"))
+    })?;
+    let status = g.terminate(SHORT)?;
+    ensure!(status.success(), "greha exited {status}:\n{}", g.log());
+    let lines: Vec<String> = fs::read_to_string(&log)?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "notify.sh INSTANCE VI_1 BACKUP 150",
+            "master.sh ",
+            "notify.sh INSTANCE VI_1 MASTER 150",
+            "notify.sh INSTANCE VI_1 STOP 150",
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn host_level_mistakes_are_refused_before_anything_changes() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
+    // A VIP left by a "crashed run" must survive a refused start.
+    a.ip(&["addr", "add", &format!("{VIP}/24"), "dev", "eth0"])?;
+    let pins = lab.pin_dir("a");
+    for (spec, want) in [
+        (
+            format!("VI_1 interface eth9 vrid 51 vip {VIP}/24"),
+            "vrrp instance VI_1: interface: eth9 does not exist",
+        ),
+        (
+            format!("VI_1 interface eth0 vrid 51 vip {VIP}/24 dev eth7"),
+            "vrrp instance VI_1: vip 203.0.113.10: dev eth7 does not exist",
+        ),
+        (
+            "VI_1 interface eth0 vrid 51 priority 255 vip 203.0.113.99/24".to_owned(),
+            "vrrp instance VI_1: priority: 255 is for the address owner, and 203.0.113.99 is not an address of eth0",
+        ),
+        (
+            format!("VI_1 interface eth0 vrid 0 vip {VIP}/24"),
+            "vrrp instance VI_1: vrid: \"0\" is not a VRID (1 to 255)",
+        ),
+    ] {
+        let out = greha_cmd(&lab, &a, &pins, &spec).output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success(), "accepted: {spec}");
+        ensure!(err.contains(want), "{spec}\n  got: {err}\n  want: {want}");
+        ensure!(
+            a.ip(&["-br", "addr", "show", "dev", "eth0"])?.contains(VIP),
+            "a refused start changed the host's addresses ({spec})"
+        );
+    }
+    Ok(())
+}
