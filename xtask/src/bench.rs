@@ -537,11 +537,7 @@ fn failover_once(greha: &Path, imp: &str, version: u8, adv_cs: u32, kill: bool) 
     // What the RFC's figures count from: a crash, from the last advert the
     // backup heard; a graceful stop, from the priority 0 advert.
     let from = if kill {
-        adverts
-            .iter()
-            .filter(|(_, p)| *p > 0)
-            .map(|(t, _)| *t)
-            .last()
+        adverts.iter().rev().find(|(_, p)| *p > 0).map(|(t, _)| *t)
     } else {
         adverts.iter().find(|(_, p)| *p == 0).map(|(t, _)| *t)
     }
