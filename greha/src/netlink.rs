@@ -19,6 +19,8 @@ pub struct Link {
     pub name: String,
     pub mtu: u32,
     pub mac: [u8; 6],
+    /// Administratively up with carrier: able to carry traffic.
+    pub up: bool,
 }
 
 pub struct Netlink {
@@ -50,11 +52,16 @@ impl Netlink {
     }
 
     fn parse_link(msg: LinkMessage) -> Link {
+        use netlink_packet_route::link::LinkFlags;
         let mut link = Link {
             index: msg.header.index,
             name: String::new(),
             mtu: 0,
             mac: [0; 6],
+            up: msg
+                .header
+                .flags
+                .contains(LinkFlags::Up | LinkFlags::LowerUp),
         };
         for attr in msg.attributes {
             match attr {
@@ -305,6 +312,30 @@ impl Netlink {
         }
         Ok(())
     }
+}
+
+/// Link state changes as the kernel announces them: (ifindex, up) for
+/// every RTM_NEWLINK, until the receiver is dropped.
+pub fn watch_links() -> Result<tokio::sync::mpsc::UnboundedReceiver<(u32, bool)>> {
+    use futures_util::StreamExt as _;
+    use netlink_packet_core::NetlinkPayload;
+    use netlink_packet_route::RouteNetlinkMessage;
+    let (conn, _handle, mut messages) =
+        rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
+            .context("subscribing to link changes")?;
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some((msg, _)) = messages.next().await {
+            if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) = msg.payload {
+                let link = Netlink::parse_link(l);
+                if tx.send((link.index, link.up)).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// Interface names the kernel accepts: 1 to 15 bytes, no '/', ':' or

@@ -107,3 +107,52 @@ fn host_level_mistakes_are_refused_before_anything_changes() -> Result<()> {
     }
     Ok(())
 }
+
+/// `greha status --json`'s first instance.
+fn instance(lab: &Lab, host: &Host, pins: &Path) -> Result<serde_json::Value> {
+    let out = greha_tests::run(
+        host.command(greha_bin())
+            .arg("--pin-dir")
+            .arg(pins)
+            .arg("--control")
+            .arg(lab.tmp().join(format!("{}.sock", host.name)))
+            .args(["status", "--json"]),
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    Ok(v["vrrp"][0].clone())
+}
+
+#[test]
+fn a_tracked_interface_going_down_is_a_fault() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    let c = lab.host("c")?;
+    lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
+    lab.link(&a, "192.0.2.1/24", &c, "192.0.2.2/24")?;
+    let pins = lab.pin_dir("a");
+    let spec = format!(
+        "VI_1 interface eth0 vrid 51 priority 150 advert-int 0.1 vip {VIP}/24 track-interface eth1"
+    );
+    let mut g = a.spawn(&lab, greha_cmd(&lab, &a, &pins, &spec), true)?;
+    g.wait_ready(SHORT)?;
+    let holds = || -> Result<bool> {
+        Ok(a.ip(&["-br", "-4", "addr", "show", "dev", "eth0"])?
+            .contains(VIP))
+    };
+    wait_until(SHORT, "master", || {
+        Ok(instance(&lab, &a, &pins)?["state"] == "master")
+    })?;
+    ensure!(holds()?, "master without its VIP");
+    a.ip(&["link", "set", "eth1", "down"])?;
+    wait_until(SHORT, "fault", || {
+        Ok(instance(&lab, &a, &pins)?["state"] == "fault")
+    })?;
+    ensure!(!holds()?, "a faulted instance kept its VIP");
+    a.ip(&["link", "set", "eth1", "up"])?;
+    wait_until(SHORT, "master again", || {
+        Ok(instance(&lab, &a, &pins)?["state"] == "master")
+    })?;
+    ensure!(holds()?, "master again without its VIP");
+    Ok(())
+}

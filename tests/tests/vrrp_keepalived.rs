@@ -378,3 +378,43 @@ fn seed_topology_vrrp_over_a_greha_tunnel_with_the_vip_on_the_lan() -> Result<()
         .context("the client cannot reach the VIP on B")?;
     Ok(())
 }
+
+/// A failing check script with weight -60 drops greha (150) below
+/// keepalived (100): keepalived preempts; the script recovering (rise 2)
+/// gives greha the VIP back.
+#[test]
+fn a_failing_check_script_lowers_the_priority_and_keepalived_preempts() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let p = pair()?;
+    let healthy = p.lab.tmp().join("healthy");
+    fs::write(&healthy, "")?;
+    let check = p.lab.tmp().join("check.sh");
+    fs::write(
+        &check,
+        format!("#!/bin/sh\ntest -e {}\n", healthy.display()),
+    )?;
+    fs::set_permissions(&check, fs::Permissions::from_mode(0o755))?;
+    let _ka = Keepalived::start(&p, 100, "0.1", "version 3")?;
+    let _g = greha(
+        &p,
+        &format!(
+            "VI_1 interface eth0 vrid 51 priority 150 version 3 advert-int 0.1 vip {VIP}/24 \
+             track-script {} interval 0.1 rise 2 fall 2 weight -60",
+            check.display()
+        ),
+    )?;
+    takes_over(&p.a, SHORT)?;
+    never_two_masters(&p, Duration::from_secs(1), Duration::ZERO)?;
+    fs::remove_file(&healthy)?;
+    takes_over(&p.b, SHORT)?;
+    let v = status(&p)?;
+    assert_eq!(v["vrrp"][0]["priority"], 90, "{v}");
+    assert_eq!(v["vrrp"][0]["state"], "backup", "{v}");
+    fs::write(&healthy, "")?;
+    takes_over(&p.a, SHORT)?;
+    wait_until(SHORT, "keepalived to give up the VIP", || {
+        Ok(!holds_vip(&p.b)?)
+    })?;
+    assert_eq!(status(&p)?["vrrp"][0]["priority"], 150);
+    Ok(())
+}

@@ -56,6 +56,33 @@ pub struct InstanceDef {
     /// its siblings without arguments, `notify` with INSTANCE NAME STATE
     /// PRIORITY.
     pub notify: Notify,
+    pub track: Vec<Track>,
+}
+
+/// Something whose failure lowers the priority (`weight`) or, without a
+/// weight, puts the instance in Fault (keepalived's track_interface and
+/// track_script).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Track {
+    pub kind: TrackKind,
+    /// keepalived's rule: a positive weight is added while the tracked
+    /// thing is up, a negative one while it is down.
+    pub weight: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrackKind {
+    /// Up means administratively up with carrier.
+    Interface(String),
+    /// Run every `interval` (killed after `timeout`); `rise` successes in a
+    /// row make it up, `fall` failures down. It starts up.
+    Script {
+        path: String,
+        interval: Duration,
+        timeout: Duration,
+        rise: u32,
+        fall: u32,
+    },
 }
 
 /// Notify commands of an instance (each a program path).
@@ -136,6 +163,7 @@ impl InstanceDef {
             garp_repeat: 5,
             garp_delay: Duration::from_secs(5),
             notify: Notify::default(),
+            track: Vec::new(),
         };
         let mut vrid = None;
         while let Some(word) = it.next() {
@@ -201,6 +229,79 @@ impl InstanceDef {
                     d.garp_repeat = v
                         .parse()
                         .map_err(|_| bad(&name, word, v, "is not a count"))?;
+                }
+                "track-interface" => {
+                    let v = value()?;
+                    netlink::check_ifname(v)
+                        .with_context(|| format!("vrrp instance {name}: track-interface"))?;
+                    d.track.push(Track {
+                        kind: TrackKind::Interface(v.to_owned()),
+                        weight: None,
+                    });
+                }
+                "track-script" => d.track.push(Track {
+                    kind: TrackKind::Script {
+                        path: value()?.to_owned(),
+                        interval: Duration::from_secs(1),
+                        timeout: Duration::from_secs(1),
+                        rise: 1,
+                        fall: 1,
+                    },
+                    weight: None,
+                }),
+                "weight" => {
+                    let v = value()?;
+                    let w: i32 = v
+                        .parse()
+                        .ok()
+                        .filter(|w: &i32| (-254..=254).contains(w))
+                        .ok_or_else(|| bad(&name, word, v, "is not a weight (-254 to 254)"))?;
+                    d.track
+                        .last_mut()
+                        .ok_or_else(|| {
+                            anyhow!(
+                                "vrrp instance {name}: weight: belongs after a track-interface or track-script"
+                            )
+                        })?
+                        .weight = Some(w);
+                }
+                "interval" | "timeout" | "rise" | "fall" => {
+                    let v = value()?;
+                    let Some(Track {
+                        kind:
+                            TrackKind::Script {
+                                interval,
+                                timeout,
+                                rise,
+                                fall,
+                                ..
+                            },
+                        ..
+                    }) = d.track.last_mut()
+                    else {
+                        bail!("vrrp instance {name}: {word}: belongs after a track-script");
+                    };
+                    match word {
+                        "interval" | "timeout" => {
+                            let cs = parse_seconds_cs(&name, word, v)?;
+                            if cs == 0 {
+                                return Err(bad(&name, word, v, "must be above 0"));
+                            }
+                            let t = Duration::from_millis(u64::from(cs) * 10);
+                            *(if word == "interval" {
+                                interval
+                            } else {
+                                timeout
+                            }) = t;
+                        }
+                        _ => {
+                            let n: u32 =
+                                v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                                    bad(&name, word, v, "is not a count (1 or more)")
+                                })?;
+                            *(if word == "rise" { rise } else { fall }) = n;
+                        }
+                    }
                 }
                 "notify-master" => d.notify.master = Some(value()?.to_owned()),
                 "notify-backup" => d.notify.backup = Some(value()?.to_owned()),
@@ -311,6 +412,42 @@ struct Running {
     added: Vec<(u32, Ipv4Addr)>,
     garp: Option<JoinHandle<()>>,
     last_reason: Option<Reason>,
+    trackers: Vec<Tracker>,
+    /// A weightless tracker is down: the engine was told Fault(true).
+    faulted: bool,
+}
+
+struct Tracker {
+    track: Track,
+    /// The tracked interface (0 for a script).
+    ifindex: u32,
+    up: bool,
+    successes: u32,
+    failures: u32,
+}
+
+impl Running {
+    /// Fault, and the priority the trackers' weights give.
+    fn tracked(&self) -> (bool, u8) {
+        let fault = self
+            .trackers
+            .iter()
+            .any(|t| t.track.weight.is_none() && !t.up);
+        let base = i32::from(self.def.priority);
+        if base == 255 {
+            return (fault, 255);
+        }
+        let delta: i32 = self
+            .trackers
+            .iter()
+            .filter_map(|t| match t.track.weight {
+                Some(w) if w > 0 && t.up => Some(w),
+                Some(w) if w < 0 && !t.up => Some(w),
+                _ => None,
+            })
+            .sum();
+        (fault, (base + delta).clamp(1, 254) as u8)
+    }
 }
 
 /// All VRRP instances of the daemon.
@@ -321,6 +458,9 @@ pub struct Vrrp {
     epoch: Instant,
     rx: mpsc::Receiver<(usize, Received)>,
     readers: Vec<JoinHandle<()>>,
+    links: Option<mpsc::UnboundedReceiver<(u32, bool)>>,
+    scripts: mpsc::Receiver<(usize, usize, bool)>,
+    script_tasks: Vec<JoinHandle<()>>,
     /// Notify commands, run one after the other in transition order.
     notify_tx: Option<mpsc::UnboundedSender<Vec<String>>>,
     notifier: Option<JoinHandle<()>>,
@@ -386,13 +526,34 @@ impl Vrrp {
                     def.interface
                 );
             }
-            prepared.push((def, link, primary, vips));
+            let mut trackers = Vec::new();
+            for t in &def.track {
+                let (ifindex, up) = match &t.kind {
+                    TrackKind::Interface(ifname) => {
+                        let l = nl.link_by_name(ifname).await?.ok_or_else(|| {
+                            anyhow!(
+                                "vrrp instance {name}: track-interface: {ifname} does not exist"
+                            )
+                        })?;
+                        (l.index, l.up)
+                    }
+                    TrackKind::Script { .. } => (0, true),
+                };
+                trackers.push(Tracker {
+                    track: t.clone(),
+                    ifindex,
+                    up,
+                    successes: 0,
+                    failures: 0,
+                });
+            }
+            prepared.push((def, link, primary, vips, trackers));
         }
 
         // All checked: from here on the host changes.
         let mut sockets: Vec<(u32, Arc<VrrpSocket>)> = Vec::new();
         let mut instances = Vec::new();
-        for (def, link, primary, vips) in prepared {
+        for (def, link, primary, vips, trackers) in prepared {
             if def.priority != 255 {
                 for v in &vips {
                     // A crashed run may have left its VIPs (keepalived
@@ -433,6 +594,8 @@ impl Vrrp {
                 added: Vec::new(),
                 garp: None,
                 last_reason: None,
+                trackers,
+                faulted: false,
             });
         }
         let (tx, rx) = mpsc::channel(1024);
@@ -450,6 +613,44 @@ impl Vrrp {
                 })
             })
             .collect();
+        let links = if instances
+            .iter()
+            .any(|r: &Running| r.trackers.iter().any(|t| t.ifindex != 0))
+        {
+            Some(netlink::watch_links()?)
+        } else {
+            None
+        };
+        let (script_tx, scripts) = mpsc::channel(64);
+        let mut script_tasks = Vec::new();
+        for (i, r) in instances.iter().enumerate() {
+            for (t, tracker) in r.trackers.iter().enumerate() {
+                if let TrackKind::Script {
+                    path,
+                    interval,
+                    timeout,
+                    ..
+                } = &tracker.track.kind
+                {
+                    let (path, interval, timeout) = (path.clone(), *interval, *timeout);
+                    let tx = script_tx.clone();
+                    script_tasks.push(tokio::spawn(async move {
+                        loop {
+                            let mut cmd = tokio::process::Command::new(&path);
+                            cmd.kill_on_drop(true);
+                            let ok = matches!(
+                                tokio::time::timeout(timeout, cmd.status()).await,
+                                Ok(Ok(s)) if s.success()
+                            );
+                            if tx.send((i, t, ok)).await.is_err() {
+                                break;
+                            }
+                            tokio::time::sleep(interval).await;
+                        }
+                    }));
+                }
+            }
+        }
         let (notify_tx, mut notify_rx) = mpsc::unbounded_channel::<Vec<String>>();
         let notifier = tokio::spawn(async move {
             while let Some(argv) = notify_rx.recv().await {
@@ -465,10 +666,22 @@ impl Vrrp {
             readers,
             notify_tx: Some(notify_tx),
             notifier: Some(notifier),
+            links,
+            scripts,
+            script_tasks,
             global: GlobalStats::default(),
         };
         for i in 0..vrrp.instances.len() {
-            vrrp.feed(i, Event::Startup).await;
+            // Trackers first: an instance whose tracked interface is down
+            // starts in Fault, not as a backup that could become master.
+            let (fault, priority) = vrrp.instances[i].tracked();
+            vrrp.feed(i, Event::Priority(priority)).await;
+            if fault {
+                vrrp.instances[i].faulted = true;
+                vrrp.feed(i, Event::Fault(true)).await;
+            } else {
+                vrrp.feed(i, Event::Startup).await;
+            }
         }
         Ok(vrrp)
     }
@@ -521,6 +734,38 @@ impl Vrrp {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some((sock, r)) = self.rx.recv() => self.received(sock, r).await,
+                Some((ifindex, up)) = recv_opt(&mut self.links) => {
+                    for i in 0..self.instances.len() {
+                        let mut changed = false;
+                        for t in &mut self.instances[i].trackers {
+                            if t.ifindex == ifindex && t.up != up {
+                                t.up = up;
+                                changed = true;
+                            }
+                        }
+                        if changed {
+                            self.retrack(i).await;
+                        }
+                    }
+                }
+                Some((i, t, ok)) = self.scripts.recv() => {
+                    let tr = &mut self.instances[i].trackers[t];
+                    let TrackKind::Script { rise, fall, .. } = tr.track.kind else {
+                        continue;
+                    };
+                    if ok {
+                        tr.successes += 1;
+                        tr.failures = 0;
+                    } else {
+                        tr.failures += 1;
+                        tr.successes = 0;
+                    }
+                    let flip = if tr.up { tr.failures >= fall } else { tr.successes >= rise };
+                    if flip {
+                        tr.up = !tr.up;
+                        self.retrack(i).await;
+                    }
+                }
                 Ok((mut conn, _)) = accept(&control) => {
                     use tokio::io::AsyncWriteExt as _;
                     let doc = serde_json::json!({
@@ -551,6 +796,18 @@ impl Vrrp {
             warn!("notify commands still running at exit");
         }
         Ok(())
+    }
+
+    /// Tells instance `i` what its trackers now say.
+    async fn retrack(&mut self, i: usize) {
+        let (fault, priority) = self.instances[i].tracked();
+        if priority != self.instances[i].engine.priority() {
+            self.feed(i, Event::Priority(priority)).await;
+        }
+        if fault != self.instances[i].faulted {
+            self.instances[i].faulted = fault;
+            self.feed(i, Event::Fault(fault)).await;
+        }
     }
 
     async fn received(&mut self, sock: usize, r: Received) {
@@ -692,6 +949,13 @@ impl Vrrp {
     }
 }
 
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How long one notify command may run before it is killed.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -714,6 +978,9 @@ impl Drop for Vrrp {
         if let Some(n) = &self.notifier {
             n.abort();
         }
+        for t in &self.script_tasks {
+            t.abort();
+        }
         for r in &mut self.instances {
             if let Some(g) = r.garp.take() {
                 g.abort();
@@ -728,6 +995,57 @@ mod tests {
 
     fn parse(s: &str) -> Result<InstanceDef> {
         InstanceDef::parse(&s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses_trackers() {
+        let d = parse(
+            "v interface eth0 vrid 1 vip 192.0.2.5 track-interface eth1 \
+             track-interface eth2 weight -20 \
+             track-script /bin/check interval 2 timeout 0.5 rise 3 fall 2 weight 10",
+        )
+        .unwrap();
+        assert_eq!(d.track.len(), 3);
+        assert_eq!(d.track[0].weight, None);
+        assert_eq!(d.track[1].weight, Some(-20));
+        assert_eq!(
+            d.track[2],
+            Track {
+                kind: TrackKind::Script {
+                    path: "/bin/check".into(),
+                    interval: Duration::from_secs(2),
+                    timeout: Duration::from_millis(500),
+                    rise: 3,
+                    fall: 2,
+                },
+                weight: Some(10),
+            }
+        );
+        for (input, want) in [
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.5 weight 5",
+                "weight: belongs after a track",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.5 track-interface e weight 300",
+                "weight: \"300\" is not a weight",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.5 track-interface e rise 2",
+                "rise: belongs after a track-script",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.5 track-script /x fall 0",
+                "fall: \"0\" is not a count",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.5 track-script /x interval 0",
+                "interval: \"0\" must be above 0",
+            ),
+        ] {
+            let got = format!("{:#}", parse(input).unwrap_err());
+            assert!(got.contains(want), "{input}\n  got: {got}\n  want: {want}");
+        }
     }
 
     #[test]
