@@ -156,3 +156,34 @@ fn a_tracked_interface_going_down_is_a_fault() -> Result<()> {
     ensure!(holds()?, "master again without its VIP");
     Ok(())
 }
+
+#[test]
+fn gratuitous_arp_is_refreshed_while_master() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
+    let pins = lab.pin_dir("a");
+    // Without the refresh there are two ARPs (a burst of one, then one
+    // after garp-delay); tcpdump waits for six.
+    let mut dump = b.spawn(
+        &lab,
+        {
+            let mut c = b.command("tcpdump");
+            c.args(["-i", "eth0", "-n", "-l", "-c", "6"])
+                .arg(format!("arp and src host {VIP}"));
+            c
+        },
+        false,
+    )?;
+    dump.wait_for_output("listening on", SHORT)?;
+    let spec = format!(
+        "VI_1 interface eth0 vrid 51 priority 150 advert-int 0.1 vip {VIP}/24 \
+         garp-repeat 1 garp-delay 0.2 garp-refresh 0.2"
+    );
+    let mut g = a.spawn(&lab, greha_cmd(&lab, &a, &pins, &spec), true)?;
+    g.wait_ready(SHORT)?;
+    let status = dump.wait(SHORT)?;
+    ensure!(status.success(), "tcpdump:\n{}", dump.log());
+    Ok(())
+}

@@ -418,3 +418,45 @@ fn a_failing_check_script_lowers_the_priority_and_keepalived_preempts() -> Resul
     assert_eq!(status(&p)?["vrrp"][0]["priority"], 150);
     Ok(())
 }
+
+/// keepalived's unicast_peer/unicast_src_ip against greha's unicast-peer:
+/// each side follows the other as backup, no multicast needed.
+#[test]
+fn unicast_peers_interoperate_both_ways() -> Result<()> {
+    let p = pair()?;
+    let unicast = format!("version 3\n  unicast_src_ip {B}\n  unicast_peer {{\n    {A}\n  }}");
+    // keepalived master, greha backup.
+    let mut ka = Keepalived::start(&p, 150, "0.1", &unicast)?;
+    takes_over(&p.b, SHORT)?;
+    let g = greha(
+        &p,
+        &format!(
+            "VI_1 interface eth0 vrid 51 priority 100 version 3 advert-int 0.1 vip {VIP}/24 unicast-peer {B}"
+        ),
+    )?;
+    never_two_masters(&p, Duration::from_secs(1), Duration::ZERO)?;
+    let v = status(&p)?;
+    assert_eq!(v["vrrp"][0]["state"], "backup", "{v}");
+    assert_eq!(v["vrrp"][0]["master"], B, "{v}");
+    ka.kill_hard()?;
+    takes_over(&p.a, Duration::from_millis(360 + 300))?;
+    drop(g);
+    drop(ka);
+    // greha master, keepalived backup: keepalived accepts greha's unicast
+    // adverts (it takes only its peer's, sent to its unicast_src_ip).
+    let p = pair()?;
+    let _g = greha(
+        &p,
+        &format!(
+            "VI_1 interface eth0 vrid 51 priority 150 version 3 advert-int 0.1 vip {VIP}/24 unicast-peer {B}"
+        ),
+    )?;
+    takes_over(&p.a, SHORT)?;
+    let _ka = Keepalived::start(&p, 100, "0.1", &unicast)?;
+    never_two_masters(&p, Duration::from_secs(1), Duration::ZERO)?;
+    ensure!(
+        !holds_vip(&p.b)?,
+        "keepalived did not follow greha's unicast adverts"
+    );
+    Ok(())
+}

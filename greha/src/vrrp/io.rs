@@ -55,6 +55,28 @@ impl VrrpSocket {
         Ok(Self { fd })
     }
 
+    /// A socket that sends unicast adverts from `src` on `iface`. Bound to
+    /// `src` so the kernel puts it as the source; it is never read (the
+    /// receiving socket hears unicast adverts too).
+    pub fn open_unicast(iface: &str, src: Ipv4Addr) -> Result<Self> {
+        let s = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(IPPROTO_VRRP))),
+        )
+        .context("opening a raw VRRP socket (needs CAP_NET_RAW)")?;
+        s.bind_device(Some(iface.as_bytes()))?;
+        s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
+            .with_context(|| format!("binding the unicast VRRP socket to {src}"))?;
+        s.set_ttl_v4(255)?;
+        // Nothing reads it: keep what queues there small.
+        s.set_recv_buffer_size(1)?;
+        s.set_nonblocking(true)?;
+        // SAFETY: as in `open`.
+        let fd = unsafe { AsyncFd::register(s) }.map_err(io::Error::from)?;
+        Ok(Self { fd })
+    }
+
     pub fn send(&self, msg: &[u8], dst: Ipv4Addr) -> io::Result<()> {
         self.fd
             .get_ref()

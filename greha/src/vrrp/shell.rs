@@ -57,6 +57,15 @@ pub struct InstanceDef {
     /// PRIORITY.
     pub notify: Notify,
     pub track: Vec<Track>,
+    /// Adverts go to these addresses instead of 224.0.0.18, and only
+    /// theirs are accepted (keepalived's unicast_peer).
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// The source of unicast adverts (keepalived's unicast_src_ip); the
+    /// interface's primary address when not given.
+    pub unicast_src: Option<Ipv4Addr>,
+    /// While master, announce the VIPs again at this interval
+    /// (keepalived's garp_master_refresh); never when zero.
+    pub garp_refresh: Duration,
 }
 
 /// Something whose failure lowers the priority (`weight`) or, without a
@@ -164,6 +173,9 @@ impl InstanceDef {
             garp_delay: Duration::from_secs(5),
             notify: Notify::default(),
             track: Vec::new(),
+            unicast_peers: Vec::new(),
+            unicast_src: None,
+            garp_refresh: Duration::ZERO,
         };
         let mut vrid = None;
         while let Some(word) = it.next() {
@@ -229,6 +241,25 @@ impl InstanceDef {
                     d.garp_repeat = v
                         .parse()
                         .map_err(|_| bad(&name, word, v, "is not a count"))?;
+                }
+                "unicast-peer" => {
+                    let v = value()?;
+                    d.unicast_peers.push(
+                        v.parse()
+                            .map_err(|_| bad(&name, word, v, "is not an IPv4 address"))?,
+                    );
+                }
+                "unicast-src" => {
+                    let v = value()?;
+                    d.unicast_src = Some(
+                        v.parse()
+                            .map_err(|_| bad(&name, word, v, "is not an IPv4 address"))?,
+                    );
+                }
+                "garp-refresh" => {
+                    let v = value()?;
+                    let cs = parse_seconds_cs(&name, word, v)?;
+                    d.garp_refresh = Duration::from_millis(u64::from(cs) * 10);
                 }
                 "track-interface" => {
                     let v = value()?;
@@ -360,6 +391,9 @@ impl InstanceDef {
                 f64::from(d.advert_interval_cs) / 100.0
             );
         }
+        if d.unicast_src.is_some() && d.unicast_peers.is_empty() {
+            bail!("vrrp instance {name}: unicast-src: needs at least one unicast-peer");
+        }
         if d.version == Version::V3 && d.auth != Auth::None {
             bail!("vrrp instance {name}: auth-pass: VRRP version 3 has no authentication");
         }
@@ -373,6 +407,9 @@ pub struct GlobalStats {
     pub checksum_errors: u64,
     pub version_errors: u64,
     pub vrid_errors: u64,
+    /// Adverts to an instance with unicast peers from an address not among
+    /// them.
+    pub unknown_unicast_sources: u64,
     /// v3 adverts whose checksum verified with the IPv4 pseudo-header
     /// (keepalived's form) and without it (RFC 9568's).
     pub rcvd_checksum_pseudo_header: u64,
@@ -406,7 +443,11 @@ struct Running {
     engine: Instance,
     /// Index into `Vrrp::sockets`.
     socket: usize,
+    /// The source of adverts: the interface's primary address, or the
+    /// unicast source.
     primary: Ipv4Addr,
+    /// Sends the unicast adverts, when there are unicast peers.
+    unicast: Option<VrrpSocket>,
     vips: Vec<Vip>,
     /// VIPs this run added, removed exactly on leaving Master.
     added: Vec<(u32, Ipv4Addr)>,
@@ -490,12 +531,21 @@ impl Vrrp {
                 )
             })?;
             let own = nl.addresses(link.index).await?;
-            let (primary, _) = *own.first().ok_or_else(|| {
+            let (mut primary, _) = *own.first().ok_or_else(|| {
                 anyhow!(
                     "vrrp instance {name}: interface: {} has no IPv4 address to send from",
                     def.interface
                 )
             })?;
+            if let Some(src) = def.unicast_src {
+                if !own.iter().any(|(a, _)| *a == src) {
+                    bail!(
+                        "vrrp instance {name}: unicast-src: {src} is not an address of {}",
+                        def.interface
+                    );
+                }
+                primary = src;
+            }
             let mut vips = Vec::new();
             for v in &def.vips {
                 let dev = v.dev.as_deref().unwrap_or(&def.interface);
@@ -573,6 +623,11 @@ impl Vrrp {
                     sockets.len() - 1
                 }
             };
+            let unicast = if def.unicast_peers.is_empty() {
+                None
+            } else {
+                Some(VrrpSocket::open_unicast(&def.interface, primary)?)
+            };
             let cfg = Config {
                 name: def.name.clone(),
                 version: def.version,
@@ -590,6 +645,7 @@ impl Vrrp {
                 def,
                 socket,
                 primary,
+                unicast,
                 vips,
                 added: Vec::new(),
                 garp: None,
@@ -848,6 +904,11 @@ impl Vrrp {
             self.global.version_errors += 1;
             return;
         }
+        let peers = &self.instances[i].def.unicast_peers;
+        if !peers.is_empty() && !peers.contains(&r.src) {
+            self.global.unknown_unicast_sources += 1;
+            return;
+        }
         self.feed(
             i,
             Event::Advert {
@@ -883,11 +944,23 @@ impl Vrrp {
                     addresses: c.vips.clone(),
                     auth: c.auth.clone(),
                 };
-                let bytes = advert.write(r.def.checksum, r.primary, MULTICAST);
-                self.sockets[r.socket]
-                    .1
-                    .send(&bytes, MULTICAST)
-                    .context("sending an advertisement")?;
+                match &r.unicast {
+                    None => {
+                        let bytes = advert.write(r.def.checksum, r.primary, MULTICAST);
+                        self.sockets[r.socket]
+                            .1
+                            .send(&bytes, MULTICAST)
+                            .context("sending an advertisement")?;
+                    }
+                    Some(sock) => {
+                        for peer in &r.def.unicast_peers {
+                            // The pseudo-header checksum covers the destination.
+                            let bytes = advert.write(r.def.checksum, r.primary, *peer);
+                            sock.send(&bytes, *peer)
+                                .with_context(|| format!("sending an advertisement to {peer}"))?;
+                        }
+                    }
+                }
             }
             Action::AddVips => {
                 for v in &r.vips {
@@ -904,15 +977,21 @@ impl Vrrp {
                 }
                 let targets: Vec<(u32, [u8; 6], Ipv4Addr)> =
                     r.vips.iter().map(|v| (v.ifindex, v.mac, v.addr)).collect();
-                let (repeat, delay) = (r.def.garp_repeat, r.def.garp_delay);
+                let (repeat, delay, refresh) =
+                    (r.def.garp_repeat, r.def.garp_delay, r.def.garp_refresh);
                 let name = r.def.name.clone();
                 if let Some(old) = r.garp.take() {
                     old.abort();
                 }
                 r.garp = Some(tokio::spawn(async move {
-                    for round in 0..2 {
-                        if round == 1 {
-                            tokio::time::sleep(delay).await;
+                    // A burst at once, another after `delay`, then one every
+                    // `refresh` while master (aborted on leaving it).
+                    for round in 0.. {
+                        match round {
+                            0 => {}
+                            1 => tokio::time::sleep(delay).await,
+                            _ if refresh.is_zero() => break,
+                            _ => tokio::time::sleep(refresh).await,
                         }
                         for _ in 0..repeat {
                             for (ifindex, mac, vip) in &targets {
