@@ -6,6 +6,7 @@
 //! - [`netlink`]: the rtnetlink operations greha needs;
 //! - [`daemon`]: the long-running process around all of it.
 pub mod bpffs;
+pub mod config;
 pub mod counters;
 pub mod daemon;
 pub mod datapath;

@@ -1,5 +1,5 @@
 //! greha's command line.
-use greha::{bpffs, counters, daemon, tunnel};
+use greha::{bpffs, config, counters, daemon, tunnel};
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -20,8 +20,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Check a configuration file without touching the host.
+    CheckConfig {
+        /// The file (default: /etc/greha/greha.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run the daemon in the foreground until SIGTERM or SIGINT.
     Run {
+        /// Configuration file (default: /etc/greha/greha.toml, if present);
+        /// --count, --tunnel and --vrrp add to it.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Count the frames received on this interface (repeatable).
         #[arg(long = "count", value_name = "IFACE")]
         count: Vec<String>,
@@ -145,26 +155,41 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::CheckConfig { config } => {
+            let path = config.unwrap_or_else(|| config::DEFAULT_PATH.into());
+            let cfg = config::load(&path)?;
+            print!("{}", config::summary(&cfg));
+            println!("{}: ok", path.display());
+            Ok(())
+        }
         Command::Run {
+            config,
             count,
             tunnels,
             vrrp,
             keep_datapath,
         } => {
-            // Every definition is checked before anything changes.
-            let tunnels = tunnels
-                .iter()
-                .map(|spec| {
+            // Every definition, file and flags, is checked before anything
+            // changes.
+            let (file, _) = config::load_default(config.as_deref())?;
+            let count = file.count.into_iter().chain(count).collect();
+            let tunnels = file
+                .tunnels
+                .into_iter()
+                .map(Ok)
+                .chain(tunnels.iter().map(|spec| {
                     let words: Vec<String> = spec.split_whitespace().map(str::to_owned).collect();
                     tunnel::TunnelDef::parse(&words)
-                })
+                }))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let vrrp = vrrp
-                .iter()
-                .map(|spec| {
+            let vrrp = file
+                .vrrp
+                .into_iter()
+                .map(Ok)
+                .chain(vrrp.iter().map(|spec| {
                     let words: Vec<String> = spec.split_whitespace().map(str::to_owned).collect();
                     greha::vrrp::shell::InstanceDef::parse(&words)
-                })
+                }))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             runtime()?.block_on(daemon::run(daemon::Options {
                 pin_dir: cli.pin_dir,

@@ -369,6 +369,12 @@ impl Proc {
     /// Waits for the process to send READY=1 on its notify socket; fails at
     /// once, with its log, if it exits first.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        self.wait_notify("READY=1", timeout)
+    }
+
+    /// Waits for the process to send `line` (e.g. WATCHDOG=1) on its
+    /// notify socket.
+    pub fn wait_notify(&mut self, line: &str, timeout: Duration) -> Result<()> {
         let sock = self
             .notify
             .as_ref()
@@ -380,7 +386,7 @@ impl Proc {
             match sock.recv(&mut buf) {
                 Ok(n) => {
                     let msg = String::from_utf8_lossy(&buf[..n]);
-                    if msg.lines().any(|l| l == "READY=1") {
+                    if msg.lines().any(|l| l == line) {
                         return Ok(());
                     }
                 }
@@ -394,13 +400,17 @@ impl Proc {
             }
             if let Some(status) = self.child.try_wait()? {
                 bail!(
-                    "{} exited ({status}) before it was ready:\n{}",
+                    "{} exited ({status}) before it sent {line}:\n{}",
                     self.what,
                     self.log()
                 );
             }
             if Instant::now() >= deadline {
-                bail!("{} not ready after {timeout:?}:\n{}", self.what, self.log());
+                bail!(
+                    "{} sent no {line} within {timeout:?}:\n{}",
+                    self.what,
+                    self.log()
+                );
             }
         }
     }

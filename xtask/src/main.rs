@@ -34,6 +34,10 @@ enum Task {
     },
     /// Install what the build and the tests need (each task runs this first).
     Bootstrap,
+    /// Build greha in release mode and install it as a systemd service:
+    /// /usr/local/bin/greha, /etc/systemd/system/greha.service, and the
+    /// example configuration as /etc/greha/greha.toml unless one exists.
+    Install,
     /// Build everything, then run `greha ARGS` (as root).
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -76,6 +80,7 @@ fn dispatch(cli: Cli) -> Result<()> {
     bootstrap::bootstrap()?;
     match cli.command {
         Task::Bootstrap => Ok(()),
+        Task::Install => install(),
         Task::Run { args } => {
             let greha = build_greha()?;
             let err = Command::new(&greha).args(&args).exec();
@@ -112,6 +117,45 @@ fn dispatch(cli: Cli) -> Result<()> {
             ])
         }
     }
+}
+
+fn install() -> Result<()> {
+    cargo(&["build", "--release", "--package", "greha"])?;
+    let root = workspace_root();
+    let copy = |from: PathBuf, to: &str, mode: u32| -> Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let to = Path::new(to);
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::copy(&from, to)
+            .with_context(|| format!("installing {} as {}", from.display(), to.display()))?;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))?;
+        eprintln!("xtask: installed {}", to.display());
+        Ok(())
+    };
+    copy(
+        root.join("target/release/greha"),
+        "/usr/local/bin/greha",
+        0o755,
+    )?;
+    copy(
+        root.join("dist/greha.service"),
+        "/etc/systemd/system/greha.service",
+        0o644,
+    )?;
+    if Path::new("/etc/greha/greha.toml").exists() {
+        eprintln!("xtask: kept the existing /etc/greha/greha.toml");
+    } else {
+        copy(
+            root.join("examples/greha.toml"),
+            "/etc/greha/greha.toml",
+            0o600,
+        )?;
+        eprintln!("xtask: edit /etc/greha/greha.toml (it is the seed's server A), then:");
+    }
+    eprintln!("xtask: systemctl daemon-reload && systemctl enable --now greha");
+    Ok(())
 }
 
 fn test() -> Result<()> {

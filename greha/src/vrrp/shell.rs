@@ -771,6 +771,8 @@ impl Vrrp {
         control: Option<tokio::net::UnixListener>,
     ) -> Result<()> {
         tokio::pin!(shutdown);
+        // Under systemd with WatchdogSec, prove liveness at half the period.
+        let mut watchdog = watchdog_period().map(|p| tokio::time::interval(p / 2));
         let accept = async |c: &Option<tokio::net::UnixListener>| match c {
             Some(l) => l.accept().await,
             None => std::future::pending().await,
@@ -790,6 +792,14 @@ impl Vrrp {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some((sock, r)) = self.rx.recv() => self.received(sock, r).await,
+                _ = async {
+                    match &mut watchdog {
+                        Some(t) => t.tick().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
                 Some((ifindex, up)) = recv_opt(&mut self.links) => {
                     for i in 0..self.instances.len() {
                         let mut changed = false;
@@ -1026,6 +1036,19 @@ impl Vrrp {
         }
         Ok(())
     }
+}
+
+/// systemd's watchdog period, as libsystemd's sd_watchdog_enabled reads
+/// it: WATCHDOG_USEC, unless WATCHDOG_PID names another process (sd-notify
+/// also demands WATCHDOG_PID, which systemd does not promise).
+fn watchdog_period() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.parse::<u32>().ok() != Some(std::process::id())
+    {
+        return None;
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
 }
 
 async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {

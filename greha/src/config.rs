@@ -1,0 +1,514 @@
+//! The configuration file (TOML; /etc/greha/greha.toml unless told).
+//!
+//! Each `[[tunnel]]` and `[[vrrp]]` table is turned into the words of the
+//! command line's spec and checked by the same parser, so the file and
+//! `--tunnel`/`--vrrp` accept exactly the same things. Every word remembers
+//! the line it came from: an error names the file, the line, the field and
+//! the value.
+use std::{
+    fmt::Write as _,
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use toml::de::{DeTable, DeValue};
+
+use crate::{
+    tunnel::TunnelDef,
+    vrrp::shell::{InstanceDef, Track, TrackKind},
+};
+
+pub const DEFAULT_PATH: &str = "/etc/greha/greha.toml";
+
+/// A loaded configuration.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub count: Vec<String>,
+    pub tunnels: Vec<TunnelDef>,
+    pub vrrp: Vec<InstanceDef>,
+}
+
+/// One word of a spec and where it came from.
+struct Word {
+    text: String,
+    line: usize,
+    /// The TOML key it came from, as the spec names it.
+    key: String,
+}
+
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line(&self, span: &Range<usize>) -> usize {
+        self.text[..span.start.min(self.text.len())]
+            .bytes()
+            .filter(|b| *b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err(&self, span: &Range<usize>, msg: impl std::fmt::Display) -> anyhow::Error {
+        anyhow!("{}:{}: {msg}", self.path.display(), self.line(span))
+    }
+}
+
+/// A scalar as a spec word: strings as they are, numbers and booleans as
+/// TOML writes them.
+fn scalar(src: &Source, key: &str, v: &toml::Spanned<DeValue>) -> Result<String> {
+    Ok(match v.get_ref() {
+        DeValue::String(s) => s.to_string(),
+        DeValue::Integer(i) => i.to_string(),
+        DeValue::Float(f) => f.to_string(),
+        DeValue::Boolean(b) => b.to_string(),
+        _ => return Err(src.err(&v.span(), format!("{key}: expected a single value"))),
+    })
+}
+
+fn array<'a>(
+    src: &Source,
+    key: &str,
+    v: &'a toml::Spanned<DeValue<'a>>,
+) -> Result<&'a [toml::Spanned<DeValue<'a>>]> {
+    match v.get_ref() {
+        DeValue::Array(a) => Ok(a),
+        _ => Err(src.err(&v.span(), format!("{key}: expected a list"))),
+    }
+}
+
+fn table<'a>(
+    src: &Source,
+    key: &str,
+    v: &'a toml::Spanned<DeValue<'a>>,
+) -> Result<&'a DeTable<'a>> {
+    match v.get_ref() {
+        DeValue::Table(t) => Ok(t),
+        _ => Err(src.err(&v.span(), format!("{key}: expected a table"))),
+    }
+}
+
+/// Turns a table into spec words: `name` first, then `word value` for each
+/// key (TOML's `snake_case` is the spec's `kebab-case`); `flags` are keys
+/// whose `true` is a bare word, `lists` keys whose every element repeats
+/// the word.
+fn words(
+    src: &Source,
+    what: &str,
+    t: &toml::Spanned<DeTable>,
+    keys: &[&str],
+    flags: &[(&str, &str)],
+    lists: &[(&str, &str)],
+    out: &mut Vec<Word>,
+) -> Result<String> {
+    let name = t
+        .get_ref()
+        .get("name")
+        .ok_or_else(|| src.err(&t.span(), format!("{what}: a name is required")))?;
+    let name_text = scalar(src, "name", name)?;
+    out.push(Word {
+        text: name_text.clone(),
+        line: src.line(&name.span()),
+        key: "name".into(),
+    });
+    for (k, v) in t.get_ref() {
+        let key = k.get_ref().as_ref();
+        let line = src.line(&k.span());
+        let push = |out: &mut Vec<Word>, word: &str, text: String| {
+            out.push(Word {
+                text: word.to_owned(),
+                line,
+                key: word.to_owned(),
+            });
+            out.push(Word {
+                text,
+                line,
+                key: word.to_owned(),
+            });
+        };
+        if key == "name" {
+            continue;
+        } else if let Some((_, word)) = flags.iter().find(|(k, _)| *k == key) {
+            // Only `preempt = false` says something: nopreempt.
+            if scalar(src, key, v)? == "false" {
+                out.push(Word {
+                    text: (*word).to_owned(),
+                    line,
+                    key: key.to_owned(),
+                });
+            }
+        } else if let Some((_, word)) = lists.iter().find(|(k, _)| *k == key) {
+            for item in array(src, key, v)? {
+                push(out, word, scalar(src, key, item)?);
+            }
+        } else if keys.contains(&key) {
+            push(out, &key.replace('_', "-"), scalar(src, key, v)?);
+        } else if !matches!(key, "vip" | "track_interface" | "track_script") {
+            return Err(src.err(
+                &k.span(),
+                format!("{what} {name_text}: unknown key {key:?}"),
+            ));
+        }
+    }
+    Ok(name_text)
+}
+
+/// Runs `parse` on the words; an error gets the line of the word it
+/// names (the field, and the value when the message quotes it).
+fn checked<T>(
+    src: &Source,
+    table_line: usize,
+    words: &[Word],
+    parse: impl FnOnce(&[String]) -> Result<T>,
+) -> Result<T> {
+    let texts: Vec<String> = words.iter().map(|w| w.text.clone()).collect();
+    parse(&texts).map_err(|e| {
+        let msg = format!("{e:#}");
+        // Messages read "<object> <name>: <field>: <what is wrong>".
+        let mut parts = msg.splitn(3, ": ");
+        let (_, field, rest) = (parts.next(), parts.next(), parts.next().unwrap_or(""));
+        let field = field.unwrap_or("");
+        // The longest value the message quotes: "192.0.2.500" is not the
+        // entry "192.0.2.5".
+        let line = words
+            .iter()
+            .filter(|w| w.key == field && rest.contains(&w.text))
+            .max_by_key(|w| w.text.len())
+            .or_else(|| words.iter().find(|w| w.key == field))
+            // A missing field: the table it is missing from.
+            .map_or(table_line, |w| w.line);
+        anyhow!("{}:{line}: {msg}", src.path.display())
+    })
+}
+
+const TUNNEL_KEYS: &[&str] = &["mode", "local", "remote", "key", "ttl", "tos", "dev", "mtu"];
+const VRRP_KEYS: &[&str] = &[
+    "interface",
+    "vrid",
+    "priority",
+    "version",
+    "advert_int",
+    "preempt_delay",
+    "auth_pass",
+    "checksum",
+    "unicast_src",
+    "garp_repeat",
+    "garp_delay",
+    "garp_refresh",
+    "notify_master",
+    "notify_backup",
+    "notify_fault",
+    "notify_stop",
+    "notify",
+];
+
+/// Parses a configuration text; `path` is only for messages.
+pub fn parse(path: &Path, text: &str) -> Result<Config> {
+    let src = Source { path, text };
+    let root = DeTable::parse(text)
+        .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+    let mut cfg = Config::default();
+    for (k, v) in root.get_ref() {
+        let key = k.get_ref().as_ref();
+        match key {
+            "count" => {
+                for item in array(&src, key, v)? {
+                    cfg.count.push(scalar(&src, key, item)?);
+                }
+            }
+            "tunnel" => {
+                for t in array(&src, key, v)? {
+                    let t = toml::Spanned::new(t.span(), table(&src, key, t)?.clone());
+                    let mut w = Vec::new();
+                    words(
+                        &src,
+                        "tunnel",
+                        &t,
+                        TUNNEL_KEYS,
+                        &[],
+                        &[("addresses", "address")],
+                        &mut w,
+                    )?;
+                    cfg.tunnels
+                        .push(checked(&src, src.line(&t.span()), &w, TunnelDef::parse)?);
+                }
+            }
+            "vrrp" => {
+                for t in array(&src, key, v)? {
+                    let t = toml::Spanned::new(t.span(), table(&src, key, t)?.clone());
+                    cfg.vrrp.push(vrrp_instance(&src, &t)?);
+                }
+            }
+            _ => return Err(src.err(&k.span(), format!("unknown key {key:?}"))),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for t in &cfg.tunnels {
+        if !seen.insert(("tunnel", t.name.clone())) {
+            bail!("{}: tunnel {}: name: defined twice", path.display(), t.name);
+        }
+    }
+    for v in &cfg.vrrp {
+        if !seen.insert(("vrrp", v.name.clone())) {
+            bail!(
+                "{}: vrrp instance {}: name: defined twice",
+                path.display(),
+                v.name
+            );
+        }
+        if !seen.insert(("vrid", format!("{} {}", v.interface, v.vrid))) {
+            bail!(
+                "{}: vrrp instance {}: vrid: {} is used twice on {}",
+                path.display(),
+                v.name,
+                v.vrid,
+                v.interface
+            );
+        }
+    }
+    Ok(cfg)
+}
+
+fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef> {
+    let mut w = Vec::new();
+    let name = words(
+        src,
+        "vrrp instance",
+        t,
+        VRRP_KEYS,
+        &[("preempt", "nopreempt")],
+        &[("unicast_peers", "unicast-peer")],
+        &mut w,
+    )?;
+    // Sub-tables in the spec's order: each vip with its dev and label,
+    // each tracker with its parameters.
+    let sub = |key: &str| -> Result<Vec<toml::Spanned<DeTable>>> {
+        match t.get_ref().get(key) {
+            None => Ok(Vec::new()),
+            Some(v) => array(src, key, v)?
+                .iter()
+                .map(|e| Ok(toml::Spanned::new(e.span(), table(src, key, e)?.clone())))
+                .collect(),
+        }
+    };
+    let push = |w: &mut Vec<Word>, line: usize, key: &str, text: String| {
+        w.push(Word {
+            text: key.to_owned(),
+            line,
+            key: key.to_owned(),
+        });
+        w.push(Word {
+            text,
+            line,
+            key: key.to_owned(),
+        });
+    };
+    for (kind, first, allowed) in [
+        ("vip", "address", &["address", "dev", "label"][..]),
+        ("track_interface", "name", &["name", "weight"][..]),
+        (
+            "track_script",
+            "path",
+            &["path", "interval", "timeout", "rise", "fall", "weight"][..],
+        ),
+    ] {
+        for e in sub(kind)? {
+            let head = e.get_ref().get(first).ok_or_else(|| {
+                src.err(
+                    &e.span(),
+                    format!("vrrp instance {name}: {kind}: {first} is required"),
+                )
+            })?;
+            let word = match kind {
+                "vip" => "vip",
+                "track_interface" => "track-interface",
+                _ => "track-script",
+            };
+            push(
+                &mut w,
+                src.line(&head.span()),
+                word,
+                scalar(src, first, head)?,
+            );
+            for (k, v) in e.get_ref() {
+                let key = k.get_ref().as_ref();
+                if key == first {
+                    continue;
+                }
+                if !allowed.contains(&key) {
+                    return Err(src.err(
+                        &k.span(),
+                        format!("vrrp instance {name}: {kind}: unknown key {key:?}"),
+                    ));
+                }
+                push(&mut w, src.line(&k.span()), key, scalar(src, key, v)?);
+            }
+        }
+    }
+    checked(src, src.line(&t.span()), &w, InstanceDef::parse)
+}
+
+/// Reads and parses the file at `path`.
+pub fn load(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the configuration {}", path.display()))?;
+    parse(path, &text)
+}
+
+/// The configuration to run with: `--config FILE` (which must exist), else
+/// the default file if there is one, else nothing.
+pub fn load_default(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
+    match explicit {
+        Some(p) => Ok((load(p)?, Some(p.to_path_buf()))),
+        None if Path::new(DEFAULT_PATH).exists() => {
+            Ok((load(Path::new(DEFAULT_PATH))?, Some(DEFAULT_PATH.into())))
+        }
+        None => Ok((Config::default(), None)),
+    }
+}
+
+/// A one-paragraph summary for `greha check-config`.
+pub fn summary(cfg: &Config) -> String {
+    let mut s = String::new();
+    for t in &cfg.tunnels {
+        let _ = writeln!(
+            s,
+            "tunnel {}: {} {} -> {}{}",
+            t.name,
+            t.mode,
+            t.local,
+            t.remote,
+            t.key.map_or(String::new(), |k| format!(" key {k}"))
+        );
+    }
+    for v in &cfg.vrrp {
+        let tracks = v
+            .track
+            .iter()
+            .map(|t: &Track| match &t.kind {
+                TrackKind::Interface(i) => i.clone(),
+                TrackKind::Script { path, .. } => path.clone(),
+            })
+            .collect::<Vec<_>>();
+        let _ = writeln!(
+            s,
+            "vrrp instance {}: {} vrid {} priority {}, {} VIP(s){}",
+            v.name,
+            v.interface,
+            v.vrid,
+            v.priority,
+            v.vips.len(),
+            if tracks.is_empty() {
+                String::new()
+            } else {
+                format!(", tracking {}", tracks.join(" "))
+            }
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tunnel::Mode;
+
+    fn parse_str(text: &str) -> Result<Config> {
+        parse(Path::new("greha.toml"), text)
+    }
+
+    #[test]
+    fn the_example_reproduces_the_seed() {
+        let cfg = load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/greha.toml"
+        )))
+        .unwrap();
+        assert_eq!(cfg.tunnels.len(), 1);
+        let t = &cfg.tunnels[0];
+        assert_eq!(
+            (t.name.as_str(), t.mode, t.key),
+            ("gretap1", Mode::Gretap, None)
+        );
+        let v = &cfg.vrrp[0];
+        assert_eq!(
+            (v.interface.as_str(), v.vrid, v.priority),
+            ("gretap1", 51, 150)
+        );
+        assert_eq!(v.auth, crate::vrrp::packet::Auth::pass("1111"));
+        assert_eq!(v.vips[0].dev.as_deref(), Some("eth0"));
+    }
+
+    #[test]
+    fn the_file_and_the_command_line_agree() {
+        let cfg = parse_str(
+            r#"
+[[vrrp]]
+name = "VI_1"
+interface = "eth0"
+vrid = 7
+advert_int = 0.1
+preempt = false
+unicast_peers = ["192.0.2.9"]
+[[vrrp.vip]]
+address = "203.0.113.10/24"
+label = "eth0:vip"
+[[vrrp.track_script]]
+path = "/bin/true"
+fall = 3
+weight = -10
+"#,
+        )
+        .unwrap();
+        let words: Vec<String> = "VI_1 interface eth0 vrid 7 advert-int 0.1 nopreempt \
+             unicast-peer 192.0.2.9 vip 203.0.113.10/24 label eth0:vip \
+             track-script /bin/true fall 3 weight -10"
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(cfg.vrrp[0], InstanceDef::parse(&words).unwrap());
+    }
+
+    #[test]
+    fn errors_name_the_file_line_field_and_value() {
+        let vrrp = "[[vrrp]]\nname = \"VI_1\"\ninterface = \"eth0\"\n";
+        for (text, want) in [
+            (
+                format!("{vrrp}vrid = 300\n[[vrrp.vip]]\naddress = \"192.0.2.5\"\n"),
+                "greha.toml:4: vrrp instance VI_1: vrid: \"300\" is not a VRID (1 to 255)",
+            ),
+            (
+                format!("{vrrp}vrid = 1\n[[vrrp.vip]]\naddress = \"192.0.2.5\"\n[[vrrp.vip]]\naddress = \"192.0.2.500\"\n"),
+                "greha.toml:8: vrrp instance VI_1: vip: \"192.0.2.500\" is not an IPv4 address",
+            ),
+            (
+                format!("{vrrp}vrid = 1\npriorty = 5\n"),
+                "greha.toml:5: vrrp instance VI_1: unknown key \"priorty\"",
+            ),
+            (
+                format!("{vrrp}vrid = 1\n"),
+                "greha.toml:1: vrrp instance VI_1: vip: at least one virtual address is required",
+            ),
+            (
+                "[[tunnel]]\nname = \"t\"\nmode = \"gretap\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\nkey = 4294967296\n".into(),
+                "greha.toml:6: tunnel t: key: 4294967296 is out of range",
+            ),
+            (
+                "[[tunnel]]\nname = \"t\"\nmode = \"vxlan\"\n".into(),
+                "greha.toml:3: tunnel t: mode: \"vxlan\" is not gretap or gre",
+            ),
+            ("[[tunnel]]\nmode = \"gre\"\n".into(), "greha.toml:1: tunnel: a name is required"),
+            ("tunnels = []\n".into(), "greha.toml:1: unknown key \"tunnels\""),
+            ("[[vrrp]\n".into(), "greha.toml: TOML parse error at line 1"),
+            (
+                format!("{vrrp}vrid = 1\n[[vrrp.vip]]\naddress = \"192.0.2.5\"\n[[vrrp]]\nname = \"VI_2\"\ninterface = \"eth0\"\nvrid = 1\n[[vrrp.vip]]\naddress = \"192.0.2.6\"\n"),
+                "greha.toml: vrrp instance VI_2: vrid: 1 is used twice on eth0",
+            ),
+        ] {
+            let got = format!("{:#}", parse_str(&text).unwrap_err());
+            assert!(got.contains(want), "{text}\n  got: {got}\n  want: {want}");
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Running greha in production: the systemd unit, the configuration file,
+//! the watchdog.
+use std::{fs, path::Path, process::Command};
+
+use anyhow::{Result, ensure};
+use greha_tests::{Lab, SHORT, greha_bin, run, wait_until};
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() -> Result<()> {
+    let lab = Lab::new()?;
+    let unit = fs::read_to_string(repo().join("dist/greha.service"))?;
+    // verify checks that the executables exist: point it at this build.
+    let unit = unit.replace("/usr/local/bin/greha", &greha_bin().display().to_string());
+    let path = lab.tmp().join("greha.service");
+    fs::write(&path, unit)?;
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_the_line_of_a_mistake() -> Result<()> {
+    let lab = Lab::new()?;
+    let out = run(Command::new(greha_bin())
+        .args(["check-config", "--config"])
+        .arg(repo().join("examples/greha.toml")))?;
+    ensure!(
+        out.contains("tunnel gretap1: gretap 198.51.100.1 -> 198.51.100.2"),
+        "{out}"
+    );
+    ensure!(
+        out.contains("vrrp instance VI_1: gretap1 vrid 51 priority 150"),
+        "{out}"
+    );
+    let bad = lab.tmp().join("bad.toml");
+    fs::write(
+        &bad,
+        "[[vrrp]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvrid = 51\npriority = 0\n",
+    )?;
+    let out = Command::new(greha_bin())
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "a bad file was accepted");
+    let want = format!(
+        "{}:5: vrrp instance VI_1: priority: \"0\" is not a priority",
+        bad.display()
+    );
+    ensure!(err.contains(&want), "got: {err}\nwant: {want}");
+    Ok(())
+}
+
+#[test]
+fn run_takes_its_instances_from_the_file_and_pings_the_watchdog() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
+    let pins = lab.pin_dir("a");
+    let conf = lab.tmp().join("greha.toml");
+    fs::write(
+        &conf,
+        "[[vrrp]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvrid = 51\nadvert_int = 0.1\n\
+         [[vrrp.vip]]\naddress = \"203.0.113.10/24\"\n",
+    )?;
+    let mut cmd = a.command(greha_bin());
+    cmd.arg("--pin-dir")
+        .arg(&pins)
+        .arg("--control")
+        .arg(lab.tmp().join("a.sock"))
+        .args(["run", "--config"])
+        .arg(&conf)
+        // As systemd sets it for WatchdogSec=200ms.
+        .env("WATCHDOG_USEC", "200000");
+    let mut g = a.spawn(&lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    g.wait_notify("WATCHDOG=1", SHORT)?;
+    wait_until(SHORT, "the file's VIP on eth0", || {
+        Ok(a.ip(&["-br", "addr", "show", "dev", "eth0"])?
+            .contains("203.0.113.10"))
+    })?;
+    Ok(())
+}
