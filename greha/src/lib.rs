@@ -10,6 +10,7 @@ pub mod config;
 pub mod counters;
 pub mod daemon;
 pub mod datapath;
+pub mod import;
 pub mod netlink;
 pub mod tunnel;
 pub mod vrrp;

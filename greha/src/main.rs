@@ -1,5 +1,5 @@
 //! greha's command line.
-use greha::{bpffs, config, counters, daemon, tunnel};
+use greha::{bpffs, config, counters, daemon, import, tunnel};
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -20,6 +20,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Convert a keepalived.conf into greha's configuration (on stdout);
+    /// what cannot be carried over is listed on stderr with its line.
+    ImportKeepalived { file: PathBuf },
     /// Check a configuration file without touching the host.
     CheckConfig {
         /// The file (default: /etc/greha/greha.toml).
@@ -155,6 +158,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::ImportKeepalived { file } => {
+            let out = import::import_file(&file)?;
+            print!("{}", out.toml);
+            for (line, msg) in &out.dropped {
+                eprintln!("{}:{line}: {msg}", file.display());
+            }
+            if !out.dropped.is_empty() {
+                eprintln!(
+                    "{}: {} line(s) not carried over, listed above",
+                    file.display(),
+                    out.dropped.len()
+                );
+            }
+            Ok(())
+        }
         Command::CheckConfig { config } => {
             let path = config.unwrap_or_else(|| config::DEFAULT_PATH.into());
             let cfg = config::load(&path)?;

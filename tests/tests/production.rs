@@ -90,3 +90,44 @@ fn run_takes_its_instances_from_the_file_and_pings_the_watchdog() -> Result<()> 
     })?;
     Ok(())
 }
+
+#[test]
+fn the_seeds_keepalived_conf_imports_into_a_valid_configuration() -> Result<()> {
+    let lab = Lab::new()?;
+    // The seed's file with its placeholder VIP defined, as keepalived allows.
+    let conf = lab.tmp().join("keepalived.conf");
+    fs::write(
+        &conf,
+        "$virtual_third_ip=203.0.113.10\nglobal_defs {\n    router_id LVS_DEVEL\n}\n\
+         vrrp_instance VI_1 {\n    state MASTER\n    interface gretap1\n    virtual_router_id 51\n    \
+         priority 100          advert_int 1\n    authentication {\n        auth_type PASS\n        \
+         auth_pass 1111\n    }\n    virtual_ipaddress {\n        $virtual_third_ip dev eth0\n    }\n}\n",
+    )?;
+    let out = Command::new(greha_bin())
+        .arg("import-keepalived")
+        .arg(&conf)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        ":3: global_defs: router_id",
+        ":6: state:",
+        ":9: priority: extra words",
+    ] {
+        ensure!(stderr.contains(line), "{line} not listed in:\n{stderr}");
+    }
+    let converted = lab.tmp().join("greha.toml");
+    fs::write(&converted, &out.stdout)?;
+    let checked = run(Command::new(greha_bin())
+        .args(["check-config", "--config"])
+        .arg(&converted))?;
+    ensure!(
+        checked.contains("vrrp instance VI_1: gretap1 vrid 51 priority 100"),
+        "{checked}"
+    );
+    Ok(())
+}

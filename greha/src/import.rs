@@ -1,0 +1,532 @@
+//! `greha import-keepalived`: a keepalived.conf turned into greha's
+//! configuration. Read as keepalived reads it: line by line, the first word
+//! the keyword and the rest its arguments, `#` and `!` comments, `{ }`
+//! blocks, `$NAME=value` definitions. Whatever has no greha equivalent is
+//! listed with its line, never dropped silently.
+use std::{collections::HashMap, fmt::Write as _, path::Path};
+
+use anyhow::{Context as _, Result};
+
+/// One keyword line and the block it opens, if any.
+#[derive(Debug)]
+struct Node {
+    line: usize,
+    keyword: String,
+    args: Vec<String>,
+    children: Vec<Node>,
+}
+
+/// The conversion: greha's TOML and what could not be carried over.
+#[derive(Debug, Default)]
+pub struct Imported {
+    pub toml: String,
+    /// (line, message), in file order.
+    pub dropped: Vec<(usize, String)>,
+}
+
+fn tokens(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '#' | '!' if !quoted => break,
+            '{' | '}' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                out.push(c.to_string());
+            }
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Parses the file into a tree of keyword lines.
+fn parse(text: &str, dropped: &mut Vec<(usize, String)>) -> Vec<Node> {
+    let mut vars: HashMap<String, String> = HashMap::new();
+    let mut stack: Vec<Node> = vec![Node {
+        line: 0,
+        keyword: String::new(),
+        args: Vec::new(),
+        children: Vec::new(),
+    }];
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let trimmed = raw.trim();
+        if let Some(def) = trimmed.strip_prefix('$')
+            && let Some((name, value)) = def.split_once('=')
+        {
+            vars.insert(name.trim().to_owned(), value.trim().to_owned());
+            continue;
+        }
+        let toks = tokens(raw).into_iter().map(|t| match t.strip_prefix('$') {
+            Some(v) => vars.get(v).cloned().unwrap_or(t),
+            None => t,
+        });
+        let mut current: Option<Node> = None;
+        for t in toks {
+            match t.as_str() {
+                "{" => {
+                    let node = current.take().unwrap_or(Node {
+                        line,
+                        keyword: String::new(),
+                        args: Vec::new(),
+                        children: Vec::new(),
+                    });
+                    stack.push(node);
+                }
+                "}" => {
+                    if let Some(n) = current.take() {
+                        stack.last_mut().expect("root").children.push(n);
+                    }
+                    if stack.len() > 1 {
+                        let done = stack.pop().expect("checked");
+                        stack.last_mut().expect("root").children.push(done);
+                    } else {
+                        dropped.push((line, "unbalanced '}'".into()));
+                    }
+                }
+                _ => match &mut current {
+                    None => {
+                        current = Some(Node {
+                            line,
+                            keyword: t,
+                            args: Vec::new(),
+                            children: Vec::new(),
+                        })
+                    }
+                    Some(n) => n.args.push(t),
+                },
+            }
+        }
+        if let Some(n) = current {
+            stack.last_mut().expect("root").children.push(n);
+        }
+    }
+    while stack.len() > 1 {
+        let n = stack.pop().expect("checked");
+        dropped.push((n.line, format!("{}: block not closed", n.keyword)));
+        stack.last_mut().expect("root").children.push(n);
+    }
+    stack.pop().expect("root").children
+}
+
+fn q(s: &str) -> String {
+    // TOML basic strings take JSON's escapes.
+    serde_json::to_string(s).expect("a string serializes")
+}
+
+/// `keyword value` with exactly one argument; extra words are reported,
+/// as keepalived ignores them.
+fn one<'a>(n: &'a Node, dropped: &mut Vec<(usize, String)>) -> Option<&'a str> {
+    if n.args.len() > 1 {
+        dropped.push((
+            n.line,
+            format!(
+                "{}: extra words {:?} ignored, as keepalived ignores them",
+                n.keyword,
+                n.args[1..].join(" ")
+            ),
+        ));
+    }
+    match n.args.first() {
+        Some(a) => Some(a),
+        None => {
+            dropped.push((n.line, format!("{}: no value", n.keyword)));
+            None
+        }
+    }
+}
+
+fn number(v: &str) -> String {
+    if v.parse::<f64>().is_ok() {
+        v.to_owned()
+    } else {
+        q(v)
+    }
+}
+
+pub fn import(text: &str) -> Imported {
+    let mut out = Imported::default();
+    let tree = parse(text, &mut out.dropped);
+    let scripts: HashMap<&str, &Node> = tree
+        .iter()
+        .filter(|n| n.keyword == "vrrp_script")
+        .filter_map(|n| n.args.first().map(|name| (name.as_str(), n)))
+        .collect();
+    // keepalived speaks VRRPv2 unless told otherwise; greha's default is 3.
+    let mut default_version = "2".to_owned();
+    for g in tree.iter().filter(|n| n.keyword == "global_defs") {
+        for c in g.children.iter().filter(|c| c.keyword == "vrrp_version") {
+            if let Some(v) = c.args.first() {
+                default_version = v.clone();
+            }
+        }
+    }
+    let mut toml = String::from("# Converted from keepalived.conf by `greha import-keepalived`.\n");
+    for n in &tree {
+        match n.keyword.as_str() {
+            "vrrp_instance" => instance(n, &scripts, &default_version, &mut toml, &mut out.dropped),
+            // Turned into track_script entries where an instance uses it.
+            "vrrp_script" => {}
+            "global_defs" => {
+                for c in n.children.iter().filter(|c| c.keyword != "vrrp_version") {
+                    out.dropped.push((
+                        c.line,
+                        format!("global_defs: {}: no greha equivalent", c.keyword),
+                    ));
+                }
+            }
+            other => out
+                .dropped
+                .push((n.line, format!("{other}: not supported by greha"))),
+        }
+    }
+    out.toml = toml;
+    out.dropped.sort_by_key(|(l, _)| *l);
+    out
+}
+
+fn instance(
+    n: &Node,
+    scripts: &HashMap<&str, &Node>,
+    default_version: &str,
+    toml: &mut String,
+    dropped: &mut Vec<(usize, String)>,
+) {
+    let name = n.args.first().map_or("VI", String::as_str);
+    let _ = writeln!(toml, "\n[[vrrp]]\nname = {}", q(name));
+    if !n.children.iter().any(|c| c.keyword == "version") {
+        let _ = writeln!(toml, "version = {default_version}");
+    }
+    let mut vips = String::new();
+    let mut tracks = String::new();
+    let mut auth_pass = None;
+    for c in &n.children {
+        let key = c.keyword.as_str();
+        let simple = match key {
+            "interface" => Some("interface"),
+            "virtual_router_id" => Some("vrid"),
+            "priority" => Some("priority"),
+            "advert_int" => Some("advert_int"),
+            "version" => Some("version"),
+            "preempt_delay" => Some("preempt_delay"),
+            "unicast_src_ip" => Some("unicast_src"),
+            "garp_master_delay" => Some("garp_delay"),
+            "garp_master_repeat" => Some("garp_repeat"),
+            "garp_master_refresh" => Some("garp_refresh"),
+            _ => None,
+        };
+        if let Some(field) = simple {
+            if let Some(v) = one(c, dropped) {
+                let value = if matches!(field, "interface" | "unicast_src") {
+                    q(v)
+                } else {
+                    number(v)
+                };
+                let _ = writeln!(toml, "{field} = {value}");
+            }
+            continue;
+        }
+        match key {
+            "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
+                if let [prog] = c.args.as_slice()
+                    && !prog.contains(char::is_whitespace)
+                {
+                    let _ = writeln!(toml, "{key} = {}", q(prog));
+                } else {
+                    dropped.push((
+                        c.line,
+                        format!(
+                            "{key}: greha runs a program without arguments; put {:?} in a script",
+                            c.args.join(" ")
+                        ),
+                    ));
+                }
+            }
+            "nopreempt" => toml.push_str("preempt = false\n"),
+            "state" => dropped.push((
+                c.line,
+                "state: greha always starts as backup, as RFC 3768/5798 do (priority decides)"
+                    .into(),
+            )),
+            "authentication" => {
+                for a in &c.children {
+                    match (a.keyword.as_str(), a.args.first().map(String::as_str)) {
+                        ("auth_type", Some("PASS")) => {}
+                        ("auth_pass", Some(p)) => auth_pass = Some(p.to_owned()),
+                        (k, v) => dropped.push((
+                            a.line,
+                            format!("authentication: {k} {}: not supported", v.unwrap_or("")),
+                        )),
+                    }
+                }
+            }
+            "virtual_ipaddress" => {
+                for v in &c.children {
+                    let addr = &v.keyword;
+                    if addr.parse::<std::net::Ipv4Addr>().is_err()
+                        && addr
+                            .split_once('/')
+                            .is_none_or(|(a, _)| a.parse::<std::net::Ipv4Addr>().is_err())
+                    {
+                        dropped.push((v.line, format!("virtual_ipaddress: {addr:?} is not an IPv4 address (an undefined $variable?)")));
+                        continue;
+                    }
+                    let _ = write!(vips, "\n[[vrrp.vip]]\naddress = {}\n", q(addr));
+                    let mut args = v.args.iter();
+                    while let Some(k) = args.next() {
+                        match (k.as_str(), args.next()) {
+                            ("dev", Some(d)) => {
+                                let _ = writeln!(vips, "dev = {}", q(d));
+                            }
+                            ("label", Some(l)) => {
+                                let _ = writeln!(vips, "label = {}", q(l));
+                            }
+                            (k, _) => dropped.push((
+                                v.line,
+                                format!("virtual_ipaddress {addr}: {k}: not supported"),
+                            )),
+                        }
+                    }
+                }
+            }
+            "unicast_peer" => {
+                let peers: Vec<String> = c.children.iter().map(|p| q(&p.keyword)).collect();
+                let _ = writeln!(toml, "unicast_peers = [{}]", peers.join(", "));
+            }
+            "track_interface" => {
+                for t in &c.children {
+                    let _ = write!(
+                        tracks,
+                        "\n[[vrrp.track_interface]]\nname = {}\n",
+                        q(&t.keyword)
+                    );
+                    if let [w, v] = &t.args[..]
+                        && w == "weight"
+                    {
+                        let _ = writeln!(tracks, "weight = {v}");
+                    }
+                }
+            }
+            "track_script" => {
+                for t in &c.children {
+                    let Some(s) = scripts.get(t.keyword.as_str()) else {
+                        dropped.push((
+                            t.line,
+                            format!("track_script: no vrrp_script {:?}", t.keyword),
+                        ));
+                        continue;
+                    };
+                    script(s, t, &mut tracks, dropped);
+                }
+            }
+            other => dropped.push((
+                c.line,
+                format!("vrrp_instance {name}: {other}: not supported by greha"),
+            )),
+        }
+    }
+    if let Some(p) = auth_pass {
+        let _ = writeln!(toml, "auth_pass = {}", q(&p));
+    }
+    toml.push_str(&vips);
+    toml.push_str(&tracks);
+}
+
+/// A vrrp_script used by an instance's track_script entry `t`.
+fn script(s: &Node, t: &Node, tracks: &mut String, dropped: &mut Vec<(usize, String)>) {
+    let mut body = String::new();
+    let mut weight = None;
+    for c in &s.children {
+        match (c.keyword.as_str(), c.args.as_slice()) {
+            ("script", [cmd]) if !cmd.contains(' ') => {
+                let _ = writeln!(body, "path = {}", q(cmd));
+            }
+            ("script", args) => {
+                dropped.push((c.line, format!("vrrp_script: script {:?}: greha runs a program without arguments; put it in a script", args.join(" "))));
+                return;
+            }
+            ("interval" | "timeout" | "rise" | "fall", [v]) => {
+                let _ = writeln!(body, "{} = {}", c.keyword, number(v));
+            }
+            ("weight", [v]) => weight = Some(v.clone()),
+            (k, _) => dropped.push((c.line, format!("vrrp_script: {k}: not supported"))),
+        }
+    }
+    // The instance's weight overrides the script's, as in keepalived.
+    if let [w, v] = t.args.as_slice()
+        && w == "weight"
+    {
+        weight = Some(v.clone());
+    }
+    let _ = write!(tracks, "\n[[vrrp.track_script]]\n{body}");
+    if let Some(w) = weight {
+        let _ = writeln!(tracks, "weight = {w}");
+    }
+}
+
+/// Reads `path` and converts it; the result is checked by greha's own
+/// configuration parser before it is returned.
+pub fn import_file(path: &Path) -> Result<Imported> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let out = import(&text);
+    crate::config::parse(Path::new("<converted>"), &out.toml)
+        .context("the converted configuration is not valid")?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    /// The seed's keepalived.conf, as it stands in the post (its VIP is the
+    /// placeholder `$virtual_third_ip`, defined here as keepalived allows).
+    const SEED: &str = r#"
+global_defs {
+    router_id LVS_DEVEL
+}
+
+vrrp_instance VI_1 {
+    state MASTER
+    interface gretap1 # 绑在建立起来的隧道上
+    virtual_router_id 51
+    # 优先级别,越高的设备会被弄成主设备, A,B 服务器要有所差别，其他都一样
+    priority 100          advert_int 1      # 广播时间间隔
+    authentication {  #  验证相关
+        auth_type PASS
+        auth_pass 1111
+    }
+    virtual_ipaddress {
+        $virtual_third_ip dev eth0
+    }
+}
+"#;
+
+    #[test]
+    fn the_seeds_keepalived_conf_converts() {
+        let text = format!("$virtual_third_ip=203.0.113.10\n{SEED}");
+        let out = import(&text);
+        let cfg = config::parse(Path::new("x"), &out.toml)
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", out.toml));
+        let v = &cfg.vrrp[0];
+        assert_eq!(
+            (v.name.as_str(), v.interface.as_str(), v.vrid, v.priority),
+            ("VI_1", "gretap1", 51, 100)
+        );
+        assert_eq!(v.auth, crate::vrrp::packet::Auth::pass("1111"));
+        assert_eq!(v.vips[0].addr, std::net::Ipv4Addr::new(203, 0, 113, 10));
+        assert_eq!(v.vips[0].dev.as_deref(), Some("eth0"));
+        let lines: Vec<usize> = out.dropped.iter().map(|(l, _)| *l).collect();
+        // router_id, state, and advert_int written on priority's line.
+        assert_eq!(lines, vec![4, 8, 12], "{:?}", out.dropped);
+        assert!(out.dropped[2].1.contains("extra words \"advert_int 1\""));
+    }
+
+    #[test]
+    fn the_seed_as_published_reports_its_placeholder() {
+        let out = import(SEED);
+        let msg = out
+            .dropped
+            .iter()
+            .find(|(l, _)| *l == 17)
+            .map(|(_, m)| m.as_str());
+        assert!(
+            msg.is_some_and(|m| m.contains("$virtual_third_ip")),
+            "{:?}",
+            out.dropped
+        );
+    }
+
+    #[test]
+    fn other_keepalived_configurations_convert() {
+        let text = r#"
+! a comment
+vrrp_script chk_nginx {
+    script "/usr/local/bin/check-nginx"
+    interval 2
+    fall 3
+    rise 2
+    weight -20
+}
+vrrp_script chk_args {
+    script "/bin/check --deep"
+}
+vrrp_instance VI_2 {
+    interface eth0
+    virtual_router_id 7
+    priority 150
+    advert_int 0.1
+    version 3
+    nopreempt
+    unicast_src_ip 192.0.2.1
+    unicast_peer {
+        192.0.2.2
+        192.0.2.3
+    }
+    track_interface {
+        eth1
+        eth2 weight -10
+    }
+    track_script {
+        chk_nginx
+        chk_args
+    }
+    notify_master /usr/local/bin/master
+    notify "/usr/local/bin/event arg"
+    smtp_alert
+    virtual_ipaddress {
+        203.0.113.20/24 dev eth0 label eth0:1
+        203.0.113.21 brd 203.0.113.255
+    }
+}
+virtual_server 203.0.113.20 80 {
+    lb_algo rr
+}
+"#;
+        let out = import(text);
+        let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
+        let v = &cfg.vrrp[0];
+        assert_eq!(
+            (v.vrid, v.priority, v.advert_interval_cs, v.preempt),
+            (7, 150, 10, false)
+        );
+        assert_eq!(v.unicast_peers.len(), 2);
+        assert_eq!(v.track.len(), 3);
+        assert_eq!(v.track[1].weight, Some(-10));
+        assert_eq!(v.track[2].weight, Some(-20));
+        assert_eq!(v.vips.len(), 2);
+        assert_eq!(v.vips[0].label.as_deref(), Some("eth0:1"));
+        assert_eq!(v.notify.master.as_deref(), Some("/usr/local/bin/master"));
+        let dropped: Vec<String> = out
+            .dropped
+            .iter()
+            .map(|(l, m)| format!("{l}: {m}"))
+            .collect();
+        for want in [
+            "11: vrrp_script: script \"/bin/check --deep\"",
+            "34: notify: greha runs a program without arguments",
+            "35: vrrp_instance VI_2: smtp_alert: not supported",
+            "38: virtual_ipaddress 203.0.113.21: brd: not supported",
+            "41: virtual_server: not supported",
+        ] {
+            assert!(
+                dropped.iter().any(|d| d.starts_with(want)),
+                "{want} not in {dropped:#?}"
+            );
+        }
+    }
+}
