@@ -112,19 +112,40 @@ fn main() -> ExitCode {
 }
 
 fn print_status(v: &serde_json::Value, tunnels: &[tunnel::TunnelStatus]) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis()) as f64;
     println!(
-        "{:<12} {:<10} {:>4} {:<8} {:>4} {:<16} {:>12}",
-        "INSTANCE", "INTERFACE", "VRID", "STATE", "PRIO", "MASTER", "ADVERTS_RCVD"
+        "{:<12} {:<10} {:>4} {:<8} {:>4} {:<16} {:>10} {:<16} {:>12}",
+        "INSTANCE",
+        "INTERFACE",
+        "VRID",
+        "STATE",
+        "PRIO",
+        "MASTER",
+        "SINCE",
+        "REASON",
+        "ADVERTS_RCVD"
     );
     for i in v["vrrp"].as_array().into_iter().flatten() {
+        let since = i["since_unix_ms"].as_f64().map_or("-".into(), |ms| {
+            format!("{:.1}s ago", (now_ms - ms).max(0.0) / 1000.0)
+        });
+        let reason = i["transitions"]
+            .as_array()
+            .and_then(|t| t.last())
+            .and_then(|t| t["reason"].as_str())
+            .unwrap_or("-");
         println!(
-            "{:<12} {:<10} {:>4} {:<8} {:>4} {:<16} {:>12}",
+            "{:<12} {:<10} {:>4} {:<8} {:>4} {:<16} {:>10} {:<16} {:>12}",
             i["name"].as_str().unwrap_or(""),
             i["interface"].as_str().unwrap_or(""),
             i["vrid"],
             i["state"].as_str().unwrap_or(""),
             i["priority"],
             i["master"].as_str().unwrap_or("-"),
+            since,
+            reason,
             i["stats"]["rcvd_advertisements"],
         );
     }

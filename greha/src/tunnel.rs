@@ -548,7 +548,37 @@ pub struct TunnelStatus {
     pub remote: Ipv4Addr,
     pub key: Option<u32>,
     pub underlay_ifindex: u32,
+    /// The tunnel interface is up with carrier.
+    pub up: bool,
+    /// Where encap and decap run: "tc" (tcx), the only datapath tunnels
+    /// use (see greha-ebpf's gre.rs for why not XDP).
+    pub datapath: &'static str,
     pub counters: CountersView,
+}
+
+/// Whether interface `name` (in this network namespace) is up with
+/// carrier. An ioctl rather than /sys, which shows the namespace /sys was
+/// mounted in.
+fn link_up(name: &str) -> bool {
+    if name.len() >= libc::IFNAMSIZ {
+        return false;
+    }
+    // SAFETY: a zeroed ifreq with the name copied in, for SIOCGIFFLAGS on a
+    // socket opened and closed here.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return false;
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = s as libc::c_char;
+        }
+        let ok = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) == 0;
+        libc::close(fd);
+        let flags = i32::from(req.ifr_ifru.ifru_flags);
+        ok && flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0
+    }
 }
 
 impl TunnelStatus {
@@ -624,6 +654,8 @@ pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
             total.add(c);
         }
         out.push(TunnelStatus {
+            up: link_up(&name_of(&t)),
+            datapath: "tc",
             name: name_of(&t),
             mode: if t.flags & TUNNEL_F_GRETAP != 0 {
                 Mode::Gretap
@@ -642,8 +674,8 @@ pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
 
 pub fn print_table(tunnels: &[TunnelStatus]) {
     println!(
-        "{:<16} {:<7} {:<16} {:<16} {:>10} {:>10} {:>10} {:>8}",
-        "TUNNEL", "MODE", "LOCAL", "REMOTE", "KEY", "RX_PKTS", "TX_PKTS", "DROPS"
+        "{:<16} {:<5} {:<7} {:<16} {:<16} {:>10} {:>10} {:>10} {:>8}",
+        "TUNNEL", "STATE", "MODE", "LOCAL", "REMOTE", "KEY", "RX_PKTS", "TX_PKTS", "DROPS"
     );
     for t in tunnels {
         let c = &t.counters;
@@ -657,8 +689,9 @@ pub fn print_table(tunnels: &[TunnelStatus]) {
             + c.tx_drop_no_next_hop
             + c.tx_drop_error;
         println!(
-            "{:<16} {:<7} {:<16} {:<16} {:>10} {:>10} {:>10} {:>8}",
+            "{:<16} {:<5} {:<7} {:<16} {:<16} {:>10} {:>10} {:>10} {:>8}",
             t.name,
+            if t.up { "up" } else { "down" },
             t.mode.to_string(),
             t.local.to_string(),
             t.remote.to_string(),

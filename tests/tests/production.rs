@@ -131,3 +131,58 @@ fn the_seeds_keepalived_conf_imports_into_a_valid_configuration() -> Result<()> 
     );
     Ok(())
 }
+
+#[test]
+fn status_json_follows_the_documented_schema() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
+    let pins = lab.pin_dir("a");
+    let sock = lab.tmp().join("a.sock");
+    let mut cmd = a.command(greha_bin());
+    cmd.arg("--pin-dir")
+        .arg(&pins)
+        .arg("--control")
+        .arg(&sock)
+        .args([
+            "run",
+            "--tunnel",
+            "gretap1 mode gretap local 198.51.100.1 remote 198.51.100.2 key 7 address 192.0.2.1/24",
+            "--vrrp",
+            "VI_1 interface gretap1 vrid 51 advert-int 0.1 vip 203.0.113.10/24",
+        ]);
+    let mut g = a.spawn(&lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    let status = || -> Result<serde_json::Value> {
+        let out = run(a
+            .command(greha_bin())
+            .arg("--pin-dir")
+            .arg(&pins)
+            .arg("--control")
+            .arg(&sock)
+            .args(["status", "--json"]))?;
+        Ok(serde_json::from_str(&out)?)
+    };
+    // Alone: Initialize -> Backup -> Master, two transitions recorded.
+    wait_until(SHORT, "master", || {
+        Ok(status()?["vrrp"][0]["state"] == "master")
+    })?;
+    let v = status()?;
+    assert_eq!(
+        v["vrrp"][0]["transitions"][1]["reason"], "master_down",
+        "{v}"
+    );
+    assert_eq!(v["tunnels"][0]["up"], true, "{v}");
+    let doc = lab.tmp().join("status.json");
+    fs::write(&doc, v.to_string())?;
+    run(Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(
+            "import json, sys, jsonschema\n\
+             jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))",
+        )
+        .arg(&doc)
+        .arg(repo().join("docs/status.schema.json")))?;
+    Ok(())
+}

@@ -20,6 +20,8 @@ const PACKAGES: &[&str] = &[
     "tshark",
     "tcpdump",
     "python3-scapy",
+    // An independent validator for `greha status --json`'s schema.
+    "python3-jsonschema",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

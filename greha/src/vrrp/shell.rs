@@ -425,10 +425,24 @@ pub struct InstanceStatus {
     pub state: State,
     pub priority: u8,
     pub master: Option<Ipv4Addr>,
-    pub since_ms: u128,
-    pub last_reason: Option<Reason>,
+    /// When the current state began, in milliseconds since the Unix epoch.
+    pub since_unix_ms: u128,
+    /// The most recent transitions, oldest first (at most 16).
+    pub transitions: Vec<TransitionRecord>,
     pub stats: Stats,
 }
+
+/// One state change, for status output.
+#[derive(Clone, Debug, Serialize)]
+pub struct TransitionRecord {
+    pub at_unix_ms: u128,
+    pub from: State,
+    pub to: State,
+    pub reason: Reason,
+}
+
+/// Transitions kept per instance for status output.
+const TRANSITIONS_KEPT: usize = 16;
 
 struct Vip {
     addr: Ipv4Addr,
@@ -452,7 +466,7 @@ struct Running {
     /// VIPs this run added, removed exactly on leaving Master.
     added: Vec<(u32, Ipv4Addr)>,
     garp: Option<JoinHandle<()>>,
-    last_reason: Option<Reason>,
+    transitions: std::collections::VecDeque<TransitionRecord>,
     trackers: Vec<Tracker>,
     /// A weightless tracker is down: the engine was told Fault(true).
     faulted: bool,
@@ -497,6 +511,8 @@ pub struct Vrrp {
     sockets: Vec<(u32, Arc<VrrpSocket>)>,
     instances: Vec<Running>,
     epoch: Instant,
+    /// The wall-clock time of `epoch`, for status output.
+    epoch_unix_ms: u128,
     rx: mpsc::Receiver<(usize, Received)>,
     readers: Vec<JoinHandle<()>>,
     links: Option<mpsc::UnboundedReceiver<(u32, bool)>>,
@@ -649,7 +665,7 @@ impl Vrrp {
                 vips,
                 added: Vec::new(),
                 garp: None,
-                last_reason: None,
+                transitions: std::collections::VecDeque::new(),
                 trackers,
                 faulted: false,
             });
@@ -718,6 +734,10 @@ impl Vrrp {
             sockets,
             instances,
             epoch: Instant::now(),
+            epoch_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
             rx,
             readers,
             notify_tx: Some(notify_tx),
@@ -746,6 +766,11 @@ impl Vrrp {
         self.epoch.elapsed()
     }
 
+    /// An engine time as milliseconds since the Unix epoch.
+    fn unix_ms(&self, t: Duration) -> u128 {
+        self.epoch_unix_ms + t.as_millis()
+    }
+
     pub fn status(&self) -> Vec<InstanceStatus> {
         self.instances
             .iter()
@@ -756,8 +781,8 @@ impl Vrrp {
                 state: r.engine.state(),
                 priority: r.engine.priority(),
                 master: r.engine.master(),
-                since_ms: r.engine.since().as_millis(),
-                last_reason: r.last_reason,
+                since_unix_ms: self.unix_ms(r.engine.since()),
+                transitions: r.transitions.iter().cloned().collect(),
                 stats: r.engine.stats().clone(),
             })
             .collect()
@@ -1022,7 +1047,15 @@ impl Vrrp {
                 }
             }
             Action::Transition { from, to, reason } => {
-                r.last_reason = Some(reason);
+                if r.transitions.len() == TRANSITIONS_KEPT {
+                    r.transitions.pop_front();
+                }
+                r.transitions.push_back(TransitionRecord {
+                    at_unix_ms: self.epoch_unix_ms + self.epoch.elapsed().as_millis(),
+                    from,
+                    to,
+                    reason,
+                });
                 if let Some(tx) = &self.notify_tx {
                     for argv in r.def.notify.commands(&r.def.name, to, r.engine.priority()) {
                         let _ = tx.send(argv);
