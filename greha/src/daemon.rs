@@ -22,6 +22,8 @@ pub struct Options {
     pub keep_datapath: bool,
     /// Unix socket answering `greha status` (root only).
     pub control: PathBuf,
+    /// Address of the Prometheus endpoint, when wanted.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Where `greha run` listens and `greha status` asks, unless told.
@@ -75,6 +77,18 @@ pub async fn run(opts: Options) -> Result<()> {
             return Err(e);
         }
     };
+    let metrics = match opts.metrics {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some((l, opts.pin_dir.clone())),
+            Err(e) => {
+                drop(vrrp);
+                del_tunnels(&opts, &opts.tunnels).await?;
+                detach_counters(&opts, &opts.count_ifaces)?;
+                return Err(e).with_context(|| format!("metrics: cannot listen on {addr}"));
+            }
+        },
+    };
     info!(pin_dir = %opts.pin_dir.display(), control = %opts.control.display(), "ready");
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         warn!("cannot notify systemd: {e}");
@@ -88,6 +102,7 @@ pub async fn run(opts: Options) -> Result<()> {
             }
         },
         Some(control),
+        metrics,
     )
     .await?;
     drop(vrrp);

@@ -11,6 +11,7 @@ pub mod counters;
 pub mod daemon;
 pub mod datapath;
 pub mod import;
+pub mod metrics;
 pub mod netlink;
 pub mod tunnel;
 pub mod vrrp;

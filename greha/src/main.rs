@@ -48,6 +48,9 @@ enum Command {
         /// keepalived|rfc9568] vip CIDR [dev IF] [label L] ...
         #[arg(long = "vrrp", value_name = "SPEC")]
         vrrp: Vec<String>,
+        /// Serve Prometheus metrics at ADDR (default 127.0.0.1:9477).
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9477")]
+        metrics: Option<std::net::SocketAddr>,
         /// Leave the datapath (attachments, tunnels, pinned maps) in place
         /// on exit, for a restart that loses no packet.
         #[arg(long)]
@@ -206,6 +209,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             count,
             tunnels,
             vrrp,
+            metrics,
             keep_datapath,
         } => {
             // Every definition, file and flags, is checked before anything
@@ -237,6 +241,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 vrrp,
                 keep_datapath,
                 control: cli.control,
+                metrics,
             }))
         }
         Command::Status { json } => {

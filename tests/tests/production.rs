@@ -186,3 +186,68 @@ fn status_json_follows_the_documented_schema() -> Result<()> {
         .arg(repo().join("docs/status.schema.json")))?;
     Ok(())
 }
+
+#[test]
+fn metrics_endpoint_serves_valid_prometheus_text() -> Result<()> {
+    use std::io::{Read as _, Write as _};
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
+    let pins = lab.pin_dir("a");
+    let mut cmd = a.command(greha_bin());
+    cmd.arg("--pin-dir")
+        .arg(&pins)
+        .arg("--control")
+        .arg(lab.tmp().join("a.sock"))
+        .args([
+            "run",
+            "--metrics",
+            "127.0.0.1:9477",
+            "--tunnel",
+            "gretap1 mode gretap local 198.51.100.1 remote 198.51.100.2",
+            "--vrrp",
+            "VI_1 interface eth0 vrid 51 advert-int 0.1 vip 203.0.113.10/24",
+        ]);
+    let mut g = a.spawn(&lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    // The namespace's own loopback: nothing leaves the lab.
+    let scrape = || -> Result<String> {
+        a.enter(|| -> Result<String> {
+            let mut c = std::net::TcpStream::connect("127.0.0.1:9477")?;
+            c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+            let mut s = String::new();
+            c.read_to_string(&mut s)?;
+            Ok(s)
+        })?
+    };
+    wait_until(SHORT, "master in the metrics", || {
+        Ok(scrape()?.contains("greha_vrrp_state{instance=\"VI_1\",state=\"master\"} 1"))
+    })?;
+    let reply = scrape()?;
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    ensure!(
+        body.contains("greha_tunnel_up{tunnel=\"gretap1\"} 1"),
+        "{body}"
+    );
+    let file = lab.tmp().join("metrics.txt");
+    fs::write(&file, body)?;
+    let parsed = run(Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(
+            "import sys\n\
+             from prometheus_client.parser import text_string_to_metric_families\n\
+             fams = list(text_string_to_metric_families(open(sys.argv[1]).read()))\n\
+             print(len(fams), sum(len(f.samples) for f in fams))",
+        )
+        .arg(&file))?;
+    let families: usize = parsed.split_whitespace().next().unwrap_or("0").parse()?;
+    ensure!(
+        families > 20,
+        "only {families} metric families parsed: {parsed}"
+    );
+    Ok(())
+}

@@ -22,6 +22,8 @@ const PACKAGES: &[&str] = &[
     "python3-scapy",
     // An independent validator for `greha status --json`'s schema.
     "python3-jsonschema",
+    // An independent parser of the Prometheus text format.
+    "python3-prometheus-client",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -794,6 +794,7 @@ impl Vrrp {
         &mut self,
         shutdown: impl Future<Output = ()>,
         control: Option<tokio::net::UnixListener>,
+        metrics: Option<(tokio::net::TcpListener, std::path::PathBuf)>,
     ) -> Result<()> {
         tokio::pin!(shutdown);
         // Under systemd with WatchdogSec, prove liveness at half the period.
@@ -857,14 +858,43 @@ impl Vrrp {
                         self.retrack(i).await;
                     }
                 }
+                Ok((mut conn, _)) = async {
+                    match &metrics {
+                        Some((l, _)) => l.accept().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                    let pin_dir = &metrics.as_ref().expect("accepted on it").1;
+                    let tunnels = crate::tunnel::list(pin_dir).unwrap_or_default();
+                    let body = crate::metrics::render(&self.status(), &self.global, &tunnels);
+                    let reply = format!(
+                        "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    // Answered off the VRRP loop: a slow client must not
+                    // delay an advert. The request is read (whatever it
+                    // asks, the answer is the metrics) so that closing does
+                    // not reset the connection under the reply.
+                    tokio::spawn(async move {
+                        let mut req = [0u8; 1024];
+                        let _ = tokio::time::timeout(Duration::from_secs(1), conn.read(&mut req)).await;
+                        let _ = conn.write_all(reply.as_bytes()).await;
+                        let _ = conn.shutdown().await;
+                    });
+                }
                 Ok((mut conn, _)) = accept(&control) => {
                     use tokio::io::AsyncWriteExt as _;
                     let doc = serde_json::json!({
                         "vrrp": self.status(),
                         "vrrp_global": self.global,
+                    })
+                    .to_string();
+                    // Off the VRRP loop, like the metrics.
+                    tokio::spawn(async move {
+                        let _ = conn.write_all(doc.as_bytes()).await;
                     });
-                    // A client that hangs up early is its own problem.
-                    let _ = conn.write_all(doc.to_string().as_bytes()).await;
                 }
                 () = sleep => {
                     let now = self.now();

@@ -1,0 +1,181 @@
+//! The Prometheus text exposition of greha's state and counters, for the
+//! optional `--metrics ADDR` endpoint.
+use std::fmt::Write as _;
+
+use crate::{
+    tunnel::TunnelStatus,
+    vrrp::{
+        engine::State,
+        shell::{GlobalStats, InstanceStatus},
+    },
+};
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Label values escape backslash, quote and newline.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub fn render(vrrp: &[InstanceStatus], global: &GlobalStats, tunnels: &[TunnelStatus]) -> String {
+    let mut out = String::new();
+    family(
+        &mut out,
+        "greha_vrrp_state",
+        "gauge",
+        "1 for the instance's current VRRP state.",
+    );
+    for i in vrrp {
+        for (s, name) in [
+            (State::Initialize, "initialize"),
+            (State::Backup, "backup"),
+            (State::Master, "master"),
+            (State::Fault, "fault"),
+        ] {
+            let _ = writeln!(
+                out,
+                "greha_vrrp_state{{instance=\"{}\",state=\"{name}\"}} {}",
+                esc(&i.name),
+                u8::from(i.state == s)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "greha_vrrp_priority",
+        "gauge",
+        "Effective VRRP priority.",
+    );
+    for i in vrrp {
+        let _ = writeln!(
+            out,
+            "greha_vrrp_priority{{instance=\"{}\"}} {}",
+            esc(&i.name),
+            i.priority
+        );
+    }
+    let counters: &[(&str, &str, fn(&InstanceStatus) -> u64)] = &[
+        ("master_transitions", "Transitions to Master.", |i| {
+            i.stats.master_transitions
+        }),
+        (
+            "rcvd_advertisements",
+            "Valid advertisements received.",
+            |i| i.stats.rcvd_advertisements,
+        ),
+        ("sent_advertisements", "Advertisements sent.", |i| {
+            i.stats.sent_advertisements
+        }),
+        (
+            "adv_interval_errors",
+            "v2 advertisements with another interval.",
+            |i| i.stats.adv_interval_errors,
+        ),
+        (
+            "ip_ttl_errors",
+            "Advertisements with a TTL other than 255.",
+            |i| i.stats.ip_ttl_errors,
+        ),
+        (
+            "rcvd_pri_zero_packets",
+            "Priority 0 advertisements received.",
+            |i| i.stats.rcvd_pri_zero_packets,
+        ),
+        (
+            "sent_pri_zero_packets",
+            "Priority 0 advertisements sent.",
+            |i| i.stats.sent_pri_zero_packets,
+        ),
+        (
+            "rcvd_invalid_type_packets",
+            "Packets of an unknown VRRP type.",
+            |i| i.stats.rcvd_invalid_type_packets,
+        ),
+        (
+            "address_list_errors",
+            "Advertisements with another address list.",
+            |i| i.stats.address_list_errors,
+        ),
+        (
+            "packet_length_errors",
+            "Packets whose length does not match.",
+            |i| i.stats.packet_length_errors,
+        ),
+        ("auth_failures", "v2 authentication failures.", |i| {
+            i.stats.auth_failures
+        }),
+    ];
+    for (name, help, get) in counters {
+        let metric = format!("greha_vrrp_{name}_total");
+        family(&mut out, &metric, "counter", help);
+        for i in vrrp {
+            let _ = writeln!(out, "{metric}{{instance=\"{}\"}} {}", esc(&i.name), get(i));
+        }
+    }
+    for (name, value) in [
+        ("checksum_errors", global.checksum_errors),
+        ("version_errors", global.version_errors),
+        ("vrid_errors", global.vrid_errors),
+        ("unknown_unicast_sources", global.unknown_unicast_sources),
+    ] {
+        let metric = format!("greha_vrrp_{name}_total");
+        family(
+            &mut out,
+            &metric,
+            "counter",
+            "VRRP packets no instance could own.",
+        );
+        let _ = writeln!(out, "{metric} {value}");
+    }
+    family(
+        &mut out,
+        "greha_tunnel_up",
+        "gauge",
+        "1 when the tunnel interface is up with carrier.",
+    );
+    for t in tunnels {
+        let _ = writeln!(
+            out,
+            "greha_tunnel_up{{tunnel=\"{}\"}} {}",
+            esc(&t.name),
+            u8::from(t.up)
+        );
+    }
+    let c = |t: &TunnelStatus| {
+        let c = &t.counters;
+        [
+            ("rx_packets", c.rx_packets),
+            ("rx_bytes", c.rx_bytes),
+            ("tx_packets", c.tx_packets),
+            ("tx_bytes", c.tx_bytes),
+            ("rx_drop_wrong_key", c.rx_drop_wrong_key),
+            ("rx_drop_wrong_source", c.rx_drop_wrong_source),
+            ("rx_drop_bad_flags", c.rx_drop_bad_flags),
+            ("rx_drop_bad_protocol", c.rx_drop_bad_protocol),
+            ("rx_drop_bad_checksum", c.rx_drop_bad_checksum),
+            ("rx_drop_truncated", c.rx_drop_truncated),
+            ("tx_drop_too_big", c.tx_drop_too_big),
+            ("tx_drop_no_next_hop", c.tx_drop_no_next_hop),
+            ("tx_drop_error", c.tx_drop_error),
+        ]
+    };
+    if let Some(first) = tunnels.first() {
+        for (k, (name, _)) in c(first).iter().enumerate() {
+            let metric = format!("greha_tunnel_{name}_total");
+            family(
+                &mut out,
+                &metric,
+                "counter",
+                "Tunnel datapath counter (pinned BTF map).",
+            );
+            for t in tunnels {
+                let _ = writeln!(out, "{metric}{{tunnel=\"{}\"}} {}", esc(&t.name), c(t)[k].1);
+            }
+        }
+    }
+    out
+}
