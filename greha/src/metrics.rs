@@ -21,6 +21,9 @@ fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Reads one counter of an instance.
+type Getter = fn(&InstanceStatus) -> u64;
+
 pub fn render(vrrp: &[InstanceStatus], global: &GlobalStats, tunnels: &[TunnelStatus]) -> String {
     let mut out = String::new();
     family(
@@ -58,7 +61,7 @@ pub fn render(vrrp: &[InstanceStatus], global: &GlobalStats, tunnels: &[TunnelSt
             i.priority
         );
     }
-    let counters: &[(&str, &str, fn(&InstanceStatus) -> u64)] = &[
+    let counters: &[(&str, &str, Getter)] = &[
         ("master_transitions", "Transitions to Master.", |i| {
             i.stats.master_transitions
         }),
