@@ -62,6 +62,9 @@ enum Command {
         #[command(subcommand)]
         command: TunnelCommand,
     },
+    /// Reload the configuration (as SIGHUP does): unchanged tunnels and
+    /// instances keep running untouched; an invalid file is refused.
+    Reload,
     /// What the daemon is doing: VRRP instances (state, priority, master,
     /// statistics) and tunnels.
     Status {
@@ -112,6 +115,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// One request on the daemon's control socket; its whole answer.
+fn ask(control: &std::path::Path, request: &str) -> anyhow::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut conn = std::os::unix::net::UnixStream::connect(control).map_err(|e| {
+        anyhow::anyhow!(
+            "greha is not running (no answer on {}: {e})",
+            control.display()
+        )
+    })?;
+    conn.write_all(format!("{request}\n").as_bytes())?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)?;
+    Ok(answer)
 }
 
 fn print_status(v: &serde_json::Value, tunnels: &[tunnel::TunnelStatus]) {
@@ -211,49 +229,29 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             vrrp,
             metrics,
             keep_datapath,
-        } => {
-            // Every definition, file and flags, is checked before anything
-            // changes.
-            let (file, _) = config::load_default(config.as_deref())?;
-            let count = file.count.into_iter().chain(count).collect();
-            let tunnels = file
-                .tunnels
-                .into_iter()
-                .map(Ok)
-                .chain(tunnels.iter().map(|spec| {
-                    let words: Vec<String> = spec.split_whitespace().map(str::to_owned).collect();
-                    tunnel::TunnelDef::parse(&words)
-                }))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let vrrp = file
-                .vrrp
-                .into_iter()
-                .map(Ok)
-                .chain(vrrp.iter().map(|spec| {
-                    let words: Vec<String> = spec.split_whitespace().map(str::to_owned).collect();
-                    greha::vrrp::shell::InstanceDef::parse(&words)
-                }))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            runtime()?.block_on(daemon::run(daemon::Options {
-                pin_dir: cli.pin_dir,
-                count_ifaces: count,
+        } => runtime()?.block_on(daemon::run(daemon::Options {
+            pin_dir: cli.pin_dir,
+            config,
+            extra: daemon::Extra {
+                count,
                 tunnels,
                 vrrp,
-                keep_datapath,
-                control: cli.control,
-                metrics,
-            }))
+            },
+            keep_datapath,
+            control: cli.control,
+            metrics,
+        })),
+        Command::Reload => {
+            let reply = ask(&cli.control, "reload")?;
+            print!("{reply}");
+            if reply.starts_with("ok") {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("reload refused"))
+            }
         }
         Command::Status { json } => {
-            use std::io::Read as _;
-            let mut conn = std::os::unix::net::UnixStream::connect(&cli.control).map_err(|e| {
-                anyhow::anyhow!(
-                    "greha is not running (no answer on {}: {e})",
-                    cli.control.display()
-                )
-            })?;
-            let mut doc = String::new();
-            conn.read_to_string(&mut doc)?;
+            let doc = ask(&cli.control, "status")?;
             let mut v: serde_json::Value = serde_json::from_str(&doc)?;
             let tunnels = tunnel::list(&cli.pin_dir)?;
             v["tunnels"] = serde_json::to_value(&tunnels)?;

@@ -1,6 +1,6 @@
 //! Running greha in production: the systemd unit, the configuration file,
 //! the watchdog.
-use std::{fs, path::Path, process::Command};
+use std::{fs, path::Path, process::Command, time::Duration};
 
 use anyhow::{Result, ensure};
 use greha_tests::{Lab, SHORT, greha_bin, run, wait_until};
@@ -249,5 +249,141 @@ fn metrics_endpoint_serves_valid_prometheus_text() -> Result<()> {
         families > 20,
         "only {families} metric families parsed: {parsed}"
     );
+    Ok(())
+}
+
+/// Reload keeps what did not change running untouched: with a ping every
+/// 10 ms through the tunnel, adding an instance, refusing an invalid file
+/// and removing the instance again lose no packet and cause no
+/// transition of the instance that stayed.
+#[test]
+fn reload_without_transitions_or_lost_packets() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
+    let conf = |local: &str, remote: &str, inner: &str, prio: u8, extra: &str| {
+        format!(
+            "[[tunnel]]\nname = \"gretap1\"\nmode = \"gretap\"\nlocal = \"{local}\"\n\
+             remote = \"{remote}\"\naddresses = [\"{inner}/24\"]\n\
+             [[vrrp]]\nname = \"VI_1\"\ninterface = \"gretap1\"\nvrid = 51\npriority = {prio}\n\
+             advert_int = 0.1\n[[vrrp.vip]]\naddress = \"203.0.113.10/24\"\n{extra}"
+        )
+    };
+    let vi2 = "[[vrrp]]\nname = \"VI_2\"\ninterface = \"gretap1\"\nvrid = 52\npriority = 150\n\
+               advert_int = 0.1\n[[vrrp.vip]]\naddress = \"203.0.113.20/24\"\n";
+    let files = [lab.tmp().join("a.toml"), lab.tmp().join("b.toml")];
+    fs::write(
+        &files[0],
+        conf("198.51.100.1", "198.51.100.2", "192.0.2.1", 150, ""),
+    )?;
+    fs::write(
+        &files[1],
+        conf("198.51.100.2", "198.51.100.1", "192.0.2.2", 100, ""),
+    )?;
+    let pins = [lab.pin_dir("a"), lab.pin_dir("b")];
+    let socks = [lab.tmp().join("a.sock"), lab.tmp().join("b.sock")];
+    let mut daemons = Vec::new();
+    for (k, host) in [&a, &b].into_iter().enumerate() {
+        let mut cmd = host.command(greha_bin());
+        cmd.arg("--pin-dir")
+            .arg(&pins[k])
+            .arg("--control")
+            .arg(&socks[k])
+            .args(["run", "--config"])
+            .arg(&files[k]);
+        let mut d = host.spawn(&lab, cmd, true)?;
+        d.wait_ready(SHORT)?;
+        daemons.push(d);
+    }
+    let greha = |k: usize, args: &[&str]| {
+        let mut c = [&a, &b][k].command(greha_bin());
+        c.arg("--pin-dir")
+            .arg(&pins[k])
+            .arg("--control")
+            .arg(&socks[k])
+            .args(args);
+        c
+    };
+    let instances = |k: usize| -> Result<Vec<serde_json::Value>> {
+        let v: serde_json::Value =
+            serde_json::from_str(&run(&mut greha(k, &["status", "--json"]))?)?;
+        Ok(v["vrrp"].as_array().cloned().unwrap_or_default())
+    };
+    let vi1 = |k: usize| -> Result<serde_json::Value> {
+        instances(k)?
+            .into_iter()
+            .find(|i| i["name"] == "VI_1")
+            .ok_or_else(|| anyhow::anyhow!("no VI_1"))
+    };
+    wait_until(SHORT, "A master, B backup", || {
+        Ok(vi1(0)?["state"] == "master" && vi1(1)?["state"] == "backup")
+    })?;
+    let before = [
+        vi1(0)?["transitions"].clone(),
+        vi1(1)?["transitions"].clone(),
+    ];
+
+    let mut pinger = a.spawn(
+        &lab,
+        {
+            let mut c = a.command("ping");
+            c.args(["-i", "0.01", "-c", "400", "-W", "1", "192.0.2.2"]);
+            c
+        },
+        false,
+    )?;
+    pinger.wait_for_output("bytes from", SHORT)?;
+
+    // Add VI_2.
+    fs::write(
+        &files[0],
+        conf("198.51.100.1", "198.51.100.2", "192.0.2.1", 150, vi2),
+    )?;
+    let reply = run(&mut greha(0, &["reload"]))?;
+    ensure!(reply.contains("instances added: VI_2"), "{reply}");
+    wait_until(SHORT, "VI_2 master", || {
+        Ok(instances(0)?
+            .iter()
+            .any(|i| i["name"] == "VI_2" && i["state"] == "master"))
+    })?;
+    // An invalid file is refused, by `greha reload` and by SIGHUP alike.
+    fs::write(&files[0], "[[vrrp]]\nname = \"VI_1\"\nvrid = 999\n")?;
+    let out = greha(0, &["reload"]).output()?;
+    ensure!(!out.status.success(), "an invalid file was accepted");
+    ensure!(
+        String::from_utf8_lossy(&out.stdout).contains("refused"),
+        "{out:?}"
+    );
+    daemons[0].signal(nix::sys::signal::Signal::SIGHUP)?;
+    daemons[0].wait_for_output("reload: the new configuration is refused", SHORT)?;
+    ensure!(
+        instances(0)?.len() == 2,
+        "a refused reload changed the instances"
+    );
+    // Remove VI_2: its VIP goes with it.
+    fs::write(
+        &files[0],
+        conf("198.51.100.1", "198.51.100.2", "192.0.2.1", 150, ""),
+    )?;
+    let reply = run(&mut greha(0, &["reload"]))?;
+    ensure!(reply.contains("instances removed: VI_2"), "{reply}");
+    ensure!(
+        !a.ip(&["-br", "addr", "show", "dev", "gretap1"])?
+            .contains("203.0.113.20"),
+        "VI_2's VIP is still there"
+    );
+
+    let status = pinger.wait(Duration::from_secs(20))?;
+    let log = pinger.log();
+    ensure!(
+        status.success() && log.contains("400 received, 0% packet loss"),
+        "packets lost across reloads:\n{log}"
+    );
+    let after = [
+        vi1(0)?["transitions"].clone(),
+        vi1(1)?["transitions"].clone(),
+    ];
+    assert_eq!(before, after, "VI_1 made a transition during the reloads");
     Ok(())
 }

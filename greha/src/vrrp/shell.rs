@@ -4,7 +4,6 @@
 //! and decides nothing itself.
 use std::{
     collections::HashMap,
-    future::Future,
     net::Ipv4Addr,
     sync::Arc,
     time::{Duration, Instant},
@@ -453,6 +452,8 @@ struct Vip {
 }
 
 struct Running {
+    /// Stable across reconfigurations, unlike the position in the list.
+    id: u64,
     def: InstanceDef,
     engine: Instance,
     /// Index into `Vrrp::sockets`.
@@ -470,6 +471,41 @@ struct Running {
     trackers: Vec<Tracker>,
     /// A weightless tracker is down: the engine was told Fault(true).
     faulted: bool,
+    /// The check scripts' loops, stopped with the instance.
+    script_tasks: Vec<JoinHandle<()>>,
+}
+
+/// An instance checked against the host, not yet started.
+pub struct Prepared {
+    def: InstanceDef,
+    link: netlink::Link,
+    primary: Ipv4Addr,
+    vips: Vec<Vip>,
+    trackers: Vec<Tracker>,
+}
+
+/// Why `Vrrp::run` returned.
+pub enum Exit {
+    Shutdown,
+    /// Reload asked by SIGHUP (no connection) or `greha reload` (answer
+    /// on the connection).
+    Reload(Option<tokio::net::UnixStream>),
+}
+
+/// What the daemon's loop listens to besides VRRP.
+pub struct DaemonIo {
+    pub term: tokio::signal::unix::Signal,
+    pub int: tokio::signal::unix::Signal,
+    pub hup: tokio::signal::unix::Signal,
+    /// `greha status` and `greha reload`.
+    pub control: tokio::net::UnixListener,
+    pub metrics: Option<(tokio::net::TcpListener, std::path::PathBuf)>,
+}
+
+/// A control connection's request.
+enum Request {
+    Status,
+    Reload,
 }
 
 struct Tracker {
@@ -514,10 +550,14 @@ pub struct Vrrp {
     /// The wall-clock time of `epoch`, for status output.
     epoch_unix_ms: u128,
     rx: mpsc::Receiver<(usize, Received)>,
+    rx_tx: mpsc::Sender<(usize, Received)>,
     readers: Vec<JoinHandle<()>>,
+    next_id: u64,
+    requests: mpsc::Receiver<(Request, tokio::net::UnixStream)>,
+    requests_tx: mpsc::Sender<(Request, tokio::net::UnixStream)>,
     links: Option<mpsc::UnboundedReceiver<(u32, bool)>>,
-    scripts: mpsc::Receiver<(usize, usize, bool)>,
-    script_tasks: Vec<JoinHandle<()>>,
+    scripts: mpsc::Receiver<(u64, usize, bool)>,
+    script_tx: mpsc::Sender<(u64, usize, bool)>,
     /// Notify commands, run one after the other in transition order.
     notify_tx: Option<mpsc::UnboundedSender<Vec<String>>>,
     notifier: Option<JoinHandle<()>>,
@@ -529,9 +569,55 @@ impl Vrrp {
     /// run left behind, opens the sockets and starts every instance.
     pub async fn start(defs: Vec<InstanceDef>) -> Result<Self> {
         let nl = Netlink::new()?;
-        let mut seen: HashMap<(String, u8), String> = HashMap::new();
+        let (rx_tx, rx) = mpsc::channel(1024);
+        let (script_tx, scripts) = mpsc::channel(64);
+        let (requests_tx, requests) = mpsc::channel(16);
+        let (notify_tx, mut notify_rx) = mpsc::unbounded_channel::<Vec<String>>();
+        let notifier = tokio::spawn(async move {
+            while let Some(argv) = notify_rx.recv().await {
+                run_notify(&argv).await;
+            }
+        });
+        let mut vrrp = Self {
+            nl,
+            sockets: Vec::new(),
+            instances: Vec::new(),
+            epoch: Instant::now(),
+            epoch_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+            rx,
+            rx_tx,
+            readers: Vec::new(),
+            next_id: 0,
+            requests,
+            requests_tx,
+            notify_tx: Some(notify_tx),
+            notifier: Some(notifier),
+            links: None,
+            scripts,
+            script_tx,
+            global: GlobalStats::default(),
+        };
+        // All checked before the host changes.
+        let prepared = vrrp.prepare(&defs, &[]).await?;
+        for p in prepared {
+            vrrp.add(p).await?;
+        }
+        Ok(vrrp)
+    }
+
+    /// Checks `defs` against the host (interfaces, addresses, VRIDs unique
+    /// with `kept`), changing nothing.
+    async fn prepare(&self, defs: &[InstanceDef], kept: &[&InstanceDef]) -> Result<Vec<Prepared>> {
+        let nl = &self.nl;
+        let mut seen: HashMap<(String, u8), String> = kept
+            .iter()
+            .map(|d| ((d.interface.clone(), d.vrid), d.name.clone()))
+            .collect();
         let mut prepared = Vec::new();
-        for def in defs {
+        for def in defs.iter().cloned() {
             let name = &def.name;
             if let Some(other) = seen.insert((def.interface.clone(), def.vrid), name.clone()) {
                 bail!(
@@ -613,153 +699,174 @@ impl Vrrp {
                     failures: 0,
                 });
             }
-            prepared.push((def, link, primary, vips, trackers));
-        }
-
-        // All checked: from here on the host changes.
-        let mut sockets: Vec<(u32, Arc<VrrpSocket>)> = Vec::new();
-        let mut instances = Vec::new();
-        for (def, link, primary, vips, trackers) in prepared {
-            if def.priority != 255 {
-                for v in &vips {
-                    // A crashed run may have left its VIPs (keepalived
-                    // issue #2361); a starting backup must not hold them.
-                    if nl.del_address(v.ifindex, v.addr).await? {
-                        warn!(instance = %def.name, vip = %v.addr, "removed a VIP left behind by an earlier run");
-                    }
-                }
-            }
-            let socket = match sockets.iter().position(|(i, _)| *i == link.index) {
-                Some(i) => i,
-                None => {
-                    sockets.push((
-                        link.index,
-                        Arc::new(VrrpSocket::open(&def.interface, link.index, primary)?),
-                    ));
-                    sockets.len() - 1
-                }
-            };
-            let unicast = if def.unicast_peers.is_empty() {
-                None
-            } else {
-                Some(VrrpSocket::open_unicast(&def.interface, primary)?)
-            };
-            let cfg = Config {
-                name: def.name.clone(),
-                version: def.version,
-                vrid: def.vrid,
-                priority: def.priority,
-                advert_interval_cs: def.advert_interval_cs,
-                preempt: def.preempt,
-                preempt_delay: def.preempt_delay,
-                primary_ip: primary,
-                vips: def.vips.iter().map(|v| v.addr).collect(),
-                auth: def.auth.clone(),
-            };
-            instances.push(Running {
-                engine: Instance::new(cfg),
+            prepared.push(Prepared {
                 def,
-                socket,
+                link,
                 primary,
-                unicast,
                 vips,
-                added: Vec::new(),
-                garp: None,
-                transitions: std::collections::VecDeque::new(),
                 trackers,
-                faulted: false,
             });
         }
-        let (tx, rx) = mpsc::channel(1024);
-        let readers = sockets
-            .iter()
-            .enumerate()
-            .map(|(i, (_, s))| {
-                let (s, tx) = (Arc::clone(s), tx.clone());
-                tokio::spawn(async move {
+        Ok(prepared)
+    }
+
+    /// Starts a prepared instance.
+    async fn add(&mut self, p: Prepared) -> Result<()> {
+        let Prepared {
+            def,
+            link,
+            primary,
+            vips,
+            trackers,
+        } = p;
+        if def.priority != 255 {
+            for v in &vips {
+                // A crashed run may have left its VIPs (keepalived issue
+                // #2361); a starting backup must not hold them.
+                if self.nl.del_address(v.ifindex, v.addr).await? {
+                    warn!(instance = %def.name, vip = %v.addr, "removed a VIP left behind by an earlier run");
+                }
+            }
+        }
+        let socket = match self.sockets.iter().position(|(i, _)| *i == link.index) {
+            Some(i) => i,
+            None => {
+                let sock = Arc::new(VrrpSocket::open(&def.interface, link.index, primary)?);
+                let i = self.sockets.len();
+                let (s, tx) = (Arc::clone(&sock), self.rx_tx.clone());
+                self.readers.push(tokio::spawn(async move {
                     while let Ok(r) = s.recv().await {
                         if tx.send((i, r)).await.is_err() {
                             break;
                         }
                     }
-                })
-            })
-            .collect();
-        let links = if instances
-            .iter()
-            .any(|r: &Running| r.trackers.iter().any(|t| t.ifindex != 0))
-        {
-            Some(netlink::watch_links()?)
-        } else {
+                }));
+                self.sockets.push((link.index, sock));
+                i
+            }
+        };
+        let unicast = if def.unicast_peers.is_empty() {
             None
+        } else {
+            Some(VrrpSocket::open_unicast(&def.interface, primary)?)
         };
-        let (script_tx, scripts) = mpsc::channel(64);
+        if self.links.is_none() && trackers.iter().any(|t| t.ifindex != 0) {
+            self.links = Some(netlink::watch_links()?);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
         let mut script_tasks = Vec::new();
-        for (i, r) in instances.iter().enumerate() {
-            for (t, tracker) in r.trackers.iter().enumerate() {
-                if let TrackKind::Script {
-                    path,
-                    interval,
-                    timeout,
-                    ..
-                } = &tracker.track.kind
-                {
-                    let (path, interval, timeout) = (path.clone(), *interval, *timeout);
-                    let tx = script_tx.clone();
-                    script_tasks.push(tokio::spawn(async move {
-                        loop {
-                            let mut cmd = tokio::process::Command::new(&path);
-                            cmd.kill_on_drop(true);
-                            let ok = matches!(
-                                tokio::time::timeout(timeout, cmd.status()).await,
-                                Ok(Ok(s)) if s.success()
-                            );
-                            if tx.send((i, t, ok)).await.is_err() {
-                                break;
-                            }
-                            tokio::time::sleep(interval).await;
+        for (t, tracker) in trackers.iter().enumerate() {
+            if let TrackKind::Script {
+                path,
+                interval,
+                timeout,
+                ..
+            } = &tracker.track.kind
+            {
+                let (path, interval, timeout) = (path.clone(), *interval, *timeout);
+                let tx = self.script_tx.clone();
+                script_tasks.push(tokio::spawn(async move {
+                    loop {
+                        let mut cmd = tokio::process::Command::new(&path);
+                        cmd.kill_on_drop(true);
+                        let ok = matches!(
+                            tokio::time::timeout(timeout, cmd.status()).await,
+                            Ok(Ok(s)) if s.success()
+                        );
+                        if tx.send((id, t, ok)).await.is_err() {
+                            break;
                         }
-                    }));
-                }
+                        tokio::time::sleep(interval).await;
+                    }
+                }));
             }
         }
-        let (notify_tx, mut notify_rx) = mpsc::unbounded_channel::<Vec<String>>();
-        let notifier = tokio::spawn(async move {
-            while let Some(argv) = notify_rx.recv().await {
-                run_notify(&argv).await;
-            }
-        });
-        let mut vrrp = Self {
-            nl,
-            sockets,
-            instances,
-            epoch: Instant::now(),
-            epoch_unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis(),
-            rx,
-            readers,
-            notify_tx: Some(notify_tx),
-            notifier: Some(notifier),
-            links,
-            scripts,
-            script_tasks,
-            global: GlobalStats::default(),
+        let cfg = Config {
+            name: def.name.clone(),
+            version: def.version,
+            vrid: def.vrid,
+            priority: def.priority,
+            advert_interval_cs: def.advert_interval_cs,
+            preempt: def.preempt,
+            preempt_delay: def.preempt_delay,
+            primary_ip: primary,
+            vips: def.vips.iter().map(|v| v.addr).collect(),
+            auth: def.auth.clone(),
         };
-        for i in 0..vrrp.instances.len() {
-            // Trackers first: an instance whose tracked interface is down
-            // starts in Fault, not as a backup that could become master.
-            let (fault, priority) = vrrp.instances[i].tracked();
-            vrrp.feed(i, Event::Priority(priority)).await;
-            if fault {
-                vrrp.instances[i].faulted = true;
-                vrrp.feed(i, Event::Fault(true)).await;
+        self.instances.push(Running {
+            id,
+            engine: Instance::new(cfg),
+            def,
+            socket,
+            primary,
+            unicast,
+            vips,
+            added: Vec::new(),
+            garp: None,
+            transitions: std::collections::VecDeque::new(),
+            trackers,
+            faulted: false,
+            script_tasks,
+        });
+        let i = self.instances.len() - 1;
+        // Trackers first: an instance whose tracked interface is down
+        // starts in Fault, not as a backup that could become master.
+        let (fault, priority) = self.instances[i].tracked();
+        self.feed(i, Event::Priority(priority)).await;
+        if fault {
+            self.instances[i].faulted = true;
+            self.feed(i, Event::Fault(true)).await;
+        } else {
+            self.feed(i, Event::Startup).await;
+        }
+        Ok(())
+    }
+
+    /// Stops instance `i`: it resigns, removes its VIPs and is forgotten.
+    async fn remove(&mut self, i: usize) {
+        self.feed(i, Event::Shutdown).await;
+        let r = self.instances.remove(i);
+        for t in r.script_tasks {
+            t.abort();
+        }
+        if let Some(g) = r.garp {
+            g.abort();
+        }
+    }
+
+    /// Applies a new set of definitions: instances whose definition did
+    /// not change keep running untouched (no transition, no packet);
+    /// removed or changed ones stop, added or changed ones start. Every new
+    /// definition is checked against the host before anything changes.
+    /// Returns the names (added, removed).
+    pub async fn reconfigure(
+        &mut self,
+        defs: Vec<InstanceDef>,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        let kept: Vec<&InstanceDef> = self
+            .instances
+            .iter()
+            .map(|r| &r.def)
+            .filter(|d| defs.contains(d))
+            .collect();
+        let fresh: Vec<InstanceDef> = defs.iter().filter(|d| !kept.contains(d)).cloned().collect();
+        let prepared = self.prepare(&fresh, &kept).await?;
+        let mut removed = Vec::new();
+        let mut i = 0;
+        while i < self.instances.len() {
+            if defs.contains(&self.instances[i].def) {
+                i += 1;
             } else {
-                vrrp.feed(i, Event::Startup).await;
+                removed.push(self.instances[i].def.name.clone());
+                self.remove(i).await;
             }
         }
-        Ok(vrrp)
+        let added = fresh.iter().map(|d| d.name.clone()).collect();
+        for p in prepared {
+            self.add(p).await?;
+        }
+        Ok((added, removed))
     }
 
     fn now(&self) -> Duration {
@@ -788,21 +895,13 @@ impl Vrrp {
             .collect()
     }
 
-    /// Runs until `shutdown` completes, then resigns every instance. Each
-    /// connection to `control` gets the status as one JSON document.
-    pub async fn run(
-        &mut self,
-        shutdown: impl Future<Output = ()>,
-        control: Option<tokio::net::UnixListener>,
-        metrics: Option<(tokio::net::TcpListener, std::path::PathBuf)>,
-    ) -> Result<()> {
-        tokio::pin!(shutdown);
+    /// Runs until a signal or a control request needs the daemon: SIGTERM
+    /// or SIGINT (`Exit::Shutdown`: call `shutdown` next), SIGHUP or `greha
+    /// reload` (`Exit::Reload`: call `run` again afterwards; the engines,
+    /// their timers and the sockets carry on in between).
+    pub async fn run(&mut self, io: &mut DaemonIo) -> Result<Exit> {
         // Under systemd with WatchdogSec, prove liveness at half the period.
         let mut watchdog = watchdog_period().map(|p| tokio::time::interval(p / 2));
-        let accept = async |c: &Option<tokio::net::UnixListener>| match c {
-            Some(l) => l.accept().await,
-            None => std::future::pending().await,
-        };
         loop {
             let deadline = self
                 .instances
@@ -816,7 +915,34 @@ impl Vrrp {
                 }
             };
             tokio::select! {
-                () = &mut shutdown => break,
+                _ = io.term.recv() => {
+                    info!("SIGTERM: shutting down");
+                    return Ok(Exit::Shutdown);
+                }
+                _ = io.int.recv() => {
+                    info!("SIGINT: shutting down");
+                    return Ok(Exit::Shutdown);
+                }
+                _ = io.hup.recv() => {
+                    info!("SIGHUP: reloading");
+                    return Ok(Exit::Reload(None));
+                }
+                Some((req, mut conn)) = self.requests.recv() => match req {
+                    Request::Reload => return Ok(Exit::Reload(Some(conn))),
+                    Request::Status => {
+                        use tokio::io::AsyncWriteExt as _;
+                        let doc = serde_json::json!({
+                            "vrrp": self.status(),
+                            "vrrp_global": self.global,
+                        })
+                        .to_string();
+                        // Off the VRRP loop: a slow client must not delay
+                        // an advert.
+                        tokio::spawn(async move {
+                            let _ = conn.write_all(doc.as_bytes()).await;
+                        });
+                    }
+                },
                 Some((sock, r)) = self.rx.recv() => self.received(sock, r).await,
                 _ = async {
                     match &mut watchdog {
@@ -840,7 +966,10 @@ impl Vrrp {
                         }
                     }
                 }
-                Some((i, t, ok)) = self.scripts.recv() => {
+                Some((id, t, ok)) = self.scripts.recv() => {
+                    let Some(i) = self.instances.iter().position(|r| r.id == id) else {
+                        continue;
+                    };
                     let tr = &mut self.instances[i].trackers[t];
                     let TrackKind::Script { rise, fall, .. } = tr.track.kind else {
                         continue;
@@ -859,13 +988,13 @@ impl Vrrp {
                     }
                 }
                 Ok((mut conn, _)) = async {
-                    match &metrics {
+                    match &io.metrics {
                         Some((l, _)) => l.accept().await,
                         None => std::future::pending().await,
                     }
                 } => {
                     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-                    let pin_dir = &metrics.as_ref().expect("accepted on it").1;
+                    let pin_dir = &io.metrics.as_ref().expect("accepted on it").1;
                     let tunnels = crate::tunnel::list(pin_dir).unwrap_or_default();
                     let body = crate::metrics::render(&self.status(), &self.global, &tunnels);
                     let reply = format!(
@@ -884,16 +1013,23 @@ impl Vrrp {
                         let _ = conn.shutdown().await;
                     });
                 }
-                Ok((mut conn, _)) = accept(&control) => {
-                    use tokio::io::AsyncWriteExt as _;
-                    let doc = serde_json::json!({
-                        "vrrp": self.status(),
-                        "vrrp_global": self.global,
-                    })
-                    .to_string();
-                    // Off the VRRP loop, like the metrics.
+                Ok((conn, _)) = io.control.accept() => {
+                    // The one-line request is read off the loop too.
+                    let tx = self.requests_tx.clone();
                     tokio::spawn(async move {
-                        let _ = conn.write_all(doc.as_bytes()).await;
+                        use tokio::io::AsyncBufReadExt as _;
+                        let mut conn = tokio::io::BufReader::new(conn);
+                        let mut line = String::new();
+                        let read = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            conn.read_line(&mut line),
+                        )
+                        .await;
+                        let req = match (read, line.trim()) {
+                            (Ok(Ok(_)), "reload") => Request::Reload,
+                            _ => Request::Status,
+                        };
+                        let _ = tx.send((req, conn.into_inner())).await;
                     });
                 }
                 () = sleep => {
@@ -906,6 +1042,11 @@ impl Vrrp {
                 }
             }
         }
+    }
+
+    /// Resigns every instance, then waits (bounded) for the notify
+    /// commands of the shutdown.
+    pub async fn shutdown(&mut self) -> Result<()> {
         for i in 0..self.instances.len() {
             self.feed(i, Event::Shutdown).await;
         }
@@ -1143,8 +1284,10 @@ impl Drop for Vrrp {
         if let Some(n) = &self.notifier {
             n.abort();
         }
-        for t in &self.script_tasks {
-            t.abort();
+        for r in &self.instances {
+            for t in &r.script_tasks {
+                t.abort();
+            }
         }
         for r in &mut self.instances {
             if let Some(g) = r.garp.take() {
