@@ -89,6 +89,44 @@ fn listen(path: &Path) -> Result<tokio::net::UnixListener> {
     Ok(l)
 }
 
+/// Where a stop with --keep-datapath leaves the masters for the next
+/// start: beside the control socket (systemd's RuntimeDirectory, kept
+/// across restarts by RuntimeDirectoryPreserve).
+fn saved_path(control: &Path) -> PathBuf {
+    control.with_extension("masters")
+}
+
+fn save_masters(control: &Path, masters: &[String]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let doc = serde_json::json!({ "at_unix_ms": now as u64, "masters": masters });
+    if let Err(e) = std::fs::write(saved_path(control), doc.to_string()) {
+        warn!("cannot save the VRRP masters for the next start: {e}");
+    }
+}
+
+/// The masters a kept stop saved, removed once read: they are for the
+/// next start only.
+fn take_saved_masters(control: &Path) -> Vec<(String, u128)> {
+    let path = saved_path(control);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Vec::new();
+    };
+    let _ = std::fs::remove_file(&path);
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Vec::new();
+    };
+    let at = u128::from(v["at_unix_ms"].as_u64().unwrap_or(0));
+    v["masters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.as_str())
+        .map(|m| (m.to_owned(), at))
+        .collect()
+}
+
 /// bpffs refuses '.' in names, which interface names may have (eth0.100).
 fn count_pin(iface: &str) -> String {
     format!("count-{}", iface.replace('.', "_"))
@@ -104,6 +142,7 @@ pub async fn run(opts: Options) -> Result<()> {
     // Every definition, file and flags, is checked before anything changes.
     let want = desired(opts.config.as_deref(), &opts.extra)?;
     let mut vrrp = Vrrp::start(Vec::new()).await?;
+    vrrp.resume_masters(take_saved_masters(&opts.control));
     let mut current = Desired::default();
     if let Err(e) = apply(&opts, &mut current, want, &mut vrrp).await {
         // Nothing half-applied: undo what the start did.
@@ -168,7 +207,9 @@ pub async fn run(opts: Options) -> Result<()> {
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     if opts.keep_datapath {
-        info!("stopped; datapath kept");
+        // No resignation, VIPs and tunnels stay: the next start resumes.
+        save_masters(&opts.control, &vrrp.masters());
+        info!("stopped; datapath kept, VRRP masters saved for the next start");
     } else {
         teardown(&opts, &mut current, &mut vrrp).await?;
         let _ = std::fs::remove_file(&opts.control);

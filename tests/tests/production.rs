@@ -387,3 +387,100 @@ fn reload_without_transitions_or_lost_packets() -> Result<()> {
     assert_eq!(before, after, "VI_1 made a transition during the reloads");
     Ok(())
 }
+
+/// An upgrade-style restart: stopped with --keep-datapath and started
+/// again within the backups' Master_Down_Interval, greha loses no tunnel
+/// packet and the backup never sees the master go.
+#[test]
+fn restart_with_the_datapath_kept_loses_nothing() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
+    let pins = [lab.pin_dir("a"), lab.pin_dir("b")];
+    let socks = [lab.tmp().join("a.sock"), lab.tmp().join("b.sock")];
+    let spec = |k: usize| {
+        let (local, remote, inner, prio) = if k == 0 {
+            ("198.51.100.1", "198.51.100.2", "192.0.2.1", 150)
+        } else {
+            ("198.51.100.2", "198.51.100.1", "192.0.2.2", 100)
+        };
+        vec![
+            "run".to_owned(),
+            "--keep-datapath".into(),
+            "--tunnel".into(),
+            format!("gretap1 mode gretap local {local} remote {remote} address {inner}/24"),
+            "--vrrp".into(),
+            format!(
+                "VI_1 interface gretap1 vrid 51 priority {prio} advert-int 1 vip 203.0.113.10/24"
+            ),
+        ]
+    };
+    let hosts = [&a, &b];
+    let start = |k: usize| -> Result<greha_tests::Proc> {
+        let mut cmd = hosts[k].command(greha_bin());
+        cmd.arg("--pin-dir")
+            .arg(&pins[k])
+            .arg("--control")
+            .arg(&socks[k])
+            .args(spec(k));
+        let mut d = hosts[k].spawn(&lab, cmd, true)?;
+        d.wait_ready(SHORT)?;
+        Ok(d)
+    };
+    let vi1 = |k: usize| -> Result<serde_json::Value> {
+        let out = run(hosts[k]
+            .command(greha_bin())
+            .arg("--pin-dir")
+            .arg(&pins[k])
+            .arg("--control")
+            .arg(&socks[k])
+            .args(["status", "--json"]))?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(v["vrrp"][0].clone())
+    };
+    let mut greha_a = start(0)?;
+    let _greha_b = start(1)?;
+    wait_until(Duration::from_secs(10), "A master", || {
+        Ok(vi1(0)?["state"] == "master")
+    })?;
+    wait_until(SHORT, "B backup", || Ok(vi1(1)?["state"] == "backup"))?;
+    let b_before = vi1(1)?["transitions"].clone();
+
+    let mut pinger = a.spawn(
+        &lab,
+        {
+            let mut c = a.command("ping");
+            c.args(["-i", "0.01", "-c", "300", "-W", "1", "192.0.2.2"]);
+            c
+        },
+        false,
+    )?;
+    pinger.wait_for_output("bytes from", SHORT)?;
+    let status = greha_a.terminate(SHORT)?;
+    ensure!(
+        status.success(),
+        "greha exited {status}:\n{}",
+        greha_a.log()
+    );
+    ensure!(
+        a.ip(&["-br", "addr", "show", "dev", "gretap1"])?
+            .contains("203.0.113.10"),
+        "the kept stop removed the VIP"
+    );
+    let _greha_a = start(0)?;
+    let v = vi1(0)?;
+    assert_eq!(v["state"], "master", "{v}");
+    assert_eq!(v["transitions"][0]["reason"], "resumed", "{v}");
+
+    let status = pinger.wait(Duration::from_secs(20))?;
+    let log = pinger.log();
+    ensure!(
+        status.success() && log.contains("300 received, 0% packet loss"),
+        "packets lost across the restart:\n{log}"
+    );
+    // B heard A's adverts throughout: no transition at all.
+    assert_eq!(vi1(1)?["transitions"], b_before);
+    assert_eq!(vi1(1)?["state"], "backup");
+    Ok(())
+}

@@ -63,6 +63,9 @@ pub enum Reason {
     Shutdown,
     /// A tracked interface or check failed.
     Fault,
+    /// Master again after a restart that kept the datapath, before the
+    /// peers' Master_Down_Interval ran out: nothing changed on the wire.
+    Resumed,
     /// The fault cleared.
     FaultCleared,
 }
@@ -86,6 +89,10 @@ pub enum Action {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Startup,
+    /// Startup of a router that was master a moment ago (a restart with
+    /// the datapath kept): Master at once, with an advert, so the backups
+    /// never see the master go.
+    Resume,
     Shutdown,
     /// A tracked interface or check failed (true) or recovered (false).
     Fault(bool),
@@ -299,6 +306,13 @@ impl Instance {
             Event::Startup => {
                 if self.state == State::Initialize {
                     self.start(now, Reason::Startup, &mut out);
+                }
+            }
+            Event::Resume => {
+                if self.state == State::Initialize {
+                    self.master_adver_interval_cs = self.cfg.advert_interval_cs;
+                    self.no_preempt_until = now + self.cfg.preempt_delay;
+                    self.become_master(now, Reason::Resumed, &mut out);
                 }
             }
             Event::Shutdown => {
@@ -560,6 +574,16 @@ mod tests {
         // 3 * 10 cs + (156 * 10) / 256 cs = 36 cs after the advert.
         assert_eq!(i.master_down_interval(), ms(360));
         assert_eq!(i.next_deadline(), Some(ms(50 + 360)));
+    }
+
+    #[test]
+    fn resume_is_master_at_once_with_an_advert() {
+        let mut i = Instance::new(cfg(Version::V3, 100, 100));
+        let out = i.handle(ms(0), Event::Resume);
+        assert_eq!(i.state(), State::Master);
+        assert_eq!(sends(&out), vec![100]);
+        assert_eq!(i.stats().new_master_reason, Some(Reason::Resumed));
+        assert_eq!(i.next_deadline(), Some(ms(1000)));
     }
 
     #[test]

@@ -553,6 +553,10 @@ pub struct Vrrp {
     rx_tx: mpsc::Sender<(usize, Received)>,
     readers: Vec<JoinHandle<()>>,
     next_id: u64,
+    /// Instances that were master when a restart with the datapath kept
+    /// stopped the previous run, and when (Unix ms): they resume as master
+    /// if that is recent enough.
+    resume: HashMap<String, u128>,
     requests: mpsc::Receiver<(Request, tokio::net::UnixStream)>,
     requests_tx: mpsc::Sender<(Request, tokio::net::UnixStream)>,
     links: Option<mpsc::UnboundedReceiver<(u32, bool)>>,
@@ -591,6 +595,7 @@ impl Vrrp {
             rx_tx,
             readers: Vec::new(),
             next_id: 0,
+            resume: HashMap::new(),
             requests,
             requests_tx,
             notify_tx: Some(notify_tx),
@@ -710,6 +715,22 @@ impl Vrrp {
         Ok(prepared)
     }
 
+    /// Instances that were master at `at_unix_ms` resume as master when
+    /// they start, if that is within three of their advertisement
+    /// intervals (well inside the backups' Master_Down_Interval).
+    pub fn resume_masters(&mut self, names: impl IntoIterator<Item = (String, u128)>) {
+        self.resume.extend(names);
+    }
+
+    /// The instances that are master now, for a restart to resume.
+    pub fn masters(&self) -> Vec<String> {
+        self.instances
+            .iter()
+            .filter(|r| r.engine.state() == State::Master)
+            .map(|r| r.def.name.clone())
+            .collect()
+    }
+
     /// Starts a prepared instance.
     async fn add(&mut self, p: Prepared) -> Result<()> {
         let Prepared {
@@ -719,7 +740,12 @@ impl Vrrp {
             vips,
             trackers,
         } = p;
-        if def.priority != 255 {
+        let now_ms = self.epoch_unix_ms + self.epoch.elapsed().as_millis();
+        let resume = self.resume.remove(&def.name).is_some_and(|at| {
+            now_ms.saturating_sub(at) < u128::from(def.advert_interval_cs) * 10 * 3
+        });
+        // A resumed master keeps its VIPs: they never went away.
+        if def.priority != 255 && !resume {
             for v in &vips {
                 // A crashed run may have left its VIPs (keepalived issue
                 // #2361); a starting backup must not hold them.
@@ -817,6 +843,9 @@ impl Vrrp {
         if fault {
             self.instances[i].faulted = true;
             self.feed(i, Event::Fault(true)).await;
+        } else if resume {
+            info!(instance = %self.instances[i].def.name, "resuming as master after a restart");
+            self.feed(i, Event::Resume).await;
         } else {
             self.feed(i, Event::Startup).await;
         }
@@ -1176,8 +1205,15 @@ impl Vrrp {
                         .await
                     {
                         Ok(()) => r.added.push((v.ifindex, v.addr)),
-                        // Already there (the owner's own address): not ours to remove.
-                        Err(e) if format!("{e:#}").contains("File exists") => {}
+                        // Already there: the owner's own address is not
+                        // ours to remove; for any other instance it is the
+                        // VIP a resumed master kept (a start removes any
+                        // other leftover first).
+                        Err(e) if format!("{e:#}").contains("File exists") => {
+                            if r.def.priority != 255 {
+                                r.added.push((v.ifindex, v.addr));
+                            }
+                        }
                         Err(e) => return Err(e),
                     }
                 }
