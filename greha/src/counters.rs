@@ -20,6 +20,8 @@ pub struct InterfaceCounters {
 #[derive(Debug, Serialize)]
 pub struct Counters {
     pub interfaces: Vec<InterfaceCounters>,
+    /// The tunnels and their datapath counters, from the same pins.
+    pub tunnels: Vec<crate::tunnel::TunnelStatus>,
 }
 
 pub fn read(pin_dir: &Path) -> Result<Counters> {
@@ -46,7 +48,10 @@ pub fn read(pin_dir: &Path) -> Result<Counters> {
         });
     }
     interfaces.sort_by_key(|i| i.ifindex);
-    Ok(Counters { interfaces })
+    Ok(Counters {
+        interfaces,
+        tunnels: crate::tunnel::list(pin_dir)?,
+    })
 }
 
 fn ifname(ifindex: u32) -> String {
@@ -62,6 +67,10 @@ fn ifname(ifindex: u32) -> String {
 }
 
 pub fn print_table(c: &Counters) {
+    if !c.tunnels.is_empty() {
+        crate::tunnel::print_table(&c.tunnels);
+        println!();
+    }
     println!(
         "{:<16} {:>8} {:>14} {:>16}",
         "INTERFACE", "IFINDEX", "RX_PACKETS", "RX_BYTES"

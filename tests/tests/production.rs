@@ -484,3 +484,43 @@ fn restart_with_the_datapath_kept_loses_nothing() -> Result<()> {
     assert_eq!(vi1(1)?["state"], "backup");
     Ok(())
 }
+
+#[test]
+fn counters_are_read_from_the_pins_with_the_daemon_gone() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
+    let pins = lab.pin_dir("a");
+    let mut cmd = a.command(greha_bin());
+    cmd.arg("--pin-dir")
+        .arg(&pins)
+        .arg("--control")
+        .arg(lab.tmp().join("a.sock"))
+        .args([
+            "run",
+            "--keep-datapath",
+            "--tunnel",
+            "gretap1 mode gretap local 198.51.100.1 remote 198.51.100.2 address 192.0.2.1/24",
+        ]);
+    let mut g = a.spawn(&lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    // Frames the tunnel sends (ARP for the remote end; no answer needed).
+    let _ = a
+        .command("ping")
+        .args(["-c", "2", "-W", "1", "192.0.2.2"])
+        .output()?;
+    ensure!(g.terminate(SHORT)?.success(), "{}", g.log());
+    let out = run(a
+        .command(greha_bin())
+        .arg("--pin-dir")
+        .arg(&pins)
+        .args(["counters", "--json"]))?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    ensure!(v["tunnels"][0]["name"] == "gretap1", "{v}");
+    ensure!(
+        v["tunnels"][0]["counters"]["tx_packets"].as_u64() > Some(0),
+        "{v}"
+    );
+    Ok(())
+}
