@@ -108,6 +108,7 @@ pub struct Endpoints {
 /// encapsulated ones (inner bytes, GSO segments counted one by one).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
 pub struct TunnelCounters {
     pub rx_packets: u64,
     pub rx_bytes: u64,

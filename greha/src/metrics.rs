@@ -148,35 +148,22 @@ pub fn render(vrrp: &[InstanceStatus], global: &GlobalStats, tunnels: &[TunnelSt
             u8::from(t.up)
         );
     }
-    let c = |t: &TunnelStatus| {
-        let c = &t.counters;
-        [
-            ("rx_packets", c.rx_packets),
-            ("rx_bytes", c.rx_bytes),
-            ("tx_packets", c.tx_packets),
-            ("tx_bytes", c.tx_bytes),
-            ("rx_drop_wrong_key", c.rx_drop_wrong_key),
-            ("rx_drop_wrong_source", c.rx_drop_wrong_source),
-            ("rx_drop_bad_flags", c.rx_drop_bad_flags),
-            ("rx_drop_bad_protocol", c.rx_drop_bad_protocol),
-            ("rx_drop_bad_checksum", c.rx_drop_bad_checksum),
-            ("rx_drop_truncated", c.rx_drop_truncated),
-            ("tx_drop_too_big", c.tx_drop_too_big),
-            ("tx_drop_no_next_hop", c.tx_drop_no_next_hop),
-            ("tx_drop_error", c.tx_drop_error),
-        ]
+    // The counters by their field names (the same names BTF gives bpftool).
+    let fields = |t: &TunnelStatus| -> Vec<(String, u64)> {
+        match serde_json::to_value(t.counters) {
+            Ok(serde_json::Value::Object(m)) => m
+                .into_iter()
+                .map(|(k, v)| (k, v.as_u64().unwrap_or(0)))
+                .collect(),
+            _ => Vec::new(),
+        }
     };
     if let Some(first) = tunnels.first() {
-        for (k, (name, _)) in c(first).iter().enumerate() {
+        for (k, (name, _)) in fields(first).iter().enumerate() {
             let metric = format!("greha_tunnel_{name}_total");
-            family(
-                &mut out,
-                &metric,
-                "counter",
-                "Tunnel datapath counter (pinned BTF map).",
-            );
+            family(&mut out, &metric, "counter", "Tunnel datapath counter (pinned BTF map).");
             for t in tunnels {
-                let _ = writeln!(out, "{metric}{{tunnel=\"{}\"}} {}", esc(&t.name), c(t)[k].1);
+                let _ = writeln!(out, "{metric}{{tunnel=\"{}\"}} {}", esc(&t.name), fields(t)[k].1);
             }
         }
     }

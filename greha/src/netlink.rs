@@ -260,8 +260,12 @@ impl Netlink {
         Ok(false)
     }
 
-    /// Whether the neighbour table already has an entry for `addr`.
-    pub async fn has_neighbour(&self, index: u32, addr: Ipv4Addr) -> Result<bool> {
+    /// The neighbour table's entry for `addr` on interface `index`.
+    async fn neighbour(
+        &self,
+        index: u32,
+        addr: Ipv4Addr,
+    ) -> Result<Option<netlink_packet_route::neighbour::NeighbourMessage>> {
         let mut neighs = self.handle.neighbours().get().execute();
         while let Some(n) = neighs.try_next().await.context("listing neighbours")? {
             if n.header.ifindex == index
@@ -269,10 +273,15 @@ impl Netlink {
                     matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) if *d == addr)
                 })
             {
-                return Ok(true);
+                return Ok(Some(n));
             }
         }
-        Ok(false)
+        Ok(None)
+    }
+
+    /// Whether the neighbour table already has an entry for `addr`.
+    pub async fn has_neighbour(&self, index: u32, addr: Ipv4Addr) -> Result<bool> {
+        Ok(self.neighbour(index, addr).await?.is_some())
     }
 
     /// A neighbour entry the kernel keeps resolved by itself
@@ -294,23 +303,16 @@ impl Netlink {
     }
 
     pub async fn del_neighbour(&self, index: u32, addr: Ipv4Addr) -> Result<()> {
-        let mut neighs = self.handle.neighbours().get().execute();
-        while let Some(n) = neighs.try_next().await.context("listing neighbours")? {
-            if n.header.ifindex == index
-                && n.attributes.iter().any(|a| {
-                    matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) if *d == addr)
-                })
-            {
-                return self
-                    .handle
-                    .neighbours()
-                    .del(n)
-                    .execute()
-                    .await
-                    .with_context(|| format!("removing neighbour {addr}"));
-            }
+        match self.neighbour(index, addr).await? {
+            Some(n) => self
+                .handle
+                .neighbours()
+                .del(n)
+                .execute()
+                .await
+                .with_context(|| format!("removing neighbour {addr}")),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

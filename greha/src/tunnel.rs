@@ -553,7 +553,7 @@ pub struct TunnelStatus {
     /// Where encap and decap run: "tc" (tcx), the only datapath tunnels
     /// use (see greha-ebpf's gre.rs for why not XDP).
     pub datapath: &'static str,
-    pub counters: CountersView,
+    pub counters: TunnelCounters,
 }
 
 /// Whether interface `name` (in this network namespace) is up with
@@ -593,44 +593,6 @@ impl TunnelStatus {
     }
 }
 
-/// [`TunnelCounters`] with serde, field for field.
-#[derive(Debug, Serialize)]
-pub struct CountersView {
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub rx_drop_wrong_key: u64,
-    pub rx_drop_wrong_source: u64,
-    pub rx_drop_bad_flags: u64,
-    pub rx_drop_bad_protocol: u64,
-    pub rx_drop_bad_checksum: u64,
-    pub rx_drop_truncated: u64,
-    pub tx_drop_too_big: u64,
-    pub tx_drop_no_next_hop: u64,
-    pub tx_drop_error: u64,
-}
-
-impl From<TunnelCounters> for CountersView {
-    fn from(c: TunnelCounters) -> Self {
-        Self {
-            rx_packets: c.rx_packets,
-            rx_bytes: c.rx_bytes,
-            tx_packets: c.tx_packets,
-            tx_bytes: c.tx_bytes,
-            rx_drop_wrong_key: c.rx_drop_wrong_key,
-            rx_drop_wrong_source: c.rx_drop_wrong_source,
-            rx_drop_bad_flags: c.rx_drop_bad_flags,
-            rx_drop_bad_protocol: c.rx_drop_bad_protocol,
-            rx_drop_bad_checksum: c.rx_drop_bad_checksum,
-            rx_drop_truncated: c.rx_drop_truncated,
-            tx_drop_too_big: c.tx_drop_too_big,
-            tx_drop_no_next_hop: c.tx_drop_no_next_hop,
-            tx_drop_error: c.tx_drop_error,
-        }
-    }
-}
-
 /// The tunnels pinned under `pin_dir`, read without taking the lock (a
 /// read-only view, usable while another greha changes them).
 pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
@@ -666,7 +628,7 @@ pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
             remote: Ipv4Addr::from(t.remote),
             key: (t.flags & TUNNEL_F_KEY != 0).then_some(t.key),
             underlay_ifindex: t.underlay_ifindex,
-            counters: total.into(),
+            counters: total,
         });
     }
     Ok(out)
