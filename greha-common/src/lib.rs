@@ -30,8 +30,20 @@ pub mod names {
     pub const MAP_TUNNEL_BY_LOCAL: &str = "GREHA_TUNNEL_BY_LOCAL";
     /// Per-CPU array of [`super::TunnelCounters`] indexed by tunnel id.
     pub const MAP_TUNNEL_COUNTERS: &str = "GREHA_TUNNEL_COUNTERS";
+    /// XDP on an interface carrying VRRP: validates and counts adverts,
+    /// absorbs the steady ones.
+    pub const PROG_VRRP: &str = "greha_vrrp";
+    /// Hash: [`super::VrrpKey`] -> [`super::VrrpCtl`], written by the daemon.
+    pub const MAP_VRRP_CTL: &str = "GREHA_VRRP_CTL";
+    /// Hash: [`super::VrrpKey`] -> [`super::VrrpSeen`], written by the program.
+    pub const MAP_VRRP_SEEN: &str = "GREHA_VRRP_SEEN";
+    /// Per-CPU hash: [`super::VrrpKey`] -> [`super::VrrpStats`].
+    pub const MAP_VRRP_STATS: &str = "GREHA_VRRP_STATS";
     /// The maps userspace pins in its bpffs directory.
     pub const PINNED_MAPS: &[&str] = &[
+        MAP_VRRP_CTL,
+        MAP_VRRP_SEEN,
+        MAP_VRRP_STATS,
         MAP_IF_COUNTERS,
         MAP_TUNNELS,
         MAP_TUNNEL_BY_DEV,
@@ -180,6 +192,102 @@ mod pod {
     unsafe impl aya::Pod for super::TunnelConfig {}
     unsafe impl aya::Pod for super::Endpoints {}
     unsafe impl aya::Pod for super::TunnelCounters {}
+    unsafe impl aya::Pod for super::VrrpKey {}
+    unsafe impl aya::Pod for super::VrrpCtl {}
+    unsafe impl aya::Pod for super::VrrpSeen {}
+    unsafe impl aya::Pod for super::VrrpStats {}
+}
+
+/// Most VRRP instances one host runs (255 VRIDs on a few interfaces).
+pub const MAX_VRRP: u32 = 1024;
+
+/// `VrrpCtl::state`: values of the daemon's engine state.
+pub const VRRP_STATE_INIT: u8 = 0;
+pub const VRRP_STATE_BACKUP: u8 = 1;
+pub const VRRP_STATE_MASTER: u8 = 2;
+pub const VRRP_STATE_FAULT: u8 = 3;
+
+/// An instance as the datapath knows it: the interface and the VRID.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VrrpKey {
+    pub ifindex: u32,
+    pub vrid: u32,
+}
+
+/// What the daemon tells the datapath about an instance.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VrrpCtl {
+    /// 2 or 3.
+    pub version: u8,
+    /// `VRRP_STATE_*`.
+    pub state: u8,
+    /// Absorb steady adverts (the fast path), or pass every valid one.
+    pub fastpath: u8,
+    /// v2: 0 none, 1 PASS.
+    pub auth_type: u8,
+    /// Our advertisement interval (cs): v2 requires the same.
+    pub interval_cs: u16,
+    /// How many VIPs we have: an advert with another count goes to the
+    /// daemon, which counts the address list error.
+    pub vip_count: u16,
+    pub auth: [u8; 8],
+    /// The master the backup follows, as the engine last saw it.
+    pub master_ip: [u8; 4],
+    pub master_priority: u8,
+    pub _pad: [u8; 1],
+    pub master_interval_cs: u16,
+}
+
+/// The last valid advert of an instance, as the program saw it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
+pub struct VrrpSeen {
+    /// bpf_ktime_get_ns (CLOCK_MONOTONIC).
+    pub last_ns: u64,
+    pub src: [u8; 4],
+    pub priority: u8,
+    pub _pad: [u8; 1],
+    pub interval_cs: u16,
+}
+
+/// Per-instance counters of the XDP program, named as the engine's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
+pub struct VrrpStats {
+    pub rcvd_advertisements: u64,
+    pub rcvd_pri_zero_packets: u64,
+    pub ip_ttl_errors: u64,
+    pub rcvd_invalid_type_packets: u64,
+    pub packet_length_errors: u64,
+    pub adv_interval_errors: u64,
+    pub auth_failures: u64,
+    pub checksum_errors: u64,
+    pub version_errors: u64,
+    /// Steady adverts recorded in GREHA_VRRP_SEEN and dropped: the daemon
+    /// was not woken.
+    pub absorbed: u64,
+    /// Valid adverts passed to the daemon.
+    pub to_daemon: u64,
+}
+
+impl VrrpStats {
+    pub fn add(&mut self, o: &Self) {
+        self.rcvd_advertisements += o.rcvd_advertisements;
+        self.rcvd_pri_zero_packets += o.rcvd_pri_zero_packets;
+        self.ip_ttl_errors += o.ip_ttl_errors;
+        self.rcvd_invalid_type_packets += o.rcvd_invalid_type_packets;
+        self.packet_length_errors += o.packet_length_errors;
+        self.adv_interval_errors += o.adv_interval_errors;
+        self.auth_failures += o.auth_failures;
+        self.checksum_errors += o.checksum_errors;
+        self.version_errors += o.version_errors;
+        self.absorbed += o.absorbed;
+        self.to_daemon += o.to_daemon;
+    }
 }
 
 #[cfg(test)]
@@ -194,5 +302,9 @@ mod tests {
         assert_eq!(size_of::<Endpoints>(), 8);
         assert_eq!(size_of::<TunnelCounters>(), 13 * 8);
         assert_eq!(size_of::<PacketCounters>(), 16);
+        assert_eq!(size_of::<VrrpKey>(), 8);
+        assert_eq!(size_of::<VrrpCtl>(), 4 + 4 + 8 + 4 + 4);
+        assert_eq!(size_of::<VrrpSeen>(), 16);
+        assert_eq!(size_of::<VrrpStats>(), 11 * 8);
     }
 }

@@ -10,6 +10,7 @@
 mod count;
 mod gre;
 mod nop;
+mod vrrp;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

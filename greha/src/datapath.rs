@@ -35,7 +35,7 @@ use crate::bpffs;
 /// The eBPF object built by `build.rs` (empty when built with AYA_BUILD_SKIP).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/greha"));
 
-const XDP_PROGRAMS: &[&str] = &[names::PROG_COUNT];
+const XDP_PROGRAMS: &[&str] = &[names::PROG_COUNT, names::PROG_VRRP];
 const TC_PROGRAMS: &[&str] = &[
     names::PROG_GRE_ENCAP,
     names::PROG_GRE_DECAP,

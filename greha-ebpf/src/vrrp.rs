@@ -1,0 +1,254 @@
+//! `greha_vrrp`: VRRP adverts checked, counted and, in the steady state,
+//! absorbed in XDP, before the daemon is woken.
+//!
+//! Each advert for an instance the daemon configured (GREHA_VRRP_CTL, by
+//! interface and VRID) goes through the engine's receive checks: TTL 255,
+//! version, type, length against the address count, checksum (v3 in both
+//! forms), v2 interval and authentication. What fails is counted and
+//! dropped. What passes is recorded in GREHA_VRRP_SEEN, and dropped too if
+//! it changes nothing: a backup hearing the master it follows, with the
+//! same priority and interval. Everything else (priority 0, another
+//! source, another priority or interval, anything while Master or
+//! Initialize) goes to the daemon. The daemon's Master_Down timer reads
+//! GREHA_VRRP_SEEN when it fires instead of being reset by every advert.
+use aya_ebpf::{
+    bindings::xdp_action,
+    btf_maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    helpers::{bpf_csum_diff, bpf_ktime_get_ns, bpf_xdp_load_bytes},
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+};
+use greha_common::{MAX_VRRP, VRRP_STATE_BACKUP, VrrpCtl, VrrpKey, VrrpSeen, VrrpStats};
+
+#[btf_map]
+static GREHA_VRRP_CTL: HashMap<VrrpKey, VrrpCtl, { MAX_VRRP as usize }> = HashMap::new();
+#[btf_map]
+static GREHA_VRRP_SEEN: HashMap<VrrpKey, VrrpSeen, { MAX_VRRP as usize }> = HashMap::new();
+#[btf_map]
+static GREHA_VRRP_STATS: PerCpuHashMap<VrrpKey, VrrpStats, { MAX_VRRP as usize }> =
+    PerCpuHashMap::new();
+
+const ETH_LEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const IPPROTO_VRRP: u8 = 112;
+/// 8-byte header, 255 addresses, 8 bytes of v2 authentication.
+const MAX_VRRP_LEN: usize = 8 + 4 * 255 + 8;
+const CHUNK: usize = 512;
+
+/// Room for a whole advert, plus slack so the zero padding after the last
+/// byte needs no bounds check LLVM could drop.
+#[btf_map]
+static GREHA_VRRP_SCRATCH: PerCpuArray<[u8; CHUNK + 4], 1> = PerCpuArray::new();
+
+#[inline(always)]
+fn bytes<const N: usize>(ctx: &XdpContext, off: usize) -> Option<[u8; N]> {
+    let start = ctx.data() + off;
+    if start + N > ctx.data_end() {
+        return None;
+    }
+    Some(unsafe { core::ptr::read_unaligned(start as *const [u8; N]) })
+}
+
+#[xdp]
+pub fn greha_vrrp(ctx: XdpContext) -> u32 {
+    vrrp(&ctx)
+}
+
+#[inline(always)]
+fn vrrp(ctx: &XdpContext) -> u32 {
+    let Some(eth) = bytes::<ETH_LEN>(ctx, 0) else {
+        return xdp_action::XDP_PASS;
+    };
+    if u16::from_be_bytes([eth[12], eth[13]]) != ETH_P_IP {
+        return xdp_action::XDP_PASS;
+    }
+    let Some(ip) = bytes::<20>(ctx, ETH_LEN) else {
+        return xdp_action::XDP_PASS;
+    };
+    if ip[9] != IPPROTO_VRRP || ip[0] >> 4 != 4 {
+        return xdp_action::XDP_PASS;
+    }
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    let tot_len = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    if ihl < 20 || tot_len < ihl {
+        return xdp_action::XDP_PASS;
+    }
+    let voff = ETH_LEN + ihl;
+    let Some(hdr) = bytes::<8>(ctx, voff) else {
+        return xdp_action::XDP_PASS;
+    };
+    let key = VrrpKey {
+        ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
+        vrid: hdr[1] as u32,
+    };
+    // Not an instance the daemon configured here: its business (it counts
+    // VRID errors).
+    let Some(ctl) = (unsafe { GREHA_VRRP_CTL.get(key) }) else {
+        return xdp_action::XDP_PASS;
+    };
+    let stats = match GREHA_VRRP_STATS.get_ptr_mut(key) {
+        Some(s) => s,
+        None => {
+            let _ = GREHA_VRRP_STATS.insert(key, VrrpStats::default(), 0);
+            match GREHA_VRRP_STATS.get_ptr_mut(key) {
+                Some(s) => s,
+                None => return xdp_action::XDP_PASS,
+            }
+        }
+    };
+    let s = unsafe { &mut *stats };
+
+    if ip[8] != 255 {
+        s.ip_ttl_errors += 1;
+        return xdp_action::XDP_DROP;
+    }
+    let version = hdr[0] >> 4;
+    if version != ctl.version {
+        s.version_errors += 1;
+        return xdp_action::XDP_DROP;
+    }
+    if hdr[0] & 0x0f != 1 {
+        s.rcvd_invalid_type_packets += 1;
+        return xdp_action::XDP_DROP;
+    }
+    let count = hdr[3] as usize;
+    let len = 8 + 4 * count + if version == 2 { 8 } else { 0 };
+    if tot_len - ihl != len || voff + len > ctx.data_end() - ctx.data() || len > MAX_VRRP_LEN {
+        s.packet_length_errors += 1;
+        return xdp_action::XDP_DROP;
+    }
+    let Some(plain) = partial_sum(ctx, voff, voff + len) else {
+        s.packet_length_errors += 1;
+        return xdp_action::XDP_DROP;
+    };
+    let verified = fold(plain) == 0xffff
+        || version == 3 && {
+            // keepalived's form adds the IPv4 pseudo-header; RFC 9568's does
+            // not. Summed by bpf_csum_diff too, so the byte order matches.
+            let len_be = (len as u16).to_be_bytes();
+            let mut pseudo: [u8; 12] = [
+                ip[12], ip[13], ip[14], ip[15], ip[16], ip[17], ip[18], ip[19], 0, IPPROTO_VRRP,
+                len_be[0], len_be[1],
+            ];
+            let with = unsafe {
+                bpf_csum_diff(
+                    core::ptr::null_mut(),
+                    0,
+                    pseudo.as_mut_ptr().cast(),
+                    12,
+                    plain as u32,
+                )
+            };
+            with >= 0 && fold(with as u64) == 0xffff
+        };
+    if !verified {
+        s.checksum_errors += 1;
+        return xdp_action::XDP_DROP;
+    }
+    let priority = hdr[2];
+    let interval_cs = if version == 2 {
+        hdr[5] as u16 * 100
+    } else {
+        u16::from_be_bytes([hdr[4] & 0x0f, hdr[5]])
+    };
+    if version == 2 {
+        if interval_cs != ctl.interval_cs {
+            s.adv_interval_errors += 1;
+            return xdp_action::XDP_DROP;
+        }
+        if hdr[4] != ctl.auth_type {
+            s.auth_failures += 1;
+            return xdp_action::XDP_DROP;
+        }
+        if ctl.auth_type == 1 {
+            match bytes::<8>(ctx, voff + 8 + 4 * count) {
+                Some(a) if a == ctl.auth => {}
+                _ => {
+                    s.auth_failures += 1;
+                    return xdp_action::XDP_DROP;
+                }
+            }
+        }
+    }
+    s.rcvd_advertisements += 1;
+    if priority == 0 {
+        s.rcvd_pri_zero_packets += 1;
+    }
+    let src = [ip[12], ip[13], ip[14], ip[15]];
+    let seen = VrrpSeen {
+        last_ns: unsafe { bpf_ktime_get_ns() },
+        src,
+        priority,
+        _pad: [0],
+        interval_cs,
+    };
+    let _ = GREHA_VRRP_SEEN.insert(key, seen, 0);
+    let steady = ctl.fastpath != 0
+        && ctl.state == VRRP_STATE_BACKUP
+        && priority != 0
+        && src == ctl.master_ip
+        && priority == ctl.master_priority
+        && interval_cs == ctl.master_interval_cs
+        && count == ctl.vip_count as usize;
+    if steady {
+        s.absorbed += 1;
+        xdp_action::XDP_DROP
+    } else {
+        s.to_daemon += 1;
+        xdp_action::XDP_PASS
+    }
+}
+
+#[inline(always)]
+fn fold(mut sum: u64) -> u16 {
+    for _ in 0..4 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// The ones' complement sum (unfolded) of the frame's bytes `start..end`,
+/// chunk by chunk with bpf_csum_diff.
+#[inline(always)]
+fn partial_sum(ctx: &XdpContext, start: usize, end: usize) -> Option<u64> {
+    let buf = GREHA_VRRP_SCRATCH.get_ptr_mut(0)?;
+    let mut sum: i64 = 0;
+    let mut off = start;
+    for _ in 0..MAX_VRRP_LEN / CHUNK {
+        if off + CHUNK > end {
+            break;
+        }
+        if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf.cast(), CHUNK as u32) } != 0 {
+            return None;
+        }
+        sum = unsafe {
+            bpf_csum_diff(core::ptr::null_mut(), 0, buf.cast(), CHUNK as u32, sum as u32)
+        };
+        if sum < 0 {
+            return None;
+        }
+        off += CHUNK;
+    }
+    // Opaque to LLVM, so the bounds below stay for the verifier.
+    let tail = core::hint::black_box(end.checked_sub(off)?);
+    if tail >= CHUNK {
+        return None;
+    }
+    if tail > 0 {
+        if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf.cast(), tail as u32) } != 0 {
+            return None;
+        }
+        let bytes = buf.cast::<u8>();
+        for k in 0..3 {
+            unsafe { core::ptr::write_volatile(bytes.add(tail + k), 0) };
+        }
+        let words = ((tail + 3) & !3) as u32;
+        sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf.cast(), words, sum as u32) };
+        if sum < 0 {
+            return None;
+        }
+    }
+    // A 32-bit partial sum in the CPU's byte order: fold it and compare with
+    // all ones, which reads the same in either order.
+    Some((sum as u64) & 0xffff_ffff)
+}
