@@ -127,8 +127,18 @@ fn vrrp(ctx: &XdpContext) -> u32 {
             // not. Summed by bpf_csum_diff too, so the byte order matches.
             let len_be = (len as u16).to_be_bytes();
             let mut pseudo: [u8; 12] = [
-                ip[12], ip[13], ip[14], ip[15], ip[16], ip[17], ip[18], ip[19], 0, IPPROTO_VRRP,
-                len_be[0], len_be[1],
+                ip[12],
+                ip[13],
+                ip[14],
+                ip[15],
+                ip[16],
+                ip[17],
+                ip[18],
+                ip[19],
+                0,
+                IPPROTO_VRRP,
+                len_be[0],
+                len_be[1],
             ];
             let with = unsafe {
                 bpf_csum_diff(
@@ -222,7 +232,13 @@ fn partial_sum(ctx: &XdpContext, start: usize, end: usize) -> Option<u64> {
             return None;
         }
         sum = unsafe {
-            bpf_csum_diff(core::ptr::null_mut(), 0, buf.cast(), CHUNK as u32, sum as u32)
+            bpf_csum_diff(
+                core::ptr::null_mut(),
+                0,
+                buf.cast(),
+                CHUNK as u32,
+                sum as u32,
+            )
         };
         if sum < 0 {
             return None;

@@ -161,9 +161,19 @@ pub fn render(vrrp: &[InstanceStatus], global: &GlobalStats, tunnels: &[TunnelSt
     if let Some(first) = tunnels.first() {
         for (k, (name, _)) in fields(first).iter().enumerate() {
             let metric = format!("greha_tunnel_{name}_total");
-            family(&mut out, &metric, "counter", "Tunnel datapath counter (pinned BTF map).");
+            family(
+                &mut out,
+                &metric,
+                "counter",
+                "Tunnel datapath counter (pinned BTF map).",
+            );
             for t in tunnels {
-                let _ = writeln!(out, "{metric}{{tunnel=\"{}\"}} {}", esc(&t.name), fields(t)[k].1);
+                let _ = writeln!(
+                    out,
+                    "{metric}{{tunnel=\"{}\"}} {}",
+                    esc(&t.name),
+                    fields(t)[k].1
+                );
             }
         }
     }

@@ -3,7 +3,6 @@
 //! per-packet cost of the datapath programs under BPF_PROG_TEST_RUN.
 use std::{
     fs,
-    mem::size_of,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -107,7 +106,7 @@ pub fn tunnel(greha: &Path, out_dir: &Path) -> Result<()> {
     ctx[40..44].copy_from_slice(&ifindex(&a, "gretap1")?.to_ne_bytes());
     let cost = |prog: &str, frame: &[u8], ctx: Option<&[u8]>| -> Result<(u32, f64)> {
         let path = progs.join(prog);
-        a.enter(|| prog_run(&path, frame, ctx))?
+        a.enter(|| greha_tests::prog_test_run(&path, frame, ctx, RUNS))?
     };
     let (decap_rc, decap_ns) = cost("greha_gre_decap", &outer, None)?;
     let (encap_rc, encap_ns) = cost("greha_gre_encap", &inner, Some(&ctx))?;
@@ -179,104 +178,6 @@ fn iperf3(lab: &Lab, a: &Host, b: &Host, dst: &str, extra: &[&str]) -> Result<Va
         .args(extra))?;
     server.wait(SHORT + Duration::from_secs(10))?;
     Ok(serde_json::from_str(&out)?)
-}
-
-/// Runs a pinned program once per BPF_PROG_TEST_RUN call, `RUNS` times, on
-/// a fresh copy of `frame` each time: with the kernel's own `repeat`, a
-/// program that rewrites the packet would see its own output from the
-/// second run on. Returns the last verdict and the kernel-timed average in
-/// nanoseconds. Runs in the caller's network namespace (FIB lookups).
-fn prog_run(prog: &Path, frame: &[u8], ctx: Option<&[u8]>) -> Result<(u32, f64)> {
-    use std::{ffi::CString, os::unix::ffi::OsStrExt as _};
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_PROG_TEST_RUN: libc::c_long = 10;
-
-    #[repr(C)]
-    #[derive(Default)]
-    struct ObjGet {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-        path_fd: i32,
-        _pad: u32,
-    }
-    #[repr(C)]
-    #[derive(Default)]
-    struct TestRun {
-        prog_fd: u32,
-        retval: u32,
-        data_size_in: u32,
-        data_size_out: u32,
-        data_in: u64,
-        data_out: u64,
-        repeat: u32,
-        duration: u32,
-        ctx_size_in: u32,
-        ctx_size_out: u32,
-        ctx_in: u64,
-        ctx_out: u64,
-        flags: u32,
-        cpu: u32,
-        batch_size: u32,
-        _pad: u32,
-    }
-
-    let path = CString::new(prog.as_os_str().as_bytes())?;
-    let mut get = ObjGet {
-        pathname: path.as_ptr() as u64,
-        ..Default::default()
-    };
-    // SAFETY: a BPF_OBJ_GET attr of the kernel's layout, alive for the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &mut get as *mut ObjGet,
-            size_of::<ObjGet>(),
-        )
-    };
-    if fd < 0 {
-        bail!(
-            "BPF_OBJ_GET {}: {}",
-            prog.display(),
-            std::io::Error::last_os_error()
-        );
-    }
-    let mut total_ns: u64 = 0;
-    let mut retval = 0;
-    let mut out = vec![0u8; frame.len() + 256];
-    for _ in 0..RUNS {
-        let input = frame.to_vec();
-        let mut attr = TestRun {
-            prog_fd: fd as u32,
-            data_size_in: input.len() as u32,
-            data_size_out: out.len() as u32,
-            data_in: input.as_ptr() as u64,
-            data_out: out.as_mut_ptr() as u64,
-            repeat: 1,
-            ctx_size_in: ctx.map_or(0, |c| c.len() as u32),
-            ctx_in: ctx.map_or(0, |c| c.as_ptr() as u64),
-            ..Default::default()
-        };
-        // SAFETY: the attr's buffers outlive the call and have the sizes given.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &mut attr as *mut TestRun,
-                size_of::<TestRun>(),
-            )
-        };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            unsafe { libc::close(fd as i32) };
-            bail!("BPF_PROG_TEST_RUN {}: {e}", prog.display());
-        }
-        total_ns += u64::from(attr.duration);
-        retval = attr.retval;
-    }
-    unsafe { libc::close(fd as i32) };
-    Ok((retval, round(total_ns as f64 / f64::from(RUNS), 1)))
 }
 
 fn progs_dir(pins: &Path) -> Result<PathBuf> {
