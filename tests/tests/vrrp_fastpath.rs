@@ -18,7 +18,6 @@ fn hex(bytes: &[u8]) -> Vec<String> {
 }
 
 /// A VrrpCtl as greha-common lays it out.
-#[allow(clippy::too_many_arguments)]
 fn ctl(version: u8, state: u8, auth_type: u8, interval_cs: u16, auth: &[u8; 8]) -> Vec<u8> {
     let mut v = vec![version, state, 1, auth_type];
     v.extend(interval_cs.to_le_bytes());
@@ -159,7 +158,7 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
     bad_type[0] = 0x32;
     let mut bad_len = steady3.clone();
     bad_len[3] = 2;
-    let fixtures: Vec<(&str, &[u8], Vec<u8>, u32, &str)> = vec![
+    let fixtures: Vec<Fixture> = vec![
         (
             "steady v3 advert from the followed master",
             &v3,
@@ -384,6 +383,9 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
     ensure!(seen["last_ns"].as_u64() > Some(0), "{seen}");
     Ok(())
 }
+
+/// (what, map key, frame, expected verdict, the counter it must move).
+type Fixture<'a> = (&'a str, &'a [u8], Vec<u8>, u32, &'a str);
 
 fn ifindex(host: &Host, dev: &str) -> Result<u32> {
     let v: serde_json::Value =
