@@ -278,7 +278,7 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
         "vrrp instance",
         t,
         VRRP_KEYS,
-        &[("preempt", "nopreempt")],
+        &[("preempt", "nopreempt"), ("fastpath", "no-fastpath")],
         &[("unicast_peers", "unicast-peer")],
         &mut w,
     )?;

@@ -141,7 +141,7 @@ pub async fn run(opts: Options) -> Result<()> {
 
     // Every definition, file and flags, is checked before anything changes.
     let want = desired(opts.config.as_deref(), &opts.extra)?;
-    let mut vrrp = Vrrp::start(Vec::new()).await?;
+    let mut vrrp = Vrrp::start(Vec::new(), Some(opts.pin_dir.clone())).await?;
     vrrp.resume_masters(take_saved_masters(&opts.control));
     let mut current = Desired::default();
     if let Err(e) = apply(&opts, &mut current, want, &mut vrrp).await {

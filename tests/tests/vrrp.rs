@@ -187,3 +187,58 @@ fn gratuitous_arp_is_refreshed_while_master() -> Result<()> {
     ensure!(status.success(), "tcpdump:\n{}", dump.log());
     Ok(())
 }
+
+/// With the fast path, a backup following a steady master (100 ms adverts)
+/// wakes the daemon about once per Master_Down_Interval, not for every
+/// advert; without it, for every advert. Counted, not timed.
+#[test]
+fn a_steady_master_barely_wakes_the_backups_daemon() -> Result<()> {
+    for fastpath in [true, false] {
+        let mut lab = Lab::new()?;
+        let a = lab.host("a")?;
+        let b = lab.host("b")?;
+        lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
+        let (pa, pb) = (lab.pin_dir("a"), lab.pin_dir("b"));
+        let spec = |prio: u8| {
+            let extra = if fastpath { "" } else { " no-fastpath" };
+            format!(
+                "VI_1 interface eth0 vrid 51 priority {prio} advert-int 0.1 vip {VIP}/24{extra}"
+            )
+        };
+        let mut master = b.spawn(&lab, greha_cmd(&lab, &b, &pb, &spec(150)), true)?;
+        master.wait_ready(SHORT)?;
+        wait_until(SHORT, "B master", || {
+            Ok(instance(&lab, &b, &pb)?["state"] == "master")
+        })?;
+        let mut backup = a.spawn(&lab, greha_cmd(&lab, &a, &pa, &spec(100)), true)?;
+        backup.wait_ready(SHORT)?;
+        // 40 adverts heard: 4 s, 11 Master_Down_Intervals (360 ms).
+        wait_until(SHORT, "40 adverts heard", || {
+            Ok(instance(&lab, &a, &pa)?["stats"]["rcvd_advertisements"].as_u64() >= Some(40))
+        })?;
+        let v = instance(&lab, &a, &pa)?;
+        assert_eq!(v["state"], "backup", "{v}");
+        let heard = v["stats"]["rcvd_advertisements"].as_u64().unwrap_or(0);
+        let woken = v["daemon_adverts"].as_u64().unwrap_or(0);
+        if fastpath {
+            // One per Master_Down_Interval (heard / 3.6), plus the first
+            // adverts before the backup follows its master.
+            let bound = heard * 10 / 36 + 3;
+            ensure!(
+                woken <= bound,
+                "woken {woken} times for {heard} adverts (bound {bound}): {v}"
+            );
+            ensure!(
+                v["fastpath"]["absorbed"].as_u64() >= Some(heard - bound),
+                "{v}"
+            );
+        } else {
+            ensure!(v["fastpath"].is_null(), "{v}");
+            ensure!(
+                woken == heard,
+                "without a fast path every advert wakes the daemon: {v}"
+            );
+        }
+    }
+    Ok(())
+}

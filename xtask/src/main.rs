@@ -174,6 +174,18 @@ fn test() -> Result<()> {
         .current_dir(workspace_root())
         .env("GREHA_BIN", &greha)
         .args(["test", "--package", "greha-tests"]))?;
+    eprintln!("xtask: the keepalived interoperability tests again, without the fast path");
+    run(Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .env("GREHA_BIN", &greha)
+        .env("GREHA_TEST_NO_FASTPATH", "1")
+        .args([
+            "test",
+            "--package",
+            "greha-tests",
+            "--test",
+            "vrrp_keepalived",
+        ]))?;
     eprintln!("xtask: the demo (the README's first command)");
     demo::run_demo(
         &greha,

@@ -139,8 +139,10 @@ pub struct Instance {
     master_down_timer: Option<Time>,
     /// While set, this router does not preempt (preempt_delay).
     no_preempt_until: Time,
-    /// The master the backup follows, for status.
+    /// The master the backup follows, for status and the fast path.
     master: Option<Ipv4Addr>,
+    /// Its priority as last advertised.
+    master_priority: u8,
     since: Time,
     stats: Stats,
 }
@@ -159,6 +161,7 @@ impl Instance {
             master_down_timer: None,
             no_preempt_until: Duration::ZERO,
             master: None,
+            master_priority: 0,
             since: Duration::ZERO,
             stats: Stats::default(),
         }
@@ -181,6 +184,17 @@ impl Instance {
         match self.state {
             State::Master => Some(self.cfg.primary_ip),
             State::Backup => self.master,
+            _ => None,
+        }
+    }
+
+    /// The followed master's priority and interval (centiseconds), while
+    /// Backup: what a steady advert repeats.
+    pub fn followed(&self) -> Option<(Ipv4Addr, u8, u16)> {
+        match (self.state, self.master) {
+            (State::Backup, Some(m)) => {
+                Some((m, self.master_priority, self.master_adver_interval_cs))
+            }
             _ => None,
         }
     }
@@ -436,6 +450,7 @@ impl Instance {
                         self.master_adver_interval_cs = adv.interval_cs;
                     }
                     self.master = Some(src);
+                    self.master_priority = adv.priority;
                     self.master_down_timer = Some(now + self.master_down_interval());
                 }
                 // else: a lower-priority master while preempting is not
@@ -453,6 +468,7 @@ impl Instance {
                         self.master_adver_interval_cs = adv.interval_cs;
                     }
                     self.master = Some(src);
+                    self.master_priority = adv.priority;
                     self.become_backup(now, Reason::Preempted, out);
                 } else {
                     // A lower-priority router thinks it is master: answer

@@ -14,12 +14,20 @@ use serde::Serialize;
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::{info, warn};
 
+use greha_common::{
+    VRRP_STATE_BACKUP, VRRP_STATE_FAULT, VRRP_STATE_INIT, VRRP_STATE_MASTER, VrrpCtl, VrrpKey,
+    VrrpSeen, VrrpStats, names,
+};
+
 use super::{
     engine::{Action, Config, Event, Instance, Reason, State, Stats},
     io::{Received, VrrpSocket, gratuitous_arp},
     packet::{Advert, Auth, ChecksumForm, MULTICAST, ParseError, Version},
 };
-use crate::netlink::{self, Netlink};
+use crate::{
+    datapath::Datapath,
+    netlink::{self, Netlink},
+};
 
 /// A virtual address and where it lives (the seed runs VRRP on gretap1 and
 /// puts the VIP on eth0).
@@ -65,6 +73,9 @@ pub struct InstanceDef {
     /// While master, announce the VIPs again at this interval
     /// (keepalived's garp_master_refresh); never when zero.
     pub garp_refresh: Duration,
+    /// Let the XDP fast path check adverts and absorb the steady ones
+    /// (`no-fastpath` turns it off: the daemon then sees every advert).
+    pub fastpath: bool,
 }
 
 /// Something whose failure lowers the priority (`weight`) or, without a
@@ -175,6 +186,7 @@ impl InstanceDef {
             unicast_peers: Vec::new(),
             unicast_src: None,
             garp_refresh: Duration::ZERO,
+            fastpath: true,
         };
         let mut vrid = None;
         while let Some(word) = it.next() {
@@ -222,6 +234,7 @@ impl InstanceDef {
                         .ok_or_else(|| bad(&name, word, v, "is out of range (0.01 to 40.95 s)"))?;
                 }
                 "nopreempt" => d.preempt = false,
+                "no-fastpath" => d.fastpath = false,
                 "preempt-delay" => {
                     let v = value()?;
                     let cs = parse_seconds_cs(&name, word, v)?;
@@ -429,6 +442,12 @@ pub struct InstanceStatus {
     /// The most recent transitions, oldest first (at most 16).
     pub transitions: Vec<TransitionRecord>,
     pub stats: Stats,
+    /// The XDP fast path's counters; null without a fast path.
+    pub fastpath: Option<VrrpStats>,
+    /// Adverts the daemon itself processed: those the fast path passed,
+    /// plus one per Master_Down check that found absorbed ones. Without a
+    /// fast path, every advert.
+    pub daemon_adverts: u64,
 }
 
 /// One state change, for status output.
@@ -473,6 +492,31 @@ struct Running {
     faulted: bool,
     /// The check scripts' loops, stopped with the instance.
     script_tasks: Vec<JoinHandle<()>>,
+    /// The XDP fast path's view of this instance, when it has one.
+    fast: Option<Fast>,
+}
+
+/// An instance's entry in the fast path's maps.
+struct Fast {
+    key: VrrpKey,
+    /// What GREHA_VRRP_CTL holds now (written only when it changes).
+    ctl: Option<VrrpCtl>,
+    /// The newest GREHA_VRRP_SEEN time already given to the engine.
+    fed_ns: u64,
+    /// Absorbed adverts given to the engine that way (it counted them).
+    fed: u64,
+}
+
+/// The fast path's maps, opened once from the pins.
+struct FastMaps {
+    ctl: aya::maps::HashMap<aya::maps::MapData, VrrpKey, VrrpCtl>,
+    seen: aya::maps::HashMap<aya::maps::MapData, VrrpKey, VrrpSeen>,
+    stats: aya::maps::PerCpuHashMap<aya::maps::MapData, VrrpKey, VrrpStats>,
+}
+
+/// The XDP program's link on an interface, named by ifindex.
+fn fastpath_pin(ifindex: u32) -> String {
+    format!("vrrp-{ifindex}")
 }
 
 /// An instance checked against the host, not yet started.
@@ -549,6 +593,11 @@ pub struct Vrrp {
     epoch: Instant,
     /// The wall-clock time of `epoch`, for status output.
     epoch_unix_ms: u128,
+    /// CLOCK_MONOTONIC at `epoch`: the clock of bpf_ktime_get_ns.
+    epoch_mono_ns: u64,
+    /// Where the datapath is pinned; no fast path without it.
+    pin_dir: Option<std::path::PathBuf>,
+    fast_maps: Option<FastMaps>,
     rx: mpsc::Receiver<(usize, Received)>,
     rx_tx: mpsc::Sender<(usize, Received)>,
     readers: Vec<JoinHandle<()>>,
@@ -571,7 +620,10 @@ pub struct Vrrp {
 impl Vrrp {
     /// Checks the definitions against the host, removes VIPs an earlier
     /// run left behind, opens the sockets and starts every instance.
-    pub async fn start(defs: Vec<InstanceDef>) -> Result<Self> {
+    pub async fn start(
+        defs: Vec<InstanceDef>,
+        pin_dir: Option<std::path::PathBuf>,
+    ) -> Result<Self> {
         let nl = Netlink::new()?;
         let (rx_tx, rx) = mpsc::channel(1024);
         let (script_tx, scripts) = mpsc::channel(64);
@@ -591,6 +643,9 @@ impl Vrrp {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_millis(),
+            epoch_mono_ns: monotonic_ns(),
+            pin_dir,
+            fast_maps: None,
             rx,
             rx_tx,
             readers: Vec::new(),
@@ -820,8 +875,14 @@ impl Vrrp {
             vips: def.vips.iter().map(|v| v.addr).collect(),
             auth: def.auth.clone(),
         };
+        let fast = if def.fastpath {
+            self.fastpath_attach(&def.name, link.index, def.vrid)
+        } else {
+            None
+        };
         self.instances.push(Running {
             id,
+            fast,
             engine: Instance::new(cfg),
             def,
             socket,
@@ -855,6 +916,7 @@ impl Vrrp {
     /// Stops instance `i`: it resigns, removes its VIPs and is forgotten.
     async fn remove(&mut self, i: usize) {
         self.feed(i, Event::Shutdown).await;
+        self.fastpath_forget(i);
         let r = self.instances.remove(i);
         for t in r.script_tasks {
             t.abort();
@@ -907,21 +969,53 @@ impl Vrrp {
         self.epoch_unix_ms + t.as_millis()
     }
 
+    /// Each instance's view. Its RFC 6527 statistics include what the
+    /// fast path dropped or absorbed, which the engine never saw.
     pub fn status(&self) -> Vec<InstanceStatus> {
         self.instances
             .iter()
-            .map(|r| InstanceStatus {
-                name: r.def.name.clone(),
-                interface: r.def.interface.clone(),
-                vrid: r.def.vrid,
-                state: r.engine.state(),
-                priority: r.engine.priority(),
-                master: r.engine.master(),
-                since_unix_ms: self.unix_ms(r.engine.since()),
-                transitions: r.transitions.iter().cloned().collect(),
-                stats: r.engine.stats().clone(),
+            .map(|r| {
+                let fastpath = self.fastpath_stats(r);
+                let mut stats = r.engine.stats().clone();
+                if let Some(f) = &fastpath {
+                    stats.ip_ttl_errors += f.ip_ttl_errors;
+                    stats.adv_interval_errors += f.adv_interval_errors;
+                    stats.auth_failures += f.auth_failures;
+                    stats.packet_length_errors += f.packet_length_errors;
+                    stats.rcvd_invalid_type_packets += f.rcvd_invalid_type_packets;
+                    // The absorbed adverts fed to the timer were counted
+                    // by the engine already.
+                    let fed = r.fast.as_ref().map_or(0, |f| f.fed);
+                    stats.rcvd_advertisements += f.absorbed.saturating_sub(fed);
+                }
+                InstanceStatus {
+                    name: r.def.name.clone(),
+                    interface: r.def.interface.clone(),
+                    vrid: r.def.vrid,
+                    state: r.engine.state(),
+                    priority: r.engine.priority(),
+                    master: r.engine.master(),
+                    since_unix_ms: self.unix_ms(r.engine.since()),
+                    transitions: r.transitions.iter().cloned().collect(),
+                    daemon_adverts: r.engine.stats().rcvd_advertisements,
+                    stats,
+                    fastpath,
+                }
             })
             .collect()
+    }
+
+    /// The global counters, with the checksum and version errors the fast
+    /// path dropped.
+    pub fn global(&self) -> GlobalStats {
+        let mut g = self.global.clone();
+        for r in &self.instances {
+            if let Some(f) = self.fastpath_stats(r) {
+                g.checksum_errors += f.checksum_errors;
+                g.version_errors += f.version_errors;
+            }
+        }
+        g
     }
 
     /// Runs until a signal or a control request needs the daemon: SIGTERM
@@ -962,7 +1056,7 @@ impl Vrrp {
                         use tokio::io::AsyncWriteExt as _;
                         let doc = serde_json::json!({
                             "vrrp": self.status(),
-                            "vrrp_global": self.global,
+                            "vrrp_global": self.global(),
                         })
                         .to_string();
                         // Off the VRRP loop: a slow client must not delay
@@ -1025,7 +1119,7 @@ impl Vrrp {
                     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
                     let pin_dir = &io.metrics.as_ref().expect("accepted on it").1;
                     let tunnels = crate::tunnel::list(pin_dir).unwrap_or_default();
-                    let body = crate::metrics::render(&self.status(), &self.global, &tunnels);
+                    let body = crate::metrics::render(&self.status(), &self.global(), &tunnels);
                     let reply = format!(
                         "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
                          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -1065,6 +1159,11 @@ impl Vrrp {
                     let now = self.now();
                     for i in 0..self.instances.len() {
                         if self.instances[i].engine.next_deadline().is_some_and(|d| d <= now) {
+                            // Master_Down may only look due: the fast path
+                            // may have absorbed the master's adverts.
+                            self.fastpath_absorbed(i).await;
+                        }
+                        if self.instances[i].engine.next_deadline().is_some_and(|d| d <= now) {
                             self.feed(i, Event::Timer).await;
                         }
                     }
@@ -1078,6 +1177,9 @@ impl Vrrp {
     pub async fn shutdown(&mut self) -> Result<()> {
         for i in 0..self.instances.len() {
             self.feed(i, Event::Shutdown).await;
+        }
+        for i in 0..self.instances.len() {
+            self.fastpath_forget(i);
         }
         // Let the notify commands of the shutdown run before exiting.
         self.notify_tx = None;
@@ -1158,12 +1260,190 @@ impl Vrrp {
     /// Gives instance `i` an event and carries out what it answers.
     async fn feed(&mut self, i: usize, event: Event) {
         let now = self.now();
-        let actions = self.instances[i].engine.handle(now, event);
+        self.feed_at(i, now, event).await;
+    }
+
+    /// `feed` at a given engine time (an advert the fast path absorbed
+    /// earlier).
+    async fn feed_at(&mut self, i: usize, t: Duration, event: Event) {
+        let actions = self.instances[i].engine.handle(t, event);
         for action in actions {
             if let Err(e) = self.act(i, action).await {
                 warn!(instance = %self.instances[i].def.name, "{e:#}");
             }
         }
+        self.fastpath_sync(i);
+    }
+
+    /// Attaches the XDP program to `ifindex` unless it is there already,
+    /// and opens the maps. Without the datapath (or if the interface
+    /// refuses XDP) the instance runs without a fast path, which behaves
+    /// the same.
+    fn fastpath_attach(&mut self, name: &str, ifindex: u32, vrid: u8) -> Option<Fast> {
+        let pin_dir = self.pin_dir.clone()?;
+        let attached = (|| -> Result<()> {
+            let dp = Datapath::open(&pin_dir)?;
+            if self.fast_maps.is_none() {
+                self.fast_maps = Some(FastMaps {
+                    ctl: dp.map(names::MAP_VRRP_CTL)?.try_into()?,
+                    seen: dp.map(names::MAP_VRRP_SEEN)?.try_into()?,
+                    stats: dp.map(names::MAP_VRRP_STATS)?.try_into()?,
+                });
+            }
+            let pin = fastpath_pin(ifindex);
+            if !dp.pinned_link_exists(&pin) {
+                let mode = dp.attach_xdp_pinned(names::PROG_VRRP, ifindex, &pin)?;
+                info!(instance = %name, ifindex, %mode, "VRRP fast path attached");
+            }
+            Ok(())
+        })();
+        match attached {
+            Ok(()) => Some(Fast {
+                key: VrrpKey {
+                    ifindex,
+                    vrid: u32::from(vrid),
+                },
+                ctl: None,
+                fed_ns: 0,
+                fed: 0,
+            }),
+            Err(e) => {
+                warn!(instance = %name, "running without the fast path: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// Writes what the XDP program must know of instance `i`, if it
+    /// changed.
+    fn fastpath_sync(&mut self, i: usize) {
+        let r = &mut self.instances[i];
+        let (Some(fast), Some(maps)) = (&mut r.fast, &mut self.fast_maps) else {
+            return;
+        };
+        let (auth_type, auth) = match &r.def.auth {
+            Auth::None => (0, [0; 8]),
+            Auth::Pass(p) => (1, *p),
+        };
+        let (master_ip, master_priority, master_interval_cs) = r
+            .engine
+            .followed()
+            .map_or(([0; 4], 0, 0), |(m, p, int)| (m.octets(), p, int));
+        let ctl = VrrpCtl {
+            version: match r.def.version {
+                Version::V2 => 2,
+                Version::V3 => 3,
+            },
+            state: match r.engine.state() {
+                State::Initialize => VRRP_STATE_INIT,
+                State::Backup => VRRP_STATE_BACKUP,
+                State::Master => VRRP_STATE_MASTER,
+                State::Fault => VRRP_STATE_FAULT,
+            },
+            fastpath: 1,
+            auth_type,
+            interval_cs: r.def.advert_interval_cs,
+            vip_count: r.def.vips.len() as u16,
+            auth,
+            master_ip,
+            master_priority,
+            _pad: [0],
+            master_interval_cs,
+        };
+        if fast.ctl != Some(ctl) {
+            match maps.ctl.insert(fast.key, ctl, 0) {
+                Ok(()) => fast.ctl = Some(ctl),
+                Err(e) => warn!(instance = %r.def.name, "fast path: {e}"),
+            }
+        }
+    }
+
+    /// Gives instance `i`'s engine the newest steady advert the fast path
+    /// absorbed since it last looked, at the time it arrived: the
+    /// Master_Down timer then runs from there, as if the daemon had seen it.
+    async fn fastpath_absorbed(&mut self, i: usize) {
+        let r = &self.instances[i];
+        let (Some(fast), Some(maps), Some((master, priority, interval))) =
+            (&r.fast, &self.fast_maps, r.engine.followed())
+        else {
+            return;
+        };
+        let Ok(seen) = maps.seen.get(&fast.key, 0) else {
+            return;
+        };
+        if seen.last_ns <= fast.fed_ns
+            || seen.last_ns < self.epoch_mono_ns
+            || Ipv4Addr::from(seen.src) != master
+            || seen.priority != priority
+            || seen.interval_cs != interval
+        {
+            return;
+        }
+        let t = Duration::from_nanos(seen.last_ns - self.epoch_mono_ns);
+        let advert = Advert {
+            version: r.def.version,
+            vrid: r.def.vrid,
+            priority,
+            interval_cs: interval,
+            addresses: r.def.vips.iter().map(|v| v.addr).collect(),
+            auth: r.def.auth.clone(),
+        };
+        if let Some(f) = &mut self.instances[i].fast {
+            f.fed_ns = seen.last_ns;
+            f.fed += 1;
+        }
+        self.feed_at(
+            i,
+            t,
+            Event::Advert {
+                src: master,
+                ttl: 255,
+                advert,
+            },
+        )
+        .await;
+    }
+
+    /// Removes instance `i` from the fast path's maps, and the XDP program
+    /// from its interface when no other instance there uses it.
+    fn fastpath_forget(&mut self, i: usize) {
+        let Some(fast) = self.instances[i].fast.take() else {
+            return;
+        };
+        if let Some(maps) = &mut self.fast_maps {
+            let _ = maps.ctl.remove(&fast.key);
+            let _ = maps.seen.remove(&fast.key);
+            let _ = maps.stats.remove(&fast.key);
+        }
+        let still_used = self.instances.iter().any(|r| {
+            r.fast
+                .as_ref()
+                .is_some_and(|f| f.key.ifindex == fast.key.ifindex)
+        });
+        if let (false, Some(pin_dir)) = (still_used, &self.pin_dir) {
+            let done = Datapath::open(pin_dir).and_then(|dp| {
+                dp.detach_pinned(&fastpath_pin(fast.key.ifindex))?;
+                dp.release_if_unused().map(|_| ())
+            });
+            if let Err(e) = done {
+                warn!(
+                    "fast path: detaching from ifindex {}: {e:#}",
+                    fast.key.ifindex
+                );
+            }
+        }
+    }
+
+    /// The XDP program's counters for instance `i`, summed over CPUs.
+    fn fastpath_stats(&self, r: &Running) -> Option<VrrpStats> {
+        let (fast, maps) = (r.fast.as_ref()?, self.fast_maps.as_ref()?);
+        let mut total = VrrpStats::default();
+        if let Ok(per_cpu) = maps.stats.get(&fast.key, 0) {
+            for s in per_cpu.iter() {
+                total.add(s);
+            }
+        }
+        Some(total)
     }
 
     async fn act(&mut self, i: usize, action: Action) -> Result<()> {
@@ -1276,6 +1556,13 @@ impl Vrrp {
         }
         Ok(())
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, bpf_ktime_get_ns's clock.
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
 }
 
 /// systemd's watchdog period, as libsystemd's sd_watchdog_enabled reads
