@@ -77,6 +77,59 @@ impl VrrpSocket {
         Ok(Self { fd })
     }
 
+    /// Sends every message in one sendmmsg(2) where the kernel takes them
+    /// all (the adverts of many instances due at the same tick).
+    pub fn send_batch(&self, msgs: &[(Vec<u8>, Ipv4Addr)]) -> io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        let mut addrs: Vec<libc::sockaddr_in> = msgs
+            .iter()
+            .map(|(_, dst)| {
+                // SAFETY: sockaddr_in is plain data; zero is a valid start.
+                let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+                a.sin_family = libc::AF_INET as libc::sa_family_t;
+                a.sin_addr.s_addr = u32::from_ne_bytes(dst.octets());
+                a
+            })
+            .collect();
+        let mut iovs: Vec<libc::iovec> = msgs
+            .iter()
+            .map(|(m, _)| libc::iovec {
+                iov_base: m.as_ptr() as *mut libc::c_void,
+                iov_len: m.len(),
+            })
+            .collect();
+        let mut hdrs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .zip(addrs.iter_mut())
+            .map(|(iov, addr)| {
+                // SAFETY: msghdr is plain data; the pointers set below
+                // outlive the call.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_in).cast();
+                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        let fd = self.fd.get_ref().as_raw_fd();
+        let mut sent = 0;
+        while sent < hdrs.len() {
+            // SAFETY: hdrs[sent..] points at live iovecs and addresses.
+            let n = unsafe {
+                libc::sendmmsg(fd, hdrs[sent..].as_mut_ptr(), (hdrs.len() - sent) as u32, 0)
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if n == 0 {
+                break;
+            }
+            sent += n as usize;
+        }
+        Ok(())
+    }
+
     pub fn send(&self, msg: &[u8], dst: Ipv4Addr) -> io::Result<()> {
         self.fd
             .get_ref()

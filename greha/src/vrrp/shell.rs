@@ -496,6 +496,13 @@ struct Running {
     fast: Option<Fast>,
 }
 
+/// Which socket an advert leaves by.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outlet {
+    Shared(usize),
+    Unicast(u64),
+}
+
 /// An instance's entry in the fast path's maps.
 struct Fast {
     key: VrrpKey,
@@ -598,6 +605,11 @@ pub struct Vrrp {
     /// Where the datapath is pinned; no fast path without it.
     pin_dir: Option<std::path::PathBuf>,
     fast_maps: Option<FastMaps>,
+    /// While set, adverts wait here and leave together: one sendmmsg per
+    /// socket for all the instances due at the same tick. (Socket index,
+    /// or the instance's unicast socket by instance id; bytes;
+    /// destination.)
+    outbox: Option<Vec<(Outlet, Vec<u8>, Ipv4Addr)>>,
     rx: mpsc::Receiver<(usize, Received)>,
     rx_tx: mpsc::Sender<(usize, Received)>,
     readers: Vec<JoinHandle<()>>,
@@ -646,6 +658,7 @@ impl Vrrp {
             epoch_mono_ns: monotonic_ns(),
             pin_dir,
             fast_maps: None,
+            outbox: None,
             rx,
             rx_tx,
             readers: Vec::new(),
@@ -1157,6 +1170,7 @@ impl Vrrp {
                 }
                 () = sleep => {
                     let now = self.now();
+                    self.outbox = Some(Vec::new());
                     for i in 0..self.instances.len() {
                         if self.instances[i].engine.next_deadline().is_some_and(|d| d <= now) {
                             // Master_Down may only look due: the fast path
@@ -1167,6 +1181,7 @@ impl Vrrp {
                             self.feed(i, Event::Timer).await;
                         }
                     }
+                    self.flush();
                 }
             }
         }
@@ -1273,6 +1288,41 @@ impl Vrrp {
             }
         }
         self.fastpath_sync(i);
+    }
+
+    /// Sends what the tick queued: one sendmmsg per socket.
+    fn flush(&mut self) {
+        let Some(out) = self.outbox.take() else {
+            return;
+        };
+        let mut outlets: Vec<Outlet> = Vec::new();
+        for (o, _, _) in &out {
+            if !outlets.contains(o) {
+                outlets.push(*o);
+            }
+        }
+        for outlet in outlets {
+            let batch: Vec<(Vec<u8>, Ipv4Addr)> = out
+                .iter()
+                .filter(|(o, _, _)| *o == outlet)
+                .map(|(_, b, d)| (b.clone(), *d))
+                .collect();
+            let sent = match outlet {
+                Outlet::Shared(s) => self.sockets[s].1.send_batch(&batch),
+                Outlet::Unicast(id) => match self
+                    .instances
+                    .iter()
+                    .find(|r| r.id == id)
+                    .and_then(|r| r.unicast.as_ref())
+                {
+                    Some(sock) => sock.send_batch(&batch),
+                    None => Ok(()),
+                },
+            };
+            if let Err(e) = sent {
+                warn!("sending {} advertisements: {e}", batch.len());
+            }
+        }
     }
 
     /// Attaches the XDP program to `ifindex` unless it is there already,
@@ -1459,21 +1509,30 @@ impl Vrrp {
                     addresses: c.vips.clone(),
                     auth: c.auth.clone(),
                 };
-                match &r.unicast {
-                    None => {
-                        let bytes = advert.write(r.def.checksum, r.primary, MULTICAST);
-                        self.sockets[r.socket]
-                            .1
-                            .send(&bytes, MULTICAST)
-                            .context("sending an advertisement")?;
-                    }
-                    Some(sock) => {
-                        for peer in &r.def.unicast_peers {
-                            // The pseudo-header checksum covers the destination.
-                            let bytes = advert.write(r.def.checksum, r.primary, *peer);
-                            sock.send(&bytes, *peer)
-                                .with_context(|| format!("sending an advertisement to {peer}"))?;
-                        }
+                let dsts: Vec<Ipv4Addr> = if r.unicast.is_some() {
+                    r.def.unicast_peers.clone()
+                } else {
+                    vec![MULTICAST]
+                };
+                for dst in dsts {
+                    // The pseudo-header checksum covers the destination.
+                    let bytes = advert.write(r.def.checksum, r.primary, dst).to_vec();
+                    let outlet = if r.unicast.is_some() {
+                        Outlet::Unicast(r.id)
+                    } else {
+                        Outlet::Shared(r.socket)
+                    };
+                    match &mut self.outbox {
+                        Some(out) => out.push((outlet, bytes, dst)),
+                        None => match &r.unicast {
+                            Some(sock) => sock
+                                .send(&bytes, dst)
+                                .with_context(|| format!("sending an advertisement to {dst}"))?,
+                            None => self.sockets[r.socket]
+                                .1
+                                .send(&bytes, dst)
+                                .context("sending an advertisement")?,
+                        },
                     }
                 }
             }
