@@ -450,3 +450,231 @@ fn failover_once(greha: &Path, imp: &str, version: u8, adv_cs: u32, kill: bool) 
     })?;
     Ok(t1.duration_since(from).as_secs_f64() * 1000.0)
 }
+
+/// A VRRP implementation in the scale benchmark.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Vrrpd {
+    Greha,
+    GrehaNoFastpath,
+    Keepalived,
+}
+
+impl Vrrpd {
+    fn key(self) -> &'static str {
+        match self {
+            Self::Greha => "greha",
+            Self::GrehaNoFastpath => "greha_nofastpath",
+            Self::Keepalived => "keepalived",
+        }
+    }
+}
+
+const SCALE_INSTANCES: u32 = 255;
+
+/// `cargo xtask bench scale`: 255 VRRP instances between two hosts, v3 at
+/// 100 ms and at 10 ms; CPU seconds and wakeups (context switches) of the
+/// backup, then of the master, for greha with and without the fast path
+/// and for keepalived, over `seconds` each.
+pub fn scale(greha: &Path, out_dir: &Path, seconds: u64) -> Result<()> {
+    let mut results = serde_json::Map::new();
+    for (rate, cs) in [("100ms", 10u32), ("10ms", 1)] {
+        for side in ["backup", "master"] {
+            for imp in [Vrrpd::Greha, Vrrpd::GrehaNoFastpath, Vrrpd::Keepalived] {
+                eprintln!("bench: {} as the {side}, {rate} adverts", imp.key());
+                // The other side is greha with the fast path.
+                let (master, backup) = if side == "backup" {
+                    (Vrrpd::Greha, imp)
+                } else {
+                    (imp, Vrrpd::Greha)
+                };
+                let (cpu, wakeups) =
+                    scale_once(greha, cs, master, backup, side == "master", seconds)?;
+                results.insert(
+                    format!("{}_{side}_cpu_s_{rate}", imp.key()),
+                    json!(round(cpu, 3)),
+                );
+                results.insert(
+                    format!("{}_{side}_wakeups_{rate}", imp.key()),
+                    json!(wakeups),
+                );
+            }
+        }
+    }
+    results.insert("seconds".into(), json!(seconds));
+    results.insert("instances".into(), json!(SCALE_INSTANCES));
+    let results = Value::Object(results);
+    fs::create_dir_all(out_dir)?;
+    let path = out_dir.join("scale.json");
+    fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
+    println!(
+        "{:<8} {:<7} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "RATE", "SIDE", "greha cpu", "nofast cpu", "kad cpu", "greha wk", "nofast wk", "kad wk"
+    );
+    for rate in ["100ms", "10ms"] {
+        for side in ["backup", "master"] {
+            let r = |imp: &str, what: &str| results[format!("{imp}_{side}_{what}_{rate}")].clone();
+            println!(
+                "{:<8} {:<7} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+                rate,
+                side,
+                r("greha", "cpu_s"),
+                r("greha_nofastpath", "cpu_s"),
+                r("keepalived", "cpu_s"),
+                r("greha", "wakeups"),
+                r("greha_nofastpath", "wakeups"),
+                r("keepalived", "wakeups"),
+            );
+        }
+    }
+    for (k, v) in results.as_object().expect("an object") {
+        if k.contains("false_failovers") && v.as_u64() > Some(0) {
+            println!("{k}: {v} instances of the backup took their VIP under load");
+        }
+    }
+    println!("written: {}", path.display());
+    Ok(())
+}
+
+/// CPU seconds and context switches of `pids` (all their threads).
+fn usage(pids: &[u32]) -> Result<(f64, u64)> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let (mut cpu, mut switches) = (0.0, 0);
+    for pid in pids {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command (which may hold spaces): utime, stime
+        // are the 12th and 13th.
+        let rest = stat.rsplit_once(')').context("bad /proc stat")?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        cpu += (f[11].parse::<f64>()? + f[12].parse::<f64>()?) / hz;
+        for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+            let status = fs::read_to_string(task?.path().join("status"))?;
+            for line in status.lines() {
+                if let Some(v) = line
+                    .strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+                {
+                    switches += v.trim().parse::<u64>()?;
+                }
+            }
+        }
+    }
+    Ok((cpu, switches))
+}
+
+fn scale_once(
+    greha: &Path,
+    adv_cs: u32,
+    master: Vrrpd,
+    backup: Vrrpd,
+    measure_master: bool,
+    seconds: u64,
+) -> Result<(f64, u64, u64)> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(
+        &a,
+        &format!("{A_UNDERLAY}/24"),
+        &b,
+        &format!("{B_UNDERLAY}/24"),
+    )?;
+    let adv = f64::from(adv_cs) / 100.0;
+    let pins = [lab.pin_dir("a"), lab.pin_dir("b")];
+    // A is the master (priority 150), B the backup (100).
+    let mut pids = Vec::new();
+    let mut procs = Vec::new();
+    for (k, (host, imp, prio)) in [(&a, master, 150u8), (&b, backup, 100u8)]
+        .into_iter()
+        .enumerate()
+    {
+        let dir = lab.tmp().join(format!("host{k}"));
+        fs::create_dir_all(&dir)?;
+        let mut conf = String::new();
+        for vrid in 1..=SCALE_INSTANCES {
+            let vip = format!("203.0.113.{vrid}/32");
+            if imp == Vrrpd::Keepalived {
+                conf += &format!(
+                    "vrrp_instance VI_{vrid} {{\n state BACKUP\n interface eth0\n virtual_router_id {vrid}\n \
+                     priority {prio}\n advert_int {adv}\n version 3\n virtual_ipaddress {{\n {vip} dev eth0\n }}\n}}\n"
+                );
+            } else {
+                let fast = if imp == Vrrpd::GrehaNoFastpath {
+                    "fastpath = false\n"
+                } else {
+                    ""
+                };
+                conf += &format!(
+                    "[[vrrp]]\nname = \"VI_{vrid}\"\ninterface = \"eth0\"\nvrid = {vrid}\npriority = {prio}\n\
+                     advert_int = {adv}\n{fast}[[vrrp.vip]]\naddress = \"{vip}\"\n"
+                );
+            }
+        }
+        let file = dir.join(if imp == Vrrpd::Keepalived {
+            "k.conf"
+        } else {
+            "g.toml"
+        });
+        fs::write(&file, conf)?;
+        let proc = if imp == Vrrpd::Keepalived {
+            let mut cmd = host.command("keepalived");
+            cmd.args(["-n", "-l", "-P", "-f"])
+                .arg(&file)
+                .arg("-p")
+                .arg(dir.join("k.pid"))
+                .arg("-r")
+                .arg(dir.join("v.pid"));
+            let mut p = host.spawn(&lab, cmd, false)?;
+            p.wait_for_output("Entering BACKUP STATE", SHORT)?;
+            p
+        } else {
+            let mut cmd = host.command(greha);
+            cmd.arg("--pin-dir")
+                .arg(&pins[k])
+                .arg("--control")
+                .arg(dir.join("g.sock"))
+                .args(["run", "--config"])
+                .arg(&file);
+            let mut p = host.spawn(&lab, cmd, true)?;
+            p.wait_ready(Duration::from_secs(30))?;
+            p
+        };
+        let mut these = vec![proc.pid()];
+        if imp == Vrrpd::Keepalived {
+            wait_until(SHORT, "keepalived's VRRP process", || {
+                Ok(dir.join("v.pid").exists())
+            })?;
+            these.push(fs::read_to_string(dir.join("v.pid"))?.trim().parse()?);
+        }
+        pids.push(these);
+        procs.push(proc);
+        if k == 0 {
+            // The master holds all its VIPs before the backup starts.
+            wait_until(
+                Duration::from_secs(60),
+                "the master to hold every VIP",
+                || {
+                    let out = a.ip(&["-4", "-o", "addr", "show", "dev", "eth0"])?;
+                    Ok(out.matches("203.0.113.").count() as u32 == SCALE_INSTANCES)
+                },
+            )?;
+        }
+    }
+    // Let the backup settle for two Master_Down_Intervals.
+    std::thread::sleep(
+        Duration::from_millis(u64::from(adv_cs) * 10 * 8).max(Duration::from_secs(1)),
+    );
+    let measured = &pids[usize::from(!measure_master)];
+    let (cpu0, sw0) = usage(measured)?;
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (cpu1, sw1) = usage(measured)?;
+    let held = b
+        .ip(&["-4", "-o", "addr", "show", "dev", "eth0"])?
+        .matches("203.0.113.")
+        .count();
+    if held > 0 {
+        bail!("the backup took {held} VIPs: a false failover under load");
+    }
+    drop(procs);
+    Ok((cpu1 - cpu0, sw1 - sw0))
+}

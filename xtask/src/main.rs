@@ -64,6 +64,14 @@ enum Bench {
     /// Time from stopping the VRRP master to the VIP on the backup, greha
     /// and keepalived, kill -9 and graceful, VRRPv2 at 1 s and v3 at 100 ms.
     Failover,
+    /// 255 VRRP instances at 100 ms and 10 ms: CPU and wakeups of the
+    /// backup and the master, greha with and without the fast path and
+    /// keepalived.
+    Scale {
+        /// How long each measurement lasts.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -103,6 +111,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             match which {
                 Bench::Tunnel => bench::tunnel(&greha, &out),
                 Bench::Failover => bench::failover(&greha, &out),
+                Bench::Scale { seconds } => bench::scale(&greha, &out, seconds),
             }
         }
         Task::Lint => {

@@ -494,6 +494,8 @@ struct Running {
     script_tasks: Vec<JoinHandle<()>>,
     /// The XDP fast path's view of this instance, when it has one.
     fast: Option<Fast>,
+    /// Start as master (a restart with the datapath kept).
+    resume: bool,
 }
 
 /// Which socket an advert leaves by.
@@ -678,6 +680,7 @@ impl Vrrp {
         for p in prepared {
             vrrp.add(p).await?;
         }
+        vrrp.start_engines(0).await;
         Ok(vrrp)
     }
 
@@ -896,6 +899,7 @@ impl Vrrp {
         self.instances.push(Running {
             id,
             fast,
+            resume: false,
             engine: Instance::new(cfg),
             def,
             socket,
@@ -909,21 +913,29 @@ impl Vrrp {
             faulted: false,
             script_tasks,
         });
-        let i = self.instances.len() - 1;
-        // Trackers first: an instance whose tracked interface is down
-        // starts in Fault, not as a backup that could become master.
-        let (fault, priority) = self.instances[i].tracked();
-        self.feed(i, Event::Priority(priority)).await;
-        if fault {
-            self.instances[i].faulted = true;
-            self.feed(i, Event::Fault(true)).await;
-        } else if resume {
-            info!(instance = %self.instances[i].def.name, "resuming as master after a restart");
-            self.feed(i, Event::Resume).await;
-        } else {
-            self.feed(i, Event::Startup).await;
-        }
+        self.instances.last_mut().expect("just pushed").resume = resume;
         Ok(())
+    }
+
+    /// Starts the engines of the instances just added, together: their
+    /// Master_Down timers must not run while the others are being set up
+    /// and no advert is read.
+    async fn start_engines(&mut self, from: usize) {
+        for i in from..self.instances.len() {
+            // Trackers first: an instance whose tracked interface is down
+            // starts in Fault, not as a backup that could become master.
+            let (fault, priority) = self.instances[i].tracked();
+            self.feed(i, Event::Priority(priority)).await;
+            if fault {
+                self.instances[i].faulted = true;
+                self.feed(i, Event::Fault(true)).await;
+            } else if self.instances[i].resume {
+                info!(instance = %self.instances[i].def.name, "resuming as master after a restart");
+                self.feed(i, Event::Resume).await;
+            } else {
+                self.feed(i, Event::Startup).await;
+            }
+        }
     }
 
     /// Stops instance `i`: it resigns, removes its VIPs and is forgotten.
@@ -967,9 +979,11 @@ impl Vrrp {
             }
         }
         let added = fresh.iter().map(|d| d.name.clone()).collect();
+        let first = self.instances.len();
         for p in prepared {
             self.add(p).await?;
         }
+        self.start_engines(first).await;
         Ok((added, removed))
     }
 
