@@ -487,7 +487,7 @@ pub fn scale(greha: &Path, out_dir: &Path, seconds: u64) -> Result<()> {
                 } else {
                     (imp, Vrrpd::Greha)
                 };
-                let (cpu, wakeups) =
+                let (cpu, wakeups, false_failovers) =
                     scale_once(greha, cs, master, backup, side == "master", seconds)?;
                 results.insert(
                     format!("{}_{side}_cpu_s_{rate}", imp.key()),
@@ -496,6 +496,10 @@ pub fn scale(greha: &Path, out_dir: &Path, seconds: u64) -> Result<()> {
                 results.insert(
                     format!("{}_{side}_wakeups_{rate}", imp.key()),
                     json!(wakeups),
+                );
+                results.insert(
+                    format!("{}_{side}_false_failovers_{rate}", imp.key()),
+                    json!(false_failovers),
                 );
             }
         }
@@ -668,13 +672,12 @@ fn scale_once(
     let (cpu0, sw0) = usage(measured)?;
     std::thread::sleep(Duration::from_secs(seconds));
     let (cpu1, sw1) = usage(measured)?;
+    // A backup holding VIPs while the master runs is a false failover:
+    // the backup fell behind its adverts.
     let held = b
         .ip(&["-4", "-o", "addr", "show", "dev", "eth0"])?
         .matches("203.0.113.")
         .count();
-    if held > 0 {
-        bail!("the backup took {held} VIPs: a false failover under load");
-    }
     drop(procs);
-    Ok((cpu1 - cpu0, sw1 - sw0))
+    Ok((cpu1 - cpu0, sw1 - sw0, held as u64))
 }
