@@ -208,6 +208,9 @@ impl Lab {
                 .map(|d| format!("rm -rf {}", d.display())),
         );
         cmds.push(format!("rm -rf {}", self.tmp.display()));
+        // Marks the lab as left on purpose: the sweep of labs whose process
+        // died leaves it alone.
+        let _ = fs::write(self.tmp.join(KEPT), "");
         std::mem::forget(self);
         cmds
     }
@@ -223,28 +226,117 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for netns in &self.namespaces {
-            // Processes started with nsenter (and their children) are found
-            // by namespace, whoever owns them.
-            if let Ok(pids) = run(Command::new("ip").args(["netns", "pids", netns])) {
-                for pid in pids.split_whitespace().filter_map(|p| p.parse().ok()) {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-            }
-            if let Err(e) = run(Command::new("ip").args(["netns", "del", netns])) {
-                eprintln!("lab teardown: {e:#}");
-            }
+        for e in teardown(&self.namespaces, &self.pin_dirs, &self.tmp) {
+            eprintln!("lab teardown: {e}");
         }
-        for dir in &self.pin_dirs {
-            match fs::remove_dir_all(dir) {
-                Err(e) if e.kind() != ErrorKind::NotFound => {
-                    eprintln!("lab teardown: removing {}: {e}", dir.display())
-                }
-                _ => {}
-            }
-        }
-        let _ = fs::remove_dir_all(&self.tmp);
     }
+}
+
+/// Name of the marker file in a kept lab's temp directory.
+const KEPT: &str = "kept";
+
+/// Kills the processes of the namespaces, removes them, the pin directories
+/// and the temp directory; returns what could not be removed.
+fn teardown(namespaces: &[String], pin_dirs: &[PathBuf], tmp: &Path) -> Vec<String> {
+    let mut errors = Vec::new();
+    for netns in namespaces {
+        // Processes started with nsenter (and their children) are found by
+        // namespace, whoever owns them.
+        if let Ok(pids) = run(Command::new("ip").args(["netns", "pids", netns])) {
+            for pid in pids.split_whitespace().filter_map(|p| p.parse().ok()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        if let Err(e) = run(Command::new("ip").args(["netns", "del", netns])) {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    for dir in pin_dirs {
+        match fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                errors.push(format!("removing {}: {e}", dir.display()))
+            }
+            _ => {}
+        }
+    }
+    let _ = fs::remove_dir_all(tmp);
+    errors
+}
+
+/// A lab found on the machine whose process is gone: killed before its
+/// teardown ran (a SIGKILL, a session that ended mid-run).
+#[derive(Debug)]
+pub struct Leftover {
+    pub id: String,
+    pub namespaces: Vec<String>,
+    pub pin_dirs: Vec<PathBuf>,
+    tmp: PathBuf,
+}
+
+impl Leftover {
+    /// Removes it as its own teardown would have.
+    pub fn remove(self) -> Result<()> {
+        let errors = teardown(&self.namespaces, &self.pin_dirs, &self.tmp);
+        ensure!(errors.is_empty(), "lab {}: {}", self.id, errors.join("; "));
+        Ok(())
+    }
+}
+
+/// The labs on this machine whose creating process no longer runs, except
+/// the ones kept on purpose (`Lab::keep`). A lab id is `gh<pid hex>x<n>`,
+/// so this needs no registry that a killed run could leave stale too.
+pub fn leftover_labs() -> Result<Vec<Leftover>> {
+    // (lab id, namespace or pin directory) of everything carrying a lab id.
+    let mut found: Vec<(String, Option<String>, Option<PathBuf>)> = Vec::new();
+    for line in run(Command::new("ip").args(["netns", "list"]))?.lines() {
+        if let Some(netns) = line.split_whitespace().next()
+            && let Some((id, _host)) = netns.split_once('-')
+        {
+            found.push((id.to_owned(), Some(netns.to_owned()), None));
+        }
+    }
+    for e in fs::read_dir("/sys/fs/bpf").into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some((id, _host)) = name
+            .strip_prefix("greha-test-")
+            .and_then(|rest| rest.split_once('-'))
+        {
+            found.push((id.to_owned(), None, Some(e.path())));
+        }
+    }
+    for e in fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_prefix("greha-lab-") {
+            found.push((id.to_owned(), None, None));
+        }
+    }
+    let mut labs: std::collections::BTreeMap<String, Leftover> = Default::default();
+    for (id, netns, pin_dir) in found {
+        let Some(pid) = id
+            .strip_prefix("gh")
+            .and_then(|rest| rest.split_once('x'))
+            .and_then(|(pid, _)| u32::from_str_radix(pid, 16).ok())
+        else {
+            continue;
+        };
+        let tmp = std::env::temp_dir().join(format!("greha-lab-{id}"));
+        if Path::new(&format!("/proc/{pid}")).exists() || tmp.join(KEPT).exists() {
+            continue;
+        }
+        let lab = labs.entry(id.clone()).or_insert_with(|| Leftover {
+            id,
+            namespaces: Vec::new(),
+            pin_dirs: Vec::new(),
+            tmp,
+        });
+        lab.namespaces.extend(netns);
+        lab.pin_dirs.extend(pin_dir);
+    }
+    Ok(labs.into_values().collect())
 }
 
 /// One host of a lab: a network namespace.

@@ -98,15 +98,18 @@ fn dispatch(cli: Cli) -> Result<()> {
         Task::Demo {
             keep,
             advert_interval,
-        } => demo::run_demo(
-            &build_greha()?,
-            &demo::Options {
-                keep,
-                advert_interval,
-            },
-        ),
+        } => sweep_leftover_labs().and_then(|()| {
+            demo::run_demo(
+                &build_greha()?,
+                &demo::Options {
+                    keep,
+                    advert_interval,
+                },
+            )
+        }),
         Task::Bench { which } => {
             let greha = build_greha()?;
+            sweep_leftover_labs()?;
             let out = workspace_root().join("target/bench");
             match which {
                 Bench::Tunnel => bench::tunnel(&greha, &out),
@@ -169,6 +172,7 @@ fn install() -> Result<()> {
 
 fn test() -> Result<()> {
     let greha = build_greha()?;
+    sweep_leftover_labs()?;
     eprintln!("xtask: unit tests");
     cargo(&[
         "test",
@@ -209,27 +213,28 @@ fn test() -> Result<()> {
 }
 
 /// The lab removes what it creates, also when a test fails; a leak is a bug
-/// of its own, so it fails the run.
+/// of its own, so it fails the run. Labs of processes still running (a
+/// benchmark in another shell) are theirs, not leaks.
 fn check_nothing_left() -> Result<()> {
-    let netns = cmd_output(Command::new("ip").args(["netns", "list"]))?;
-    // Lab namespaces are named gh<pid>x<n>-<host>.
-    let leaked_netns: Vec<&str> = netns
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with("gh") && n.contains('x') && n.contains('-'))
-        .collect();
-    let leaked_pins: Vec<String> = std::fs::read_dir("/sys/fs/bpf")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("greha-test-"))
-                .collect()
-        })
-        .unwrap_or_default();
-    if !leaked_netns.is_empty() || !leaked_pins.is_empty() {
-        bail!(
-            "the tests left namespaces {leaked_netns:?} and pin directories {leaked_pins:?} behind"
+    let leaked = greha_tests::leftover_labs()?;
+    if !leaked.is_empty() {
+        let netns: Vec<&String> = leaked.iter().flat_map(|l| &l.namespaces).collect();
+        let pins: Vec<&PathBuf> = leaked.iter().flat_map(|l| &l.pin_dirs).collect();
+        bail!("the tests left namespaces {netns:?} and pin directories {pins:?} behind");
+    }
+    Ok(())
+}
+
+/// Removes the labs of runs that were killed before they could tear down
+/// (their process is gone), so that they neither clash with nor count
+/// against this run.
+fn sweep_leftover_labs() -> Result<()> {
+    for lab in greha_tests::leftover_labs()? {
+        eprintln!(
+            "xtask: removing lab {} left by a run that was killed: namespaces {:?}, pins {:?}",
+            lab.id, lab.namespaces, lab.pin_dirs
         );
+        lab.remove()?;
     }
     Ok(())
 }
