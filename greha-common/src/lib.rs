@@ -33,6 +33,8 @@ pub mod names {
     /// XDP on an interface carrying VRRP: validates and counts adverts,
     /// absorbs the steady ones.
     pub const PROG_VRRP: &str = "greha_vrrp";
+    /// The same check at tcx ingress of a greha tunnel interface.
+    pub const PROG_VRRP_TC: &str = "greha_vrrp_tc";
     /// Hash: [`super::VrrpKey`] -> [`super::VrrpCtl`], written by the daemon.
     pub const MAP_VRRP_CTL: &str = "GREHA_VRRP_CTL";
     /// Hash: [`super::VrrpKey`] -> [`super::VrrpSeen`], written by the program.

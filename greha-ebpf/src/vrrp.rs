@@ -1,5 +1,8 @@
 //! `greha_vrrp`: VRRP adverts checked, counted and, in the steady state,
-//! absorbed in XDP, before the daemon is woken.
+//! absorbed in XDP, before the daemon is woken. `greha_vrrp_tc` is the same
+//! check for the receiving side of a greha tunnel: decapsulated frames enter
+//! the tunnel interface through a tc redirect, which generic XDP skips
+//! (`skb_is_tc_redirected`), so there it runs at tcx ingress.
 //!
 //! Each advert for an instance the daemon configured (GREHA_VRRP_CTL, by
 //! interface and VRID) goes through the engine's receive checks: TTL 255,
@@ -12,11 +15,12 @@
 //! Initialize) goes to the daemon. The daemon's Master_Down timer reads
 //! GREHA_VRRP_SEEN when it fires instead of being reset by every advert.
 use aya_ebpf::{
-    bindings::xdp_action,
+    EbpfContext as _,
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     btf_maps::{HashMap, PerCpuArray, PerCpuHashMap},
-    helpers::{bpf_csum_diff, bpf_ktime_get_ns, bpf_xdp_load_bytes},
-    macros::{btf_map, xdp},
-    programs::XdpContext,
+    helpers::{bpf_csum_diff, bpf_ktime_get_ns, bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    macros::{btf_map, classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 use greha_common::{MAX_VRRP, VRRP_STATE_BACKUP, VrrpCtl, VrrpKey, VrrpSeen, VrrpStats};
 
@@ -40,51 +44,116 @@ const CHUNK: usize = 512;
 #[btf_map]
 static GREHA_VRRP_SCRATCH: PerCpuArray<[u8; CHUNK + 4], 1> = PerCpuArray::new();
 
-#[inline(always)]
-fn bytes<const N: usize>(ctx: &XdpContext, off: usize) -> Option<[u8; N]> {
-    let start = ctx.data() + off;
-    if start + N > ctx.data_end() {
-        return None;
+/// What the check needs of a frame, from XDP or from tc; the frame starts
+/// at its Ethernet header in both.
+trait Frame {
+    /// The frame's length.
+    fn len(&self) -> usize;
+    /// The interface the frame arrived on.
+    fn ifindex(&self) -> u32;
+    /// Copies `len` bytes at `off` into `buf`; false if out of the frame.
+    fn load(&self, off: usize, buf: *mut u8, len: usize) -> bool;
+
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        let mut b = [0u8; N];
+        self.load(off, b.as_mut_ptr(), N).then_some(b)
     }
-    Some(unsafe { core::ptr::read_unaligned(start as *const [u8; N]) })
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.data_end() - self.data()
+    }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        unsafe { (*self.ctx).ingress_ifindex }
+    }
+
+    #[inline(always)]
+    fn load(&self, off: usize, buf: *mut u8, len: usize) -> bool {
+        unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, buf.cast(), len as u32) == 0 }
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        unsafe { (*self.skb.skb).len as usize }
+    }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        // The device the frame is on: the tunnel interface after the
+        // decapsulation's redirect.
+        unsafe { (*self.skb.skb).ifindex }
+    }
+
+    #[inline(always)]
+    fn load(&self, off: usize, buf: *mut u8, len: usize) -> bool {
+        unsafe { bpf_skb_load_bytes(self.as_ptr(), off as u32, buf.cast(), len as u32) == 0 }
+    }
+}
+
+/// What the check decided.
+#[derive(PartialEq, Eq)]
+enum Verdict {
+    /// Not ours, or for the daemon.
+    Pass,
+    /// Failed a check, or a steady advert absorbed.
+    Drop,
 }
 
 #[xdp]
 pub fn greha_vrrp(ctx: XdpContext) -> u32 {
-    vrrp(&ctx)
+    match vrrp(&ctx) {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+    }
+}
+
+#[classifier]
+pub fn greha_vrrp_tc(ctx: TcContext) -> i32 {
+    match vrrp(&ctx) {
+        // tcx: let whatever else is attached decide.
+        Verdict::Pass => TC_ACT_UNSPEC,
+        Verdict::Drop => TC_ACT_SHOT as i32,
+    }
 }
 
 #[inline(always)]
-fn vrrp(ctx: &XdpContext) -> u32 {
-    let Some(eth) = bytes::<ETH_LEN>(ctx, 0) else {
-        return xdp_action::XDP_PASS;
+fn vrrp<F: Frame>(ctx: &F) -> Verdict {
+    let Some(eth) = ctx.bytes::<ETH_LEN>(0) else {
+        return Verdict::Pass;
     };
     if u16::from_be_bytes([eth[12], eth[13]]) != ETH_P_IP {
-        return xdp_action::XDP_PASS;
+        return Verdict::Pass;
     }
-    let Some(ip) = bytes::<20>(ctx, ETH_LEN) else {
-        return xdp_action::XDP_PASS;
+    let Some(ip) = ctx.bytes::<20>(ETH_LEN) else {
+        return Verdict::Pass;
     };
     if ip[9] != IPPROTO_VRRP || ip[0] >> 4 != 4 {
-        return xdp_action::XDP_PASS;
+        return Verdict::Pass;
     }
     let ihl = ((ip[0] & 0x0f) as usize) * 4;
     let tot_len = u16::from_be_bytes([ip[2], ip[3]]) as usize;
     if ihl < 20 || tot_len < ihl {
-        return xdp_action::XDP_PASS;
+        return Verdict::Pass;
     }
     let voff = ETH_LEN + ihl;
-    let Some(hdr) = bytes::<8>(ctx, voff) else {
-        return xdp_action::XDP_PASS;
+    let Some(hdr) = ctx.bytes::<8>(voff) else {
+        return Verdict::Pass;
     };
     let key = VrrpKey {
-        ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
+        ifindex: ctx.ifindex(),
         vrid: hdr[1] as u32,
     };
     // Not an instance the daemon configured here: its business (it counts
     // VRID errors).
     let Some(ctl) = (unsafe { GREHA_VRRP_CTL.get(key) }) else {
-        return xdp_action::XDP_PASS;
+        return Verdict::Pass;
     };
     let stats = match GREHA_VRRP_STATS.get_ptr_mut(key) {
         Some(s) => s,
@@ -92,7 +161,7 @@ fn vrrp(ctx: &XdpContext) -> u32 {
             let _ = GREHA_VRRP_STATS.insert(key, VrrpStats::default(), 0);
             match GREHA_VRRP_STATS.get_ptr_mut(key) {
                 Some(s) => s,
-                None => return xdp_action::XDP_PASS,
+                None => return Verdict::Pass,
             }
         }
     };
@@ -100,26 +169,26 @@ fn vrrp(ctx: &XdpContext) -> u32 {
 
     if ip[8] != 255 {
         s.ip_ttl_errors += 1;
-        return xdp_action::XDP_DROP;
+        return Verdict::Drop;
     }
     let version = hdr[0] >> 4;
     if version != ctl.version {
         s.version_errors += 1;
-        return xdp_action::XDP_DROP;
+        return Verdict::Drop;
     }
     if hdr[0] & 0x0f != 1 {
         s.rcvd_invalid_type_packets += 1;
-        return xdp_action::XDP_DROP;
+        return Verdict::Drop;
     }
     let count = hdr[3] as usize;
     let len = 8 + 4 * count + if version == 2 { 8 } else { 0 };
-    if tot_len - ihl != len || voff + len > ctx.data_end() - ctx.data() || len > MAX_VRRP_LEN {
+    if tot_len - ihl != len || voff + len > ctx.len() || len > MAX_VRRP_LEN {
         s.packet_length_errors += 1;
-        return xdp_action::XDP_DROP;
+        return Verdict::Drop;
     }
     let Some(plain) = partial_sum(ctx, voff, voff + len) else {
         s.packet_length_errors += 1;
-        return xdp_action::XDP_DROP;
+        return Verdict::Drop;
     };
     let verified = fold(plain) == 0xffff
         || version == 3 && {
@@ -153,7 +222,7 @@ fn vrrp(ctx: &XdpContext) -> u32 {
         };
     if !verified {
         s.checksum_errors += 1;
-        return xdp_action::XDP_DROP;
+        return Verdict::Drop;
     }
     let priority = hdr[2];
     let interval_cs = if version == 2 {
@@ -164,18 +233,18 @@ fn vrrp(ctx: &XdpContext) -> u32 {
     if version == 2 {
         if interval_cs != ctl.interval_cs {
             s.adv_interval_errors += 1;
-            return xdp_action::XDP_DROP;
+            return Verdict::Drop;
         }
         if hdr[4] != ctl.auth_type {
             s.auth_failures += 1;
-            return xdp_action::XDP_DROP;
+            return Verdict::Drop;
         }
         if ctl.auth_type == 1 {
-            match bytes::<8>(ctx, voff + 8 + 4 * count) {
+            match ctx.bytes::<8>(voff + 8 + 4 * count) {
                 Some(a) if a == ctl.auth => {}
                 _ => {
                     s.auth_failures += 1;
-                    return xdp_action::XDP_DROP;
+                    return Verdict::Drop;
                 }
             }
         }
@@ -202,10 +271,10 @@ fn vrrp(ctx: &XdpContext) -> u32 {
         && count == ctl.vip_count as usize;
     if steady {
         s.absorbed += 1;
-        xdp_action::XDP_DROP
+        Verdict::Drop
     } else {
         s.to_daemon += 1;
-        xdp_action::XDP_PASS
+        Verdict::Pass
     }
 }
 
@@ -220,7 +289,7 @@ fn fold(mut sum: u64) -> u16 {
 /// The ones' complement sum (unfolded) of the frame's bytes `start..end`,
 /// chunk by chunk with bpf_csum_diff.
 #[inline(always)]
-fn partial_sum(ctx: &XdpContext, start: usize, end: usize) -> Option<u64> {
+fn partial_sum<F: Frame>(ctx: &F, start: usize, end: usize) -> Option<u64> {
     let buf = GREHA_VRRP_SCRATCH.get_ptr_mut(0)?;
     let mut sum: i64 = 0;
     let mut off = start;
@@ -228,7 +297,7 @@ fn partial_sum(ctx: &XdpContext, start: usize, end: usize) -> Option<u64> {
         if off + CHUNK > end {
             break;
         }
-        if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf.cast(), CHUNK as u32) } != 0 {
+        if !ctx.load(off, buf.cast(), CHUNK) {
             return None;
         }
         sum = unsafe {
@@ -251,7 +320,7 @@ fn partial_sum(ctx: &XdpContext, start: usize, end: usize) -> Option<u64> {
         return None;
     }
     if tail > 0 {
-        if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf.cast(), tail as u32) } != 0 {
+        if !ctx.load(off, buf.cast(), tail) {
             return None;
         }
         let bytes = buf.cast::<u8>();

@@ -40,6 +40,7 @@ const TC_PROGRAMS: &[&str] = &[
     names::PROG_GRE_ENCAP,
     names::PROG_GRE_DECAP,
     names::PROG_NOP,
+    names::PROG_VRRP_TC,
 ];
 
 /// How an XDP program runs on an interface.

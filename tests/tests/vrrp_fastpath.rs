@@ -1,7 +1,7 @@
-//! The XDP VRRP program under BPF_PROG_TEST_RUN: a table of input frames,
-//! the verdict each must get, the counter it must move, and the map state
-//! it must leave. The control map is written with bpftool, as the daemon
-//! would write it.
+//! The VRRP programs (XDP, and its tc twin for greha tunnels) under
+//! BPF_PROG_TEST_RUN: a table of input frames, the verdict each must get,
+//! the counter it must move, and the map state it must leave. The control
+//! map is written with bpftool, as the daemon would write it.
 use std::{net::Ipv4Addr, path::Path, process::Command};
 
 use anyhow::{Context as _, Result, ensure};
@@ -10,6 +10,9 @@ use greha_tests::{Host, Lab, SHORT, greha_bin, prog_test_run, run};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const TC_ACT_SHOT: u32 = 2;
+/// TC_ACT_UNSPEC (-1): tcx goes on to the next program, or passes.
+const TC_ACT_UNSPEC: u32 = u32::MAX;
 const MASTER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 
@@ -129,13 +132,19 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
                 .starts_with("progs-")
         })
         .context("no pinned programs")?;
-    let prog = progs.join("greha_vrrp");
     // xdp_md: data_end is the frame's length, as the kernel's test run
     // demands; ingress_ifindex makes the frame arrive on eth0.
     let xdp_md = |frame: &[u8]| {
         let mut md = vec![0u8; 24];
         md[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
         md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        md
+    };
+    // __sk_buff up to ifindex (the rest zero, as the test run demands):
+    // the frame is on eth0.
+    let skb_md = || {
+        let mut md = vec![0u8; 44];
+        md[40..44].copy_from_slice(&ifindex.to_ne_bytes());
         md
     };
 
@@ -305,62 +314,75 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
             "auth_failures",
         ),
     ];
-    for (what, key, frame, verdict, counter) in &fixtures {
-        let before = stats(&pins, key)?;
-        let (got, _) = a.enter(|| prog_test_run(&prog, frame, Some(&xdp_md(frame)), 1))??;
-        ensure!(
-            got == *verdict,
-            "{what}: verdict {got}, expected {verdict}; counters {:?}",
-            stats(&pins, key)?
-        );
-        let after = stats(&pins, key)?;
-        let delta = |f: &str| {
-            after.get(f).and_then(|v| v.as_u64()).unwrap_or(0)
-                - before.get(f).and_then(|v| v.as_u64()).unwrap_or(0)
+    // The XDP program, then its tc twin for greha tunnels: one table.
+    for tc in [false, true] {
+        let prog = progs.join(if tc { "greha_vrrp_tc" } else { "greha_vrrp" });
+        let ctx_of = |frame: &[u8]| if tc { skb_md() } else { xdp_md(frame) };
+        let as_prog = |xdp: u32| match (tc, xdp) {
+            (false, v) => v,
+            (true, XDP_DROP) => TC_ACT_SHOT,
+            (true, _) => TC_ACT_UNSPEC,
         };
-        ensure!(
-            delta(counter) == 1,
-            "{what}: {counter} moved by {}: {after:?}",
-            delta(counter)
-        );
-        let moved: Vec<&String> = after.keys().filter(|f| delta(f) > 0).collect();
-        let expected = match *counter {
-            "absorbed" => 2,
-            "to_daemon" => 2,
-            "rcvd_pri_zero_packets" => 3,
-            _ => 1,
-        };
-        ensure!(moved.len() == expected, "{what}: counters moved: {moved:?}");
-    }
+        // A backup following MASTER.
+        map_update(&pins, "GREHA_VRRP_CTL", &v3, &ctl(3, 1, 0, 100, &[0; 8]))?;
+        for (what, key, frame, verdict, counter) in &fixtures {
+            let before = stats(&pins, key)?;
+            let (got, _) = a.enter(|| prog_test_run(&prog, frame, Some(&ctx_of(frame)), 1))??;
+            let verdict = &as_prog(*verdict);
+            ensure!(
+                got == *verdict,
+                "{what}: verdict {got}, expected {verdict}; counters {:?}",
+                stats(&pins, key)?
+            );
+            let after = stats(&pins, key)?;
+            let delta = |f: &str| {
+                after.get(f).and_then(|v| v.as_u64()).unwrap_or(0)
+                    - before.get(f).and_then(|v| v.as_u64()).unwrap_or(0)
+            };
+            ensure!(
+                delta(counter) == 1,
+                "{what}: {counter} moved by {}: {after:?}",
+                delta(counter)
+            );
+            let moved: Vec<&String> = after.keys().filter(|f| delta(f) > 0).collect();
+            let expected = match *counter {
+                "absorbed" => 2,
+                "to_daemon" => 2,
+                "rcvd_pri_zero_packets" => 3,
+                _ => 1,
+            };
+            ensure!(moved.len() == expected, "{what}: counters moved: {moved:?}");
+        }
 
-    // Not for a configured instance, or not VRRP: not the program's.
-    for (what, frame) in [
-        (
-            "unknown VRID",
-            frame(
-                MASTER,
-                255,
-                &w3(advert(Version::V3, 52, 150, 100, Auth::None)),
+        // Not for a configured instance, or not VRRP: not the program's.
+        for (what, frame) in [
+            (
+                "unknown VRID",
+                frame(
+                    MASTER,
+                    255,
+                    &w3(advert(Version::V3, 52, 150, 100, Auth::None)),
+                ),
             ),
-        ),
-        ("not VRRP", {
-            let mut f = frame(MASTER, 255, &steady3);
-            f[14 + 9] = 17;
-            f
-        }),
-    ] {
-        let (got, _) = a.enter(|| prog_test_run(&prog, &frame, Some(&xdp_md(&frame)), 1))??;
-        ensure!(got == XDP_PASS, "{what}: verdict {got}");
-    }
+            ("not VRRP", {
+                let mut f = frame(MASTER, 255, &steady3);
+                f[14 + 9] = 17;
+                f
+            }),
+        ] {
+            let (got, _) = a.enter(|| prog_test_run(&prog, &frame, Some(&ctx_of(&frame)), 1))??;
+            ensure!(got == as_prog(XDP_PASS), "{what}: verdict {got}");
+        }
 
-    // Master: every valid advert reaches the daemon.
-    map_update(&pins, "GREHA_VRRP_CTL", &v3, &ctl(3, 2, 0, 100, &[0; 8]))?;
-    let f = frame(MASTER, 255, &steady3);
-    let (got, _) = a.enter(|| prog_test_run(&prog, &f, Some(&xdp_md(&f)), 1))??;
-    ensure!(
-        got == XDP_PASS,
-        "a master must see every advert: verdict {got}"
-    );
+        // Master: every valid advert reaches the daemon.
+        map_update(&pins, "GREHA_VRRP_CTL", &v3, &ctl(3, 2, 0, 100, &[0; 8]))?;
+        let f = frame(MASTER, 255, &steady3);
+        let (got, _) = a.enter(|| prog_test_run(&prog, &f, Some(&ctx_of(&f)), 1))??;
+        ensure!(
+            got == as_prog(XDP_PASS),
+            "a master must see every advert: verdict {got}"
+        );
+    }
 
     // The last valid advert is in GREHA_VRRP_SEEN for the daemon's timer.
     let out = run(Command::new("bpftool")

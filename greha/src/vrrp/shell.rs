@@ -892,7 +892,7 @@ impl Vrrp {
             auth: def.auth.clone(),
         };
         let fast = if def.fastpath {
-            self.fastpath_attach(&def.name, link.index, def.vrid)
+            self.fastpath_attach(&def.name, &def.interface, link.index, def.vrid)
         } else {
             None
         };
@@ -1339,11 +1339,12 @@ impl Vrrp {
         }
     }
 
-    /// Attaches the XDP program to `ifindex` unless it is there already,
-    /// and opens the maps. Without the datapath (or if the interface
-    /// refuses XDP) the instance runs without a fast path, which behaves
-    /// the same.
-    fn fastpath_attach(&mut self, name: &str, ifindex: u32, vrid: u8) -> Option<Fast> {
+    /// Attaches the fast path to `ifindex` unless it is there already, and
+    /// opens the maps: XDP on an interface, tcx ingress on a greha tunnel
+    /// (its frames arrive by a tc redirect, which XDP never sees). Without
+    /// the datapath (or if the interface refuses) the instance runs without
+    /// a fast path, which behaves the same.
+    fn fastpath_attach(&mut self, name: &str, iface: &str, ifindex: u32, vrid: u8) -> Option<Fast> {
         let pin_dir = self.pin_dir.clone()?;
         let attached = (|| -> Result<()> {
             let dp = Datapath::open(&pin_dir)?;
@@ -1356,8 +1357,20 @@ impl Vrrp {
             }
             let pin = fastpath_pin(ifindex);
             if !dp.pinned_link_exists(&pin) {
-                let mode = dp.attach_xdp_pinned(names::PROG_VRRP, ifindex, &pin)?;
-                info!(instance = %name, ifindex, %mode, "VRRP fast path attached");
+                let tunnels: aya::maps::HashMap<_, u32, u32> =
+                    dp.map(names::MAP_TUNNEL_BY_DEV)?.try_into()?;
+                if tunnels.get(&ifindex, 0).is_ok() {
+                    dp.attach_tc_pinned(
+                        names::PROG_VRRP_TC,
+                        iface,
+                        aya::programs::TcAttachType::Ingress,
+                        &pin,
+                    )?;
+                    info!(instance = %name, iface, "VRRP fast path attached (tcx ingress of a greha tunnel)");
+                } else {
+                    let mode = dp.attach_xdp_pinned(names::PROG_VRRP, ifindex, &pin)?;
+                    info!(instance = %name, iface, %mode, "VRRP fast path attached");
+                }
             }
             Ok(())
         })();
