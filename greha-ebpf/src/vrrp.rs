@@ -119,7 +119,7 @@ pub fn greha_vrrp_tc(ctx: TcContext) -> i32 {
     match vrrp(&ctx) {
         // tcx: let whatever else is attached decide.
         Verdict::Pass => TC_ACT_UNSPEC,
-        Verdict::Drop => TC_ACT_SHOT as i32,
+        Verdict::Drop => TC_ACT_SHOT,
     }
 }
 
