@@ -27,6 +27,8 @@ pub struct Extra {
     pub tunnels: Vec<String>,
     /// `--vrrp`'s words, one string per instance.
     pub vrrp: Vec<String>,
+    /// `--no-fastpath`: every instance, the file's too, without it.
+    pub no_fastpath: bool,
 }
 
 pub struct Options {
@@ -68,6 +70,11 @@ pub fn desired(config: Option<&Path>, extra: &Extra) -> Result<Desired> {
     }
     for spec in &extra.vrrp {
         d.vrrp.push(InstanceDef::parse(&split(spec))?);
+    }
+    if extra.no_fastpath {
+        for v in &mut d.vrrp {
+            v.fastpath = false;
+        }
     }
     Ok(d)
 }

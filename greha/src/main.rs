@@ -45,9 +45,13 @@ enum Command {
         /// A VRRP instance, quoted as one argument (repeatable): NAME
         /// interface IF vrid N priority N [version 2|3] [advert-int S]
         /// [nopreempt] [preempt-delay S] [auth-pass PW] [checksum
-        /// keepalived|rfc9568] vip CIDR [dev IF] [label L] ...
+        /// keepalived|rfc9568] [no-fastpath] vip CIDR [dev IF] [label L] ...
         #[arg(long = "vrrp", value_name = "SPEC")]
         vrrp: Vec<String>,
+        /// Run every instance without the eBPF fast path: the daemon sees
+        /// each advert (as `no-fastpath` does for one instance).
+        #[arg(long)]
+        no_fastpath: bool,
         /// Serve Prometheus metrics at ADDR (default 127.0.0.1:9477).
         #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9477")]
         metrics: Option<std::net::SocketAddr>,
@@ -229,6 +233,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             vrrp,
             metrics,
             keep_datapath,
+            no_fastpath,
         } => runtime()?.block_on(daemon::run(daemon::Options {
             pin_dir: cli.pin_dir,
             config,
@@ -236,6 +241,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 count,
                 tunnels,
                 vrrp,
+                no_fastpath,
             },
             keep_datapath,
             control: cli.control,

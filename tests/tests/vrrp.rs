@@ -203,16 +203,19 @@ fn a_steady_master_barely_wakes_the_backups_daemon() -> Result<()> {
         let (pa, pb) = (lab.pin_dir("a"), lab.pin_dir("b"));
         let iface = if tunnel { "gretap1" } else { "eth0" };
         let cmd = |host: &Host, pins: &Path, prio: u8, local: u8, remote: u8| {
-            let extra = if fastpath { "" } else { " no-fastpath" };
             let mut cmd = greha_cmd(
                 &lab,
                 host,
                 pins,
                 &format!(
-                    "VI_1 interface {iface} vrid 51 priority {prio} advert-int 0.1 \
-                     vip {VIP}/24{extra}"
+                    "VI_1 interface {iface} vrid 51 priority {prio} advert-int 0.1 vip {VIP}/24"
                 ),
             );
+            // The daemon-wide switch (the keepalived suite uses the
+            // per-instance one).
+            if !fastpath {
+                cmd.arg("--no-fastpath");
+            }
             if tunnel {
                 cmd.args([
                     "--tunnel",

@@ -108,7 +108,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             )
         }),
         Task::Bench { which } => {
-            let greha = build_greha()?;
+            // What a deployment runs (`cargo xtask install` builds release).
+            cargo(&["build", "--release", "--package", "greha"])?;
+            let greha = workspace_root().join("target/release/greha");
             sweep_leftover_labs()?;
             let out = workspace_root().join("target/bench");
             match which {
