@@ -475,11 +475,15 @@ const SCALE_INSTANCES: u32 = 255;
 /// 100 ms and at 10 ms; CPU seconds and wakeups (context switches) of the
 /// backup, then of the master, for greha with and without the fast path
 /// and for keepalived, over `seconds` each.
-pub fn scale(greha: &Path, out_dir: &Path, seconds: u64) -> Result<()> {
+pub fn scale(greha: &Path, out_dir: &Path, seconds: u64, only: Option<&str>) -> Result<()> {
     let mut results = serde_json::Map::new();
     for (rate, cs) in [("100ms", 10u32), ("10ms", 1)] {
         for side in ["backup", "master"] {
             for imp in [Vrrpd::Greha, Vrrpd::GrehaNoFastpath, Vrrpd::Keepalived] {
+                let case = format!("{}_{side}_{rate}", imp.key());
+                if only.is_some_and(|o| !case.contains(o)) {
+                    continue;
+                }
                 eprintln!("bench: {} as the {side}, {rate} adverts", imp.key());
                 // The other side is greha with the fast path.
                 let (master, backup) = if side == "backup" {
@@ -678,6 +682,38 @@ fn scale_once(
         .ip(&["-4", "-o", "addr", "show", "dev", "eth0"])?
         .matches("203.0.113.")
         .count();
+    if held > 0 && backup != Vrrpd::Keepalived {
+        // What the backup's engines went through, for the first few.
+        let status = b
+            .command(greha)
+            .arg("--pin-dir")
+            .arg(&pins[1])
+            .arg("--control")
+            .arg(lab.tmp().join("host1/g.sock"))
+            .args(["status", "--json"])
+            .output()?;
+        let v: Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+        for inst in v["vrrp"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["state"] != "backup")
+            .take(3)
+        {
+            eprintln!(
+                "bench: backup's {} is {}: {} {}",
+                inst["name"], inst["state"], inst["transitions"], inst["stats"]
+            );
+        }
+        eprintln!("bench: backup's global counters: {}", v["vrrp_global"]);
+        let log = procs[1].log();
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!(
+            "bench: backup's log ({} lines), the last:\n{}",
+            lines.len(),
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        );
+    }
     drop(procs);
     Ok((cpu1 - cpu0, sw1 - sw0, held as u64))
 }

@@ -71,6 +71,10 @@ enum Bench {
         /// How long each measurement lasts.
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Only the cases whose key (e.g. `greha_backup_10ms`) contains
+        /// this.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -116,7 +120,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             match which {
                 Bench::Tunnel => bench::tunnel(&greha, &out),
                 Bench::Failover => bench::failover(&greha, &out),
-                Bench::Scale { seconds } => bench::scale(&greha, &out, seconds),
+                Bench::Scale { seconds, only } => {
+                    bench::scale(&greha, &out, seconds, only.as_deref())
+                }
             }
         }
         Task::Lint => {

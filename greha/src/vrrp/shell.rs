@@ -21,7 +21,7 @@ use greha_common::{
 
 use super::{
     engine::{Action, Config, Event, Instance, Reason, State, Stats},
-    io::{Received, VrrpSocket, gratuitous_arp},
+    io::{ArpSender, Received, VrrpSocket},
     packet::{Advert, Auth, ChecksumForm, MULTICAST, ParseError, Version},
 };
 use crate::{
@@ -607,6 +607,7 @@ pub struct Vrrp {
     /// Where the datapath is pinned; no fast path without it.
     pin_dir: Option<std::path::PathBuf>,
     fast_maps: Option<FastMaps>,
+    arp: Arc<ArpSender>,
     /// While set, adverts wait here and leave together: one sendmmsg per
     /// socket for all the instances due at the same tick. (Socket index,
     /// or the instance's unicast socket by instance id; bytes;
@@ -660,6 +661,7 @@ impl Vrrp {
             epoch_mono_ns: monotonic_ns(),
             pin_dir,
             fast_maps: None,
+            arp: Arc::new(ArpSender::open()?),
             outbox: None,
             rx,
             rx_tx,
@@ -1588,6 +1590,7 @@ impl Vrrp {
                 let (repeat, delay, refresh) =
                     (r.def.garp_repeat, r.def.garp_delay, r.def.garp_refresh);
                 let name = r.def.name.clone();
+                let arp = self.arp.clone();
                 if let Some(old) = r.garp.take() {
                     old.abort();
                 }
@@ -1603,7 +1606,7 @@ impl Vrrp {
                         }
                         for _ in 0..repeat {
                             for (ifindex, mac, vip) in &targets {
-                                if let Err(e) = gratuitous_arp(*ifindex, *mac, *vip) {
+                                if let Err(e) = arp.send(*ifindex, *mac, *vip) {
                                     warn!(instance = %name, "{e:#}");
                                 }
                             }
