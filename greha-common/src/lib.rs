@@ -37,7 +37,9 @@ pub mod names {
     pub const PROG_VRRP_TC: &str = "greha_vrrp_tc";
     /// Hash: [`super::VrrpKey`] -> [`super::VrrpCtl`], written by the daemon.
     pub const MAP_VRRP_CTL: &str = "GREHA_VRRP_CTL";
-    /// Hash: [`super::VrrpKey`] -> [`super::VrrpSeen`], written by the program.
+    /// Array (mmap-able) indexed by [`super::VrrpCtl::slot`] ->
+    /// [`super::VrrpSeen`], written by the program; the daemon reads it
+    /// with no system call.
     pub const MAP_VRRP_SEEN: &str = "GREHA_VRRP_SEEN";
     /// Per-CPU hash: [`super::VrrpKey`] -> [`super::VrrpStats`].
     pub const MAP_VRRP_STATS: &str = "GREHA_VRRP_STATS";
@@ -240,9 +242,13 @@ pub struct VrrpCtl {
     pub master_priority: u8,
     pub _pad: [u8; 1],
     pub master_interval_cs: u16,
+    /// The instance's index in GREHA_VRRP_SEEN (below [`MAX_VRRP`]).
+    pub slot: u32,
 }
 
-/// The last valid advert of an instance, as the program saw it.
+/// The last valid advert of an instance, as the program saw it. The program
+/// writes `last_ns` after the other fields; a reader of the mmap'd array
+/// reads `last_ns` before and after them and retries if it moved.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(serde::Serialize))]

@@ -17,7 +17,7 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
-    btf_maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    btf_maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     helpers::{bpf_csum_diff, bpf_ktime_get_ns, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{btf_map, classifier, xdp},
     programs::{TcContext, XdpContext},
@@ -26,8 +26,11 @@ use greha_common::{MAX_VRRP, VRRP_STATE_BACKUP, VrrpCtl, VrrpKey, VrrpSeen, Vrrp
 
 #[btf_map]
 static GREHA_VRRP_CTL: HashMap<VrrpKey, VrrpCtl, { MAX_VRRP as usize }> = HashMap::new();
+/// BPF_F_MMAPABLE: the daemon reads the records from shared memory, so
+/// its timers cost no system call.
+const BPF_F_MMAPABLE: usize = 1 << 10;
 #[btf_map]
-static GREHA_VRRP_SEEN: HashMap<VrrpKey, VrrpSeen, { MAX_VRRP as usize }> = HashMap::new();
+static GREHA_VRRP_SEEN: Array<VrrpSeen, { MAX_VRRP as usize }, BPF_F_MMAPABLE> = Array::new();
 #[btf_map]
 static GREHA_VRRP_STATS: PerCpuHashMap<VrrpKey, VrrpStats, { MAX_VRRP as usize }> =
     PerCpuHashMap::new();
@@ -254,14 +257,16 @@ fn vrrp<F: Frame>(ctx: &F) -> Verdict {
         s.rcvd_pri_zero_packets += 1;
     }
     let src = [ip[12], ip[13], ip[14], ip[15]];
-    let seen = VrrpSeen {
-        last_ns: unsafe { bpf_ktime_get_ns() },
-        src,
-        priority,
-        _pad: [0],
-        interval_cs,
-    };
-    let _ = GREHA_VRRP_SEEN.insert(key, seen, 0);
+    if let Some(seen) = GREHA_VRRP_SEEN.get_ptr_mut(ctl.slot) {
+        // The time last: a reader that sees it unchanged around its read of
+        // the other fields has a consistent record.
+        unsafe {
+            core::ptr::write_volatile(&raw mut (*seen).src, src);
+            core::ptr::write_volatile(&raw mut (*seen).priority, priority);
+            core::ptr::write_volatile(&raw mut (*seen).interval_cs, interval_cs);
+            core::ptr::write_volatile(&raw mut (*seen).last_ns, bpf_ktime_get_ns());
+        }
+    }
     let steady = ctl.fastpath != 0
         && ctl.state == VRRP_STATE_BACKUP
         && priority != 0

@@ -15,7 +15,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use aya::{
     Ebpf,
     maps::{Map, MapData},
@@ -210,6 +210,44 @@ impl Datapath {
         Ok(Map::from_map_data(data)?)
     }
 
+    /// A pinned BPF_F_MMAPABLE array of `entries` elements of `T`, mapped
+    /// into this process: reads and writes cost no system call.
+    pub fn mmap_array<T: Copy>(&self, name: &str, entries: u32) -> Result<MmapArray<T>> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let path = self.pin_dir.join(name);
+        let data =
+            MapData::from_pin(&path).with_context(|| format!("opening map {}", path.display()))?;
+        // Array elements are 8-byte aligned in the kernel's layout.
+        let stride = size_of::<T>().next_multiple_of(8);
+        ensure!(
+            size_of::<T>() == stride && align_of::<T>() <= 8,
+            "{name}: element size {} is not a multiple of 8",
+            size_of::<T>()
+        );
+        let len = (stride * entries as usize).next_multiple_of(page_size());
+        // SAFETY: a shared mapping of the map's own memory, of the size the
+        // kernel allows for it; unmapped on drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                data.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("mapping {} (is it BPF_F_MMAPABLE?)", path.display()));
+        }
+        Ok(MmapArray {
+            ptr: ptr.cast(),
+            entries,
+            len,
+        })
+    }
+
     fn xdp_program(&self, name: &str) -> Result<Xdp> {
         Xdp::from_pin(
             self.prog_pin(name),
@@ -323,4 +361,47 @@ where
         .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
     prog.try_into()
         .with_context(|| format!("program {name} has an unexpected type"))
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// A BPF array mapped into this process; the datapath writes it
+/// concurrently, so elements are read and written with volatile accesses.
+pub struct MmapArray<T> {
+    ptr: *mut T,
+    entries: u32,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory, valid until drop; element
+// accesses are volatile copies.
+unsafe impl<T: Send> Send for MmapArray<T> {}
+
+impl<T: Copy> MmapArray<T> {
+    /// Element `i`, or None past the end.
+    pub fn ptr(&self, i: u32) -> Option<*mut T> {
+        // SAFETY: in bounds of the mapping.
+        (i < self.entries).then(|| unsafe { self.ptr.add(i as usize) })
+    }
+
+    pub fn write(&self, i: u32, value: T) -> bool {
+        match self.ptr(i) {
+            // SAFETY: an aligned element inside the mapping.
+            Some(p) => {
+                unsafe { p.write_volatile(value) };
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl<T> Drop for MmapArray<T> {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what mmap_array mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
 }

@@ -20,8 +20,16 @@ fn hex(bytes: &[u8]) -> Vec<String> {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A VrrpCtl as greha-common lays it out.
-fn ctl(version: u8, state: u8, auth_type: u8, interval_cs: u16, auth: &[u8; 8]) -> Vec<u8> {
+/// A VrrpCtl as greha-common lays it out; the record is GREHA_VRRP_SEEN's
+/// element `slot`.
+fn ctl(
+    version: u8,
+    state: u8,
+    auth_type: u8,
+    interval_cs: u16,
+    auth: &[u8; 8],
+    slot: u32,
+) -> Vec<u8> {
     let mut v = vec![version, state, 1, auth_type];
     v.extend(interval_cs.to_le_bytes());
     v.extend(1u16.to_le_bytes()); // one VIP
@@ -29,6 +37,7 @@ fn ctl(version: u8, state: u8, auth_type: u8, interval_cs: u16, auth: &[u8; 8]) 
     v.extend(MASTER.octets());
     v.extend([150, 0]);
     v.extend(interval_cs.to_le_bytes());
+    v.extend(slot.to_le_bytes());
     v
 }
 
@@ -151,8 +160,8 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
     let pass = *b"1111\0\0\0\0";
     let v3 = key(ifindex, 51);
     let v2 = key(ifindex, 60);
-    map_update(&pins, "GREHA_VRRP_CTL", &v3, &ctl(3, 1, 0, 100, &[0; 8]))?;
-    map_update(&pins, "GREHA_VRRP_CTL", &v2, &ctl(2, 1, 1, 100, &pass))?;
+    map_update(&pins, "GREHA_VRRP_CTL", &v3, &ctl(3, 1, 0, 100, &[0; 8], 0))?;
+    map_update(&pins, "GREHA_VRRP_CTL", &v2, &ctl(2, 1, 1, 100, &pass, 1))?;
 
     let ka = ChecksumForm::PseudoHeader;
     let w3 = |a: Advert| a.write(ka, MASTER, MULTICAST).to_vec();
@@ -324,7 +333,7 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
             (true, _) => TC_ACT_UNSPEC,
         };
         // A backup following MASTER.
-        map_update(&pins, "GREHA_VRRP_CTL", &v3, &ctl(3, 1, 0, 100, &[0; 8]))?;
+        map_update(&pins, "GREHA_VRRP_CTL", &v3, &ctl(3, 1, 0, 100, &[0; 8], 0))?;
         for (what, key, frame, verdict, counter) in &fixtures {
             let before = stats(&pins, key)?;
             let (got, _) = a.enter(|| prog_test_run(&prog, frame, Some(&ctx_of(frame)), 1))??;
@@ -375,7 +384,7 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
         }
 
         // Master: every valid advert reaches the daemon.
-        map_update(&pins, "GREHA_VRRP_CTL", &v3, &ctl(3, 2, 0, 100, &[0; 8]))?;
+        map_update(&pins, "GREHA_VRRP_CTL", &v3, &ctl(3, 2, 0, 100, &[0; 8], 0))?;
         let f = frame(MASTER, 255, &steady3);
         let (got, _) = a.enter(|| prog_test_run(&prog, &f, Some(&ctx_of(&f)), 1))??;
         ensure!(
@@ -390,7 +399,7 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
         .arg(pins.join("GREHA_VRRP_SEEN"))
         .arg("key")
         .arg("hex")
-        .args(hex(&v3))
+        .args(hex(&0u32.to_le_bytes()))
         .arg("-j"))?;
     let seen: serde_json::Value = serde_json::from_str(&out)?;
     let seen = &seen["formatted"]["value"];

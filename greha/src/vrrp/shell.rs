@@ -15,8 +15,8 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::{info, warn};
 
 use greha_common::{
-    VRRP_STATE_BACKUP, VRRP_STATE_FAULT, VRRP_STATE_INIT, VRRP_STATE_MASTER, VrrpCtl, VrrpKey,
-    VrrpSeen, VrrpStats, names,
+    MAX_VRRP, VRRP_STATE_BACKUP, VRRP_STATE_FAULT, VRRP_STATE_INIT, VRRP_STATE_MASTER, VrrpCtl,
+    VrrpKey, VrrpSeen, VrrpStats, names,
 };
 
 use super::{
@@ -25,7 +25,7 @@ use super::{
     packet::{Advert, Auth, ChecksumForm, MULTICAST, ParseError, Version},
 };
 use crate::{
-    datapath::Datapath,
+    datapath::{Datapath, MmapArray},
     netlink::{self, Netlink},
 };
 
@@ -508,6 +508,8 @@ enum Outlet {
 /// An instance's entry in the fast path's maps.
 struct Fast {
     key: VrrpKey,
+    /// The instance's record in GREHA_VRRP_SEEN.
+    slot: u32,
     /// What GREHA_VRRP_CTL holds now (written only when it changes).
     ctl: Option<VrrpCtl>,
     /// The newest GREHA_VRRP_SEEN time already given to the engine.
@@ -519,8 +521,28 @@ struct Fast {
 /// The fast path's maps, opened once from the pins.
 struct FastMaps {
     ctl: aya::maps::HashMap<aya::maps::MapData, VrrpKey, VrrpCtl>,
-    seen: aya::maps::HashMap<aya::maps::MapData, VrrpKey, VrrpSeen>,
+    seen: MmapArray<VrrpSeen>,
     stats: aya::maps::PerCpuHashMap<aya::maps::MapData, VrrpKey, VrrpStats>,
+}
+
+/// Record `slot` of GREHA_VRRP_SEEN as one consistent copy: the program
+/// writes the time last, so an unchanged time around the copy means no
+/// write overlapped it. None if the program kept writing.
+fn read_seen(seen: &MmapArray<VrrpSeen>, slot: u32) -> Option<VrrpSeen> {
+    let p = seen.ptr(slot)?;
+    for _ in 0..4 {
+        // SAFETY: an aligned element inside the mapping; volatile, as the
+        // program writes it concurrently.
+        let before = unsafe { (&raw const (*p).last_ns).read_volatile() };
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        let copy = unsafe { p.read_volatile() };
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        let after = unsafe { (&raw const (*p).last_ns).read_volatile() };
+        if before == after && copy.last_ns == before {
+            return Some(copy);
+        }
+    }
+    None
 }
 
 /// The XDP program's link on an interface, named by ifindex.
@@ -1348,14 +1370,25 @@ impl Vrrp {
     /// a fast path, which behaves the same.
     fn fastpath_attach(&mut self, name: &str, iface: &str, ifindex: u32, vrid: u8) -> Option<Fast> {
         let pin_dir = self.pin_dir.clone()?;
+        // The lowest record no other instance uses.
+        let slot = (0..MAX_VRRP).find(|s| {
+            !self
+                .instances
+                .iter()
+                .any(|r| r.fast.as_ref().is_some_and(|f| f.slot == *s))
+        })?;
         let attached = (|| -> Result<()> {
             let dp = Datapath::open(&pin_dir)?;
             if self.fast_maps.is_none() {
                 self.fast_maps = Some(FastMaps {
                     ctl: dp.map(names::MAP_VRRP_CTL)?.try_into()?,
-                    seen: dp.map(names::MAP_VRRP_SEEN)?.try_into()?,
+                    seen: dp.mmap_array(names::MAP_VRRP_SEEN, MAX_VRRP)?,
                     stats: dp.map(names::MAP_VRRP_STATS)?.try_into()?,
                 });
+            }
+            if let Some(maps) = &self.fast_maps {
+                // A record left by an instance that had the slot before.
+                maps.seen.write(slot, VrrpSeen::default());
             }
             let pin = fastpath_pin(ifindex);
             if !dp.pinned_link_exists(&pin) {
@@ -1382,6 +1415,7 @@ impl Vrrp {
                     ifindex,
                     vrid: u32::from(vrid),
                 },
+                slot,
                 ctl: None,
                 fed_ns: 0,
                 fed: 0,
@@ -1428,6 +1462,7 @@ impl Vrrp {
             master_priority,
             _pad: [0],
             master_interval_cs,
+            slot: fast.slot,
         };
         if fast.ctl != Some(ctl) {
             match maps.ctl.insert(fast.key, ctl, 0) {
@@ -1447,7 +1482,7 @@ impl Vrrp {
         else {
             return;
         };
-        let Ok(seen) = maps.seen.get(&fast.key, 0) else {
+        let Some(seen) = read_seen(&maps.seen, fast.slot) else {
             return;
         };
         if seen.last_ns <= fast.fed_ns
@@ -1491,7 +1526,7 @@ impl Vrrp {
         };
         if let Some(maps) = &mut self.fast_maps {
             let _ = maps.ctl.remove(&fast.key);
-            let _ = maps.seen.remove(&fast.key);
+            maps.seen.write(fast.slot, VrrpSeen::default());
             let _ = maps.stats.remove(&fast.key);
         }
         let still_used = self.instances.iter().any(|r| {
