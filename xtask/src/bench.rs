@@ -543,20 +543,21 @@ pub fn scale(greha: &Path, out_dir: &Path, seconds: u64, only: Option<&str>) -> 
     Ok(())
 }
 
-/// CPU seconds and context switches of `pids` (all their threads).
+/// CPU seconds and context switches of `pids` (all their threads). CPU
+/// time from schedstat, in nanoseconds: /proc/PID/stat counts clock ticks,
+/// too coarse for a daemon that is idle most of the time.
 fn usage(pids: &[u32]) -> Result<(f64, u64)> {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let (mut cpu, mut switches) = (0.0, 0);
+    let (mut cpu_ns, mut switches) = (0u64, 0);
     for pid in pids {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the command (which may hold spaces): utime, stime
-        // are the 12th and 13th.
-        let rest = stat.rsplit_once(')').context("bad /proc stat")?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        cpu += (f[11].parse::<f64>()? + f[12].parse::<f64>()?) / hz;
         for task in fs::read_dir(format!("/proc/{pid}/task"))? {
-            let status = fs::read_to_string(task?.path().join("status"))?;
+            let task = task?.path();
+            let sched = fs::read_to_string(task.join("schedstat"))?;
+            cpu_ns += sched
+                .split_whitespace()
+                .next()
+                .context("empty schedstat")?
+                .parse::<u64>()?;
+            let status = fs::read_to_string(task.join("status"))?;
             for line in status.lines() {
                 if let Some(v) = line
                     .strip_prefix("voluntary_ctxt_switches:")
@@ -567,7 +568,7 @@ fn usage(pids: &[u32]) -> Result<(f64, u64)> {
             }
         }
     }
-    Ok((cpu, switches))
+    Ok((cpu_ns as f64 / 1e9, switches))
 }
 
 fn scale_once(

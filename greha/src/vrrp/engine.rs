@@ -107,6 +107,10 @@ pub enum Event {
     },
     /// The time returned by `next_deadline` has come.
     Timer,
+    /// The master this backup follows was heard again, unchanged: the fast
+    /// path checked the advert and absorbed it. The same as that advert,
+    /// without carrying its bytes around.
+    Heard,
 }
 
 /// Per-instance statistics, named as RFC 6527's vrrpv3StatisticsTable.
@@ -127,6 +131,7 @@ pub struct Stats {
     pub auth_failures: u64,
 }
 
+#[derive(Clone)]
 pub struct Instance {
     cfg: Config,
     state: State,
@@ -354,6 +359,7 @@ impl Instance {
             }
             Event::Priority(p) => self.set_priority(now, p, &mut out),
             Event::Timer => self.timer(now, &mut out),
+            Event::Heard => self.heard(now),
             Event::Advert { src, ttl, advert } => self.advert(now, src, ttl, &advert, &mut out),
         }
         out
@@ -428,6 +434,19 @@ impl Instance {
             self.stats.address_list_errors += 1;
         }
         true
+    }
+
+    /// `advert` for an advert equal to the followed master's last one, in
+    /// Backup: it resets Master_Down, unless this router now preempts a
+    /// lower priority.
+    fn heard(&mut self, now: Time) {
+        if self.state != State::Backup || self.master.is_none() {
+            return;
+        }
+        self.stats.rcvd_advertisements += 1;
+        if !self.preempts(now) || self.master_priority >= self.priority {
+            self.master_down_timer = Some(now + self.master_down_interval());
+        }
     }
 
     fn advert(&mut self, now: Time, src: Ipv4Addr, ttl: u8, adv: &Advert, out: &mut Vec<Action>) {
@@ -532,6 +551,35 @@ mod tests {
             ttl: 255,
             advert,
         }
+    }
+
+    /// `Heard` does what the followed master's unchanged advert does:
+    /// following it, and not following it once this router's priority
+    /// has risen above it (preempt).
+    #[test]
+    fn heard_is_the_followed_masters_advert_again() {
+        let c = cfg(Version::V3, 100, 100);
+        for raised in [None, Some(200)] {
+            let mut by_advert = started(c.clone());
+            by_advert.handle(ms(10), from(HIGH, advert(&c, 150)));
+            let mut by_heard = by_advert.clone();
+            if let Some(p) = raised {
+                by_advert.handle(ms(20), Event::Priority(p));
+                by_heard.handle(ms(20), Event::Priority(p));
+            }
+            let a = by_advert.handle(ms(1000), from(HIGH, advert(&c, 150)));
+            let h = by_heard.handle(ms(1000), Event::Heard);
+            assert!(a.is_empty() && h.is_empty(), "{a:?} {h:?}");
+            assert_eq!(by_advert.next_deadline(), by_heard.next_deadline());
+            assert_eq!(by_advert.stats(), by_heard.stats());
+            assert_eq!(by_advert.state(), by_heard.state());
+        }
+        // Not following anyone: nothing to hear.
+        let mut alone = started(c.clone());
+        let before = alone.next_deadline();
+        alone.handle(ms(10), Event::Heard);
+        assert_eq!(alone.next_deadline(), before);
+        assert_eq!(alone.stats().rcvd_advertisements, 0);
     }
 
     fn started(c: Config) -> Instance {

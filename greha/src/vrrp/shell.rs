@@ -1494,28 +1494,23 @@ impl Vrrp {
             return;
         }
         let t = Duration::from_nanos(seen.last_ns - self.epoch_mono_ns);
-        let advert = Advert {
-            version: r.def.version,
-            vrid: r.def.vrid,
-            priority,
-            interval_cs: interval,
-            addresses: r.def.vips.iter().map(|v| v.addr).collect(),
-            auth: r.def.auth.clone(),
-        };
-        if let Some(f) = &mut self.instances[i].fast {
+        let r = &mut self.instances[i];
+        if let Some(f) = &mut r.fast {
             f.fed_ns = seen.last_ns;
             f.fed += 1;
         }
-        self.feed_at(
-            i,
-            t,
-            Event::Advert {
-                src: master,
-                ttl: 255,
-                advert,
-            },
-        )
-        .await;
+        // The steady state's one step, many times a second per instance:
+        // kept off the general path (no advert built, nothing to carry out
+        // or to write back to the maps).
+        let actions = r.engine.handle(t, Event::Heard);
+        if !actions.is_empty() {
+            for action in actions {
+                if let Err(e) = self.act(i, action).await {
+                    warn!(instance = %self.instances[i].def.name, "{e:#}");
+                }
+            }
+            self.fastpath_sync(i);
+        }
     }
 
     /// Removes instance `i` from the fast path's maps, and the XDP program
