@@ -1210,11 +1210,13 @@ impl Vrrp {
                     let now = self.now();
                     self.outbox = Some(Vec::new());
                     for i in 0..self.instances.len() {
-                        if self.instances[i].engine.next_deadline().is_some_and(|d| d <= now) {
-                            // Master_Down may only look due: the fast path
-                            // may have absorbed the master's adverts.
-                            self.fastpath_absorbed(i).await;
-                        }
+                        // Master_Down may only look due: the fast path may
+                        // have absorbed the master's adverts. Every
+                        // instance takes its newest one now, due or not (a
+                        // read of shared memory): their timers then fall
+                        // due together, and the daemon wakes once for all
+                        // rather than once per group of instances.
+                        self.fastpath_absorbed(i).await;
                         if self.instances[i].engine.next_deadline().is_some_and(|d| d <= now) {
                             self.feed(i, Event::Timer).await;
                         }
