@@ -217,11 +217,23 @@ impl Datapath {
         let path = self.pin_dir.join(name);
         let data =
             MapData::from_pin(&path).with_context(|| format!("opening map {}", path.display()))?;
-        // Array elements are 8-byte aligned in the kernel's layout.
+        // The pinned map must be what T describes: BPF_F_MMAPABLE, with
+        // elements of T's size (8-byte aligned in the kernel's layout).
+        const BPF_F_MMAPABLE: u32 = 1 << 10;
+        let info = data.info()?;
         let stride = size_of::<T>().next_multiple_of(8);
         ensure!(
-            size_of::<T>() == stride && align_of::<T>() <= 8,
-            "{name}: element size {} is not a multiple of 8",
+            info.value_size() as usize == size_of::<T>()
+                && size_of::<T>() == stride
+                && align_of::<T>() <= 8
+                && info.max_entries() >= entries
+                && info.map_flags() & BPF_F_MMAPABLE != 0,
+            "{}: value size {}, {} entries, flags {:#x}: not an mmap-able array of {entries} \
+             {}-byte elements",
+            path.display(),
+            info.value_size(),
+            info.max_entries(),
+            info.map_flags(),
             size_of::<T>()
         );
         let len = (stride * entries as usize).next_multiple_of(page_size());
