@@ -244,6 +244,12 @@ pub struct VrrpCtl {
     pub master_interval_cs: u16,
     /// The instance's index in GREHA_VRRP_SEEN (below [`MAX_VRRP`]).
     pub slot: u32,
+    /// Our effective priority (tracking included).
+    pub priority: u8,
+    /// Preemption configured: a master below our priority is then not
+    /// followed, and its adverts go to the daemon.
+    pub preempt: u8,
+    pub _pad2: [u8; 2],
 }
 
 /// The last valid advert of an instance, as the program saw it. The program
@@ -311,7 +317,7 @@ mod tests {
         assert_eq!(size_of::<TunnelCounters>(), 13 * 8);
         assert_eq!(size_of::<PacketCounters>(), 16);
         assert_eq!(size_of::<VrrpKey>(), 8);
-        assert_eq!(size_of::<VrrpCtl>(), 4 + 4 + 8 + 4 + 4);
+        assert_eq!(size_of::<VrrpCtl>(), 4 + 4 + 8 + 4 + 4 + 4 + 4);
         assert_eq!(size_of::<VrrpSeen>(), 16);
         assert_eq!(size_of::<VrrpStats>(), 11 * 8);
     }

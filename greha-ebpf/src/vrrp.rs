@@ -10,8 +10,9 @@
 //! forms), v2 interval and authentication. What fails is counted and
 //! dropped. What passes is recorded in GREHA_VRRP_SEEN, and dropped too if
 //! it changes nothing: a backup hearing the master it follows, with the
-//! same priority and interval. Everything else (priority 0, another
-//! source, another priority or interval, anything while Master or
+//! same priority and interval, and not about to preempt it. Everything
+//! else (priority 0, another source, another priority or interval, a
+//! master below our priority when we preempt, anything while Master or
 //! Initialize) goes to the daemon. The daemon's Master_Down timer reads
 //! GREHA_VRRP_SEEN when it fires instead of being reset by every advert.
 use aya_ebpf::{
@@ -267,13 +268,16 @@ fn vrrp<F: Frame>(ctx: &F) -> Verdict {
             core::ptr::write_volatile(&raw mut (*seen).last_ns, bpf_ktime_get_ns());
         }
     }
+    // A backup keeps following a master that has not changed, unless it
+    // preempts it now: that advert is for the daemon.
     let steady = ctl.fastpath != 0
         && ctl.state == VRRP_STATE_BACKUP
         && priority != 0
         && src == ctl.master_ip
         && priority == ctl.master_priority
         && interval_cs == ctl.master_interval_cs
-        && count == ctl.vip_count as usize;
+        && count == ctl.vip_count as usize
+        && (ctl.preempt == 0 || priority >= ctl.priority);
     if steady {
         s.absorbed += 1;
         Verdict::Drop

@@ -20,8 +20,9 @@ fn hex(bytes: &[u8]) -> Vec<String> {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A VrrpCtl as greha-common lays it out; the record is GREHA_VRRP_SEEN's
-/// element `slot`.
+/// A VrrpCtl as greha-common lays it out, for a backup of priority 100
+/// that preempts and follows MASTER at priority 150; the record is
+/// GREHA_VRRP_SEEN's element `slot`.
 fn ctl(
     version: u8,
     state: u8,
@@ -29,6 +30,30 @@ fn ctl(
     interval_cs: u16,
     auth: &[u8; 8],
     slot: u32,
+) -> Vec<u8> {
+    ctl_prio(
+        version,
+        state,
+        auth_type,
+        interval_cs,
+        auth,
+        slot,
+        100,
+        true,
+    )
+}
+
+/// `ctl` with our effective priority and preemption.
+#[allow(clippy::too_many_arguments)]
+fn ctl_prio(
+    version: u8,
+    state: u8,
+    auth_type: u8,
+    interval_cs: u16,
+    auth: &[u8; 8],
+    slot: u32,
+    priority: u8,
+    preempt: bool,
 ) -> Vec<u8> {
     let mut v = vec![version, state, 1, auth_type];
     v.extend(interval_cs.to_le_bytes());
@@ -38,6 +63,7 @@ fn ctl(
     v.extend([150, 0]);
     v.extend(interval_cs.to_le_bytes());
     v.extend(slot.to_le_bytes());
+    v.extend([priority, u8::from(preempt), 0, 0]);
     v
 }
 
@@ -162,6 +188,23 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
     let v2 = key(ifindex, 60);
     map_update(&pins, "GREHA_VRRP_CTL", &v3, &ctl(3, 1, 0, 100, &[0; 8], 0))?;
     map_update(&pins, "GREHA_VRRP_CTL", &v2, &ctl(2, 1, 1, 100, &pass, 1))?;
+    // Our priority (200) above the master's (150): with preemption its
+    // adverts go to the daemon (Master_Down must run out), without they are
+    // steady.
+    let preempting = key(ifindex, 53);
+    let not_preempting = key(ifindex, 54);
+    map_update(
+        &pins,
+        "GREHA_VRRP_CTL",
+        &preempting,
+        &ctl_prio(3, 1, 0, 100, &[0; 8], 2, 200, true),
+    )?;
+    map_update(
+        &pins,
+        "GREHA_VRRP_CTL",
+        &not_preempting,
+        &ctl_prio(3, 1, 0, 100, &[0; 8], 3, 200, false),
+    )?;
 
     let ka = ChecksumForm::PseudoHeader;
     let w3 = |a: Advert| a.write(ka, MASTER, MULTICAST).to_vec();
@@ -220,6 +263,28 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
             ),
             XDP_PASS,
             "to_daemon",
+        ),
+        (
+            "a master below our priority, preempting",
+            &preempting,
+            frame(
+                MASTER,
+                255,
+                &w3(advert(Version::V3, 53, 150, 100, Auth::None)),
+            ),
+            XDP_PASS,
+            "to_daemon",
+        ),
+        (
+            "a master below our priority, nopreempt",
+            &not_preempting,
+            frame(
+                MASTER,
+                255,
+                &w3(advert(Version::V3, 54, 150, 100, Auth::None)),
+            ),
+            XDP_DROP,
+            "absorbed",
         ),
         (
             "a new interval",

@@ -1465,6 +1465,9 @@ impl Vrrp {
             _pad: [0],
             master_interval_cs,
             slot: fast.slot,
+            priority: r.engine.priority(),
+            preempt: u8::from(r.def.preempt),
+            _pad2: [0; 2],
         };
         if fast.ctl != Some(ctl) {
             match maps.ctl.insert(fast.key, ctl, 0) {
