@@ -80,6 +80,22 @@ impl Frame for XdpContext {
     fn load(&self, off: usize, buf: *mut u8, len: usize) -> bool {
         unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, buf.cast(), len as u32) == 0 }
     }
+
+    /// Headers by direct packet access: every frame on the interface is
+    /// looked at, most are not VRRP, and a helper call each would cost.
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        direct(self.data(), self.data_end(), off)
+    }
+}
+
+#[inline(always)]
+fn direct<const N: usize>(data: usize, data_end: usize, off: usize) -> Option<[u8; N]> {
+    let start = data + off;
+    if start + N > data_end {
+        return None;
+    }
+    Some(unsafe { core::ptr::read_unaligned(start as *const [u8; N]) })
 }
 
 impl Frame for TcContext {
@@ -98,6 +114,16 @@ impl Frame for TcContext {
     #[inline(always)]
     fn load(&self, off: usize, buf: *mut u8, len: usize) -> bool {
         unsafe { bpf_skb_load_bytes(self.as_ptr(), off as u32, buf.cast(), len as u32) == 0 }
+    }
+
+    /// Direct packet access from the linear part, the helper past it.
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        direct(self.data(), self.data_end(), off).or_else(|| {
+            let mut b = [0u8; N];
+            // The trait's load: TcContext has an inherent one of that name.
+            Frame::load(self, off, b.as_mut_ptr(), N).then_some(b)
+        })
     }
 }
 
