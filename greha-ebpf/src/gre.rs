@@ -13,6 +13,7 @@
 //!   frame into the tunnel interface's ingress, as if received there.
 use core::mem::size_of;
 
+use crate::frame::{Scratch, fold, ones_sum};
 use aya_ebpf::{
     bindings::{
         BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
@@ -21,10 +22,7 @@ use aya_ebpf::{
     },
     bpf_f_adj_room_encap_l2,
     btf_maps::{Array, HashMap, PerCpuArray},
-    helpers::{
-        bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_skb_change_head,
-        bpf_skb_load_bytes,
-    },
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_skb_change_head},
     macros::{btf_map, classifier},
     programs::TcContext,
 };
@@ -61,7 +59,6 @@ const GRE_MUST_BE_ZERO: u16 = 0x4000 | 0x0800 | 0x0700 | 0x00f8 | 0x0007;
 
 /// Largest GRE packet whose checksum is verified (jumbo MTU).
 const MAX_CSUM_BYTES: usize = 9216;
-const CSUM_CHUNK: usize = 512;
 
 #[inline(always)]
 fn counters(id: u32) -> Option<&'static mut TunnelCounters> {
@@ -233,77 +230,18 @@ fn decap(ctx: &TcContext) -> i32 {
 }
 
 /// Scratch space for checksumming: the BPF stack (512 bytes) cannot hold
-/// a chunk and the program's other state. Four bytes of slack keep the
-/// zero padding after a tail in bounds without a check LLVM could drop.
+/// a chunk and the program's other state.
 #[btf_map]
-static GREHA_CSUM_SCRATCH: PerCpuArray<[u8; CSUM_CHUNK + 4], 1> = PerCpuArray::new();
+static GREHA_CSUM_SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 
 /// The GRE checksum (RFC 2784): the ones' complement sum over the GRE
 /// header and payload, `start..end` of the frame, must be all ones.
-/// Summed chunk by chunk with bpf_csum_diff: a byte-wise loop over a
-/// jumbo frame is more than the verifier will walk.
 #[inline(always)]
 fn checksum_ok(ctx: &TcContext, start: usize, end: usize) -> bool {
-    let Some(buf) = GREHA_CSUM_SCRATCH.get_ptr_mut(0) else {
-        return false;
-    };
-    let skb = ctx.skb.skb.cast();
-    let mut sum: i64 = 0;
-    let mut off = start;
-    for _ in 0..MAX_CSUM_BYTES / CSUM_CHUNK {
-        if off + CSUM_CHUNK > end {
-            break;
-        }
-        if unsafe { bpf_skb_load_bytes(skb, off as u32, buf.cast(), CSUM_CHUNK as u32) } != 0 {
-            return false;
-        }
-        sum = unsafe {
-            bpf_csum_diff(
-                core::ptr::null_mut(),
-                0,
-                buf.cast(),
-                CSUM_CHUNK as u32,
-                sum as u32,
-            )
-        };
-        if sum < 0 {
-            return false;
-        }
-        off += CSUM_CHUNK;
-    }
-    if end < off || end - off >= CSUM_CHUNK {
-        // Longer than MAX_CSUM_BYTES: cannot be verified, so not accepted.
-        return end == off;
-    }
-    // Opaque to LLVM, so the bounds below stay in the code for the
-    // verifier (LLVM would otherwise prove them redundant and drop them).
-    let tail = core::hint::black_box(end - off);
-    if tail > 0 && tail < CSUM_CHUNK {
-        if unsafe { bpf_skb_load_bytes(skb, off as u32, buf.cast(), tail as u32) } != 0 {
-            return false;
-        }
-        // bpf_csum_diff wants whole words: pad with zeros, which is also
-        // what RFC 1071 prescribes for an odd length. Volatile, or LLVM
-        // makes a memset call of it that the verifier cannot bound.
-        let bytes = buf.cast::<u8>();
-        for k in 0..3 {
-            unsafe { core::ptr::write_volatile(bytes.add(tail + k), 0) };
-        }
-        let words = ((tail + 3) & !3) as u32;
-        sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf.cast(), words, sum as u32) };
-        if sum < 0 {
-            return false;
-        }
-    }
-    fold(sum as u64) == 0xffff
-}
-
-#[inline(always)]
-fn fold(mut sum: u64) -> u16 {
-    for _ in 0..4 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
+    GREHA_CSUM_SCRATCH
+        .get_ptr_mut(0)
+        .and_then(|buf| ones_sum(ctx, buf, start, end, MAX_CSUM_BYTES))
+        .is_some_and(|sum| fold(sum) == 0xffff)
 }
 
 // ---------------------------------------------------------------- encap --

@@ -15,11 +15,11 @@
 //! master below our priority when we preempt, anything while Master or
 //! Initialize) goes to the daemon. The daemon's Master_Down timer reads
 //! GREHA_VRRP_SEEN when it fires instead of being reset by every advert.
+use crate::frame::{Frame, Scratch, fold, ones_sum};
 use aya_ebpf::{
-    EbpfContext as _,
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     btf_maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
-    helpers::{bpf_csum_diff, bpf_ktime_get_ns, bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    helpers::{bpf_csum_diff, bpf_ktime_get_ns},
     macros::{btf_map, classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -41,91 +41,9 @@ const ETH_P_IP: u16 = 0x0800;
 const IPPROTO_VRRP: u8 = 112;
 /// 8-byte header, 255 addresses, 8 bytes of v2 authentication.
 const MAX_VRRP_LEN: usize = 8 + 4 * 255 + 8;
-const CHUNK: usize = 512;
 
-/// Room for a whole advert, plus slack so the zero padding after the last
-/// byte needs no bounds check LLVM could drop.
 #[btf_map]
-static GREHA_VRRP_SCRATCH: PerCpuArray<[u8; CHUNK + 4], 1> = PerCpuArray::new();
-
-/// What the check needs of a frame, from XDP or from tc; the frame starts
-/// at its Ethernet header in both.
-trait Frame {
-    /// The frame's length.
-    fn len(&self) -> usize;
-    /// The interface the frame arrived on.
-    fn ifindex(&self) -> u32;
-    /// Copies `len` bytes at `off` into `buf`; false if out of the frame.
-    fn load(&self, off: usize, buf: *mut u8, len: usize) -> bool;
-
-    #[inline(always)]
-    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
-        let mut b = [0u8; N];
-        self.load(off, b.as_mut_ptr(), N).then_some(b)
-    }
-}
-
-impl Frame for XdpContext {
-    #[inline(always)]
-    fn len(&self) -> usize {
-        self.data_end() - self.data()
-    }
-
-    #[inline(always)]
-    fn ifindex(&self) -> u32 {
-        unsafe { (*self.ctx).ingress_ifindex }
-    }
-
-    #[inline(always)]
-    fn load(&self, off: usize, buf: *mut u8, len: usize) -> bool {
-        unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, buf.cast(), len as u32) == 0 }
-    }
-
-    /// Headers by direct packet access: every frame on the interface is
-    /// looked at, most are not VRRP, and a helper call each would cost.
-    #[inline(always)]
-    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
-        direct(self.data(), self.data_end(), off)
-    }
-}
-
-#[inline(always)]
-fn direct<const N: usize>(data: usize, data_end: usize, off: usize) -> Option<[u8; N]> {
-    let start = data + off;
-    if start + N > data_end {
-        return None;
-    }
-    Some(unsafe { core::ptr::read_unaligned(start as *const [u8; N]) })
-}
-
-impl Frame for TcContext {
-    #[inline(always)]
-    fn len(&self) -> usize {
-        unsafe { (*self.skb.skb).len as usize }
-    }
-
-    #[inline(always)]
-    fn ifindex(&self) -> u32 {
-        // The device the frame is on: the tunnel interface after the
-        // decapsulation's redirect.
-        unsafe { (*self.skb.skb).ifindex }
-    }
-
-    #[inline(always)]
-    fn load(&self, off: usize, buf: *mut u8, len: usize) -> bool {
-        unsafe { bpf_skb_load_bytes(self.as_ptr(), off as u32, buf.cast(), len as u32) == 0 }
-    }
-
-    /// Direct packet access from the linear part, the helper past it.
-    #[inline(always)]
-    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
-        direct(self.data(), self.data_end(), off).or_else(|| {
-            let mut b = [0u8; N];
-            // The trait's load: TcContext has an inherent one of that name.
-            Frame::load(self, off, b.as_mut_ptr(), N).then_some(b)
-        })
-    }
-}
+static GREHA_VRRP_SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 
 /// What the check decided.
 #[derive(PartialEq, Eq)]
@@ -216,7 +134,10 @@ fn vrrp<F: Frame>(ctx: &F) -> Verdict {
         s.packet_length_errors += 1;
         return Verdict::Drop;
     }
-    let Some(plain) = partial_sum(ctx, voff, voff + len) else {
+    let plain = GREHA_VRRP_SCRATCH
+        .get_ptr_mut(0)
+        .and_then(|buf| ones_sum(ctx, buf, voff, voff + len, MAX_VRRP_LEN));
+    let Some(plain) = plain else {
         s.packet_length_errors += 1;
         return Verdict::Drop;
     };
@@ -311,64 +232,4 @@ fn vrrp<F: Frame>(ctx: &F) -> Verdict {
         s.to_daemon += 1;
         Verdict::Pass
     }
-}
-
-#[inline(always)]
-fn fold(mut sum: u64) -> u16 {
-    for _ in 0..4 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// The ones' complement sum (unfolded) of the frame's bytes `start..end`,
-/// chunk by chunk with bpf_csum_diff.
-#[inline(always)]
-fn partial_sum<F: Frame>(ctx: &F, start: usize, end: usize) -> Option<u64> {
-    let buf = GREHA_VRRP_SCRATCH.get_ptr_mut(0)?;
-    let mut sum: i64 = 0;
-    let mut off = start;
-    for _ in 0..MAX_VRRP_LEN / CHUNK {
-        if off + CHUNK > end {
-            break;
-        }
-        if !ctx.load(off, buf.cast(), CHUNK) {
-            return None;
-        }
-        sum = unsafe {
-            bpf_csum_diff(
-                core::ptr::null_mut(),
-                0,
-                buf.cast(),
-                CHUNK as u32,
-                sum as u32,
-            )
-        };
-        if sum < 0 {
-            return None;
-        }
-        off += CHUNK;
-    }
-    // Opaque to LLVM, so the bounds below stay for the verifier.
-    let tail = core::hint::black_box(end.checked_sub(off)?);
-    if tail >= CHUNK {
-        return None;
-    }
-    if tail > 0 {
-        if !ctx.load(off, buf.cast(), tail) {
-            return None;
-        }
-        let bytes = buf.cast::<u8>();
-        for k in 0..3 {
-            unsafe { core::ptr::write_volatile(bytes.add(tail + k), 0) };
-        }
-        let words = ((tail + 3) & !3) as u32;
-        sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf.cast(), words, sum as u32) };
-        if sum < 0 {
-            return None;
-        }
-    }
-    // A 32-bit partial sum in the CPU's byte order: fold it and compare with
-    // all ones, which reads the same in either order.
-    Some((sum as u64) & 0xffff_ffff)
 }
