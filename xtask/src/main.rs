@@ -113,8 +113,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }),
         Task::Bench { which } => {
             // What a deployment runs (`cargo xtask install` builds release).
-            cargo(&["build", "--release", "--package", "greha"])?;
-            let greha = workspace_root().join("target/release/greha");
+            let greha = build_greha_release()?;
             sweep_leftover_labs()?;
             let out = workspace_root().join("target/bench");
             match which {
@@ -140,7 +139,7 @@ fn dispatch(cli: Cli) -> Result<()> {
 }
 
 fn install() -> Result<()> {
-    cargo(&["build", "--release", "--package", "greha"])?;
+    let greha = build_greha_release()?;
     let root = workspace_root();
     let copy = |from: PathBuf, to: &str, mode: u32| -> Result<()> {
         use std::os::unix::fs::PermissionsExt as _;
@@ -154,11 +153,7 @@ fn install() -> Result<()> {
         eprintln!("xtask: installed {}", to.display());
         Ok(())
     };
-    copy(
-        root.join("target/release/greha"),
-        "/usr/local/bin/greha",
-        0o755,
-    )?;
+    copy(greha, "/usr/local/bin/greha", 0o755)?;
     copy(
         root.join("dist/greha.service"),
         "/etc/systemd/system/greha.service",
@@ -255,6 +250,12 @@ fn sweep_leftover_labs() -> Result<()> {
 fn build_greha() -> Result<PathBuf> {
     cargo(&["build", "--package", "greha"])?;
     Ok(workspace_root().join("target/debug/greha"))
+}
+
+/// The release build: what `install` deploys and the benchmarks measure.
+fn build_greha_release() -> Result<PathBuf> {
+    cargo(&["build", "--release", "--package", "greha"])?;
+    Ok(workspace_root().join("target/release/greha"))
 }
 
 fn workspace_root() -> PathBuf {
