@@ -200,6 +200,7 @@ mod pod {
     unsafe impl aya::Pod for super::VrrpCtl {}
     unsafe impl aya::Pod for super::VrrpSeen {}
     unsafe impl aya::Pod for super::VrrpStats {}
+    unsafe impl aya::Pod for super::AdvertSummary {}
 }
 
 /// Most VRRP instances one host runs (255 VRIDs on a few interfaces).
@@ -267,10 +268,229 @@ pub struct VrrpSeen {
     pub interval_cs: u16,
 }
 
+/// What the steady rule reads of an advert that passed the receive checks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdvertSummary {
+    /// The IPv4 source, network order.
+    pub src: [u8; 4],
+    pub priority: u8,
+    pub _pad: [u8; 1],
+    /// Centiseconds (v2: seconds times 100).
+    pub interval_cs: u16,
+    /// The advert's address count.
+    pub count: u16,
+}
+
+/// The one definition of a steady advert: a backup hears the master it
+/// follows with nothing changed (same source, priority, interval and
+/// address count, not resigning), and does not preempt it. The eBPF
+/// program absorbs exactly these (and records only these in
+/// GREHA_VRRP_SEEN); the daemon hands the engine a recorded one only if it
+/// is steady for the instance as it is now. Anything else can change what
+/// the engine decides, so it reaches the daemon.
+#[inline(always)]
+pub fn vrrp_steady(ctl: &VrrpCtl, a: &AdvertSummary) -> bool {
+    ctl.fastpath != 0
+        && ctl.state == VRRP_STATE_BACKUP
+        && a.priority != 0
+        && a.src == ctl.master_ip
+        && a.priority == ctl.master_priority
+        && a.interval_cs == ctl.master_interval_cs
+        && a.count == ctl.vip_count
+        && (ctl.preempt == 0 || a.priority >= ctl.priority)
+}
+
+/// One row of the table that holds the eBPF program and userspace to the
+/// same steady rule: the instance, the advert, and whether it is steady.
+pub struct SteadyCase {
+    pub what: &'static str,
+    pub ctl: VrrpCtl,
+    pub advert: AdvertSummary,
+    pub steady: bool,
+}
+
+/// A v3 backup of priority 100 that preempts, following 198.51.100.2 at
+/// priority 150, 1 s, one VIP.
+pub const STEADY_BASE_CTL: VrrpCtl = VrrpCtl {
+    version: 3,
+    state: VRRP_STATE_BACKUP,
+    fastpath: 1,
+    auth_type: 0,
+    interval_cs: 100,
+    vip_count: 1,
+    auth: [0; 8],
+    master_ip: [198, 51, 100, 2],
+    master_priority: 150,
+    _pad: [0],
+    master_interval_cs: 100,
+    slot: 0,
+    priority: 100,
+    preempt: 1,
+    _pad2: [0; 2],
+};
+
+/// The followed master's unchanged advert.
+pub const STEADY_BASE_ADVERT: AdvertSummary = AdvertSummary {
+    src: [198, 51, 100, 2],
+    priority: 150,
+    _pad: [0],
+    interval_cs: 100,
+    count: 1,
+};
+
+pub const STEADY_CASES: &[SteadyCase] = &[
+    SteadyCase {
+        what: "the followed master, unchanged",
+        ctl: STEADY_BASE_CTL,
+        advert: STEADY_BASE_ADVERT,
+        steady: true,
+    },
+    SteadyCase {
+        what: "a third router below us (a stray advert)",
+        ctl: STEADY_BASE_CTL,
+        advert: AdvertSummary {
+            src: [198, 51, 100, 3],
+            priority: 50,
+            ..STEADY_BASE_ADVERT
+        },
+        steady: false,
+    },
+    SteadyCase {
+        what: "a third router at the master's priority",
+        ctl: STEADY_BASE_CTL,
+        advert: AdvertSummary {
+            src: [198, 51, 100, 3],
+            ..STEADY_BASE_ADVERT
+        },
+        steady: false,
+    },
+    SteadyCase {
+        what: "the master lowers its priority",
+        ctl: STEADY_BASE_CTL,
+        advert: AdvertSummary {
+            priority: 120,
+            ..STEADY_BASE_ADVERT
+        },
+        steady: false,
+    },
+    SteadyCase {
+        what: "the master raises its priority",
+        ctl: STEADY_BASE_CTL,
+        advert: AdvertSummary {
+            priority: 160,
+            ..STEADY_BASE_ADVERT
+        },
+        steady: false,
+    },
+    SteadyCase {
+        what: "the master resigns (priority 0)",
+        ctl: STEADY_BASE_CTL,
+        advert: AdvertSummary {
+            priority: 0,
+            ..STEADY_BASE_ADVERT
+        },
+        steady: false,
+    },
+    SteadyCase {
+        what: "the master changes its interval",
+        ctl: STEADY_BASE_CTL,
+        advert: AdvertSummary {
+            interval_cs: 50,
+            ..STEADY_BASE_ADVERT
+        },
+        steady: false,
+    },
+    SteadyCase {
+        what: "another address count",
+        ctl: STEADY_BASE_CTL,
+        advert: AdvertSummary {
+            count: 2,
+            ..STEADY_BASE_ADVERT
+        },
+        steady: false,
+    },
+    SteadyCase {
+        what: "a master below us while we preempt",
+        ctl: VrrpCtl {
+            priority: 200,
+            ..STEADY_BASE_CTL
+        },
+        advert: STEADY_BASE_ADVERT,
+        steady: false,
+    },
+    SteadyCase {
+        what: "a master below us, nopreempt",
+        ctl: VrrpCtl {
+            priority: 200,
+            preempt: 0,
+            ..STEADY_BASE_CTL
+        },
+        advert: STEADY_BASE_ADVERT,
+        steady: true,
+    },
+    SteadyCase {
+        what: "a master at our priority while we preempt",
+        ctl: VrrpCtl {
+            priority: 150,
+            ..STEADY_BASE_CTL
+        },
+        advert: STEADY_BASE_ADVERT,
+        steady: true,
+    },
+    SteadyCase {
+        what: "we are master",
+        ctl: VrrpCtl {
+            state: VRRP_STATE_MASTER,
+            ..STEADY_BASE_CTL
+        },
+        advert: STEADY_BASE_ADVERT,
+        steady: false,
+    },
+    SteadyCase {
+        what: "we are initializing",
+        ctl: VrrpCtl {
+            state: VRRP_STATE_INIT,
+            ..STEADY_BASE_CTL
+        },
+        advert: STEADY_BASE_ADVERT,
+        steady: false,
+    },
+    SteadyCase {
+        what: "we are in fault",
+        ctl: VrrpCtl {
+            state: VRRP_STATE_FAULT,
+            ..STEADY_BASE_CTL
+        },
+        advert: STEADY_BASE_ADVERT,
+        steady: false,
+    },
+    SteadyCase {
+        what: "a backup following no master (after priority 0)",
+        ctl: VrrpCtl {
+            master_ip: [0; 4],
+            master_priority: 0,
+            master_interval_cs: 0,
+            ..STEADY_BASE_CTL
+        },
+        advert: STEADY_BASE_ADVERT,
+        steady: false,
+    },
+    SteadyCase {
+        what: "fast path off for the instance",
+        ctl: VrrpCtl {
+            fastpath: 0,
+            ..STEADY_BASE_CTL
+        },
+        advert: STEADY_BASE_ADVERT,
+        steady: false,
+    },
+];
+
 /// Per-instance counters of the XDP program, named as the engine's.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "user", derive(serde::Serialize))]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct VrrpStats {
     pub rcvd_advertisements: u64,
     pub rcvd_pri_zero_packets: u64,
@@ -320,5 +540,15 @@ mod tests {
         assert_eq!(size_of::<VrrpCtl>(), 4 + 4 + 8 + 4 + 4 + 4 + 4);
         assert_eq!(size_of::<VrrpSeen>(), 16);
         assert_eq!(size_of::<VrrpStats>(), 11 * 8);
+        assert_eq!(size_of::<AdvertSummary>(), 10);
+    }
+
+    /// The table itself; the eBPF programs are held to it under
+    /// BPF_PROG_TEST_RUN (tests/tests/vrrp_fastpath.rs).
+    #[test]
+    fn steady_rule_follows_its_table() {
+        for c in STEADY_CASES {
+            assert_eq!(vrrp_steady(&c.ctl, &c.advert), c.steady, "{}", c.what);
+        }
     }
 }

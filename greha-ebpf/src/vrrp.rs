@@ -8,9 +8,9 @@
 //! interface and VRID) goes through the engine's receive checks: TTL 255,
 //! version, type, length against the address count, checksum (v3 in both
 //! forms), v2 interval and authentication. What fails is counted and
-//! dropped. What passes is recorded in GREHA_VRRP_SEEN, and dropped too if
-//! it changes nothing: a backup hearing the master it follows, with the
-//! same priority and interval, and not about to preempt it. Everything
+//! dropped. What passes is dropped too if it is steady (greha-common's
+//! `vrrp_steady`: a backup hearing the master it follows, unchanged, and
+//! not about to preempt it), and then recorded in GREHA_VRRP_SEEN. Everything
 //! else (priority 0, another source, another priority or interval, a
 //! master below our priority when we preempt, anything while Master or
 //! Initialize) goes to the daemon. The daemon's Master_Down timer reads
@@ -23,7 +23,7 @@ use aya_ebpf::{
     macros::{btf_map, classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use greha_common::{MAX_VRRP, VRRP_STATE_BACKUP, VrrpCtl, VrrpKey, VrrpSeen, VrrpStats};
+use greha_common::{AdvertSummary, MAX_VRRP, VrrpCtl, VrrpKey, VrrpSeen, VrrpStats, vrrp_steady};
 
 #[btf_map]
 static GREHA_VRRP_CTL: HashMap<VrrpKey, VrrpCtl, { MAX_VRRP as usize }> = HashMap::new();
@@ -204,27 +204,27 @@ fn vrrp<F: Frame>(ctx: &F) -> Verdict {
     if priority == 0 {
         s.rcvd_pri_zero_packets += 1;
     }
-    let src = [ip[12], ip[13], ip[14], ip[15]];
-    if let Some(seen) = GREHA_VRRP_SEEN.get_ptr_mut(ctl.slot) {
+    let advert = AdvertSummary {
+        src: [ip[12], ip[13], ip[14], ip[15]],
+        priority,
+        _pad: [0],
+        interval_cs,
+        count: count as u16,
+    };
+    let steady = vrrp_steady(ctl, &advert);
+    // Only steady adverts are recorded: the daemon's timer takes the record
+    // as the followed master's, and a stray advert (a third router, a
+    // non-peer) written there would hide the master's last one.
+    if steady && let Some(seen) = GREHA_VRRP_SEEN.get_ptr_mut(ctl.slot) {
         // The time last: a reader that sees it unchanged around its read of
         // the other fields has a consistent record.
         unsafe {
-            core::ptr::write_volatile(&raw mut (*seen).src, src);
+            core::ptr::write_volatile(&raw mut (*seen).src, advert.src);
             core::ptr::write_volatile(&raw mut (*seen).priority, priority);
             core::ptr::write_volatile(&raw mut (*seen).interval_cs, interval_cs);
             core::ptr::write_volatile(&raw mut (*seen).last_ns, bpf_ktime_get_ns());
         }
     }
-    // A backup keeps following a master that has not changed, unless it
-    // preempts it now: that advert is for the daemon.
-    let steady = ctl.fastpath != 0
-        && ctl.state == VRRP_STATE_BACKUP
-        && priority != 0
-        && src == ctl.master_ip
-        && priority == ctl.master_priority
-        && interval_cs == ctl.master_interval_cs
-        && count == ctl.vip_count as usize
-        && (ctl.preempt == 0 || priority >= ctl.priority);
     if steady {
         s.absorbed += 1;
         Verdict::Drop

@@ -15,8 +15,9 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use toml::de::{DeTable, DeValue};
 
 use crate::{
+    spec::SpecError,
     tunnel::TunnelDef,
-    vrrp::shell::{InstanceDef, Track, TrackKind},
+    vrrp::def::{InstanceDef, Track, TrackKind},
 };
 
 pub const DEFAULT_PATH: &str = "/etc/greha/greha.toml";
@@ -156,30 +157,24 @@ fn words(
 }
 
 /// Runs `parse` on the words; an error gets the line of the word it
-/// names (the field, and the value when the message quotes it).
+/// names: the field's, and of the value when the error names one.
 fn checked<T>(
     src: &Source,
     table_line: usize,
     words: &[Word],
-    parse: impl FnOnce(&[String]) -> Result<T>,
+    parse: impl FnOnce(&[String]) -> Result<T, SpecError>,
 ) -> Result<T> {
     let texts: Vec<String> = words.iter().map(|w| w.text.clone()).collect();
     parse(&texts).map_err(|e| {
-        let msg = format!("{e:#}");
-        // Messages read "<object> <name>: <field>: <what is wrong>".
-        let mut parts = msg.splitn(3, ": ");
-        let (_, field, rest) = (parts.next(), parts.next(), parts.next().unwrap_or(""));
-        let field = field.unwrap_or("");
-        // The longest value the message quotes: "192.0.2.500" is not the
-        // entry "192.0.2.5".
+        let field = e.field.as_deref().unwrap_or("");
         let line = words
             .iter()
-            .filter(|w| w.key == field && rest.contains(&w.text))
-            .max_by_key(|w| w.text.len())
+            .filter(|w| w.key == field)
+            .find(|w| e.value.as_deref().is_some_and(|v| v == w.text))
             .or_else(|| words.iter().find(|w| w.key == field))
             // A missing field: the table it is missing from.
             .map_or(table_line, |w| w.line);
-        anyhow!("{}:{line}: {msg}", src.path.display())
+        anyhow!("{}:{line}: {e}", src.path.display())
     })
 }
 

@@ -5,18 +5,27 @@
 //! Start and reload are the same operation: `apply` takes the running
 //! state to the desired one, touching only what differs. Starting is
 //! applying to nothing.
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use greha_common::names;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{Signal, SignalKind, signal},
+    sync::{Semaphore, mpsc, oneshot},
+};
 use tracing::{info, warn};
 
 use crate::{
     config,
     datapath::Datapath,
     tunnel::{self, TunnelDef},
-    vrrp::shell::{DaemonIo, Exit, InstanceDef, Vrrp},
+    vrrp::{
+        def::InstanceDef,
+        shell::{Exit, Request, Vrrp},
+    },
 };
 
 /// What the command line adds to the configuration file.
@@ -134,10 +143,12 @@ fn take_saved_masters(control: &Path) -> Vec<(String, u128)> {
         .collect()
 }
 
-/// bpffs refuses '.' in names, which interface names may have (eth0.100).
-fn count_pin(iface: &str) -> String {
-    format!("count-{}", iface.replace('.', "_"))
-}
+/// Connections served at once on the control socket, and on the metrics
+/// endpoint: more wait in the kernel's backlog. Each is served off the
+/// VRRP loop with a time limit, so a flood delays no advert.
+const MAX_CONNECTIONS: usize = 32;
+/// How long a client has to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub async fn run(opts: Options) -> Result<()> {
     // Register the handlers before anything is set up, so a signal that
@@ -148,7 +159,7 @@ pub async fn run(opts: Options) -> Result<()> {
 
     // Every definition, file and flags, is checked before anything changes.
     let want = desired(opts.config.as_deref(), &opts.extra)?;
-    let mut vrrp = Vrrp::start(Vec::new(), Some(opts.pin_dir.clone())).await?;
+    let mut vrrp = Vrrp::start(Some(opts.pin_dir.clone())).await?;
     vrrp.resume_masters(take_saved_masters(&opts.control));
     let mut current = Desired::default();
     if let Err(e) = apply(&opts, &mut current, want, &mut vrrp).await {
@@ -166,35 +177,35 @@ pub async fn run(opts: Options) -> Result<()> {
     let metrics = match opts.metrics {
         None => None,
         Some(addr) => match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => Some((l, opts.pin_dir.clone())),
+            Ok(l) => Some(l),
             Err(e) => {
                 teardown(&opts, &mut current, &mut vrrp).await?;
                 return Err(e).with_context(|| format!("metrics: cannot listen on {addr}"));
             }
         },
     };
-    let mut io = DaemonIo {
-        term,
-        int,
-        hup,
-        control,
-        metrics,
-    };
+    let (tx, mut requests) = mpsc::channel(16);
+    let tasks = [
+        tokio::spawn(signals(term, int, hup, tx.clone())),
+        tokio::spawn(serve_control(control, tx.clone())),
+        tokio::spawn(serve_metrics(metrics, opts.pin_dir.clone(), tx.clone())),
+        tokio::spawn(watchdog(tx)),
+    ];
     info!(pin_dir = %opts.pin_dir.display(), control = %opts.control.display(), "ready");
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         warn!("cannot notify systemd: {e}");
     }
 
     loop {
-        match vrrp.run(&mut io).await? {
+        match vrrp.run(&mut requests).await? {
             Exit::Shutdown => break,
-            Exit::Reload(conn) => {
+            Exit::Reload(reply) => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
                 let result = match desired(opts.config.as_deref(), &opts.extra) {
                     Ok(want) => apply(&opts, &mut current, want, &mut vrrp).await,
                     Err(e) => Err(e.context("the new configuration is refused; nothing changed")),
                 };
-                let reply = match &result {
+                let text = match &result {
                     Ok(summary) => {
                         info!("reloaded: {summary}");
                         format!("ok: {summary}\n")
@@ -204,13 +215,15 @@ pub async fn run(opts: Options) -> Result<()> {
                         format!("error: {e:#}\n")
                     }
                 };
-                if let Some(mut conn) = conn {
-                    use tokio::io::AsyncWriteExt as _;
-                    let _ = conn.write_all(reply.as_bytes()).await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(text);
                 }
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
             }
         }
+    }
+    for t in tasks {
+        t.abort();
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     if opts.keep_datapath {
@@ -225,6 +238,149 @@ pub async fn run(opts: Options) -> Result<()> {
     Ok(())
 }
 
+/// SIGTERM and SIGINT stop the daemon, SIGHUP reloads it.
+async fn signals(mut term: Signal, mut int: Signal, mut hup: Signal, tx: mpsc::Sender<Request>) {
+    loop {
+        let req = tokio::select! {
+            _ = term.recv() => {
+                info!("SIGTERM: shutting down");
+                Request::Shutdown
+            }
+            _ = int.recv() => {
+                info!("SIGINT: shutting down");
+                Request::Shutdown
+            }
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading");
+                Request::Reload(None)
+            }
+        };
+        if tx.send(req).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `greha status` and `greha reload` on the control socket: one line in,
+/// the answer out, each connection in its own task.
+async fn serve_control(control: tokio::net::UnixListener, tx: mpsc::Sender<Request>) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let limit = std::sync::Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok((conn, _)) = control.accept().await else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut conn = tokio::io::BufReader::new(conn);
+            let mut line = String::new();
+            let read = tokio::time::timeout(REQUEST_TIMEOUT, conn.read_line(&mut line)).await;
+            let answer = match (read, line.trim()) {
+                (Ok(Ok(_)), "reload") => {
+                    let (reply, rx) = oneshot::channel();
+                    let _ = tx.send(Request::Reload(Some(reply))).await;
+                    rx.await.unwrap_or_default()
+                }
+                _ => {
+                    let (reply, rx) = oneshot::channel();
+                    let _ = tx.send(Request::Status(reply)).await;
+                    match rx.await {
+                        Ok(doc) => serde_json::to_string(&doc).unwrap_or_default(),
+                        Err(_) => return,
+                    }
+                }
+            };
+            let _ = conn.get_mut().write_all(answer.as_bytes()).await;
+        });
+    }
+}
+
+/// The Prometheus endpoint: the VRRP loop hands over the status document,
+/// and the text is rendered and sent off it.
+async fn serve_metrics(
+    listener: Option<tokio::net::TcpListener>,
+    pin_dir: PathBuf,
+    tx: mpsc::Sender<Request>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Some(listener) = listener else {
+        return;
+    };
+    let limit = std::sync::Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let (tx, pin_dir) = (tx.clone(), pin_dir.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            // The request is read (whatever it asks, the answer is the
+            // metrics) so that closing does not reset the connection under
+            // the reply.
+            let mut req = [0u8; 1024];
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, conn.read(&mut req)).await;
+            let (reply, rx) = oneshot::channel();
+            if tx.send(Request::Status(reply)).await.is_err() {
+                return;
+            }
+            let Ok(doc) = rx.await else {
+                return;
+            };
+            let tunnels = tunnel::list(&pin_dir).unwrap_or_default();
+            let body = crate::metrics::render(&doc.vrrp, &doc.vrrp_global, &tunnels);
+            let reply = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                let _ = conn.write_all(reply.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            })
+            .await;
+        });
+    }
+}
+
+/// Under systemd with WatchdogSec, proves at half the period that the VRRP
+/// loop turns: it must answer a ping first.
+async fn watchdog(tx: mpsc::Sender<Request>) {
+    let Some(period) = watchdog_period() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(period / 2);
+    loop {
+        tick.tick().await;
+        let (reply, rx) = oneshot::channel();
+        if tx.send(Request::Ping(reply)).await.is_err() {
+            return;
+        }
+        if rx.await.is_ok() {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        }
+    }
+}
+
+/// systemd's watchdog period, as libsystemd's sd_watchdog_enabled reads
+/// it: WATCHDOG_USEC, unless WATCHDOG_PID names another process (sd-notify
+/// also demands WATCHDOG_PID, which systemd does not promise).
+fn watchdog_period() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.parse::<u32>().ok() != Some(std::process::id())
+    {
+        return None;
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
+}
+
 /// Everything down: VRRP resigns and removes its VIPs, then the tunnels
 /// and counters go.
 async fn teardown(opts: &Options, current: &mut Desired, vrrp: &mut Vrrp) -> Result<()> {
@@ -235,130 +391,171 @@ async fn teardown(opts: &Options, current: &mut Desired, vrrp: &mut Vrrp) -> Res
     detach_counters(opts, &count)
 }
 
-/// Takes the running state `current` to `want`, touching only what
-/// differs: an unchanged tunnel or instance keeps running as it is. On an
-/// error, what this call added is taken back and `current` still
-/// describes what runs.
+/// What it takes to go from one desired state to another; everything not
+/// named here runs on untouched.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub count_add: Vec<String>,
+    pub count_del: Vec<String>,
+    /// Tunnels removed, or changed: a changed tunnel is removed and added
+    /// again.
+    pub tunnels_del: Vec<String>,
+    /// Tunnels new or changed.
+    pub tunnels_add: Vec<TunnelDef>,
+    /// Instances running over a changed tunnel: stopped before it goes.
+    pub vrrp_stop_first: Vec<String>,
+    /// Instances removed or changed (the others of `vrrp_stop_first` are
+    /// stopped already).
+    pub vrrp_del: Vec<String>,
+    /// Instances new, changed, or over a changed tunnel.
+    pub vrrp_add: Vec<InstanceDef>,
+}
+
+impl Plan {
+    /// Tunnels both removed and added: changed ones.
+    pub fn tunnels_recreated(&self) -> Vec<String> {
+        self.tunnels_del
+            .iter()
+            .filter(|n| self.tunnels_add.iter().any(|t| &t.name == *n))
+            .cloned()
+            .collect()
+    }
+
+    /// What the plan does, for the reload's answer and the log.
+    pub fn summary(&self) -> String {
+        let names = |v: &[String]| v.join(" ");
+        let t_add: Vec<String> = self.tunnels_add.iter().map(|t| t.name.clone()).collect();
+        let v_add: Vec<String> = self.vrrp_add.iter().map(|v| v.name.clone()).collect();
+        let mut v_del = self.vrrp_stop_first.clone();
+        v_del.extend(
+            self.vrrp_del
+                .iter()
+                .filter(|n| !self.vrrp_stop_first.contains(n))
+                .cloned(),
+        );
+        let done: Vec<String> = [
+            ("tunnels added", t_add),
+            ("tunnels removed", self.tunnels_del.clone()),
+            ("instances added", v_add),
+            ("instances removed", v_del),
+            ("counting added", self.count_add.clone()),
+            ("counting removed", self.count_del.clone()),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(what, v)| format!("{what}: {}", names(&v)))
+        .collect();
+        if done.is_empty() {
+            "no change".into()
+        } else {
+            done.join("; ")
+        }
+    }
+}
+
+/// The plan from `current` to `want`: compares whole definitions, so any
+/// change to a tunnel or an instance re-creates it, and the instances over
+/// a re-created tunnel restart with it.
+pub fn plan(current: &Desired, want: &Desired) -> Plan {
+    fn added<T: Clone + PartialEq>(from: &[T], to: &[T]) -> Vec<T> {
+        to.iter().filter(|x| !from.contains(x)).cloned().collect()
+    }
+    let tunnels_add = added(&current.tunnels, &want.tunnels);
+    let tunnels_del: Vec<String> = added(&want.tunnels, &current.tunnels)
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    let recreated: Vec<&String> = tunnels_del
+        .iter()
+        .filter(|n| tunnels_add.iter().any(|t| &t.name == *n))
+        .collect();
+    let over = |v: &InstanceDef| recreated.contains(&&v.interface);
+    let vrrp_stop_first: Vec<String> = current
+        .vrrp
+        .iter()
+        .filter(|v| over(v))
+        .map(|v| v.name.clone())
+        .collect();
+    let vrrp_del = added(&want.vrrp, &current.vrrp)
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    let vrrp_add = want
+        .vrrp
+        .iter()
+        .filter(|v| !current.vrrp.contains(v) || over(v))
+        .cloned()
+        .collect();
+    Plan {
+        count_add: added(&current.count, &want.count),
+        count_del: added(&want.count, &current.count),
+        tunnels_del,
+        tunnels_add,
+        vrrp_stop_first,
+        vrrp_del,
+        vrrp_add,
+    }
+}
+
+/// Takes the running state `current` to `want` by [`plan`]. On an error,
+/// what this call added is taken back and `current` still describes what
+/// runs.
 async fn apply(
     opts: &Options,
     current: &mut Desired,
     want: Desired,
     vrrp: &mut Vrrp,
 ) -> Result<String> {
-    let mut done = Vec::new();
-    let add_c: Vec<String> = want
-        .count
-        .iter()
-        .filter(|c| !current.count.contains(c))
-        .cloned()
-        .collect();
-    let del_c: Vec<String> = current
-        .count
-        .iter()
-        .filter(|c| !want.count.contains(c))
-        .cloned()
-        .collect();
-    attach_counters(opts, &add_c)?;
-    let result = apply_tunnels_and_vrrp(opts, current, &want, vrrp).await;
-    let (added_tunnels, del_t, added_v, removed_v) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = detach_counters(opts, &add_c);
-            return Err(e);
-        }
-    };
-    detach_counters(opts, &del_c)?;
-    for (what, names) in [
-        ("tunnels added", added_tunnels),
-        ("tunnels removed", del_t),
-        ("instances added", added_v),
-        ("instances removed", removed_v),
-        ("counting added", add_c),
-        ("counting removed", del_c),
-    ] {
-        if !names.is_empty() {
-            done.push(format!("{what}: {}", names.join(" ")));
-        }
+    let plan = plan(current, &want);
+    attach_counters(opts, &plan.count_add)?;
+    if let Err(e) = apply_tunnels_and_vrrp(opts, current, &plan, vrrp).await {
+        let _ = detach_counters(opts, &plan.count_add);
+        return Err(e);
     }
+    detach_counters(opts, &plan.count_del)?;
     *current = want;
-    Ok(if done.is_empty() {
-        "no change".into()
-    } else {
-        done.join("; ")
-    })
+    Ok(plan.summary())
 }
 
-/// The tunnel and VRRP part of `apply`: returns the names of the tunnels
-/// added and removed and of the instances added and removed.
+/// The tunnel and VRRP part of `apply`.
 async fn apply_tunnels_and_vrrp(
     opts: &Options,
     current: &mut Desired,
-    want: &Desired,
+    plan: &Plan,
     vrrp: &mut Vrrp,
-) -> Result<(Vec<String>, Vec<String>, Vec<String>, Vec<String>)> {
-    // Tunnels first: VRRP may run over them.
-    let add_t: Vec<TunnelDef> = want
-        .tunnels
-        .iter()
-        .filter(|t| !current.tunnels.contains(t))
-        .cloned()
-        .collect();
-    let del_t: Vec<TunnelDef> = current
-        .tunnels
-        .iter()
-        .filter(|t| !want.tunnels.contains(t))
-        .cloned()
-        .collect();
-    // A changed tunnel is recreated, and the instances over it with it.
-    let recreated: Vec<&str> = del_t
-        .iter()
-        .filter(|t| add_t.iter().any(|a| a.name == t.name))
-        .map(|t| t.name.as_str())
-        .collect();
+) -> Result<()> {
+    // Tunnels first: VRRP may run over them. A changed tunnel is
+    // re-created, and the instances over it with it.
+    let recreated = plan.tunnels_recreated();
     if !recreated.is_empty() {
-        let survivors: Vec<InstanceDef> = current
-            .vrrp
-            .iter()
-            .filter(|v| !recreated.contains(&v.interface.as_str()))
-            .cloned()
-            .collect();
-        vrrp.reconfigure(survivors.clone()).await?;
-        current.vrrp = survivors;
-        for t in del_t
-            .iter()
-            .filter(|t| recreated.contains(&t.name.as_str()))
-        {
-            tunnel::del(&t.name, &opts.pin_dir).await?;
-            current.tunnels.retain(|c| c.name != t.name);
+        vrrp.update(&plan.vrrp_stop_first, Vec::new()).await?;
+        current.vrrp = vrrp.defs();
+        for name in &recreated {
+            tunnel::del(name, &opts.pin_dir).await?;
+            current.tunnels.retain(|c| &c.name != name);
         }
     }
     let mut added_tunnels: Vec<String> = Vec::new();
-    for t in &add_t {
+    let undo = |added: Vec<String>| async move {
+        for done in &added {
+            let _ = tunnel::del(done, &opts.pin_dir).await;
+        }
+    };
+    for t in &plan.tunnels_add {
         if let Err(e) = add_tunnel(opts, t).await {
-            for done in &added_tunnels {
-                let _ = tunnel::del(done, &opts.pin_dir).await;
-            }
+            undo(added_tunnels).await;
             return Err(e);
         }
         added_tunnels.push(t.name.clone());
     }
-    let (added_v, removed_v) = match vrrp.reconfigure(want.vrrp.clone()).await {
-        Ok(r) => r,
-        Err(e) => {
-            for done in &added_tunnels {
-                let _ = tunnel::del(done, &opts.pin_dir).await;
-            }
-            return Err(e);
-        }
-    };
-    for t in del_t
-        .iter()
-        .filter(|t| !recreated.contains(&t.name.as_str()))
-    {
-        tunnel::del(&t.name, &opts.pin_dir).await?;
+    if let Err(e) = vrrp.update(&plan.vrrp_del, plan.vrrp_add.clone()).await {
+        undo(added_tunnels).await;
+        return Err(e);
     }
-    let removed_t = del_t.iter().map(|t| t.name.clone()).collect();
-    Ok((added_tunnels, removed_t, added_v, removed_v))
+    for name in plan.tunnels_del.iter().filter(|n| !recreated.contains(n)) {
+        tunnel::del(name, &opts.pin_dir).await?;
+    }
+    Ok(())
 }
 
 /// Creates a tunnel, or adopts the one of the same definition that an
@@ -408,7 +605,7 @@ fn attach_counters(opts: &Options, ifaces: &[String]) -> Result<()> {
             if done.contains(iface) {
                 return Err(anyhow!("interface {iface} is listed twice"));
             }
-            let pin = count_pin(iface);
+            let pin = crate::pins::count(iface);
             if dp.pinned_link_exists(&pin) {
                 // Kept by an earlier run (--keep-datapath): still counting.
                 info!(
@@ -439,9 +636,120 @@ fn detach_counters(opts: &Options, ifaces: &[String]) -> Result<()> {
     }
     let dp = Datapath::open(&opts.pin_dir)?;
     for iface in ifaces {
-        dp.detach_pinned(&count_pin(iface))?;
+        dp.detach_pinned(&crate::pins::count(iface))?;
         info!(iface, program = names::PROG_COUNT, "detached");
     }
     dp.release_if_unused()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    fn tunnel(s: &str) -> TunnelDef {
+        TunnelDef::parse(&words(s)).unwrap()
+    }
+
+    fn instance(s: &str) -> InstanceDef {
+        InstanceDef::parse(&words(s)).unwrap()
+    }
+
+    fn desired(count: &[&str], tunnels: &[&str], vrrp: &[&str]) -> Desired {
+        Desired {
+            count: count.iter().map(|c| c.to_string()).collect(),
+            tunnels: tunnels.iter().map(|t| tunnel(t)).collect(),
+            vrrp: vrrp.iter().map(|v| instance(v)).collect(),
+        }
+    }
+
+    const T1: &str = "t1 mode gretap local 192.0.2.1 remote 192.0.2.2";
+    const T1_KEYED: &str = "t1 mode gretap local 192.0.2.1 remote 192.0.2.2 key 5";
+    const T2: &str = "t2 mode gre local 192.0.2.1 remote 192.0.2.3";
+    const V1: &str = "V1 interface t1 vrid 1 vip 203.0.113.1";
+    const V1_PRIO: &str = "V1 interface t1 vrid 1 priority 120 vip 203.0.113.1";
+    const V2: &str = "V2 interface eth0 vrid 2 vip 203.0.113.2";
+
+    #[test]
+    fn plans_touch_only_what_differs() {
+        let base = desired(&["eth0"], &[T1, T2], &[V1, V2]);
+        // (what, wanted, tunnels del, tunnels add, stop first, vrrp del, vrrp add, summary)
+        let table: Vec<(&str, Desired, Plan, &str)> = vec![
+            (
+                "nothing changed",
+                base.clone(),
+                Plan::default(),
+                "no change",
+            ),
+            (
+                "an instance added",
+                desired(
+                    &["eth0"],
+                    &[T1, T2],
+                    &[V1, V2, "V3 interface eth0 vrid 3 vip 203.0.113.3"],
+                ),
+                Plan {
+                    vrrp_add: vec![instance("V3 interface eth0 vrid 3 vip 203.0.113.3")],
+                    ..Plan::default()
+                },
+                "instances added: V3",
+            ),
+            (
+                "an instance removed",
+                desired(&["eth0"], &[T1, T2], &[V1]),
+                Plan {
+                    vrrp_del: vec!["V2".into()],
+                    ..Plan::default()
+                },
+                "instances removed: V2",
+            ),
+            (
+                "an instance changed",
+                desired(&["eth0"], &[T1, T2], &[V1_PRIO, V2]),
+                Plan {
+                    vrrp_del: vec!["V1".into()],
+                    vrrp_add: vec![instance(V1_PRIO)],
+                    ..Plan::default()
+                },
+                "instances added: V1; instances removed: V1",
+            ),
+            (
+                "a tunnel changed: it and the instances over it restart",
+                desired(&["eth0"], &[T1_KEYED, T2], &[V1, V2]),
+                Plan {
+                    tunnels_del: vec!["t1".into()],
+                    tunnels_add: vec![tunnel(T1_KEYED)],
+                    vrrp_stop_first: vec!["V1".into()],
+                    vrrp_add: vec![instance(V1)],
+                    ..Plan::default()
+                },
+                "tunnels added: t1; tunnels removed: t1; instances added: V1; instances removed: V1",
+            ),
+            (
+                "a tunnel removed, counting moved",
+                desired(&["eth1"], &[T1], &[V1, V2]),
+                Plan {
+                    count_add: vec!["eth1".into()],
+                    count_del: vec!["eth0".into()],
+                    tunnels_del: vec!["t2".into()],
+                    ..Plan::default()
+                },
+                "tunnels removed: t2; counting added: eth1; counting removed: eth0",
+            ),
+        ];
+        for (what, want, expected, summary) in table {
+            let got = plan(&base, &want);
+            assert_eq!(got, expected, "{what}");
+            assert_eq!(got.summary(), summary, "{what}");
+        }
+        // Starting is applying to nothing.
+        let start = plan(&Desired::default(), &base);
+        assert_eq!(start.tunnels_add.len(), 2);
+        assert_eq!(start.vrrp_add.len(), 2);
+        assert!(start.tunnels_recreated().is_empty());
+    }
 }

@@ -76,7 +76,7 @@ fn progs_dir_name() -> String {
     for &b in OBJECT {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    format!("progs-{h:016x}")
+    crate::pins::progs_dir(h)
 }
 
 impl Datapath {
@@ -115,7 +115,7 @@ impl Datapath {
             .filter(|p| {
                 p.file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("progs-") && n != self.progs_dir)
+                    .is_some_and(|n| crate::pins::is_progs_dir(n) && n != self.progs_dir)
             })
             .collect()
     }
@@ -148,7 +148,7 @@ impl Datapath {
     }
 
     fn links_dir(&self) -> PathBuf {
-        self.pin_dir.join("links")
+        self.pin_dir.join(crate::pins::LINKS_DIR)
     }
 
     /// Path of a pinned attachment, named by what it is for.

@@ -13,5 +13,7 @@ pub mod datapath;
 pub mod import;
 pub mod metrics;
 pub mod netlink;
+pub mod pins;
+pub mod spec;
 pub mod tunnel;
 pub mod vrrp;

@@ -3,6 +3,8 @@ use greha::{bpffs, config, counters, daemon, import, tunnel};
 
 use std::{path::PathBuf, process::ExitCode};
 
+use anyhow::Context as _;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -136,10 +138,10 @@ fn ask(control: &std::path::Path, request: &str) -> anyhow::Result<String> {
     Ok(answer)
 }
 
-fn print_status(v: &serde_json::Value, tunnels: &[tunnel::TunnelStatus]) {
+fn print_status(doc: &greha::vrrp::status::StatusDoc, tunnels: &[tunnel::TunnelStatus]) {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis()) as f64;
+        .map_or(0, |d| d.as_millis());
     println!(
         "{:<12} {:<10} {:>4} {:<8} {:>4} {:<16} {:>10} {:<16} {:>12}",
         "INSTANCE",
@@ -152,32 +154,37 @@ fn print_status(v: &serde_json::Value, tunnels: &[tunnel::TunnelStatus]) {
         "REASON",
         "ADVERTS_RCVD"
     );
-    for i in v["vrrp"].as_array().into_iter().flatten() {
-        let since = i["since_unix_ms"].as_f64().map_or("-".into(), |ms| {
-            format!("{:.1}s ago", (now_ms - ms).max(0.0) / 1000.0)
-        });
-        let reason = i["transitions"]
-            .as_array()
-            .and_then(|t| t.last())
-            .and_then(|t| t["reason"].as_str())
-            .unwrap_or("-");
+    for i in &doc.vrrp {
+        let since = format!(
+            "{:.1}s ago",
+            now_ms.saturating_sub(i.since_unix_ms) as f64 / 1000.0
+        );
+        let reason = i.transitions.last().map_or("-".into(), |t| word(&t.reason));
         println!(
             "{:<12} {:<10} {:>4} {:<8} {:>4} {:<16} {:>10} {:<16} {:>12}",
-            i["name"].as_str().unwrap_or(""),
-            i["interface"].as_str().unwrap_or(""),
-            i["vrid"],
-            i["state"].as_str().unwrap_or(""),
-            i["priority"],
-            i["master"].as_str().unwrap_or("-"),
+            i.name,
+            i.interface,
+            i.vrid,
+            word(&i.state),
+            i.priority,
+            i.master.map_or("-".into(), |m| m.to_string()),
             since,
             reason,
-            i["stats"]["rcvd_advertisements"],
+            i.stats.rcvd_advertisements,
         );
     }
     if !tunnels.is_empty() {
         println!();
         tunnel::print_table(tunnels);
     }
+}
+
+/// A state or reason as the status document spells it.
+fn word<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -257,14 +264,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Status { json } => {
-            let doc = ask(&cli.control, "status")?;
-            let mut v: serde_json::Value = serde_json::from_str(&doc)?;
+            let text = ask(&cli.control, "status")?;
+            let doc: greha::vrrp::status::StatusDoc = serde_json::from_str(&text)
+                .context("the daemon's status document is not what this greha reads")?;
             let tunnels = tunnel::list(&cli.pin_dir)?;
-            v["tunnels"] = serde_json::to_value(&tunnels)?;
             if json {
+                let mut v = serde_json::to_value(&doc)?;
+                v["tunnels"] = serde_json::to_value(&tunnels)?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print_status(&v, &tunnels);
+                print_status(&doc, &tunnels);
             }
             Ok(())
         }

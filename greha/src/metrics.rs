@@ -6,7 +6,7 @@ use crate::{
     tunnel::TunnelStatus,
     vrrp::{
         engine::State,
-        shell::{GlobalStats, InstanceStatus},
+        status::{GlobalStats, InstanceStatus},
     },
 };
 

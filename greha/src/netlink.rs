@@ -213,14 +213,14 @@ impl Netlink {
     }
 
     /// Adds `addr/prefix` to interface `index`, with `label` (the ifconfig
-    /// alias, e.g. "eth0:vip") when given.
+    /// alias, e.g. "eth0:vip") when given. False when it is there already.
     pub async fn add_address_labeled(
         &self,
         index: u32,
         addr: Ipv4Addr,
         prefix: u8,
         label: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         use netlink_packet_route::address::AddressAttribute;
         let mut req = self.handle.address().add(index, IpAddr::V4(addr), prefix);
         if let Some(label) = label {
@@ -228,9 +228,11 @@ impl Netlink {
                 .attributes
                 .push(AddressAttribute::Label(label.to_owned()));
         }
-        req.execute()
-            .await
-            .with_context(|| format!("adding address {addr}/{prefix}"))
+        match req.execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("adding address {addr}/{prefix}")),
+        }
     }
 
     /// Removes `addr` from interface `index`; absent is not an error.

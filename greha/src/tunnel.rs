@@ -21,6 +21,8 @@ use aya::programs::TcAttachType;
 use crate::{
     datapath::Datapath,
     netlink::{self, Link, Netlink},
+    pins,
+    spec::SpecError,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -71,41 +73,74 @@ pub struct TunnelDef {
 /// Default outer TTL, as the kernel's for packets it originates.
 const DEFAULT_TTL: u8 = 64;
 
-fn parse_value<T: FromStr>(name: &str, field: &str, value: &str, what: &str) -> Result<T> {
+fn err(name: &str, field: &str, message: impl Into<String>) -> SpecError {
+    SpecError::field("tunnel", name, field, message)
+}
+
+fn parse_value<T: FromStr>(
+    name: &str,
+    field: &str,
+    value: &str,
+    what: &str,
+) -> Result<T, SpecError> {
     value
         .parse()
-        .map_err(|_| anyhow!("tunnel {name}: {field}: {value:?} is not {what}"))
+        .map_err(|_| SpecError::bad("tunnel", name, field, value, &format!("is not {what}")))
 }
 
 /// A GRE key: a number (0 to 4294967295) or dotted quad, as iproute2 takes it.
-fn parse_key(name: &str, value: &str) -> Result<u32> {
+fn parse_key(name: &str, value: &str) -> Result<u32, SpecError> {
     if let Ok(ip) = value.parse::<Ipv4Addr>() {
         return Ok(u32::from(ip));
     }
     match value.parse::<u64>() {
-        Ok(k) => u32::try_from(k)
-            .map_err(|_| anyhow!("tunnel {name}: key: {value} is out of range (0 to 4294967295)")),
-        Err(_) => bail!("tunnel {name}: key: {value:?} is not a number or a dotted quad"),
+        Ok(k) => u32::try_from(k).map_err(|_| {
+            err(
+                name,
+                "key",
+                format!("{value} is out of range (0 to 4294967295)"),
+            )
+            .value(value)
+        }),
+        Err(_) => Err(SpecError::bad(
+            "tunnel",
+            name,
+            "key",
+            value,
+            "is not a number or a dotted quad",
+        )),
     }
 }
 
-fn parse_cidr(name: &str, value: &str) -> Result<(Ipv4Addr, u8)> {
+fn parse_cidr(name: &str, value: &str) -> Result<(Ipv4Addr, u8), SpecError> {
     let (addr, prefix) = value.split_once('/').unwrap_or((value, "32"));
     let addr = parse_value(name, "address", addr, "an IPv4 address")?;
     let prefix: u8 = parse_value(name, "address", prefix, "a prefix length")?;
     if prefix > 32 {
-        bail!("tunnel {name}: address: prefix length {prefix} is over 32");
+        return Err(err(
+            name,
+            "address",
+            format!("prefix length {prefix} is over 32"),
+        )
+        .value(value));
     }
     Ok((addr, prefix))
+}
+
+fn ifname(name: &str, field: &str, value: &str) -> Result<(), SpecError> {
+    netlink::check_ifname(value).map_err(|e| err(name, field, e.to_string()).value(value))
 }
 
 impl TunnelDef {
     /// Parses `NAME mode gretap local A remote B [key K] [ttl N] [tos N]
     /// [dev IFACE] [mtu N] [address CIDR]...`; `type` is taken for `mode`.
-    pub fn parse(words: &[String]) -> Result<Self> {
+    pub fn parse(words: &[String]) -> Result<Self, SpecError> {
         let mut it = words.iter().map(String::as_str);
-        let name = it.next().context("tunnel: a name is required")?.to_owned();
-        netlink::check_ifname(&name).with_context(|| format!("tunnel {name}: name"))?;
+        let name = it
+            .next()
+            .ok_or_else(|| SpecError::whole("tunnel", "", "a name is required"))?
+            .to_owned();
+        ifname(&name, "name", &name)?;
         let (mut mode, mut local, mut remote) = (None, None, None);
         let mut def = TunnelDef {
             name: name.clone(),
@@ -122,14 +157,22 @@ impl TunnelDef {
         while let Some(word) = it.next() {
             let mut value = || {
                 it.next()
-                    .ok_or_else(|| anyhow!("tunnel {name}: {word}: a value is required"))
+                    .ok_or_else(|| err(&name, word, "a value is required"))
             };
             match word {
                 "mode" | "type" => {
                     mode = Some(match value()? {
                         "gretap" => Mode::Gretap,
                         "gre" => Mode::Gre,
-                        other => bail!("tunnel {name}: mode: {other:?} is not gretap or gre"),
+                        other => {
+                            return Err(SpecError::bad(
+                                "tunnel",
+                                &name,
+                                "mode",
+                                other,
+                                "is not gretap or gre",
+                            ));
+                        }
                     })
                 }
                 "local" => local = Some(parse_value(&name, word, value()?, "an IPv4 address")?),
@@ -142,39 +185,54 @@ impl TunnelDef {
                         _ => parse_value(&name, word, v, "a TTL (1 to 255)")?,
                     };
                     if def.ttl == 0 {
-                        bail!("tunnel {name}: ttl: 0 is not a TTL (1 to 255)");
+                        return Err(err(&name, "ttl", "0 is not a TTL (1 to 255)").value(v));
                     }
                 }
                 "tos" => def.tos = parse_value(&name, word, value()?, "a TOS byte (0 to 255)")?,
                 "dev" => {
                     let d = value()?;
-                    netlink::check_ifname(d).with_context(|| format!("tunnel {name}: dev"))?;
+                    ifname(&name, "dev", d)?;
                     def.dev = Some(d.to_owned());
                 }
                 "mtu" => {
-                    let m: u32 = parse_value(&name, word, value()?, "an MTU")?;
+                    let v = value()?;
+                    let m: u32 = parse_value(&name, word, v, "an MTU")?;
                     if m < 68 {
-                        bail!("tunnel {name}: mtu: {m} is below the IPv4 minimum of 68");
+                        return Err(err(
+                            &name,
+                            "mtu",
+                            format!("{m} is below the IPv4 minimum of 68"),
+                        )
+                        .value(v));
                     }
                     def.mtu = Some(m);
                 }
                 "address" | "addr" => def.addresses.push(parse_cidr(&name, value()?)?),
-                other => bail!("tunnel {name}: unknown keyword {other:?}"),
+                other => {
+                    return Err(SpecError::whole(
+                        "tunnel",
+                        &name,
+                        format!("unknown keyword {other:?}"),
+                    ));
+                }
             }
         }
-        def.mode =
-            mode.with_context(|| format!("tunnel {name}: mode: gretap or gre is required"))?;
-        def.local =
-            local.with_context(|| format!("tunnel {name}: local: an address is required"))?;
-        def.remote =
-            remote.with_context(|| format!("tunnel {name}: remote: an address is required"))?;
+        def.mode = mode.ok_or_else(|| err(&name, "mode", "gretap or gre is required"))?;
+        def.local = local.ok_or_else(|| err(&name, "local", "an address is required"))?;
+        def.remote = remote.ok_or_else(|| err(&name, "remote", "an address is required"))?;
         for (field, a) in [("local", def.local), ("remote", def.remote)] {
             if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
-                bail!("tunnel {name}: {field}: {a} is not a unicast address");
+                return Err(err(&name, field, format!("{a} is not a unicast address"))
+                    .value(&a.to_string()));
             }
         }
         if def.local == def.remote {
-            bail!("tunnel {name}: remote: {} is the local address", def.remote);
+            return Err(err(
+                &name,
+                "remote",
+                format!("{} is the local address", def.remote),
+            )
+            .value(&def.remote.to_string()));
         }
         Ok(def)
     }
@@ -254,13 +312,6 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<()> {
 
 // Link pins are named by ifindex: bpffs refuses names with a '.', which
 // interface names may have (eth0.100).
-fn underlay_pin(ifindex: u32) -> String {
-    format!("decap-{ifindex}")
-}
-
-fn encap_pin(dev_ifindex: u32) -> String {
-    format!("encap-{dev_ifindex}")
-}
 
 /// Creates the tunnel. Everything is validated before the host is
 /// changed; a failure half-way undoes what was done.
@@ -416,7 +467,7 @@ async fn setup(
     std::fs::write(&forwarding, "1").with_context(|| format!("enabling {forwarding}"))?;
 
     // The underlay's decap attachment is shared by its tunnels.
-    let decap_pin = underlay_pin(cfg.underlay_ifindex);
+    let decap_pin = pins::decap(cfg.underlay_ifindex);
     if !dp.pinned_link_exists(&decap_pin) {
         dp.attach_tc_pinned(
             names::PROG_GRE_DECAP,
@@ -429,7 +480,7 @@ async fn setup(
         names::PROG_GRE_ENCAP,
         name,
         TcAttachType::Egress,
-        &encap_pin(dev.index),
+        &pins::encap(dev.index),
     )?;
 
     maps.reset_counters(id)?;
@@ -490,7 +541,7 @@ async fn teardown(
             None => ignore_missing(maps.by_local.remove(&cfg.local))?,
         }
     }
-    dp.detach_pinned(&encap_pin(cfg.dev_ifindex))?;
+    dp.detach_pinned(&pins::encap(cfg.dev_ifindex))?;
     if cfg.dev_ifindex != 0 {
         // Deleting one end of the veth pair deletes both.
         nl.del_link(cfg.dev_ifindex).await?;
@@ -499,7 +550,7 @@ async fn teardown(
         .iter()
         .any(|(_, t)| t.underlay_ifindex == cfg.underlay_ifindex)
     {
-        dp.detach_pinned(&underlay_pin(cfg.underlay_ifindex))?;
+        dp.detach_pinned(&pins::decap(cfg.underlay_ifindex))?;
     }
     if cfg.flags & TUNNEL_F_OWN_NEIGH != 0 {
         let shared = others.iter().find(|(_, t)| {

@@ -9,7 +9,7 @@
 //! virtual clock.
 use std::{net::Ipv4Addr, time::Duration};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::packet::{Advert, Auth, Version};
 
@@ -36,7 +36,7 @@ pub struct Config {
     pub auth: Auth,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Initialize,
@@ -46,7 +46,7 @@ pub enum State {
 }
 
 /// Why a transition happened, for status output and notify scripts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// Startup as the address owner (priority 255).
@@ -114,7 +114,7 @@ pub enum Event {
 }
 
 /// Per-instance statistics, named as RFC 6527's vrrpv3StatisticsTable.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     pub master_transitions: u64,
     pub new_master_reason: Option<Reason>,

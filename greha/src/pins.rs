@@ -1,0 +1,64 @@
+//! The name of every object greha pins in bpffs, relative to the pin
+//! directory: the maps (by their names in greha-common), the programs of
+//! one build, and the attachments (links) by what they are for. Whoever
+//! pins or looks for a pin takes its name from here.
+//!
+//! bpffs refuses '.' in a name, which interface names may have (eth0.100):
+//! names built from an interface name go through [`safe`].
+
+/// The directory of the attachments' link pins.
+pub const LINKS_DIR: &str = "links";
+
+/// The programs of one greha build: `progs-<hash of the object>`.
+pub fn progs_dir(object_hash: u64) -> String {
+    format!("progs-{object_hash:016x}")
+}
+
+/// Whether a directory entry is some build's programs directory.
+pub fn is_progs_dir(name: &str) -> bool {
+    name.starts_with("progs-")
+}
+
+/// The counting XDP program on an interface (`--count IF`), by name: the
+/// operator names it, and a restart finds it again by that name.
+pub fn count(iface: &str) -> String {
+    format!("count-{}", safe(iface))
+}
+
+/// The VRRP fast path on an interface (XDP, or tcx on a greha tunnel).
+pub fn vrrp(ifindex: u32) -> String {
+    format!("vrrp-{ifindex}")
+}
+
+/// The GRE decapsulation at tc ingress of an underlay.
+pub fn decap(underlay_ifindex: u32) -> String {
+    format!("decap-{underlay_ifindex}")
+}
+
+/// The GRE encapsulation at tc egress of a tunnel interface.
+pub fn encap(dev_ifindex: u32) -> String {
+    format!("encap-{dev_ifindex}")
+}
+
+/// `name` with the characters bpffs refuses replaced.
+fn safe(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_bpffs_accepts() {
+        assert_eq!(count("eth0.100"), "count-eth0_100");
+        assert_eq!(vrrp(7), "vrrp-7");
+        assert_eq!(decap(3), "decap-3");
+        assert_eq!(encap(9), "encap-9");
+        assert_eq!(progs_dir(0xab), "progs-00000000000000ab");
+        assert!(is_progs_dir(&progs_dir(1)));
+        for n in [count("a.b"), vrrp(1), decap(1), encap(1)] {
+            assert!(!n.contains('.') && !n.contains('/'), "{n}");
+        }
+    }
+}

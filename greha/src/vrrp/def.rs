@@ -1,0 +1,584 @@
+//! VRRP instances as the operator defines them (`--vrrp` words and the
+//! file's `[[vrrp]]` tables, which become the same words), and their parser.
+//! Nothing here touches the host: `check-config`, the file, the import and
+//! the daemon all read definitions through this one parser.
+use std::{net::Ipv4Addr, time::Duration};
+
+use super::{
+    engine::State,
+    packet::{Auth, ChecksumForm, Version},
+};
+use crate::{netlink, spec::SpecError};
+
+const OBJECT: &str = "vrrp instance";
+
+/// A virtual address and where it lives (the seed runs VRRP on gretap1 and
+/// puts the VIP on eth0).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipDef {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+    /// The interface to put it on; the instance's when not given.
+    pub dev: Option<String>,
+    pub label: Option<String>,
+}
+
+/// A VRRP instance as the operator defines it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceDef {
+    pub name: String,
+    pub interface: String,
+    pub version: Version,
+    pub vrid: u8,
+    pub priority: u8,
+    pub advert_interval_cs: u16,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    pub auth: Auth,
+    pub vips: Vec<VipDef>,
+    /// v3 checksum form sent (both are accepted).
+    pub checksum: ChecksumForm,
+    /// Gratuitous ARPs per VIP on becoming master, and again after
+    /// `garp_delay` (keepalived's garp_master_repeat and _delay).
+    pub garp_repeat: u32,
+    pub garp_delay: Duration,
+    /// Commands run on transitions, keepalived's way: `notify_master` and
+    /// its siblings without arguments, `notify` with INSTANCE NAME STATE
+    /// PRIORITY.
+    pub notify: Notify,
+    pub track: Vec<Track>,
+    /// Adverts go to these addresses instead of 224.0.0.18, and only
+    /// theirs are accepted (keepalived's unicast_peer).
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// The source of unicast adverts (keepalived's unicast_src_ip); the
+    /// interface's primary address when not given.
+    pub unicast_src: Option<Ipv4Addr>,
+    /// While master, announce the VIPs again at this interval
+    /// (keepalived's garp_master_refresh); never when zero.
+    pub garp_refresh: Duration,
+    /// Let the XDP fast path check adverts and absorb the steady ones
+    /// (`no-fastpath` turns it off: the daemon then sees every advert).
+    pub fastpath: bool,
+}
+
+/// Something whose failure lowers the priority (`weight`) or, without a
+/// weight, puts the instance in Fault (keepalived's track_interface and
+/// track_script).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Track {
+    pub kind: TrackKind,
+    /// keepalived's rule: a positive weight is added while the tracked
+    /// thing is up, a negative one while it is down.
+    pub weight: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrackKind {
+    /// Up means administratively up with carrier.
+    Interface(String),
+    /// Run every `interval` (killed after `timeout`); `rise` successes in a
+    /// row make it up, `fall` failures down. It starts up.
+    Script {
+        path: String,
+        interval: Duration,
+        timeout: Duration,
+        rise: u32,
+        fall: u32,
+    },
+}
+
+/// Notify commands of an instance (each a program path).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notify {
+    pub master: Option<String>,
+    pub backup: Option<String>,
+    pub fault: Option<String>,
+    pub stop: Option<String>,
+    pub any: Option<String>,
+}
+
+impl Notify {
+    /// The commands for entering `to`, in the order keepalived runs them.
+    pub fn commands(&self, name: &str, to: State, priority: u8) -> Vec<Vec<String>> {
+        let (specific, word) = match to {
+            State::Master => (&self.master, "MASTER"),
+            State::Backup => (&self.backup, "BACKUP"),
+            State::Fault => (&self.fault, "FAULT"),
+            State::Initialize => (&self.stop, "STOP"),
+        };
+        let mut out = Vec::new();
+        if let Some(cmd) = specific {
+            out.push(vec![cmd.clone()]);
+        }
+        if let Some(cmd) = &self.any {
+            out.push(vec![
+                cmd.clone(),
+                "INSTANCE".into(),
+                name.into(),
+                word.into(),
+                priority.to_string(),
+            ]);
+        }
+        out
+    }
+}
+
+fn bad(name: &str, field: &str, value: &str, what: &str) -> SpecError {
+    SpecError::bad(OBJECT, name, field, value, what)
+}
+
+fn err(name: &str, field: &str, message: impl Into<String>) -> SpecError {
+    SpecError::field(OBJECT, name, field, message)
+}
+
+fn ifname(name: &str, field: &str, value: &str) -> Result<(), SpecError> {
+    netlink::check_ifname(value).map_err(|e| err(name, field, e.to_string()).value(value))
+}
+
+/// Seconds with up to two decimals, as centiseconds.
+fn parse_seconds_cs(name: &str, field: &str, v: &str) -> Result<u32, SpecError> {
+    let secs: f64 = v
+        .parse()
+        .map_err(|_| bad(name, field, v, "is not a number of seconds"))?;
+    let cs = (secs * 100.0).round();
+    if !(0.0..=1e6).contains(&cs) || (cs / 100.0 - secs).abs() > 1e-9 {
+        return Err(bad(name, field, v, "is not a whole number of centiseconds"));
+    }
+    Ok(cs as u32)
+}
+
+impl InstanceDef {
+    /// Parses `NAME interface IF vrid N priority N [version 2|3]
+    /// [advert-int SECONDS] [nopreempt] [preempt-delay SECONDS]
+    /// [auth-pass PASSWORD] [checksum keepalived|rfc9568] [garp-repeat N]
+    /// [garp-delay SECONDS] vip CIDR [dev IFACE] [label LABEL] ...`.
+    pub fn parse(words: &[String]) -> Result<Self, SpecError> {
+        let mut it = words.iter().map(String::as_str).peekable();
+        let name = it
+            .next()
+            .ok_or_else(|| SpecError::whole(OBJECT, "", "a name is required"))?
+            .to_owned();
+        let mut d = InstanceDef {
+            name: name.clone(),
+            interface: String::new(),
+            version: Version::V3,
+            vrid: 0,
+            priority: 100,
+            advert_interval_cs: 100,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            auth: Auth::None,
+            vips: Vec::new(),
+            checksum: ChecksumForm::PseudoHeader,
+            garp_repeat: 5,
+            garp_delay: Duration::from_secs(5),
+            notify: Notify::default(),
+            track: Vec::new(),
+            unicast_peers: Vec::new(),
+            unicast_src: None,
+            garp_refresh: Duration::ZERO,
+            fastpath: true,
+        };
+        let mut vrid = None;
+        while let Some(word) = it.next() {
+            let mut value = || {
+                it.next()
+                    .ok_or_else(|| err(&name, word, "a value is required"))
+            };
+            match word {
+                "interface" => {
+                    let v = value()?;
+                    ifname(&name, "interface", v)?;
+                    d.interface = v.to_owned();
+                }
+                "vrid" => {
+                    let v = value()?;
+                    vrid = Some(
+                        v.parse::<u8>()
+                            .ok()
+                            .filter(|n| *n >= 1)
+                            .ok_or_else(|| bad(&name, word, v, "is not a VRID (1 to 255)"))?,
+                    );
+                }
+                "priority" => {
+                    let v = value()?;
+                    d.priority = v
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad(&name, word, v, "is not a priority (1 to 255)"))?;
+                }
+                "version" => {
+                    d.version = match value()? {
+                        "2" => Version::V2,
+                        "3" => Version::V3,
+                        v => return Err(bad(&name, word, v, "is not 2 or 3")),
+                    }
+                }
+                "advert-int" => {
+                    let v = value()?;
+                    let cs = parse_seconds_cs(&name, word, v)?;
+                    d.advert_interval_cs = u16::try_from(cs)
+                        .ok()
+                        .filter(|cs| (1..=4095).contains(cs))
+                        .ok_or_else(|| bad(&name, word, v, "is out of range (0.01 to 40.95 s)"))?;
+                }
+                "nopreempt" => d.preempt = false,
+                "no-fastpath" => d.fastpath = false,
+                "preempt-delay" => {
+                    let v = value()?;
+                    let cs = parse_seconds_cs(&name, word, v)?;
+                    d.preempt_delay = Duration::from_millis(u64::from(cs) * 10);
+                }
+                "auth-pass" => d.auth = Auth::pass(value()?),
+                "checksum" => {
+                    d.checksum = match value()? {
+                        "keepalived" => ChecksumForm::PseudoHeader,
+                        "rfc9568" => ChecksumForm::VrrpOnly,
+                        v => return Err(bad(&name, word, v, "is not keepalived or rfc9568")),
+                    }
+                }
+                "garp-repeat" => {
+                    let v = value()?;
+                    d.garp_repeat = v
+                        .parse()
+                        .map_err(|_| bad(&name, word, v, "is not a count"))?;
+                }
+                "unicast-peer" => {
+                    let v = value()?;
+                    d.unicast_peers.push(
+                        v.parse()
+                            .map_err(|_| bad(&name, word, v, "is not an IPv4 address"))?,
+                    );
+                }
+                "unicast-src" => {
+                    let v = value()?;
+                    d.unicast_src = Some(
+                        v.parse()
+                            .map_err(|_| bad(&name, word, v, "is not an IPv4 address"))?,
+                    );
+                }
+                "garp-refresh" => {
+                    let v = value()?;
+                    let cs = parse_seconds_cs(&name, word, v)?;
+                    d.garp_refresh = Duration::from_millis(u64::from(cs) * 10);
+                }
+                "track-interface" => {
+                    let v = value()?;
+                    ifname(&name, "track-interface", v)?;
+                    d.track.push(Track {
+                        kind: TrackKind::Interface(v.to_owned()),
+                        weight: None,
+                    });
+                }
+                "track-script" => d.track.push(Track {
+                    kind: TrackKind::Script {
+                        path: value()?.to_owned(),
+                        interval: Duration::from_secs(1),
+                        timeout: Duration::from_secs(1),
+                        rise: 1,
+                        fall: 1,
+                    },
+                    weight: None,
+                }),
+                "weight" => {
+                    let v = value()?;
+                    let w: i32 = v
+                        .parse()
+                        .ok()
+                        .filter(|w: &i32| (-254..=254).contains(w))
+                        .ok_or_else(|| bad(&name, word, v, "is not a weight (-254 to 254)"))?;
+                    d.track
+                        .last_mut()
+                        .ok_or_else(|| {
+                            err(
+                                &name,
+                                "weight",
+                                "belongs after a track-interface or track-script",
+                            )
+                            .value(v)
+                        })?
+                        .weight = Some(w);
+                }
+                "interval" | "timeout" | "rise" | "fall" => {
+                    let v = value()?;
+                    let Some(Track {
+                        kind:
+                            TrackKind::Script {
+                                interval,
+                                timeout,
+                                rise,
+                                fall,
+                                ..
+                            },
+                        ..
+                    }) = d.track.last_mut()
+                    else {
+                        return Err(err(&name, word, "belongs after a track-script").value(v));
+                    };
+                    match word {
+                        "interval" | "timeout" => {
+                            let cs = parse_seconds_cs(&name, word, v)?;
+                            if cs == 0 {
+                                return Err(bad(&name, word, v, "must be above 0"));
+                            }
+                            let t = Duration::from_millis(u64::from(cs) * 10);
+                            *(if word == "interval" {
+                                interval
+                            } else {
+                                timeout
+                            }) = t;
+                        }
+                        _ => {
+                            let n: u32 =
+                                v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                                    bad(&name, word, v, "is not a count (1 or more)")
+                                })?;
+                            *(if word == "rise" { rise } else { fall }) = n;
+                        }
+                    }
+                }
+                "notify-master" => d.notify.master = Some(value()?.to_owned()),
+                "notify-backup" => d.notify.backup = Some(value()?.to_owned()),
+                "notify-fault" => d.notify.fault = Some(value()?.to_owned()),
+                "notify-stop" => d.notify.stop = Some(value()?.to_owned()),
+                "notify" => d.notify.any = Some(value()?.to_owned()),
+                "garp-delay" => {
+                    let v = value()?;
+                    let cs = parse_seconds_cs(&name, word, v)?;
+                    d.garp_delay = Duration::from_millis(u64::from(cs) * 10);
+                }
+                "vip" => {
+                    let v = value()?;
+                    let (addr, prefix) = v.split_once('/').unwrap_or((v, "32"));
+                    let addr: Ipv4Addr = addr
+                        .parse()
+                        .map_err(|_| bad(&name, word, v, "is not an IPv4 address"))?;
+                    let prefix: u8 = prefix
+                        .parse()
+                        .ok()
+                        .filter(|p| *p <= 32)
+                        .ok_or_else(|| bad(&name, word, v, "has a bad prefix length"))?;
+                    d.vips.push(VipDef {
+                        addr,
+                        prefix,
+                        dev: None,
+                        label: None,
+                    });
+                }
+                "dev" | "label" => {
+                    let v = value()?.to_owned();
+                    let vip = d
+                        .vips
+                        .last_mut()
+                        .ok_or_else(|| err(&name, word, "belongs after a vip").value(&v))?;
+                    if word == "dev" {
+                        ifname(&name, "dev", &v)?;
+                        vip.dev = Some(v);
+                    } else {
+                        vip.label = Some(v);
+                    }
+                }
+                other => {
+                    return Err(SpecError::whole(
+                        OBJECT,
+                        &name,
+                        format!("unknown keyword {other:?}"),
+                    ));
+                }
+            }
+        }
+        if d.interface.is_empty() {
+            return Err(err(&name, "interface", "an interface is required"));
+        }
+        d.vrid = vrid.ok_or_else(|| err(&name, "vrid", "a VRID is required"))?;
+        if d.vips.is_empty() {
+            return Err(err(
+                &name,
+                "vip",
+                "at least one virtual address is required",
+            ));
+        }
+        if d.version == Version::V2 && !d.advert_interval_cs.is_multiple_of(100) {
+            return Err(err(
+                &name,
+                "advert-int",
+                format!(
+                    "{} s is not whole seconds, which VRRP version 2 requires",
+                    f64::from(d.advert_interval_cs) / 100.0
+                ),
+            ));
+        }
+        if d.unicast_src.is_some() && d.unicast_peers.is_empty() {
+            return Err(err(&name, "unicast-src", "needs at least one unicast-peer"));
+        }
+        if d.version == Version::V3 && d.auth != Auth::None {
+            return Err(err(
+                &name,
+                "auth-pass",
+                "VRRP version 3 has no authentication",
+            ));
+        }
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<InstanceDef, SpecError> {
+        InstanceDef::parse(&s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses_trackers() {
+        let d = parse(
+            "v interface eth0 vrid 1 vip 192.0.2.5 track-interface eth1 \
+             track-interface eth2 weight -20 \
+             track-script /bin/check interval 2 timeout 0.5 rise 3 fall 2 weight 10",
+        )
+        .unwrap();
+        assert_eq!(d.track.len(), 3);
+        assert_eq!(d.track[0].weight, None);
+        assert_eq!(d.track[1].weight, Some(-20));
+        assert_eq!(
+            d.track[2],
+            Track {
+                kind: TrackKind::Script {
+                    path: "/bin/check".into(),
+                    interval: Duration::from_secs(2),
+                    timeout: Duration::from_millis(500),
+                    rise: 3,
+                    fall: 2,
+                },
+                weight: Some(10),
+            }
+        );
+        for (input, want) in [
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.5 weight 5",
+                "weight: belongs after a track",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.5 track-interface e weight 300",
+                "weight: \"300\" is not a weight",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.5 track-interface e rise 2",
+                "rise: belongs after a track-script",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.5 track-script /x fall 0",
+                "fall: \"0\" is not a count",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.5 track-script /x interval 0",
+                "interval: \"0\" must be above 0",
+            ),
+        ] {
+            let got = format!("{:#}", parse(input).unwrap_err());
+            assert!(got.contains(want), "{input}\n  got: {got}\n  want: {want}");
+        }
+    }
+
+    #[test]
+    fn notify_follows_keepalived() {
+        let d = parse(
+            "VI_1 interface eth0 vrid 51 vip 192.0.2.5 notify-master /m notify /n notify-stop /s",
+        )
+        .unwrap();
+        assert_eq!(
+            d.notify.commands("VI_1", State::Master, 150),
+            vec![
+                vec!["/m".to_owned()],
+                ["/n", "INSTANCE", "VI_1", "MASTER", "150"]
+                    .map(String::from)
+                    .to_vec()
+            ]
+        );
+        assert_eq!(
+            d.notify.commands("VI_1", State::Initialize, 150),
+            vec![
+                vec!["/s".to_owned()],
+                ["/n", "INSTANCE", "VI_1", "STOP", "150"]
+                    .map(String::from)
+                    .to_vec()
+            ]
+        );
+        assert_eq!(d.notify.commands("VI_1", State::Fault, 1).len(), 1);
+    }
+
+    #[test]
+    fn parses_the_seeds_instance() {
+        let d = parse(
+            "VI_1 interface gretap1 vrid 51 priority 100 version 2 advert-int 1 \
+             auth-pass 1111 vip 203.0.113.10/24 dev eth0 label eth0:vip",
+        )
+        .unwrap();
+        assert_eq!((d.vrid, d.priority, d.advert_interval_cs), (51, 100, 100));
+        assert_eq!(d.auth, Auth::pass("1111"));
+        assert_eq!(d.vips[0].dev.as_deref(), Some("eth0"));
+        assert_eq!(d.vips[0].label.as_deref(), Some("eth0:vip"));
+        let d = parse("v interface eth0 vrid 1 advert-int 0.1 vip 192.0.2.5").unwrap();
+        assert_eq!((d.version, d.advert_interval_cs), (Version::V3, 10));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_value() {
+        for (input, want) in [
+            (
+                "v interface eth0 vrid 0 vip 192.0.2.5",
+                "vrid: \"0\" is not a VRID (1 to 255)",
+            ),
+            (
+                "v interface eth0 vrid 256 vip 192.0.2.5",
+                "vrid: \"256\" is not a VRID",
+            ),
+            (
+                "v interface eth0 vrid 1 priority 0 vip 192.0.2.5",
+                "priority: \"0\" is not a priority",
+            ),
+            (
+                "v interface eth0 vrid 1 priority 300 vip 192.0.2.5",
+                "priority: \"300\" is not",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.500",
+                "vip: \"192.0.2.500\" is not an IPv4 address",
+            ),
+            (
+                "v interface eth0 vrid 1",
+                "vip: at least one virtual address is required",
+            ),
+            (
+                "v vrid 1 vip 192.0.2.5",
+                "interface: an interface is required",
+            ),
+            (
+                "v interface eth0 vrid 1 version 2 advert-int 0.5 vip 192.0.2.5",
+                "advert-int: 0.5 s is not whole seconds",
+            ),
+            (
+                "v interface eth0 vrid 1 advert-int 50 vip 192.0.2.5",
+                "advert-int: \"50\" is out of range",
+            ),
+            (
+                "v interface eth0 vrid 1 auth-pass x vip 192.0.2.5",
+                "auth-pass: VRRP version 3 has no authentication",
+            ),
+            (
+                "v interface eth0 vrid 1 dev eth1 vip 192.0.2.5",
+                "dev: belongs after a vip",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.5 color red",
+                "unknown keyword \"color\"",
+            ),
+        ] {
+            let got = format!("{:#}", parse(input).unwrap_err());
+            assert!(got.contains(want), "{input}\n  got: {got}\n  want: {want}");
+            assert!(got.starts_with("vrrp instance v: "), "{got}");
+        }
+    }
+}

@@ -1,0 +1,637 @@
+//! Every decision between the sockets and the engines, without I/O: which
+//! instance a received packet is for (or which counter it moves), what the
+//! trackers make of a check or a link event, whether a restart resumes as
+//! master, and whether an advert the fast path absorbed is the followed
+//! master's. The shell feeds these functions what it read and carries out
+//! what they return; the tables below drive them as the shell would.
+use std::{net::Ipv4Addr, time::Duration};
+
+use greha_common::{AdvertSummary, VrrpCtl, VrrpSeen, vrrp_steady};
+
+use super::{
+    engine::Event,
+    packet::{Advert, ChecksumForm, ParseError, Version},
+    status::GlobalStats,
+};
+
+/// What routing needs of an instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteKey {
+    /// The receiving socket (one per interface).
+    pub socket: usize,
+    pub vrid: u8,
+    pub version: Version,
+    /// When not empty, only these sources are accepted.
+    pub unicast_peers: Vec<Ipv4Addr>,
+}
+
+/// A packet as a VRRP socket received it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packet<'a> {
+    pub socket: usize,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+    pub payload: &'a [u8],
+}
+
+/// A counter of packets no instance owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GlobalCounter {
+    Checksum,
+    Version,
+    Vrid,
+    UnknownUnicastSource,
+}
+
+/// A counter of an instance that the engine keeps but never acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstanceCounter {
+    InvalidType,
+    Length,
+    AuthType,
+}
+
+/// Where a received packet goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Instance `.0`'s engine gets the advert.
+    Engine(usize, Event),
+    Instance(usize, InstanceCounter),
+    Global(GlobalCounter),
+}
+
+/// The outcome of one packet: where it goes, and the v3 checksum form it
+/// verified with (counted globally).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routed {
+    pub to: Delivery,
+    pub form: Option<ChecksumForm>,
+}
+
+/// Routes a received packet: parse it, find the instance by socket and
+/// VRID, apply the version and unicast-peer filters.
+pub fn route(instances: &[RouteKey], p: &Packet) -> Routed {
+    let (advert, form) = match Advert::parse(p.payload, p.src, p.dst) {
+        Ok(ok) => ok,
+        Err(e) => {
+            let vrid = p.payload.get(1).copied();
+            let owner = instances
+                .iter()
+                .position(|i| i.socket == p.socket && Some(i.vrid) == vrid);
+            let to = match (e, owner) {
+                (ParseError::Checksum, _) => Delivery::Global(GlobalCounter::Checksum),
+                (ParseError::Version(_), _) => Delivery::Global(GlobalCounter::Version),
+                (ParseError::Type(_), Some(i)) => {
+                    Delivery::Instance(i, InstanceCounter::InvalidType)
+                }
+                (ParseError::Length, Some(i)) => Delivery::Instance(i, InstanceCounter::Length),
+                (ParseError::AuthType(_), Some(i)) => {
+                    Delivery::Instance(i, InstanceCounter::AuthType)
+                }
+                (_, None) => Delivery::Global(GlobalCounter::Vrid),
+            };
+            return Routed { to, form: None };
+        }
+    };
+    let form = (advert.version == Version::V3).then_some(form);
+    let Some(i) = instances
+        .iter()
+        .position(|i| i.socket == p.socket && i.vrid == advert.vrid)
+    else {
+        return Routed {
+            to: Delivery::Global(GlobalCounter::Vrid),
+            form,
+        };
+    };
+    let k = &instances[i];
+    let to = if k.version != advert.version {
+        Delivery::Global(GlobalCounter::Version)
+    } else if !k.unicast_peers.is_empty() && !k.unicast_peers.contains(&p.src) {
+        Delivery::Global(GlobalCounter::UnknownUnicastSource)
+    } else {
+        Delivery::Engine(
+            i,
+            Event::Advert {
+                src: p.src,
+                ttl: p.ttl,
+                advert,
+            },
+        )
+    };
+    Routed { to, form }
+}
+
+impl GlobalStats {
+    pub fn count(&mut self, c: GlobalCounter) {
+        match c {
+            GlobalCounter::Checksum => self.checksum_errors += 1,
+            GlobalCounter::Version => self.version_errors += 1,
+            GlobalCounter::Vrid => self.vrid_errors += 1,
+            GlobalCounter::UnknownUnicastSource => self.unknown_unicast_sources += 1,
+        }
+    }
+
+    pub fn count_form(&mut self, form: ChecksumForm) {
+        match form {
+            ChecksumForm::PseudoHeader => self.rcvd_checksum_pseudo_header += 1,
+            ChecksumForm::VrrpOnly => self.rcvd_checksum_vrrp_only += 1,
+        }
+    }
+}
+
+/// What a tracker says now, and how it got there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackerState {
+    /// keepalived's rule: a positive weight is added while up, a negative
+    /// one while down; none means down is Fault.
+    pub weight: Option<i32>,
+    pub up: bool,
+    successes: u32,
+    failures: u32,
+}
+
+impl TrackerState {
+    pub fn new(weight: Option<i32>, up: bool) -> Self {
+        Self {
+            weight,
+            up,
+            successes: 0,
+            failures: 0,
+        }
+    }
+
+    /// A check script's result: `rise` successes in a row bring a down
+    /// tracker up, `fall` failures in a row take an up one down. True when
+    /// it flipped.
+    pub fn script_result(&mut self, ok: bool, rise: u32, fall: u32) -> bool {
+        if ok {
+            self.successes += 1;
+            self.failures = 0;
+        } else {
+            self.failures += 1;
+            self.successes = 0;
+        }
+        let flip = if self.up {
+            self.failures >= fall
+        } else {
+            self.successes >= rise
+        };
+        if flip {
+            self.up = !self.up;
+        }
+        flip
+    }
+
+    /// A tracked interface went up or down. True when that is news.
+    pub fn link(&mut self, up: bool) -> bool {
+        let changed = self.up != up;
+        self.up = up;
+        changed
+    }
+}
+
+/// Fault, and the priority the trackers give a configured `priority`: any
+/// weightless tracker down is Fault; the weights move a non-owner's
+/// priority within 1 to 254 (the owner's 255 never moves).
+pub fn tracked(priority: u8, trackers: &[TrackerState]) -> (bool, u8) {
+    let fault = trackers.iter().any(|t| t.weight.is_none() && !t.up);
+    if priority == 255 {
+        return (fault, 255);
+    }
+    let delta: i32 = trackers
+        .iter()
+        .filter_map(|t| match t.weight {
+            Some(w) if w > 0 && t.up => Some(w),
+            Some(w) if w < 0 && !t.up => Some(w),
+            _ => None,
+        })
+        .sum();
+    (fault, (i32::from(priority) + delta).clamp(1, 254) as u8)
+}
+
+/// The events that tell an engine at `priority`, `faulted` or not, what
+/// the trackers now say: the priority first (a resignation then carries
+/// the new one), then the fault.
+pub fn retrack(priority: u8, faulted: bool, now: (bool, u8)) -> Vec<Event> {
+    let (fault, p) = now;
+    let mut out = Vec::new();
+    if p != priority {
+        out.push(Event::Priority(p));
+    }
+    if fault != faulted {
+        out.push(Event::Fault(fault));
+    }
+    out
+}
+
+/// How an instance starts: its priority from the trackers, then Fault if
+/// a weightless tracker is down (it must not start as a backup that could
+/// become master), else resuming as master after a restart, else Startup.
+pub fn start_events(tracked: (bool, u8), resume: bool) -> Vec<Event> {
+    let (fault, priority) = tracked;
+    let first = if fault {
+        Event::Fault(true)
+    } else if resume {
+        Event::Resume
+    } else {
+        Event::Startup
+    };
+    vec![Event::Priority(priority), first]
+}
+
+/// Whether an instance that was master when a restart kept the datapath
+/// (`saved_at_ms`) resumes as master at `now_ms`: only within three of its
+/// advertisement intervals, well inside the backups' Master_Down_Interval;
+/// later, a backup may have taken over, and it starts as a backup.
+pub fn resumes(saved_at_ms: Option<u128>, now_ms: u128, advert_interval_cs: u16) -> bool {
+    saved_at_ms
+        .is_some_and(|at| at <= now_ms && now_ms - at < u128::from(advert_interval_cs) * 10 * 3)
+}
+
+/// The engine time of a Heard event for the fast path's record `seen`:
+/// when the record is newer than the last one given (`fed_ns`), from this
+/// run (`epoch_ns`, CLOCK_MONOTONIC at the engine's epoch), and steady for
+/// the instance as the control map now describes it (the same rule the
+/// program absorbed it by). None otherwise.
+pub fn absorbed(ctl: &VrrpCtl, seen: &VrrpSeen, fed_ns: u64, epoch_ns: u64) -> Option<Duration> {
+    let advert = AdvertSummary {
+        src: seen.src,
+        priority: seen.priority,
+        _pad: [0],
+        interval_cs: seen.interval_cs,
+        // The program records only adverts with the instance's count.
+        count: ctl.vip_count,
+    };
+    (seen.last_ns > fed_ns && seen.last_ns >= epoch_ns && vrrp_steady(ctl, &advert))
+        .then(|| Duration::from_nanos(seen.last_ns - epoch_ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vrrp::packet::Auth;
+    use greha_common::{STEADY_BASE_CTL, STEADY_CASES};
+
+    const A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+    const MCAST: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+
+    fn advert(version: Version, vrid: u8) -> Advert {
+        Advert {
+            version,
+            vrid,
+            priority: 100,
+            interval_cs: 100,
+            addresses: vec![VIP],
+            auth: Auth::None,
+        }
+    }
+
+    fn key(socket: usize, vrid: u8, version: Version, peers: &[Ipv4Addr]) -> RouteKey {
+        RouteKey {
+            socket,
+            vrid,
+            version,
+            unicast_peers: peers.to_vec(),
+        }
+    }
+
+    /// (what, receiving socket, payload, where it goes, checksum form).
+    type RouteRow = (&'static str, usize, Vec<u8>, Delivery, Option<ChecksumForm>);
+
+    /// Received packets and where each goes, as the shell sees them.
+    #[test]
+    fn routes_by_socket_vrid_version_and_peer() {
+        let instances = [
+            key(0, 51, Version::V3, &[]),
+            key(1, 51, Version::V2, &[]),
+            key(0, 52, Version::V3, &[B]),
+        ];
+        let v3 = |vrid| {
+            advert(Version::V3, vrid)
+                .write(ChecksumForm::PseudoHeader, A, MCAST)
+                .to_vec()
+        };
+        let v2 = |vrid| {
+            advert(Version::V2, vrid)
+                .write(ChecksumForm::PseudoHeader, A, MCAST)
+                .to_vec()
+        };
+        let mut bad_sum = v3(51);
+        bad_sum[7] ^= 1;
+        let mut bad_type = v3(51);
+        bad_type[0] = 0x32;
+        let mut bad_type_unknown = v3(60);
+        bad_type_unknown[0] = 0x32;
+        let mut bad_len = v3(51);
+        bad_len[3] = 3;
+        let rfc9568 = advert(Version::V3, 51)
+            .write(ChecksumForm::VrrpOnly, A, MCAST)
+            .to_vec();
+        let engine = |i| {
+            Delivery::Engine(
+                i,
+                Event::Advert {
+                    src: A,
+                    ttl: 255,
+                    advert: advert(Version::V3, 51),
+                },
+            )
+        };
+        let ka = Some(ChecksumForm::PseudoHeader);
+        let table: Vec<RouteRow> = vec![
+            ("v3 for 51 on socket 0", 0, v3(51), engine(0), ka),
+            (
+                "RFC 9568's checksum form",
+                0,
+                rfc9568,
+                engine(0),
+                Some(ChecksumForm::VrrpOnly),
+            ),
+            (
+                "v2 for 51 on socket 1",
+                1,
+                v2(51),
+                Delivery::Engine(
+                    1,
+                    Event::Advert {
+                        src: A,
+                        ttl: 255,
+                        advert: advert(Version::V2, 51),
+                    },
+                ),
+                None,
+            ),
+            (
+                "v2 to the v3 instance",
+                0,
+                v2(51),
+                Delivery::Global(GlobalCounter::Version),
+                None,
+            ),
+            (
+                "v3 to the v2 instance",
+                1,
+                v3(51),
+                Delivery::Global(GlobalCounter::Version),
+                ka,
+            ),
+            (
+                "unknown VRID",
+                0,
+                v3(60),
+                Delivery::Global(GlobalCounter::Vrid),
+                ka,
+            ),
+            (
+                "VRID of another socket",
+                1,
+                v3(52),
+                Delivery::Global(GlobalCounter::Vrid),
+                ka,
+            ),
+            (
+                "not from a unicast peer",
+                0,
+                v3(52),
+                Delivery::Global(GlobalCounter::UnknownUnicastSource),
+                ka,
+            ),
+            (
+                "bad checksum",
+                0,
+                bad_sum,
+                Delivery::Global(GlobalCounter::Checksum),
+                None,
+            ),
+            (
+                "type 3, known VRID",
+                0,
+                bad_type,
+                Delivery::Instance(0, InstanceCounter::InvalidType),
+                None,
+            ),
+            (
+                "type 3, unknown VRID",
+                0,
+                bad_type_unknown,
+                Delivery::Global(GlobalCounter::Vrid),
+                None,
+            ),
+            (
+                "length against count",
+                0,
+                bad_len,
+                Delivery::Instance(0, InstanceCounter::Length),
+                None,
+            ),
+        ];
+        for (what, socket, payload, to, form) in table {
+            let got = route(
+                &instances,
+                &Packet {
+                    socket,
+                    src: A,
+                    dst: MCAST,
+                    ttl: 255,
+                    payload: &payload,
+                },
+            );
+            assert_eq!(got, Routed { to, form }, "{what}");
+        }
+        // From the peer, the unicast instance takes it.
+        let p = advert(Version::V3, 52)
+            .write(ChecksumForm::PseudoHeader, B, A)
+            .to_vec();
+        let got = route(
+            &instances,
+            &Packet {
+                socket: 0,
+                src: B,
+                dst: A,
+                ttl: 255,
+                payload: &p,
+            },
+        );
+        assert!(matches!(got.to, Delivery::Engine(2, _)), "{got:?}");
+    }
+
+    #[test]
+    fn scripts_rise_and_fall() {
+        // (ok, expected up after it, flipped)
+        let script = [
+            (false, true, false),
+            (false, false, true),
+            (true, false, false),
+            (false, false, false),
+            (true, false, false),
+            (true, false, false),
+            (true, true, true),
+            (false, true, false),
+            (true, true, false),
+            (false, true, false),
+            (false, false, true),
+        ];
+        let mut t = TrackerState::new(Some(-10), true);
+        for (n, (ok, up, flipped)) in script.into_iter().enumerate() {
+            assert_eq!(t.script_result(ok, 3, 2), flipped, "step {n}");
+            assert_eq!(t.up, up, "step {n}");
+        }
+    }
+
+    #[test]
+    fn links_flip_only_on_change() {
+        let mut t = TrackerState::new(None, true);
+        assert!(!t.link(true));
+        assert!(t.link(false));
+        assert!(!t.link(false));
+        assert!(t.link(true));
+    }
+
+    #[test]
+    fn weights_and_faults_as_keepalived() {
+        let t = |w, up| TrackerState::new(w, up);
+        for (what, priority, trackers, want) in [
+            ("nothing tracked", 100, vec![], (false, 100)),
+            (
+                "positive weight, up",
+                100,
+                vec![t(Some(20), true)],
+                (false, 120),
+            ),
+            (
+                "positive weight, down",
+                100,
+                vec![t(Some(20), false)],
+                (false, 100),
+            ),
+            (
+                "negative weight, down",
+                100,
+                vec![t(Some(-60), false)],
+                (false, 40),
+            ),
+            (
+                "negative weight, up",
+                100,
+                vec![t(Some(-60), true)],
+                (false, 100),
+            ),
+            (
+                "weights add",
+                100,
+                vec![t(Some(20), true), t(Some(-30), false)],
+                (false, 90),
+            ),
+            (
+                "never above 254",
+                250,
+                vec![t(Some(20), true)],
+                (false, 254),
+            ),
+            ("never below 1", 10, vec![t(Some(-60), false)], (false, 1)),
+            (
+                "the owner stays 255",
+                255,
+                vec![t(Some(-60), false)],
+                (false, 255),
+            ),
+            (
+                "weightless down: fault",
+                100,
+                vec![t(None, false), t(Some(5), true)],
+                (true, 105),
+            ),
+            ("weightless up", 100, vec![t(None, true)], (false, 100)),
+        ] {
+            assert_eq!(tracked(priority, &trackers), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn retrack_and_start_events() {
+        assert_eq!(retrack(100, false, (false, 100)), vec![]);
+        assert_eq!(retrack(100, false, (false, 40)), vec![Event::Priority(40)]);
+        assert_eq!(
+            retrack(100, false, (true, 40)),
+            vec![Event::Priority(40), Event::Fault(true)]
+        );
+        assert_eq!(retrack(40, true, (false, 40)), vec![Event::Fault(false)]);
+        assert_eq!(
+            start_events((false, 100), false),
+            vec![Event::Priority(100), Event::Startup]
+        );
+        assert_eq!(
+            start_events((false, 100), true),
+            vec![Event::Priority(100), Event::Resume]
+        );
+        // Fault wins over resuming: a master whose tracked link is down
+        // must not come back as master.
+        assert_eq!(
+            start_events((true, 100), true),
+            vec![Event::Priority(100), Event::Fault(true)]
+        );
+    }
+
+    #[test]
+    fn resume_window() {
+        // 1 s adverts: within 3 s of the save.
+        for (what, saved, now, want) in [
+            ("nothing saved", None, 10_000, false),
+            ("just saved", Some(10_000), 10_000, true),
+            ("2.999 s later", Some(10_000), 12_999, true),
+            ("3 s later", Some(10_000), 13_000, false),
+            ("saved in the future", Some(20_000), 10_000, false),
+        ] {
+            assert_eq!(resumes(saved, now, 100), want, "{what}");
+        }
+        assert!(!resumes(Some(0), 300, 10), "10 ms adverts: 30 ms");
+    }
+
+    fn seen_of(a: &AdvertSummary, last_ns: u64) -> VrrpSeen {
+        VrrpSeen {
+            last_ns,
+            src: a.src,
+            priority: a.priority,
+            _pad: [0],
+            interval_cs: a.interval_cs,
+        }
+    }
+
+    /// The daemon gives the engine a recorded advert by the same table the
+    /// eBPF program is held to (the address count is the instance's: the
+    /// program records only such adverts).
+    #[test]
+    fn absorbed_follows_the_steady_table() {
+        for c in STEADY_CASES
+            .iter()
+            .filter(|c| c.advert.count == c.ctl.vip_count)
+        {
+            let got = absorbed(&c.ctl, &seen_of(&c.advert, 5_000), 0, 1_000);
+            assert_eq!(got.is_some(), c.steady, "{}", c.what);
+        }
+    }
+
+    #[test]
+    fn absorbed_only_newer_records_of_this_run() {
+        let a = greha_common::STEADY_BASE_ADVERT;
+        let ctl = STEADY_BASE_CTL;
+        assert_eq!(
+            absorbed(&ctl, &seen_of(&a, 5_000), 0, 1_000),
+            Some(Duration::from_nanos(4_000))
+        );
+        assert_eq!(
+            absorbed(&ctl, &seen_of(&a, 5_000), 5_000, 1_000),
+            None,
+            "given already"
+        );
+        assert_eq!(
+            absorbed(&ctl, &seen_of(&a, 500), 0, 1_000),
+            None,
+            "an earlier run's"
+        );
+        assert_eq!(absorbed(&ctl, &VrrpSeen::default(), 0, 0), None, "empty");
+    }
+}

@@ -1,0 +1,104 @@
+//! What `greha status`, the metrics and the control socket report of the
+//! VRRP instances: the status document's types, apart from the code that
+//! fills them, so readers of the document need nothing of the daemon.
+use std::{collections::VecDeque, net::Ipv4Addr};
+
+use greha_common::VrrpStats;
+use serde::{Deserialize, Serialize};
+
+use super::engine::{Reason, State, Stats};
+
+/// Counters of packets no instance could own.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GlobalStats {
+    pub checksum_errors: u64,
+    pub version_errors: u64,
+    pub vrid_errors: u64,
+    /// Adverts to an instance with unicast peers from an address not among
+    /// them.
+    pub unknown_unicast_sources: u64,
+    /// v3 adverts whose checksum verified with the IPv4 pseudo-header
+    /// (keepalived's form) and without it (RFC 9568's).
+    pub rcvd_checksum_pseudo_header: u64,
+    pub rcvd_checksum_vrrp_only: u64,
+}
+
+/// One instance's view for status output.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub state: State,
+    pub priority: u8,
+    pub master: Option<Ipv4Addr>,
+    /// When the current state began, in milliseconds since the Unix epoch.
+    pub since_unix_ms: u128,
+    /// The most recent transitions, oldest first (at most 16).
+    pub transitions: Vec<TransitionRecord>,
+    pub stats: Stats,
+    /// The XDP fast path's counters; null without a fast path.
+    pub fastpath: Option<VrrpStats>,
+    /// Adverts the daemon itself processed: those the fast path passed,
+    /// plus one per Master_Down check that found absorbed ones. Without a
+    /// fast path, every advert.
+    pub daemon_adverts: u64,
+}
+
+/// One state change, for status output.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TransitionRecord {
+    pub at_unix_ms: u128,
+    pub from: State,
+    pub to: State,
+    pub reason: Reason,
+}
+
+/// What the control socket answers to `status`: the VRRP part of `greha
+/// status --json` (the CLI adds the tunnels, read from the pins).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StatusDoc {
+    pub vrrp: Vec<InstanceStatus>,
+    pub vrrp_global: GlobalStats,
+}
+
+/// Transitions kept per instance for status output.
+pub const TRANSITIONS_KEPT: usize = 16;
+
+/// The last [`TRANSITIONS_KEPT`] transitions of an instance, oldest first.
+#[derive(Clone, Debug, Default)]
+pub struct Transitions(VecDeque<TransitionRecord>);
+
+impl Transitions {
+    pub fn push(&mut self, r: TransitionRecord) {
+        if self.0.len() == TRANSITIONS_KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back(r);
+    }
+
+    pub fn to_vec(&self) -> Vec<TransitionRecord> {
+        self.0.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_newest_transitions() {
+        let mut t = Transitions::default();
+        for at in 0..20u128 {
+            t.push(TransitionRecord {
+                at_unix_ms: at,
+                from: State::Backup,
+                to: State::Master,
+                reason: Reason::MasterDown,
+            });
+        }
+        let v = t.to_vec();
+        assert_eq!(v.len(), TRANSITIONS_KEPT);
+        assert_eq!((v[0].at_unix_ms, v[15].at_unix_ms), (4, 19));
+    }
+}
