@@ -6,11 +6,13 @@
 //! - [`router`]: every decision between the sockets and the engines, pure;
 //! - [`status`]: the status document's types;
 //! - [`shell`]: the loop that runs the engines on a host, with [`io`]
-//!   (sockets, gratuitous ARP), [`fastpath`] (the eBPF fast path's maps),
+//!   (sockets, gratuitous ARP), [`host`] (definitions checked against the
+//!   host), [`fastpath`] (the eBPF fast path's maps),
 //!   [`track`] (check scripts) and [`notify`] (notify commands).
 pub mod def;
 pub mod engine;
 pub mod fastpath;
+pub mod host;
 pub mod io;
 pub mod notify;
 pub mod packet;

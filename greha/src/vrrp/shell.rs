@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
@@ -21,6 +21,7 @@ use super::{
     def::{InstanceDef, TrackKind},
     engine::{Action, Config, Event, Instance, State},
     fastpath::{Fast, FastPath, ctl_of},
+    host::{self, Prepared, Vip},
     io::{ArpSender, Received, VrrpSocket},
     notify::Notifier,
     packet::{Advert, MULTICAST},
@@ -29,14 +30,6 @@ use super::{
     track::{self, ScriptResult, Tracker},
 };
 use crate::netlink::{self, Netlink};
-
-struct Vip {
-    addr: Ipv4Addr,
-    prefix: u8,
-    label: Option<String>,
-    ifindex: u32,
-    mac: [u8; 6],
-}
 
 struct Running {
     /// Stable across reconfigurations, unlike the position in the list.
@@ -87,15 +80,6 @@ impl Running {
 enum Outlet {
     Shared(usize),
     Unicast(u64),
-}
-
-/// An instance checked against the host, not yet started.
-struct Prepared {
-    def: InstanceDef,
-    link: netlink::Link,
-    primary: Ipv4Addr,
-    vips: Vec<Vip>,
-    trackers: Vec<Tracker>,
 }
 
 /// What the daemon asks of the VRRP loop.
@@ -170,106 +154,6 @@ impl Vrrp {
             notifier: Notifier::start(),
             global: GlobalStats::default(),
         })
-    }
-
-    /// Checks `defs` against the host (interfaces, addresses, VRIDs unique
-    /// with `kept`), changing nothing.
-    async fn prepare(&self, defs: &[InstanceDef], kept: &[&InstanceDef]) -> Result<Vec<Prepared>> {
-        let nl = &self.nl;
-        let mut seen: HashMap<(String, u8), String> = kept
-            .iter()
-            .map(|d| ((d.interface.clone(), d.vrid), d.name.clone()))
-            .collect();
-        let mut prepared = Vec::new();
-        for def in defs.iter().cloned() {
-            let name = &def.name;
-            if let Some(other) = seen.insert((def.interface.clone(), def.vrid), name.clone()) {
-                bail!(
-                    "vrrp instance {name}: vrid: {} on {} is already instance {other}'s",
-                    def.vrid,
-                    def.interface
-                );
-            }
-            let link = nl.link_by_name(&def.interface).await?.ok_or_else(|| {
-                anyhow!(
-                    "vrrp instance {name}: interface: {} does not exist",
-                    def.interface
-                )
-            })?;
-            let own = nl.addresses(link.index).await?;
-            let (mut primary, _) = *own.first().ok_or_else(|| {
-                anyhow!(
-                    "vrrp instance {name}: interface: {} has no IPv4 address to send from",
-                    def.interface
-                )
-            })?;
-            if let Some(src) = def.unicast_src {
-                if !own.iter().any(|(a, _)| *a == src) {
-                    bail!(
-                        "vrrp instance {name}: unicast-src: {src} is not an address of {}",
-                        def.interface
-                    );
-                }
-                primary = src;
-            }
-            let mut vips = Vec::new();
-            for v in &def.vips {
-                let dev = v.dev.as_deref().unwrap_or(&def.interface);
-                let l = nl.link_by_name(dev).await?.ok_or_else(|| {
-                    anyhow!(
-                        "vrrp instance {name}: vip {}: dev {dev} does not exist",
-                        v.addr
-                    )
-                })?;
-                vips.push(Vip {
-                    addr: v.addr,
-                    prefix: v.prefix,
-                    label: v.label.clone(),
-                    ifindex: l.index,
-                    mac: l.mac,
-                });
-            }
-            let not_owned = def
-                .vips
-                .iter()
-                .find(|v| !own.iter().any(|(a, _)| *a == v.addr));
-            if def.priority == 255
-                && let Some(v) = not_owned
-            {
-                bail!(
-                    "vrrp instance {name}: priority: 255 is for the address owner, and {} is not an address of {}",
-                    v.addr,
-                    def.interface
-                );
-            }
-            let mut trackers = Vec::new();
-            for t in &def.track {
-                let (ifindex, up) = match &t.kind {
-                    TrackKind::Interface(ifname) => {
-                        let l = nl.link_by_name(ifname).await?.ok_or_else(|| {
-                            anyhow!(
-                                "vrrp instance {name}: track-interface: {ifname} does not exist"
-                            )
-                        })?;
-                        (l.index, l.up)
-                    }
-                    TrackKind::Script { .. } => (0, true),
-                };
-                trackers.push(Tracker {
-                    track: t.clone(),
-                    ifindex,
-                    state: TrackerState::new(t.weight, up),
-                });
-            }
-            prepared.push(Prepared {
-                def,
-                link,
-                primary,
-                vips,
-                trackers,
-            });
-        }
-        Ok(prepared)
     }
 
     /// Instances that were master at the given time (Unix ms) resume as
@@ -449,7 +333,7 @@ impl Vrrp {
             .map(|r| &r.def)
             .filter(|d| !remove.contains(&d.name))
             .collect();
-        let prepared = self.prepare(&add, &kept).await?;
+        let prepared = host::prepare(&self.nl, &add, &kept).await?;
         while let Some(i) = self
             .instances
             .iter()

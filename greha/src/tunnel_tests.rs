@@ -1,0 +1,120 @@
+//! The tunnel module's tests, apart so the module reads as what it does.
+use super::*;
+
+fn words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_owned).collect()
+}
+
+fn err(s: &str) -> String {
+    format!("{:#}", TunnelDef::parse(&words(s)).unwrap_err())
+}
+
+#[test]
+fn parses_iproute2_vocabulary() {
+    let d = TunnelDef::parse(&words(
+        "gretap1 type gretap local 192.0.2.1 remote 192.0.2.2 key 42 ttl 32 tos 16 \
+         dev eth0 address 10.1.1.2/24",
+    ))
+    .unwrap();
+    assert_eq!(d.name, "gretap1");
+    assert_eq!(d.mode, Mode::Gretap);
+    assert_eq!(d.local, Ipv4Addr::new(192, 0, 2, 1));
+    assert_eq!(d.remote, Ipv4Addr::new(192, 0, 2, 2));
+    assert_eq!(d.key, Some(42));
+    assert_eq!((d.ttl, d.tos), (32, 16));
+    assert_eq!(d.dev.as_deref(), Some("eth0"));
+    assert_eq!(d.addresses, vec![(Ipv4Addr::new(10, 1, 1, 2), 24)]);
+    let d = TunnelDef::parse(&words(
+        "g mode gre local 192.0.2.1 remote 192.0.2.2 key 0.0.1.0",
+    ))
+    .unwrap();
+    assert_eq!((d.mode, d.key, d.ttl), (Mode::Gre, Some(256), DEFAULT_TTL));
+}
+
+#[test]
+fn errors_name_the_field_and_value() {
+    let base = "local 192.0.2.1 remote 192.0.2.2";
+    for (input, expected) in [
+        (
+            format!("averyveryverylongname mode gretap {base}"),
+            "tunnel averyveryverylongname: name: \"averyveryverylongname\" is 21 bytes long",
+        ),
+        (
+            format!("t mode vxlan {base}"),
+            "tunnel t: mode: \"vxlan\" is not gretap or gre",
+        ),
+        (
+            "t mode gre local 300.1.1.1 remote 192.0.2.2".into(),
+            "tunnel t: local: \"300.1.1.1\" is not an IPv4 address",
+        ),
+        (
+            format!("t mode gre {base} key 4294967296"),
+            "tunnel t: key: 4294967296 is out of range (0 to 4294967295)",
+        ),
+        (
+            format!("t mode gre {base} key -1"),
+            "tunnel t: key: \"-1\" is not a number or a dotted quad",
+        ),
+        (
+            format!("t mode gre {base} ttl 0"),
+            "tunnel t: ttl: 0 is not a TTL",
+        ),
+        (
+            format!("t mode gre {base} ttl 256"),
+            "tunnel t: ttl: \"256\" is not a TTL",
+        ),
+        (
+            format!("t mode gre {base} key"),
+            "tunnel t: key: a value is required",
+        ),
+        (
+            format!("t mode gre {base} colour red"),
+            "tunnel t: unknown keyword \"colour\"",
+        ),
+        (
+            "t mode gre remote 192.0.2.2".into(),
+            "tunnel t: local: an address is required",
+        ),
+        (
+            "t mode gre local 192.0.2.1 remote 192.0.2.1".into(),
+            "tunnel t: remote: 192.0.2.1 is the local address",
+        ),
+        (
+            "t mode gre local 192.0.2.1 remote 224.0.0.18".into(),
+            "tunnel t: remote: 224.0.0.18 is not a unicast address",
+        ),
+        (
+            format!("t mode gre {base} address 10.0.0.1/33"),
+            "tunnel t: address: prefix length 33 is over 32",
+        ),
+        (
+            format!("t mode gre {base} mtu 60"),
+            "tunnel t: mtu: 60 is below",
+        ),
+        (
+            format!("t {base}"),
+            "tunnel t: mode: gretap or gre is required",
+        ),
+    ] {
+        let got = err(&input);
+        assert!(
+            got.contains(expected),
+            "{input}\n  got: {got}\n  want: {expected}"
+        );
+    }
+}
+
+#[test]
+fn overhead_matches_the_kernel() {
+    assert_eq!(Mode::Gretap.overhead(false), 38);
+    assert_eq!(Mode::Gre.overhead(false), 24);
+    assert_eq!(Mode::Gretap.overhead(true), 42);
+    assert_eq!(Mode::Gre.overhead(true), 28);
+}
+
+#[test]
+fn peer_names_are_stable_and_short() {
+    assert_eq!(peer_name("gretap1"), peer_name("gretap1"));
+    assert_ne!(peer_name("gretap1"), peer_name("gretap2"));
+    assert!(peer_name("averyverylongnm").len() <= 15);
+}

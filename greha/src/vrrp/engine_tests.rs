@@ -1,0 +1,466 @@
+//! The engine module's tests, apart so the module reads as what it does.
+use super::*;
+
+const ME: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const LOW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 5);
+const HIGH: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
+const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+
+fn ms(n: u64) -> Time {
+    Duration::from_millis(n)
+}
+
+fn cfg(version: Version, priority: u8, interval_cs: u16) -> Config {
+    Config {
+        name: "VI_1".into(),
+        version,
+        vrid: 51,
+        priority,
+        advert_interval_cs: interval_cs,
+        preempt: true,
+        preempt_delay: Duration::ZERO,
+        primary_ip: ME,
+        vips: vec![VIP],
+        auth: if version == Version::V2 {
+            Auth::pass("1111")
+        } else {
+            Auth::None
+        },
+    }
+}
+
+fn advert(c: &Config, priority: u8) -> Advert {
+    Advert {
+        version: c.version,
+        vrid: c.vrid,
+        priority,
+        interval_cs: c.advert_interval_cs,
+        addresses: c.vips.clone(),
+        auth: c.auth.clone(),
+    }
+}
+
+fn from(src: Ipv4Addr, advert: Advert) -> Event {
+    Event::Advert {
+        src,
+        ttl: 255,
+        advert,
+    }
+}
+
+/// `Heard` does what the followed master's unchanged advert does:
+/// following it, and not following it once this router's priority
+/// has risen above it (preempt).
+#[test]
+fn heard_is_the_followed_masters_advert_again() {
+    let c = cfg(Version::V3, 100, 100);
+    for raised in [None, Some(200)] {
+        let mut by_advert = started(c.clone());
+        by_advert.handle(ms(10), from(HIGH, advert(&c, 150)));
+        let mut by_heard = by_advert.clone();
+        if let Some(p) = raised {
+            by_advert.handle(ms(20), Event::Priority(p));
+            by_heard.handle(ms(20), Event::Priority(p));
+        }
+        let a = by_advert.handle(ms(1000), from(HIGH, advert(&c, 150)));
+        let h = by_heard.handle(ms(1000), Event::Heard);
+        assert!(a.is_empty() && h.is_empty(), "{a:?} {h:?}");
+        assert_eq!(by_advert.next_deadline(), by_heard.next_deadline());
+        assert_eq!(by_advert.stats(), by_heard.stats());
+        assert_eq!(by_advert.state(), by_heard.state());
+    }
+    // Not following anyone: nothing to hear.
+    let mut alone = started(c.clone());
+    let before = alone.next_deadline();
+    alone.handle(ms(10), Event::Heard);
+    assert_eq!(alone.next_deadline(), before);
+    assert_eq!(alone.stats().rcvd_advertisements, 0);
+}
+
+fn started(c: Config) -> Instance {
+    let mut i = Instance::new(c);
+    i.handle(ms(0), Event::Startup);
+    i
+}
+
+fn sends(actions: &[Action]) -> Vec<u8> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SendAdvert { priority } => Some(*priority),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn timer_formulas_v2() {
+    let i = Instance::new(cfg(Version::V2, 100, 100));
+    // (256 - 100) / 256 s = 0.609375 s exactly.
+    assert_eq!(i.skew_time(), Duration::from_micros(609_375));
+    assert_eq!(i.master_down_interval(), Duration::from_micros(3_609_375));
+    let i = Instance::new(cfg(Version::V2, 254, 300));
+    assert_eq!(i.skew_time(), Duration::from_nanos(7_812_500));
+    assert_eq!(
+        i.master_down_interval(),
+        ms(9000) + Duration::from_nanos(7_812_500)
+    );
+}
+
+#[test]
+fn timer_formulas_v3_in_centiseconds() {
+    // (156 * 100) / 256 = 60.9 -> 60 cs; 3 * 100 + 60 = 360 cs.
+    let i = Instance::new(cfg(Version::V3, 100, 100));
+    assert_eq!(i.skew_time(), ms(600));
+    assert_eq!(i.master_down_interval(), ms(3600));
+    // 100 ms adverts: (156 * 10) / 256 = 6.09 -> 6 cs; 30 + 6 = 36 cs.
+    let i = Instance::new(cfg(Version::V3, 100, 10));
+    assert_eq!(i.skew_time(), ms(60));
+    assert_eq!(i.master_down_interval(), ms(360));
+    // (6 * 10) / 256 = 0.23 -> 0 cs.
+    let i = Instance::new(cfg(Version::V3, 250, 10));
+    assert_eq!(i.skew_time(), ms(0));
+    assert_eq!(i.master_down_interval(), ms(300));
+}
+
+#[test]
+fn v3_backup_learns_the_masters_interval() {
+    let c = cfg(Version::V3, 100, 100);
+    let mut i = started(c.clone());
+    let mut a = advert(&c, 150);
+    a.interval_cs = 10;
+    i.handle(ms(50), from(HIGH, a));
+    // 3 * 10 cs + (156 * 10) / 256 cs = 36 cs after the advert.
+    assert_eq!(i.master_down_interval(), ms(360));
+    assert_eq!(i.next_deadline(), Some(ms(50 + 360)));
+}
+
+#[test]
+fn resume_is_master_at_once_with_an_advert() {
+    let mut i = Instance::new(cfg(Version::V3, 100, 100));
+    let out = i.handle(ms(0), Event::Resume);
+    assert_eq!(i.state(), State::Master);
+    assert_eq!(sends(&out), vec![100]);
+    assert_eq!(i.stats().new_master_reason, Some(Reason::Resumed));
+    assert_eq!(i.next_deadline(), Some(ms(1000)));
+}
+
+#[test]
+fn owner_starts_as_master_and_sends_at_once() {
+    let mut i = Instance::new(cfg(Version::V3, 255, 100));
+    let out = i.handle(ms(0), Event::Startup);
+    assert_eq!(i.state(), State::Master);
+    assert_eq!(
+        out,
+        vec![
+            Action::SendAdvert { priority: 255 },
+            Action::Transition {
+                from: State::Initialize,
+                to: State::Master,
+                reason: Reason::Owner
+            },
+            Action::AddVips,
+        ]
+    );
+    assert_eq!(i.next_deadline(), Some(ms(1000)));
+}
+
+#[test]
+fn backup_becomes_master_exactly_at_master_down() {
+    let mut i = started(cfg(Version::V3, 100, 100));
+    assert_eq!(i.state(), State::Backup);
+    assert_eq!(i.next_deadline(), Some(ms(3600)));
+    assert!(i.handle(ms(3599), Event::Timer).is_empty());
+    assert_eq!(i.state(), State::Backup);
+    let out = i.handle(ms(3600), Event::Timer);
+    assert_eq!(i.state(), State::Master);
+    assert_eq!(sends(&out), vec![100]);
+    assert!(out.contains(&Action::AddVips));
+    assert_eq!(i.stats().new_master_reason, Some(Reason::MasterDown));
+    // Then an advert every interval.
+    assert_eq!(i.next_deadline(), Some(ms(4600)));
+    assert_eq!(sends(&i.handle(ms(4600), Event::Timer)), vec![100]);
+    assert_eq!(i.next_deadline(), Some(ms(5600)));
+}
+
+#[test]
+fn adverts_from_a_master_keep_the_backup_down() {
+    let c = cfg(Version::V2, 100, 100);
+    let mut i = started(c.clone());
+    for t in (0..10_000).step_by(1000) {
+        i.handle(ms(t), from(HIGH, advert(&c, 150)));
+        assert_eq!(i.next_deadline(), Some(ms(t) + i.master_down_interval()));
+    }
+    assert_eq!(i.state(), State::Backup);
+    assert_eq!(i.master(), Some(HIGH));
+    assert_eq!(i.stats().rcvd_advertisements, 10);
+}
+
+#[test]
+fn priority_zero_makes_the_backup_take_over_after_skew_time() {
+    let c = cfg(Version::V3, 100, 100);
+    let mut i = started(c.clone());
+    i.handle(ms(500), from(HIGH, advert(&c, 150)));
+    i.handle(ms(800), from(HIGH, advert(&c, 0)));
+    assert_eq!(i.stats().rcvd_pri_zero_packets, 1);
+    assert_eq!(i.next_deadline(), Some(ms(800 + 600)));
+    i.handle(ms(1400), Event::Timer);
+    assert_eq!(i.state(), State::Master);
+    assert_eq!(i.stats().new_master_reason, Some(Reason::MasterResigned));
+}
+
+#[test]
+fn shutdown_of_a_master_sends_priority_zero_and_removes_vips() {
+    let mut i = started(cfg(Version::V3, 255, 100));
+    let out = i.handle(ms(100), Event::Shutdown);
+    assert_eq!(sends(&out), vec![0]);
+    assert!(out.contains(&Action::DelVips));
+    assert_eq!(i.state(), State::Initialize);
+    assert_eq!(i.next_deadline(), None);
+    assert_eq!(i.stats().sent_pri_zero_packets, 1);
+}
+
+#[test]
+fn master_yields_to_higher_priority_and_to_higher_address_on_a_tie() {
+    let c = cfg(Version::V3, 100, 100);
+    for (src, prio, yields) in [
+        (LOW, 101, true),
+        (HIGH, 100, true),
+        (LOW, 100, false),
+        (HIGH, 99, false),
+    ] {
+        let mut i = started(c.clone());
+        i.handle(ms(3600), Event::Timer);
+        assert_eq!(i.state(), State::Master);
+        let out = i.handle(ms(3700), from(src, advert(&c, prio)));
+        if yields {
+            assert_eq!(i.state(), State::Backup, "{src} {prio}");
+            assert!(out.contains(&Action::DelVips));
+            assert_eq!(i.master(), Some(src));
+            assert_eq!(i.next_deadline(), Some(ms(3700) + i.master_down_interval()));
+        } else {
+            // The master answers a lower-priority advert at once.
+            assert_eq!(i.state(), State::Master, "{src} {prio}");
+            assert_eq!(sends(&out), vec![100]);
+            assert_eq!(i.next_deadline(), Some(ms(4700)));
+        }
+    }
+}
+
+#[test]
+fn master_answers_priority_zero_with_an_advert() {
+    let c = cfg(Version::V3, 200, 100);
+    let mut i = started(c.clone());
+    i.handle(ms(3600), Event::Timer);
+    let out = i.handle(ms(3650), from(LOW, advert(&c, 0)));
+    assert_eq!(sends(&out), vec![200]);
+    assert_eq!(i.state(), State::Master);
+}
+
+#[test]
+fn preemption_on_and_off() {
+    // A higher-priority backup does not follow a lower master when
+    // preempting: it takes over at Master_Down.
+    let c = cfg(Version::V3, 200, 100);
+    let mut i = started(c.clone());
+    for t in (0..5000).step_by(1000) {
+        i.handle(ms(t), from(LOW, advert(&c, 100)));
+        i.handle(ms(t), Event::Timer);
+    }
+    assert_eq!(i.state(), State::Master);
+    assert_eq!(i.stats().new_master_reason, Some(Reason::MasterDown));
+    // Without preemption it keeps following.
+    let mut c = c;
+    c.preempt = false;
+    let mut i = started(c.clone());
+    for t in (0..10_000).step_by(1000) {
+        i.handle(ms(t), from(LOW, advert(&c, 100)));
+        i.handle(ms(t), Event::Timer);
+    }
+    assert_eq!(i.state(), State::Backup);
+}
+
+#[test]
+fn preempt_delay_holds_back_preemption_after_startup() {
+    let mut c = cfg(Version::V3, 200, 100);
+    c.preempt_delay = Duration::from_secs(5);
+    let mut i = started(c.clone());
+    // Within the delay, a lower master is followed...
+    for t in (0..5000).step_by(1000) {
+        i.handle(ms(t), from(LOW, advert(&c, 100)));
+        i.handle(ms(t), Event::Timer);
+        assert_eq!(i.state(), State::Backup, "at {t} ms");
+    }
+    // ...after it, no longer: Master_Down (3.6 s after the last
+    // followed advert at 4 s) makes this router master.
+    for t in (5000..9000).step_by(1000) {
+        i.handle(ms(t), from(LOW, advert(&c, 100)));
+    }
+    i.handle(ms(7600), Event::Timer);
+    assert_eq!(i.state(), State::Master);
+}
+
+#[test]
+fn receive_checks_count_and_drop() {
+    let c = cfg(Version::V2, 100, 100);
+    let mut i = started(c.clone());
+    let deadline = i.next_deadline();
+    let mut bad_ttl = from(HIGH, advert(&c, 150));
+    if let Event::Advert { ttl, .. } = &mut bad_ttl {
+        *ttl = 64;
+    }
+    i.handle(ms(10), bad_ttl);
+    let mut a = advert(&c, 150);
+    a.interval_cs = 200;
+    i.handle(ms(20), from(HIGH, a));
+    let mut a = advert(&c, 150);
+    a.auth = Auth::pass("2222");
+    i.handle(ms(30), from(HIGH, a));
+    let mut a = advert(&c, 150);
+    a.auth = Auth::None;
+    i.handle(ms(40), from(HIGH, a));
+    let mut a = advert(&c, 150);
+    a.vrid = 52;
+    i.handle(ms(50), from(HIGH, a));
+    // None of those was followed.
+    assert_eq!(i.next_deadline(), deadline);
+    let s = i.stats();
+    assert_eq!(
+        (
+            s.ip_ttl_errors,
+            s.adv_interval_errors,
+            s.auth_failures,
+            s.rcvd_advertisements
+        ),
+        (1, 1, 2, 0)
+    );
+    // A different address list is counted, and still followed.
+    let mut a = advert(&c, 150);
+    a.addresses.push(Ipv4Addr::new(203, 0, 113, 2));
+    i.handle(ms(60), from(HIGH, a));
+    assert_eq!(i.stats().address_list_errors, 1);
+    assert_eq!(i.next_deadline(), Some(ms(60) + i.master_down_interval()));
+}
+
+#[test]
+fn v3_ignores_interval_differences_and_auth() {
+    let c = cfg(Version::V3, 100, 100);
+    let mut i = started(c.clone());
+    let mut a = advert(&c, 150);
+    a.interval_cs = 25;
+    i.handle(ms(10), from(HIGH, a));
+    assert_eq!(i.stats().adv_interval_errors, 0);
+    assert_eq!(i.master(), Some(HIGH));
+}
+
+#[test]
+fn fault_resigns_and_recovery_restarts() {
+    let c = cfg(Version::V3, 100, 100);
+    let mut i = started(c);
+    i.handle(ms(3600), Event::Timer);
+    let out = i.handle(ms(4000), Event::Fault(true));
+    assert_eq!(sends(&out), vec![0]);
+    assert!(out.contains(&Action::DelVips));
+    assert_eq!(i.state(), State::Fault);
+    assert_eq!(i.next_deadline(), None);
+    // Adverts are ignored in Fault.
+    assert!(i.handle(ms(4100), Event::Timer).is_empty());
+    i.handle(ms(5000), Event::Fault(false));
+    assert_eq!(i.state(), State::Backup);
+    assert_eq!(i.next_deadline(), Some(ms(5000 + 3600)));
+}
+
+#[test]
+fn a_lower_priority_on_the_master_is_advertised_at_once() {
+    let c = cfg(Version::V3, 200, 100);
+    let mut i = started(c);
+    i.handle(ms(3600), Event::Timer);
+    let out = i.handle(ms(3700), Event::Priority(90));
+    assert_eq!(sends(&out), vec![90]);
+    assert_eq!(i.priority(), 90);
+    // Tracking never reaches 0 or 255.
+    i.handle(ms(3800), Event::Priority(0));
+    assert_eq!(i.priority(), 1);
+}
+
+#[test]
+fn two_engines_elect_one_master_and_fail_over() {
+    // Two routers wired back to back on a virtual clock: the higher
+    // priority wins, a crash hands over after Master_Down_Interval.
+    let ca = Config {
+        primary_ip: HIGH,
+        ..cfg(Version::V3, 150, 10)
+    };
+    let cb = Config {
+        primary_ip: LOW,
+        ..cfg(Version::V3, 100, 10)
+    };
+    let mut a = Instance::new(ca.clone());
+    let mut b = Instance::new(cb.clone());
+    let mut now = ms(0);
+    let mut pending: Vec<(bool, u8)> = Vec::new();
+    for (r, is_a) in [(&mut a, true), (&mut b, false)] {
+        for act in r.handle(now, Event::Startup) {
+            if let Action::SendAdvert { priority } = act {
+                pending.push((is_a, priority));
+            }
+        }
+    }
+    let mut a_alive = true;
+    let mut masters_at_once = 0;
+    while now < ms(3000) {
+        if now == ms(1500) {
+            a_alive = false;
+            pending.clear();
+        }
+        // Deliver, then fire timers, 10 ms at a time.
+        for (from_a, prio) in std::mem::take(&mut pending) {
+            let (to, src, c) = if from_a {
+                (&mut b, HIGH, &ca)
+            } else {
+                (&mut a, LOW, &cb)
+            };
+            if !from_a && !a_alive {
+                continue;
+            }
+            for act in to.handle(now, from(src, advert(c, prio))) {
+                if let Action::SendAdvert { priority } = act {
+                    pending.push((!from_a, priority));
+                }
+            }
+        }
+        for (r, is_a) in [(&mut a, true), (&mut b, false)] {
+            if is_a && !a_alive {
+                continue;
+            }
+            if r.next_deadline().is_some_and(|d| d <= now) {
+                for act in r.handle(now, Event::Timer) {
+                    if let Action::SendAdvert { priority } = act {
+                        pending.push((is_a, priority));
+                    }
+                }
+            }
+        }
+        if a_alive && a.state() == State::Master && b.state() == State::Master {
+            masters_at_once += 1;
+        }
+        if now == ms(1490) {
+            assert_eq!((a.state(), b.state()), (State::Master, State::Backup));
+        }
+        now += ms(10);
+    }
+    // A wins within B's first Master_Down (it starts as backup too).
+    assert!(
+        masters_at_once <= 1,
+        "two masters for {masters_at_once} ticks"
+    );
+    assert_eq!(b.state(), State::Master);
+    // B took over at most Master_Down_Interval (36 cs at 10 cs, p100)
+    // after A's last advert, which went out at or before 1.5 s.
+    assert!(
+        b.since() <= ms(1500 + 360),
+        "B took over at {:?}",
+        b.since()
+    );
+    assert!(b.since() > ms(1500));
+}
