@@ -219,8 +219,33 @@ impl Lab {
     /// left in it is removed with the lab.
     pub fn pin_dir(&mut self, name: &str) -> PathBuf {
         let dir = PathBuf::from(format!("/sys/fs/bpf/greha-test-{}-{name}", self.id));
-        self.pin_dirs.push(dir.clone());
+        if !self.pin_dirs.contains(&dir) {
+            self.pin_dirs.push(dir.clone());
+        }
         dir
+    }
+
+    /// The control socket of `host`'s greha.
+    pub fn control(&self, host: &Host) -> PathBuf {
+        self.tmp.join(format!("{}.sock", host.name))
+    }
+
+    /// A greha command in `host`, with the host's pin directory and
+    /// control socket; add the subcommand and its arguments.
+    pub fn greha(&mut self, host: &Host) -> Command {
+        let pins = self.pin_dir(&host.name);
+        let mut cmd = host.command(greha_bin());
+        cmd.arg("--pin-dir")
+            .arg(pins)
+            .arg("--control")
+            .arg(self.control(host));
+        cmd
+    }
+
+    /// `greha status --json` of `host`'s daemon.
+    pub fn greha_status(&mut self, host: &Host) -> Result<serde_json::Value> {
+        let out = run(self.greha(host).args(["status", "--json"]))?;
+        Ok(serde_json::from_str(&out)?)
     }
 }
 

@@ -488,3 +488,118 @@ fn ifindex(host: &Host, dev: &str) -> Result<u32> {
         serde_json::from_str(&host.ip(&["-j", "link", "show", "dev", dev])?)?;
     Ok(v[0]["ifindex"].as_u64().context("ifindex")? as u32)
 }
+
+/// A `repr(C)` map value of greha-common as the bytes the kernel stores.
+fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+    // SAFETY: greha-common's ABI types are plain integers and byte arrays
+    // with no padding (its layout test checks it).
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()).to_vec() }
+}
+
+/// GREHA_VRRP_SEEN's record `slot`, as the program left it.
+fn seen(pins: &Path, slot: u32) -> Result<serde_json::Value> {
+    let out = run(Command::new("bpftool")
+        .args(["map", "lookup", "pinned"])
+        .arg(pins.join("GREHA_VRRP_SEEN"))
+        .arg("key")
+        .arg("hex")
+        .args(hex(&slot.to_le_bytes()))
+        .arg("-j"))?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    Ok(v["formatted"]["value"].clone())
+}
+
+/// The eBPF programs are held to greha-common's table of steady-advert
+/// cases, the table the daemon's rule is tested against
+/// (`router::absorbed`): a steady advert is dropped and recorded in
+/// GREHA_VRRP_SEEN; anything else reaches the daemon and is not recorded
+/// (a stray advert recorded there would hide the followed master's).
+#[test]
+fn the_programs_follow_the_steady_table() -> Result<()> {
+    use greha_common::STEADY_CASES;
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
+    let pins = lab.pin_dir("a");
+    let mut cmd = lab.greha(&a);
+    cmd.args(["run", "--count", "eth0"]);
+    let mut g = a.spawn(&lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    let ifindex = ifindex(&a, "eth0")?;
+    let progs = std::fs::read_dir(&pins)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("progs-")
+        })
+        .context("no pinned programs")?;
+    let vips = [VIP, Ipv4Addr::new(203, 0, 113, 11)];
+    for tc in [false, true] {
+        let prog = progs.join(if tc { "greha_vrrp_tc" } else { "greha_vrrp" });
+        for (n, case) in STEADY_CASES.iter().enumerate() {
+            let vrid = 100 + n as u8;
+            let slot = n as u32;
+            let mut ctl = case.ctl;
+            ctl.slot = slot;
+            let k = key(ifindex, u32::from(vrid));
+            map_update(&pins, "GREHA_VRRP_CTL", &k, &bytes_of(&ctl))?;
+            // A blank record, so a write is seen.
+            map_update(
+                &pins,
+                "GREHA_VRRP_SEEN",
+                &slot.to_le_bytes(),
+                &bytes_of(&greha_common::VrrpSeen::default()),
+            )?;
+            let src = Ipv4Addr::from(case.advert.src);
+            let vrrp = Advert {
+                version: Version::V3,
+                vrid,
+                priority: case.advert.priority,
+                interval_cs: case.advert.interval_cs,
+                addresses: vips[..usize::from(case.advert.count)].to_vec(),
+                auth: Auth::None,
+            }
+            .write(ChecksumForm::PseudoHeader, src, MULTICAST)
+            .to_vec();
+            let f = frame(src, 255, &vrrp);
+            let md = if tc {
+                let mut md = vec![0u8; 44];
+                md[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+                md
+            } else {
+                let mut md = vec![0u8; 24];
+                md[4..8].copy_from_slice(&(f.len() as u32).to_ne_bytes());
+                md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+                md
+            };
+            let (got, _) = a.enter(|| prog_test_run(&prog, &f, Some(&md), 1))??;
+            let want = match (tc, case.steady) {
+                (false, true) => XDP_DROP,
+                (false, false) => XDP_PASS,
+                (true, true) => TC_ACT_SHOT,
+                (true, false) => TC_ACT_UNSPEC,
+            };
+            let what = format!("{} ({})", case.what, if tc { "tc" } else { "XDP" });
+            ensure!(got == want, "{what}: verdict {got}, expected {want}");
+            let s = seen(&pins, slot)?;
+            let recorded = s["last_ns"].as_u64() > Some(0);
+            ensure!(
+                recorded == case.steady,
+                "{what}: recorded in GREHA_VRRP_SEEN: {recorded}, steady: {}: {s}",
+                case.steady
+            );
+            if recorded {
+                ensure!(
+                    s["src"] == serde_json::json!(case.advert.src)
+                        && s["priority"] == case.advert.priority,
+                    "{what}: {s}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
