@@ -181,6 +181,11 @@ fn vrrp<F: Frame>(ctx: &F) -> Verdict {
     } else {
         u16::from_be_bytes([hdr[4] & 0x0f, hdr[5]])
     };
+    // As the engine: an interval of 0 is an error, never followed.
+    if interval_cs == 0 {
+        s.adv_interval_errors += 1;
+        return Verdict::Drop;
+    }
     if version == 2 {
         if interval_cs != ctl.interval_cs {
             s.adv_interval_errors += 1;

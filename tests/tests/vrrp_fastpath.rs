@@ -309,6 +309,17 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
             "to_daemon",
         ),
         (
+            "interval 0",
+            &v3,
+            frame(
+                MASTER,
+                255,
+                &w3(advert(Version::V3, 51, 150, 0, Auth::None)),
+            ),
+            XDP_DROP,
+            "adv_interval_errors",
+        ),
+        (
             "TTL 64",
             &v3,
             frame(MASTER, 64, &steady3),

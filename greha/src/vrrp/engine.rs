@@ -413,6 +413,13 @@ impl Instance {
             // Counted globally by the shell; an instance never sees one.
             return false;
         }
+        if adv.interval_cs == 0 {
+            // A Max Advert Interval of 0 would make Master_Down_Interval
+            // about Skew_Time: a flood of them flipped the state thousands
+            // of times a second. No router sends it; it is an error.
+            self.stats.adv_interval_errors += 1;
+            return false;
+        }
         if self.cfg.version == Version::V2 {
             if adv.interval_cs != self.cfg.advert_interval_cs {
                 self.stats.adv_interval_errors += 1;

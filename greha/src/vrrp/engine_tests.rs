@@ -464,3 +464,29 @@ fn two_engines_elect_one_master_and_fail_over() {
     );
     assert!(b.since() > ms(1500));
 }
+
+/// A Max Advert Interval of 0 is counted and ignored, in Backup and in
+/// Master: a flood of them changes nothing.
+#[test]
+fn interval_zero_is_an_error_and_ignored() {
+    let c = cfg(Version::V3, 100, 100);
+    let mut backup = started(c.clone());
+    backup.handle(ms(10), from(HIGH, advert(&c, 150)));
+    let deadline = backup.next_deadline();
+    let mut zero = advert(&c, 150);
+    zero.interval_cs = 0;
+    for n in 0..1000 {
+        assert_eq!(backup.handle(ms(20 + n), from(LOW, zero.clone())), vec![]);
+    }
+    assert_eq!(backup.next_deadline(), deadline);
+    assert_eq!(backup.master_down_interval(), ms(3600));
+    assert_eq!(backup.stats().adv_interval_errors, 1000);
+    assert_eq!(backup.state(), State::Backup);
+    let mut higher = zero.clone();
+    higher.priority = 200;
+    let mut master = started(cfg(Version::V3, 100, 100));
+    master.handle(ms(4000), Event::Timer);
+    assert_eq!(master.state(), State::Master);
+    assert_eq!(master.handle(ms(4010), from(HIGH, higher)), vec![]);
+    assert_eq!(master.state(), State::Master);
+}
