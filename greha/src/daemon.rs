@@ -91,14 +91,45 @@ pub fn desired(config: Option<&Path>, extra: &Extra) -> Result<Desired> {
 /// Where `greha run` listens and `greha status` asks, unless told.
 pub const DEFAULT_CONTROL: &str = "/run/greha/greha.sock";
 
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt as _;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Refuses a control socket path that another greha answers on (a second
+/// daemon would take the first one's VIPs for a crashed run's), or that
+/// is not a socket (it would be replaced, then deleted). Checked before
+/// anything on the host changes.
+fn check_control(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => Ok(()),
+        Ok(_) if !is_socket(path) => Err(anyhow!(
+            "--control: {} exists and is not a socket; refusing to replace it",
+            path.display()
+        )),
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => Err(anyhow!(
+                "--control: another greha is running on {}; stop it first (one daemon per \
+                 control socket and pin directory)",
+                path.display()
+            )),
+            // Nobody listens: a killed daemon's socket.
+            Err(_) => Ok(()),
+        },
+    }
+}
+
 /// The control socket, readable and writable by root only.
 fn listen(path: &Path) -> Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt as _;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    // A socket file left by a killed daemon would make bind fail.
-    let _ = std::fs::remove_file(path);
+    // A socket file left by a killed daemon would make bind fail
+    // (`check_control` made sure it is a stale socket, if anything).
+    if is_socket(path) {
+        let _ = std::fs::remove_file(path);
+    }
     let l = tokio::net::UnixListener::bind(path)
         .with_context(|| format!("listening on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
@@ -159,6 +190,7 @@ pub async fn run(opts: Options) -> Result<()> {
 
     // Every definition, file and flags, is checked before anything changes.
     let want = desired(opts.config.as_deref(), &opts.extra)?;
+    check_control(&opts.control)?;
     let mut vrrp = Vrrp::start(Some(opts.pin_dir.clone())).await?;
     vrrp.resume_masters(take_saved_masters(&opts.control));
     let mut current = Desired::default();

@@ -169,3 +169,64 @@ fn a_non_peers_unicast_adverts_do_not_make_the_backup_take_over() -> Result<()> 
     );
     Ok(())
 }
+
+/// A second `greha run` on the running daemon's control socket is refused
+/// before it touches anything (it used to delete the master's VIP as a
+/// crashed run's and take the socket over); `--control` naming a regular
+/// file is refused and the file left alone.
+#[test]
+fn a_second_daemon_and_a_file_as_control_socket_are_refused() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let lan = lab.switch("lan")?;
+    let a = lab.host("a")?;
+    lab.plug(&a, &format!("{A}/24"), &lan)?;
+    let _ga = greha(&mut lab, &a, 150, "")?;
+    wait_until(SHORT, "A master with its VIP", || {
+        Ok(vi_1(&mut lab, &a)?["state"] == "master")
+    })?;
+    let spec = format!("VI_1 interface eth0 vrid 51 priority 150 advert-int 0.1 vip {VIP}/24");
+    let second_pins = lab.pin_dir("second");
+    // Spawned, so that a second daemon that is not refused (the old
+    // behaviour) fails the test within SHORT instead of running on.
+    let refused = |lab: &Lab, control: &std::path::Path, args: &[&str], want: &str| {
+        let mut cmd = a.command(greha_tests::greha_bin());
+        cmd.arg("--pin-dir")
+            .arg(&second_pins)
+            .arg("--control")
+            .arg(control)
+            .args(args);
+        let mut p = a.spawn(lab, cmd, false)?;
+        let status = p.wait(SHORT)?;
+        ensure!(
+            !status.success() && p.log().contains(want),
+            "expected a refusal ({want}), got {status}:\n{}",
+            p.log()
+        );
+        anyhow::Ok(())
+    };
+    let control = lab.control(&a);
+    refused(
+        &lab,
+        &control,
+        &["run", "--vrrp", &spec],
+        "another greha is running",
+    )?;
+    ensure!(
+        a.ip(&["-br", "addr", "show", "dev", "eth0"])?
+            .contains(&format!("{VIP}/24")),
+        "the running master lost its VIP"
+    );
+    ensure!(
+        vi_1(&mut lab, &a)?["state"] == "master",
+        "status no longer answers"
+    );
+
+    let file = lab.tmp().join("not-a-socket");
+    std::fs::write(&file, "keep me")?;
+    refused(&lab, &file, &["run", "--count", "eth0"], "is not a socket")?;
+    ensure!(
+        std::fs::read_to_string(&file)? == "keep me",
+        "the file was touched"
+    );
+    Ok(())
+}
