@@ -652,94 +652,48 @@ pub fn prog_test_run(
     ctx: Option<&[u8]>,
     runs: u32,
 ) -> Result<(u32, f64)> {
-    use std::{ffi::CString, os::unix::ffi::OsStrExt as _};
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_PROG_TEST_RUN: libc::c_long = 10;
-
-    #[repr(C)]
-    #[derive(Default)]
-    struct ObjGet {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-        path_fd: i32,
-        _pad: u32,
-    }
-    #[repr(C)]
-    #[derive(Default)]
-    struct TestRun {
-        prog_fd: u32,
-        retval: u32,
-        data_size_in: u32,
-        data_size_out: u32,
-        data_in: u64,
-        data_out: u64,
-        repeat: u32,
-        duration: u32,
-        ctx_size_in: u32,
-        ctx_size_out: u32,
-        ctx_in: u64,
-        ctx_out: u64,
-        flags: u32,
-        cpu: u32,
-        batch_size: u32,
-        _pad: u32,
-    }
-
-    let path = CString::new(prog.as_os_str().as_bytes())?;
-    let mut get = ObjGet {
-        pathname: path.as_ptr() as u64,
-        ..Default::default()
+    use aya::{
+        TestRun as _, TestRunOptions,
+        programs::{ProgramInfo, SchedClassifier, Xdp},
     };
-    // SAFETY: a BPF_OBJ_GET attr of the kernel's layout, alive for the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &mut get as *mut ObjGet,
-            std::mem::size_of::<ObjGet>(),
+    use aya_obj::generated::bpf_prog_type;
+    let what = || format!("BPF_PROG_TEST_RUN {}", prog.display());
+    let xdp = ProgramInfo::from_pin(prog)
+        .with_context(what)?
+        .program_type()
+        == bpf_prog_type::BPF_PROG_TYPE_XDP;
+    let (xdp_prog, tc_prog) = if xdp {
+        (
+            Some(
+                Xdp::from_pin(prog, aya_obj::programs::XdpAttachType::Interface)
+                    .with_context(what)?,
+            ),
+            None,
+        )
+    } else {
+        (
+            None,
+            Some(SchedClassifier::from_pin(prog).with_context(what)?),
         )
     };
-    if fd < 0 {
-        bail!(
-            "BPF_OBJ_GET {}: {}",
-            prog.display(),
-            std::io::Error::last_os_error()
-        );
-    }
-    let mut total_ns: u64 = 0;
+    let mut total = Duration::ZERO;
     let mut retval = 0;
     let mut out = vec![0u8; frame.len() + 256];
     for _ in 0..runs {
-        let input = frame.to_vec();
-        let mut attr = TestRun {
-            prog_fd: fd as u32,
-            data_size_in: input.len() as u32,
-            data_size_out: out.len() as u32,
-            data_in: input.as_ptr() as u64,
-            data_out: out.as_mut_ptr() as u64,
-            repeat: 1,
-            ctx_size_in: ctx.map_or(0, |c| c.len() as u32),
-            ctx_in: ctx.map_or(0, |c| c.as_ptr() as u64),
-            ..Default::default()
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: ctx,
+            ..TestRunOptions::new()
         };
-        // SAFETY: the attr's buffers outlive the call and have the sizes given.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &mut attr as *mut TestRun,
-                std::mem::size_of::<TestRun>(),
-            )
-        };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            unsafe { libc::close(fd as i32) };
-            bail!("BPF_PROG_TEST_RUN {}: {e}", prog.display());
+        let r = match (&xdp_prog, &tc_prog) {
+            (Some(p), _) => p.test_run(opts),
+            (_, Some(p)) => p.test_run(opts),
+            _ => unreachable!("one of them is loaded"),
         }
-        total_ns += u64::from(attr.duration);
-        retval = attr.retval;
+        .with_context(what)?;
+        total += r.duration;
+        retval = r.return_value;
     }
-    unsafe { libc::close(fd as i32) };
-    Ok((retval, total_ns as f64 / f64::from(runs.max(1))))
+    Ok((retval, total.as_nanos() as f64 / f64::from(runs.max(1))))
 }
