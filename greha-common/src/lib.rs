@@ -11,6 +11,11 @@
 pub mod names {
     /// XDP program that counts every frame received on an interface.
     pub const PROG_COUNT: &str = "greha_count";
+    /// The XDP program greha attaches: counting and the VRRP check, as
+    /// [`MAP_XDP_IF`] says per interface.
+    pub const PROG_XDP: &str = "greha_xdp";
+    /// Hash: ifindex -> `XDP_IF_*` flags, written by userspace.
+    pub const MAP_XDP_IF: &str = "GREHA_XDP_IF";
     /// Per-CPU hash of [`super::PacketCounters`] keyed by ifindex.
     pub const MAP_IF_COUNTERS: &str = "GREHA_IF_COUNTERS";
     /// tc ingress on an underlay: decapsulates GRE for the tunnels it carries.
@@ -45,6 +50,7 @@ pub mod names {
     pub const MAP_VRRP_STATS: &str = "GREHA_VRRP_STATS";
     /// The maps userspace pins in its bpffs directory.
     pub const PINNED_MAPS: &[&str] = &[
+        MAP_XDP_IF,
         MAP_VRRP_CTL,
         MAP_VRRP_SEEN,
         MAP_VRRP_STATS,
@@ -56,6 +62,11 @@ pub mod names {
         MAP_TUNNEL_COUNTERS,
     ];
 }
+
+/// `GREHA_XDP_IF` flags: count the interface's frames.
+pub const XDP_IF_COUNT: u32 = 1;
+/// `GREHA_XDP_IF` flags: run the VRRP check on the interface.
+pub const XDP_IF_VRRP: u32 = 2;
 
 /// Most tunnels one host runs; tunnel ids are `0..MAX_TUNNELS`.
 pub const MAX_TUNNELS: u32 = 256;

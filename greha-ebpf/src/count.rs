@@ -13,6 +13,13 @@ static GREHA_IF_COUNTERS: PerCpuHashMap<u32, PacketCounters, { MAX_INTERFACES as
 
 #[xdp]
 pub fn greha_count(ctx: XdpContext) -> u32 {
+    count(&ctx);
+    xdp_action::XDP_PASS
+}
+
+/// Counts the frame against its interface.
+#[inline(always)]
+pub fn count(ctx: &XdpContext) {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let len = (ctx.data_end() - ctx.data()) as u64;
     match GREHA_IF_COUNTERS.get_ptr_mut(ifindex) {
@@ -30,5 +37,4 @@ pub fn greha_count(ctx: XdpContext) -> u32 {
             let _ = GREHA_IF_COUNTERS.insert(ifindex, first, 0);
         }
     }
-    xdp_action::XDP_PASS
 }

@@ -12,6 +12,7 @@ mod frame;
 mod gre;
 mod nop;
 mod vrrp;
+mod xdp;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

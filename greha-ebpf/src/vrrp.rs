@@ -56,7 +56,13 @@ enum Verdict {
 
 #[xdp]
 pub fn greha_vrrp(ctx: XdpContext) -> u32 {
-    match vrrp(&ctx) {
+    xdp_vrrp(&ctx)
+}
+
+/// The check as an XDP verdict.
+#[inline(always)]
+pub fn xdp_vrrp(ctx: &XdpContext) -> u32 {
+    match vrrp(ctx) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
     }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use greha_common::names;
+use greha_common::XDP_IF_COUNT;
 use tokio::{
     signal::unix::{Signal, SignalKind, signal},
     sync::{Semaphore, mpsc, oneshot},
@@ -637,8 +637,9 @@ fn attach_counters(opts: &Options, ifaces: &[String]) -> Result<()> {
             if done.contains(iface) {
                 return Err(anyhow!("interface {iface} is listed twice"));
             }
-            let pin = crate::pins::count(iface);
-            if dp.pinned_link_exists(&pin) {
+            let ifindex = nix::net::if_::if_nametoindex(iface.as_str())
+                .map_err(|_| anyhow!("interface {iface} does not exist"))?;
+            if dp.xdp_in_use(ifindex, XDP_IF_COUNT) {
                 // Kept by an earlier run (--keep-datapath): still counting.
                 info!(
                     iface,
@@ -646,10 +647,10 @@ fn attach_counters(opts: &Options, ifaces: &[String]) -> Result<()> {
                 );
                 return Ok(());
             }
-            let ifindex = nix::net::if_::if_nametoindex(iface.as_str())
-                .map_err(|_| anyhow!("interface {iface} does not exist"))?;
-            let mode = dp.attach_xdp_pinned(names::PROG_COUNT, ifindex, &pin)?;
-            info!(iface, %mode, "counting frames");
+            match dp.xdp_use(ifindex, XDP_IF_COUNT)? {
+                Some(mode) => info!(iface, %mode, "counting frames"),
+                None => info!(iface, "counting frames (greha_xdp was there already)"),
+            }
             Ok(())
         })();
         if let Err(e) = attached {
@@ -668,8 +669,13 @@ fn detach_counters(opts: &Options, ifaces: &[String]) -> Result<()> {
     }
     let dp = Datapath::open(&opts.pin_dir)?;
     for iface in ifaces {
-        dp.detach_pinned(&crate::pins::count(iface))?;
-        info!(iface, program = names::PROG_COUNT, "detached");
+        // Gone with its interface: nothing of it is left to count.
+        let Ok(ifindex) = nix::net::if_::if_nametoindex(iface.as_str()) else {
+            warn!(iface, "not counting any more: the interface is gone");
+            continue;
+        };
+        dp.xdp_release(ifindex, XDP_IF_COUNT)?;
+        info!(iface, "not counting any more");
     }
     dp.release_if_unused()?;
     Ok(())

@@ -30,12 +30,12 @@ use greha_common::names;
 use nix::fcntl::{Flock, FlockArg};
 use tracing::{debug, info};
 
-use crate::bpffs;
+use crate::{bpffs, pins};
 
 /// The eBPF object built by `build.rs` (empty when built with AYA_BUILD_SKIP).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/greha"));
 
-const XDP_PROGRAMS: &[&str] = &[names::PROG_COUNT, names::PROG_VRRP];
+const XDP_PROGRAMS: &[&str] = &[names::PROG_XDP, names::PROG_COUNT, names::PROG_VRRP];
 const TC_PROGRAMS: &[&str] = &[
     names::PROG_GRE_ENCAP,
     names::PROG_GRE_DECAP,
@@ -76,7 +76,7 @@ fn progs_dir_name() -> String {
     for &b in OBJECT {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    crate::pins::progs_dir(h)
+    pins::progs_dir(h)
 }
 
 impl Datapath {
@@ -115,7 +115,7 @@ impl Datapath {
             .filter(|p| {
                 p.file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| crate::pins::is_progs_dir(n) && n != self.progs_dir)
+                    .is_some_and(|n| pins::is_progs_dir(n) && n != self.progs_dir)
             })
             .collect()
     }
@@ -148,7 +148,7 @@ impl Datapath {
     }
 
     fn links_dir(&self) -> PathBuf {
-        self.pin_dir.join(crate::pins::LINKS_DIR)
+        self.pin_dir.join(pins::LINKS_DIR)
     }
 
     /// Path of a pinned attachment, named by what it is for.
@@ -295,6 +295,60 @@ impl Datapath {
         fd.pin(self.link_pin(pin))
             .with_context(|| format!("pinning link {pin}"))?;
         Ok(mode)
+    }
+
+    /// Turns `flag` (`XDP_IF_*`) on for `ifindex`: greha_xdp runs there
+    /// (attached and pinned as [`pins::xdp`] by the first user), and does
+    /// what its flags say. Returns the attach mode if this call attached
+    /// it; nothing changes on an error.
+    pub fn xdp_use(&self, ifindex: u32, flag: u32) -> Result<Option<AttachMode>> {
+        let mut flags: aya::maps::HashMap<_, u32, u32> = self.map(names::MAP_XDP_IF)?.try_into()?;
+        let before = flags.get(&ifindex, 0).unwrap_or(0);
+        flags
+            .insert(ifindex, before | flag, 0)
+            .context("writing GREHA_XDP_IF")?;
+        let pin = pins::xdp(ifindex);
+        if self.pinned_link_exists(&pin) {
+            return Ok(None);
+        }
+        match self.attach_xdp_pinned(names::PROG_XDP, ifindex, &pin) {
+            Ok(mode) => Ok(Some(mode)),
+            Err(e) => {
+                let _ = if before == 0 {
+                    flags.remove(&ifindex)
+                } else {
+                    flags.insert(ifindex, before, 0)
+                };
+                Err(e)
+            }
+        }
+    }
+
+    /// Turns `flag` off for `ifindex`; greha_xdp is detached from it when
+    /// no flag is left.
+    pub fn xdp_release(&self, ifindex: u32, flag: u32) -> Result<()> {
+        let mut flags: aya::maps::HashMap<_, u32, u32> = self.map(names::MAP_XDP_IF)?.try_into()?;
+        let left = flags.get(&ifindex, 0).unwrap_or(0) & !flag;
+        if left != 0 {
+            flags
+                .insert(ifindex, left, 0)
+                .context("writing GREHA_XDP_IF")?;
+            return Ok(());
+        }
+        self.detach_pinned(&pins::xdp(ifindex))?;
+        let _ = flags.remove(&ifindex);
+        Ok(())
+    }
+
+    /// Whether `flag` is on for `ifindex` with greha_xdp attached there.
+    pub fn xdp_in_use(&self, ifindex: u32, flag: u32) -> bool {
+        let on = self
+            .map(names::MAP_XDP_IF)
+            .ok()
+            .and_then(|m| aya::maps::HashMap::<_, u32, u32>::try_from(m).ok())
+            .and_then(|m| m.get(&ifindex, 0).ok())
+            .is_some_and(|f| f & flag != 0);
+        on && self.pinned_link_exists(&pins::xdp(ifindex))
     }
 
     /// Attaches tc program `prog` to `iface` (tcx, ingress or egress) and

@@ -3,8 +3,8 @@
 //! one build, and the attachments (links) by what they are for. Whoever
 //! pins or looks for a pin takes its name from here.
 //!
-//! bpffs refuses '.' in a name, which interface names may have (eth0.100):
-//! names built from an interface name go through [`safe`].
+//! Names are built from numbers only: bpffs refuses '.', which interface
+//! names may have (eth0.100).
 
 /// The directory of the attachments' link pins.
 pub const LINKS_DIR: &str = "links";
@@ -19,13 +19,12 @@ pub fn is_progs_dir(name: &str) -> bool {
     name.starts_with("progs-")
 }
 
-/// The counting XDP program on an interface (`--count IF`), by name: the
-/// operator names it, and a restart finds it again by that name.
-pub fn count(iface: &str) -> String {
-    format!("count-{}", safe(iface))
+/// greha_xdp on an interface, shared by counting and the VRRP fast path.
+pub fn xdp(ifindex: u32) -> String {
+    format!("xdp-{ifindex}")
 }
 
-/// The VRRP fast path on an interface (XDP, or tcx on a greha tunnel).
+/// The VRRP fast path at tcx ingress of a greha tunnel.
 pub fn vrrp(ifindex: u32) -> String {
     format!("vrrp-{ifindex}")
 }
@@ -40,24 +39,19 @@ pub fn encap(dev_ifindex: u32) -> String {
     format!("encap-{dev_ifindex}")
 }
 
-/// `name` with the characters bpffs refuses replaced.
-fn safe(name: &str) -> String {
-    name.replace('.', "_")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_bpffs_accepts() {
-        assert_eq!(count("eth0.100"), "count-eth0_100");
+        assert_eq!(xdp(4), "xdp-4");
         assert_eq!(vrrp(7), "vrrp-7");
         assert_eq!(decap(3), "decap-3");
         assert_eq!(encap(9), "encap-9");
         assert_eq!(progs_dir(0xab), "progs-00000000000000ab");
         assert!(is_progs_dir(&progs_dir(1)));
-        for n in [count("a.b"), vrrp(1), decap(1), encap(1)] {
+        for n in [xdp(1), vrrp(1), decap(1), encap(1)] {
             assert!(!n.contains('.') && !n.contains('/'), "{n}");
         }
     }

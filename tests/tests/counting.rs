@@ -159,3 +159,53 @@ fn unknown_interface_is_refused_and_nothing_is_left() -> Result<()> {
     assert!(!pin_dir.exists(), "{} left behind", pin_dir.display());
     Ok(())
 }
+
+/// Counting and the VRRP fast path share an interface (one XDP program,
+/// greha_xdp, doing what each asks): the backup's interface counts every
+/// frame, the master's adverts included, while the fast path absorbs the
+/// steady ones; each goes away on its own.
+#[test]
+fn counting_and_the_vrrp_fast_path_share_an_interface() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    let link = lab.link(&a, "192.0.2.1/24", &b, "192.0.2.2/24")?;
+    link.pin_neighbours()?;
+    let vrrp = |p: u8| {
+        format!("VI_1 interface eth0 vrid 51 priority {p} advert-int 0.1 vip 203.0.113.10/24")
+    };
+    let mut cmd = lab.greha(&a);
+    cmd.args(["run", "--vrrp", &vrrp(150)]);
+    let mut ga = a.spawn(&lab, cmd, true)?;
+    ga.wait_ready(SHORT)?;
+    let pin_dir = lab.pin_dir("b");
+    let mut cmd = lab.greha(&b);
+    cmd.args(["run", "--count", &link.b.ifname, "--vrrp", &vrrp(100)]);
+    let mut gb = b.spawn(&lab, cmd, true)?;
+    gb.wait_ready(SHORT)?;
+    let prog_id = xdp_prog_id(&b, &link.b.ifname)?.context("no XDP program attached")?;
+    let name =
+        run(Command::new("bpftool").args(["prog", "show", "id", &prog_id.to_string(), "-j"]))?;
+    ensure!(name.contains("\"greha_xdp\""), "{name}");
+    wait_until(SHORT, "adverts absorbed on the counted interface", || {
+        let v = lab.greha_status(&b)?;
+        Ok(v["vrrp"][0]["fastpath"]["absorbed"].as_u64() >= Some(10))
+    })?;
+    let v = lab.greha_status(&b)?;
+    let fp = &v["vrrp"][0]["fastpath"];
+    let (packets, _) = greha_counts(&b, &pin_dir, &link.b.ifname)?;
+    // Every advert that reached the fast path was counted first.
+    let adverts = fp["absorbed"].as_u64().unwrap_or(0) + fp["to_daemon"].as_u64().unwrap_or(0);
+    ensure!(
+        packets >= adverts && adverts > 0,
+        "counted {packets}, adverts {adverts}: {fp}"
+    );
+    ensure!(v["vrrp"][0]["state"] == "backup", "{v}");
+    // Stopping B's VRRP and counting together leaves nothing on the
+    // interface.
+    let status = gb.terminate(SHORT)?;
+    ensure!(status.success(), "greha exited {status}:\n{}", gb.log());
+    assert_eq!(xdp_prog_id(&b, &link.b.ifname)?, None);
+    assert!(!pin_dir.exists(), "{} left behind", pin_dir.display());
+    Ok(())
+}

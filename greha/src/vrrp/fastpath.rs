@@ -9,7 +9,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Result;
 use greha_common::{
     MAX_VRRP, VRRP_STATE_BACKUP, VRRP_STATE_FAULT, VRRP_STATE_INIT, VRRP_STATE_MASTER, VrrpCtl,
-    VrrpKey, VrrpSeen, VrrpStats, names,
+    VrrpKey, VrrpSeen, VrrpStats, XDP_IF_VRRP, names,
 };
 use tracing::{info, warn};
 
@@ -150,10 +150,10 @@ impl FastPath {
                 maps.seen.write(slot, VrrpSeen::default());
             }
             let pin = pins::vrrp(ifindex);
-            if !dp.pinned_link_exists(&pin) {
-                let tunnels: aya::maps::HashMap<_, u32, u32> =
-                    dp.map(names::MAP_TUNNEL_BY_DEV)?.try_into()?;
-                if tunnels.get(&ifindex, 0).is_ok() {
+            let tunnels: aya::maps::HashMap<_, u32, u32> =
+                dp.map(names::MAP_TUNNEL_BY_DEV)?.try_into()?;
+            if tunnels.get(&ifindex, 0).is_ok() {
+                if !dp.pinned_link_exists(&pin) {
                     dp.attach_tc_pinned(
                         names::PROG_VRRP_TC,
                         iface,
@@ -161,10 +161,9 @@ impl FastPath {
                         &pin,
                     )?;
                     info!(instance = %name, iface, "VRRP fast path attached (tcx ingress of a greha tunnel)");
-                } else {
-                    let mode = dp.attach_xdp_pinned(names::PROG_VRRP, ifindex, &pin)?;
-                    info!(instance = %name, iface, %mode, "VRRP fast path attached");
                 }
+            } else if let Some(mode) = dp.xdp_use(ifindex, XDP_IF_VRRP)? {
+                info!(instance = %name, iface, %mode, "VRRP fast path attached");
             }
             Ok(())
         })();
@@ -221,7 +220,12 @@ impl FastPath {
         }
         if let (false, Some(pin_dir)) = (still_used, &self.pin_dir) {
             let done = Datapath::open(pin_dir).and_then(|dp| {
-                dp.detach_pinned(&pins::vrrp(fast.key.ifindex))?;
+                let tc = pins::vrrp(fast.key.ifindex);
+                if dp.pinned_link_exists(&tc) {
+                    dp.detach_pinned(&tc)?;
+                } else {
+                    dp.xdp_release(fast.key.ifindex, XDP_IF_VRRP)?;
+                }
                 dp.release_if_unused().map(|_| ())
             });
             if let Err(e) = done {
