@@ -17,12 +17,14 @@ use crate::frame::{Scratch, fold, ones_sum};
 use aya_ebpf::{
     bindings::{
         BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
-        BPF_F_INGRESS, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT, bpf_adj_room_mode,
-        bpf_fib_lookup,
+        BPF_F_INGRESS, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT,
+        bpf_adj_room_mode, bpf_fib_lookup, bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1,
     },
     bpf_f_adj_room_encap_l2,
     btf_maps::{Array, HashMap, PerCpuArray},
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_skb_change_head},
+    helpers::{
+        bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_skb_change_head,
+    },
     macros::{btf_map, classifier},
     programs::TcContext,
 };
@@ -295,7 +297,14 @@ fn encap(ctx: &TcContext) -> i32 {
     fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(cfg.local);
     fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(cfg.remote);
     let rc = unsafe { fib_lookup(skb.cast(), &mut fib, size_of::<bpf_fib_lookup>() as i32, 0) };
-    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
+    // A route but no resolved neighbour: the entry greha made is gone (a
+    // link down flushes it). An IPv4 frame then goes out through
+    // bpf_redirect_neigh, which has the kernel resolve the next hop (the
+    // frame waits for ARP, as the stack's own would) and so makes the
+    // entry again; other frames wait for the next IPv4 one (VRRP adverts
+    // are IPv4). Without this the tunnel stayed dead after a flap.
+    let resolve = rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 && ethertype == ETH_P_IP;
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 && !resolve {
         c.tx_drop_no_next_hop += 1;
         return TC_ACT_SHOT;
     }
@@ -361,6 +370,18 @@ fn encap(ctx: &TcContext) -> i32 {
     }
     c.tx_packets += gso_segs.max(1) as u64;
     c.tx_bytes += inner_len as u64;
+    if resolve {
+        // The lookup left the next hop in ipv4_dst.
+        let mut nh = bpf_redir_neigh {
+            nh_family: AF_INET as u32,
+            __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 {
+                ipv4_nh: unsafe { fib.__bindgen_anon_4.ipv4_dst },
+            },
+        };
+        return unsafe {
+            bpf_redirect_neigh(fib.ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0) as i32
+        };
+    }
     unsafe { bpf_redirect(fib.ifindex, 0) as i32 }
 }
 

@@ -230,3 +230,76 @@ fn a_second_daemon_and_a_file_as_control_socket_are_refused() -> Result<()> {
     );
     Ok(())
 }
+
+/// VRRP over a greha gretap tunnel, and the master's underlay link down
+/// for 3 s (the kernel flushes its neighbour entries then): both sides are
+/// master while apart; after the link comes back the tunnel carries
+/// traffic again by itself and there is one master again within a
+/// Master_Down_Interval. On the code before the fix, the flushed next hop
+/// was never resolved again: every encapsulated frame was dropped
+/// (tx_drop_no_next_hop) and both stayed master.
+#[test]
+fn an_underlay_link_flap_heals_the_tunnel_and_the_split_brain() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(&a, &format!("{A}/24"), &b, &format!("{B}/24"))?;
+    let start = |lab: &mut Lab, host: &Host, prio: u8, local: u8, remote: u8| -> Result<Proc> {
+        let mut cmd = lab.greha(host);
+        cmd.args([
+            "run",
+            "--tunnel",
+            &format!(
+                "gretap1 mode gretap local 198.51.100.{local} remote 198.51.100.{remote} \
+                 address 192.0.2.{local}/24"
+            ),
+            "--vrrp",
+            &format!("VI_1 interface gretap1 vrid 51 priority {prio} advert-int 0.1 vip {VIP}/24"),
+        ]);
+        let mut g = host.spawn(lab, cmd, true)?;
+        g.wait_ready(SHORT)?;
+        Ok(g)
+    };
+    let _ga = start(&mut lab, &a, 150, 1, 2)?;
+    wait_until(SHORT, "A master", || {
+        Ok(vi_1(&mut lab, &a)?["state"] == "master")
+    })?;
+    let _gb = start(&mut lab, &b, 100, 2, 1)?;
+    wait_until(SHORT, "B following A over the tunnel", || {
+        let vb = vi_1(&mut lab, &b)?;
+        Ok(vb["state"] == "backup" && vb["master"] == "192.0.2.1")
+    })?;
+    a.ip(&["link", "set", "eth0", "down"])?;
+    wait_until(SHORT, "B master while apart", || {
+        Ok(vi_1(&mut lab, &b)?["state"] == "master")
+    })?;
+    // The partition lasts 3 s, as in the report.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    a.ip(&["link", "set", "eth0", "up"])?;
+    let healed = std::time::Instant::now();
+    // One Master_Down_Interval (360 ms at B's priority), plus the link's
+    // own coming up and the first ARP exchange.
+    wait_until(
+        std::time::Duration::from_secs(3),
+        "one master again",
+        || {
+            let (va, vb) = (vi_1(&mut lab, &a)?, vi_1(&mut lab, &b)?);
+            Ok(va["state"] == "master" && vb["state"] == "backup")
+        },
+    )
+    .with_context(|| {
+        format!(
+            "after {:?}: A {:#}\nB {:#}\nA's tunnel: {}",
+            healed.elapsed(),
+            vi_1(&mut lab, &a).unwrap_or_default(),
+            vi_1(&mut lab, &b).unwrap_or_default(),
+            greha_tests::run(lab.greha(&a).args(["tunnel", "show", "--json"])).unwrap_or_default()
+        )
+    })?;
+    greha_tests::run(
+        a.command("ping")
+            .args(["-c", "3", "-i", "0.2", "-W", "2", "192.0.2.2"]),
+    )
+    .context("no traffic through the tunnel after the flap")?;
+    Ok(())
+}
