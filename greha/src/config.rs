@@ -192,6 +192,8 @@ const VRRP_KEYS: &[&str] = &[
     "garp_repeat",
     "garp_delay",
     "garp_refresh",
+    "garp_lower_prio_repeat",
+    "garp_lower_prio_delay",
     "notify_master",
     "notify_backup",
     "notify_fault",
@@ -273,7 +275,11 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
         "vrrp instance",
         t,
         VRRP_KEYS,
-        &[("preempt", "nopreempt"), ("fastpath", "no-fastpath")],
+        &[
+            ("preempt", "nopreempt"),
+            ("fastpath", "no-fastpath"),
+            ("higher_prio_send_advert", "no-higher-prio-send-advert"),
+        ],
         &[("unicast_peers", "unicast-peer")],
         &mut w,
     )?;

@@ -226,6 +226,8 @@ fn instance(
             "garp_master_delay" => Some("garp_delay"),
             "garp_master_repeat" => Some("garp_repeat"),
             "garp_master_refresh" => Some("garp_refresh"),
+            "garp_lower_prio_delay" => Some("garp_lower_prio_delay"),
+            "garp_lower_prio_repeat" => Some("garp_lower_prio_repeat"),
             _ => None,
         };
         if let Some(field) = simple {

@@ -12,6 +12,9 @@ use crate::{netlink, spec::SpecError};
 
 const OBJECT: &str = "vrrp instance";
 
+/// Most gratuitous ARPs per VIP in one burst.
+const MAX_GARP_REPEAT: u32 = 255;
+
 /// A virtual address and where it lives (the seed runs VRRP on gretap1 and
 /// puts the VIP on eth0).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +59,15 @@ pub struct InstanceDef {
     /// While master, announce the VIPs again at this interval
     /// (keepalived's garp_master_refresh); never when zero.
     pub garp_refresh: Duration,
+    /// Gratuitous ARPs per VIP when a master hears a lower priority, and
+    /// again after the delay (keepalived's garp_lower_prio_repeat and
+    /// _delay, whose defaults are those of garp_master_repeat and _delay).
+    pub garp_lower_prio_repeat: u32,
+    pub garp_lower_prio_delay: Duration,
+    /// Send one advert before yielding to a higher priority as master
+    /// (keepalived's higher_prio_send_advert; on by default here, so a
+    /// healed split brain always ends with the VIPs re-announced).
+    pub higher_prio_send_advert: bool,
     /// Let the XDP fast path check adverts and absorb the steady ones
     /// (`no-fastpath` turns it off: the daemon then sees every advert).
     pub fastpath: bool,
@@ -177,6 +189,9 @@ impl InstanceDef {
             unicast_peers: Vec::new(),
             unicast_src: None,
             garp_refresh: Duration::ZERO,
+            garp_lower_prio_repeat: 5,
+            garp_lower_prio_delay: Duration::from_secs(5),
+            higher_prio_send_advert: true,
             fastpath: true,
         };
         let mut vrid = None;
@@ -238,12 +253,27 @@ impl InstanceDef {
                         v => return Err(bad(&name, word, v, "is not keepalived or rfc9568")),
                     }
                 }
-                "garp-repeat" => {
+                "garp-repeat" | "garp-lower-prio-repeat" => {
                     let v = value()?;
-                    d.garp_repeat = v
-                        .parse()
-                        .map_err(|_| bad(&name, word, v, "is not a count"))?;
+                    // Sent in one burst per VIP: a huge count would stall
+                    // the sender for seconds.
+                    let n = v
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| *n <= MAX_GARP_REPEAT)
+                        .ok_or_else(|| bad(&name, word, v, "is not a count (0 to 255)"))?;
+                    if word == "garp-repeat" {
+                        d.garp_repeat = n;
+                    } else {
+                        d.garp_lower_prio_repeat = n;
+                    }
                 }
+                "garp-lower-prio-delay" => {
+                    let v = value()?;
+                    let cs = parse_seconds_cs(&name, word, v)?;
+                    d.garp_lower_prio_delay = Duration::from_millis(u64::from(cs) * 10);
+                }
+                "no-higher-prio-send-advert" => d.higher_prio_send_advert = false,
                 "unicast-peer" => {
                     let v = value()?;
                     d.unicast_peers.push(

@@ -34,6 +34,11 @@ pub struct Config {
     pub vips: Vec<Ipv4Addr>,
     /// v2 only.
     pub auth: Auth,
+    /// As master, send one advert of ours before yielding to a higher
+    /// priority (keepalived's higher_prio_send_advert): after a split
+    /// brain heals, the new master then hears a lower priority and
+    /// re-announces its VIPs, even if its advert crossed first.
+    pub higher_prio_send_advert: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +84,10 @@ pub enum Action {
     AddVips,
     /// Remove the virtual addresses this instance added.
     DelVips,
+    /// Announce the VIPs again (gratuitous ARP): a master heard a lower
+    /// priority, so some hosts may have the other router's MAC for them
+    /// (keepalived's garp_lower_prio_repeat and _delay).
+    ReannounceVips,
     Transition {
         from: State,
         to: State,
@@ -490,6 +499,10 @@ impl Instance {
                     self.send(p, out);
                     self.adver_timer = Some(now + self.advert_interval());
                 } else if theirs_wins {
+                    if self.cfg.higher_prio_send_advert {
+                        let p = self.priority;
+                        self.send(p, out);
+                    }
                     if self.cfg.version == Version::V3 {
                         self.master_adver_interval_cs = adv.interval_cs;
                     }
@@ -499,10 +512,12 @@ impl Instance {
                 } else {
                     // A lower-priority router thinks it is master: answer
                     // at once rather than let two masters run for an
-                    // interval (keepalived does the same).
+                    // interval (keepalived does the same), and take the
+                    // VIPs' MAC back from whoever it convinced.
                     let p = self.priority;
                     self.send(p, out);
                     self.adver_timer = Some(now + self.advert_interval());
+                    out.push(Action::ReannounceVips);
                 }
             }
         }

@@ -26,6 +26,7 @@ fn cfg(version: Version, priority: u8, interval_cs: u16) -> Config {
         } else {
             Auth::None
         },
+        higher_prio_send_advert: false,
     }
 }
 
@@ -489,4 +490,37 @@ fn interval_zero_is_an_error_and_ignored() {
     assert_eq!(master.state(), State::Master);
     assert_eq!(master.handle(ms(4010), from(HIGH, higher)), vec![]);
     assert_eq!(master.state(), State::Master);
+}
+
+/// After a split brain heals: the master that wins re-announces its VIPs
+/// when it hears the other's lower priority, and the one that yields
+/// first sends one advert of its own (when configured), so the winner
+/// hears it whichever advert crossed first.
+#[test]
+fn a_healed_split_brain_reannounces_the_vips() {
+    let c = cfg(Version::V3, 150, 100);
+    let mut winner = started(c.clone());
+    winner.handle(ms(4000), Event::Timer);
+    assert_eq!(winner.state(), State::Master);
+    let acts = winner.handle(ms(5000), from(LOW, advert(&c, 100)));
+    assert_eq!(sends(&acts), vec![150]);
+    assert!(acts.contains(&Action::ReannounceVips), "{acts:?}");
+    // Equal priority from a lower address: ours wins too.
+    let acts = winner.handle(ms(5010), from(LOW, advert(&c, 150)));
+    assert!(acts.contains(&Action::ReannounceVips), "{acts:?}");
+
+    for send in [false, true] {
+        let low = Config {
+            priority: 100,
+            higher_prio_send_advert: send,
+            ..c.clone()
+        };
+        let mut loser = started(low.clone());
+        loser.handle(ms(4000), Event::Timer);
+        assert_eq!(loser.state(), State::Master);
+        let acts = loser.handle(ms(5000), from(HIGH, advert(&c, 150)));
+        assert_eq!(loser.state(), State::Backup);
+        assert_eq!(sends(&acts), if send { vec![100] } else { vec![] });
+        assert!(acts.contains(&Action::DelVips));
+    }
 }

@@ -278,6 +278,7 @@ mod tests {
             primary_ip: Ipv4Addr::new(198, 51, 100, 1),
             vips: d.vips.iter().map(|v| v.addr).collect(),
             auth: d.auth.clone(),
+            higher_prio_send_advert: d.higher_prio_send_advert,
         })
     }
 

@@ -47,6 +47,8 @@ struct Running {
     /// VIPs this run added, removed exactly on leaving Master.
     added: Vec<(u32, Ipv4Addr)>,
     garp: Option<JoinHandle<()>>,
+    /// The re-announcement after hearing a lower priority as master.
+    lower_garp: Option<JoinHandle<()>>,
     transitions: Transitions,
     trackers: Vec<Tracker>,
     /// A weightless tracker is down: the engine was told Fault(true).
@@ -258,6 +260,7 @@ impl Vrrp {
             primary_ip: primary,
             vips: def.vips.iter().map(|v| v.addr).collect(),
             auth: def.auth.clone(),
+            higher_prio_send_advert: def.higher_prio_send_advert,
         };
         let fast = if def.fastpath {
             let used: Vec<u32> = self
@@ -282,6 +285,7 @@ impl Vrrp {
             vips,
             added: Vec::new(),
             garp: None,
+            lower_garp: None,
             transitions: Transitions::default(),
             trackers,
             faulted: false,
@@ -317,7 +321,7 @@ impl Vrrp {
         for t in r.script_tasks {
             t.abort();
         }
-        if let Some(g) = r.garp {
+        for g in [r.garp, r.lower_garp].into_iter().flatten() {
             g.abort();
         }
     }
@@ -624,6 +628,41 @@ impl Vrrp {
         self.fast.forget(fast, still_used);
     }
 
+    /// Gratuitous ARPs for instance `i`'s VIPs, off the loop: `repeat` per
+    /// VIP at once, again after `delay`, then every `refresh` unless it is
+    /// zero. Abort the task to stop it (on leaving Master).
+    fn announce(
+        &self,
+        i: usize,
+        repeat: u32,
+        delay: Duration,
+        refresh: Duration,
+    ) -> JoinHandle<()> {
+        let r = &self.instances[i];
+        let targets: Vec<(u32, [u8; 6], Ipv4Addr)> =
+            r.vips.iter().map(|v| (v.ifindex, v.mac, v.addr)).collect();
+        let name = r.def.name.clone();
+        let arp = self.arp.clone();
+        tokio::spawn(async move {
+            for round in 0.. {
+                match round {
+                    0 => {}
+                    1 if delay.is_zero() && refresh.is_zero() => break,
+                    1 => tokio::time::sleep(delay).await,
+                    _ if refresh.is_zero() => break,
+                    _ => tokio::time::sleep(refresh).await,
+                }
+                for _ in 0..repeat {
+                    for (ifindex, mac, vip) in &targets {
+                        if let Err(e) = arp.send(*ifindex, *mac, *vip) {
+                            warn!(instance = %name, "{e:#}");
+                        }
+                    }
+                }
+            }
+        })
+    }
+
     async fn act(&mut self, i: usize, action: Action) -> Result<()> {
         let r = &mut self.instances[i];
         match action {
@@ -678,37 +717,26 @@ impl Vrrp {
                         r.added.push((v.ifindex, v.addr));
                     }
                 }
-                let targets: Vec<(u32, [u8; 6], Ipv4Addr)> =
-                    r.vips.iter().map(|v| (v.ifindex, v.mac, v.addr)).collect();
                 let (repeat, delay, refresh) =
                     (r.def.garp_repeat, r.def.garp_delay, r.def.garp_refresh);
-                let name = r.def.name.clone();
-                let arp = self.arp.clone();
-                if let Some(old) = r.garp.take() {
+                let task = self.announce(i, repeat, delay, refresh);
+                let r = &mut self.instances[i];
+                if let Some(old) = r.garp.replace(task) {
                     old.abort();
                 }
-                r.garp = Some(tokio::spawn(async move {
-                    // A burst at once, another after `delay`, then one every
-                    // `refresh` while master (aborted on leaving it).
-                    for round in 0.. {
-                        match round {
-                            0 => {}
-                            1 => tokio::time::sleep(delay).await,
-                            _ if refresh.is_zero() => break,
-                            _ => tokio::time::sleep(refresh).await,
-                        }
-                        for _ in 0..repeat {
-                            for (ifindex, mac, vip) in &targets {
-                                if let Err(e) = arp.send(*ifindex, *mac, *vip) {
-                                    warn!(instance = %name, "{e:#}");
-                                }
-                            }
-                        }
+            }
+            Action::ReannounceVips => {
+                let (repeat, delay) = (r.def.garp_lower_prio_repeat, r.def.garp_lower_prio_delay);
+                if repeat > 0 {
+                    let task = self.announce(i, repeat, delay, Duration::ZERO);
+                    let r = &mut self.instances[i];
+                    if let Some(old) = r.lower_garp.replace(task) {
+                        old.abort();
                     }
-                }));
+                }
             }
             Action::DelVips => {
-                if let Some(g) = r.garp.take() {
+                for g in [r.garp.take(), r.lower_garp.take()].into_iter().flatten() {
                     g.abort();
                 }
                 for (ifindex, addr) in std::mem::take(&mut r.added) {
@@ -765,7 +793,7 @@ impl Drop for Vrrp {
             for t in &r.script_tasks {
                 t.abort();
             }
-            if let Some(g) = r.garp.take() {
+            for g in [r.garp.take(), r.lower_garp.take()].into_iter().flatten() {
                 g.abort();
             }
         }
