@@ -396,3 +396,65 @@ fn a_healed_split_brain_reannounces_the_vip_to_clients() -> Result<()> {
     );
     Ok(())
 }
+
+/// A track script that times out is killed with its children: it runs in
+/// a process group of its own and the group goes. Before, each timed-out
+/// run left its children behind (24 orphans in 6 s in the report).
+#[test]
+fn a_timed_out_track_script_leaves_no_process_behind() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let lan = lab.switch("lan")?;
+    let a = lab.host("a")?;
+    lab.plug(&a, &format!("{A}/24"), &lan)?;
+    // A marker no other process has: the lab's id in the sleep's argument.
+    let marker = format!("{}.{}", 3000 + std::process::id() % 1000, lab.id().len());
+    let script = lab.tmp().join("slow-check.sh");
+    let runs = lab.tmp().join("runs");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho run >> {}\nsleep {marker} &\nsleep {marker}\n",
+            runs.display()
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let orphans = || -> Result<usize> {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", &format!("^sleep {marker}$")])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).lines().count())
+    };
+    ensure!(orphans()? == 0, "marker {marker} already in use");
+    let mut g = greha(
+        &mut lab,
+        &a,
+        150,
+        &format!(
+            "track-script {} interval 0.1 timeout 0.2 weight -10",
+            script.display()
+        ),
+    )?;
+    // Three timed-out runs: the priority has fallen by the weight.
+    wait_until(SHORT, "the check to have failed", || {
+        Ok(vi_1(&mut lab, &a)?["priority"] == 140)
+    })?;
+    wait_until(SHORT, "six runs", || {
+        Ok(std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 6)
+    })?;
+    // At most the run under way may have its two sleeps now.
+    let left = orphans()?;
+    let status = g.terminate(SHORT)?;
+    ensure!(status.success(), "greha exited {status}:\n{}", g.log());
+    ensure!(
+        left <= 2,
+        "{left} processes of timed-out checks left running"
+    );
+    wait_until(SHORT, "nothing left once greha stopped", || {
+        Ok(orphans()? == 0)
+    })?;
+    Ok(())
+}

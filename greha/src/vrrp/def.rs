@@ -406,6 +406,16 @@ impl InstanceDef {
                         ifname(&name, "dev", &v)?;
                         vip.dev = Some(v);
                     } else {
+                        // The kernel keeps 15 bytes of a label; a longer one
+                        // is refused when the VIP is added, as master.
+                        if v.is_empty() || v.len() > 15 {
+                            return Err(err(
+                                &name,
+                                "label",
+                                format!("{v:?} is {} bytes long; labels have 1 to 15", v.len()),
+                            )
+                            .value(&v));
+                        }
                         vip.label = Some(v);
                     }
                 }
@@ -422,6 +432,17 @@ impl InstanceDef {
             return Err(err(&name, "interface", "an interface is required"));
         }
         d.vrid = vrid.ok_or_else(|| err(&name, "vrid", "a VRID is required"))?;
+        if d.vips.len() > 255 {
+            // An advert's address count is one byte.
+            return Err(err(
+                &name,
+                "vip",
+                format!(
+                    "{} virtual addresses; an instance has at most 255",
+                    d.vips.len()
+                ),
+            ));
+        }
         if d.vips.is_empty() {
             return Err(err(
                 &name,
@@ -555,6 +576,21 @@ mod tests {
     }
 
     #[test]
+    fn at_most_255_vips() {
+        let vips = |n: u32| {
+            (0..n)
+                .map(|i| format!(" vip 10.0.{}.{}", i / 250, i % 250 + 1))
+                .collect::<String>()
+        };
+        assert!(parse(&format!("v interface eth0 vrid 1{}", vips(255))).is_ok());
+        let e = parse(&format!("v interface eth0 vrid 1{}", vips(256))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "vrrp instance v: vip: 256 virtual addresses; an instance has at most 255"
+        );
+    }
+
+    #[test]
     fn errors_name_the_field_and_value() {
         for (input, want) in [
             (
@@ -604,6 +640,18 @@ mod tests {
             (
                 "v interface eth0 vrid 1 vip 192.0.2.5 color red",
                 "unknown keyword \"color\"",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.5 label eth0:a-very-long-label",
+                "label: \"eth0:a-very-long-label\" is 22 bytes long; labels have 1 to 15",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.5 garp-repeat 2000000",
+                "garp-repeat: \"2000000\" is not a count (0 to 255)",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.5 garp-lower-prio-repeat -1",
+                "garp-lower-prio-repeat: \"-1\" is not a count (0 to 255)",
             ),
         ] {
             let got = format!("{:#}", parse(input).unwrap_err());

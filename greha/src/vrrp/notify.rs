@@ -5,6 +5,8 @@ use std::time::Duration;
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::warn;
 
+use super::track::{RunError, run_bounded};
+
 /// How long one notify command may run before it is killed.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -56,12 +58,12 @@ impl Drop for Notifier {
 }
 
 async fn run(argv: &[String]) {
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..]).kill_on_drop(true);
-    match tokio::time::timeout(NOTIFY_TIMEOUT, cmd.status()).await {
-        Ok(Ok(status)) if status.success() => {}
-        Ok(Ok(status)) => warn!(command = ?argv, %status, "notify command failed"),
-        Ok(Err(e)) => warn!(command = ?argv, "cannot run notify command: {e}"),
-        Err(_) => warn!(command = ?argv, "notify command timed out and was killed"),
+    match run_bounded(argv, NOTIFY_TIMEOUT).await {
+        Ok(status) if status.success() => {}
+        Ok(status) => warn!(command = ?argv, %status, "notify command failed"),
+        Err(RunError::Spawn(e)) => warn!(command = ?argv, "cannot run notify command: {e}"),
+        Err(RunError::TimedOut) => {
+            warn!(command = ?argv, "notify command timed out and was killed")
+        }
     }
 }

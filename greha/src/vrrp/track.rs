@@ -31,16 +31,52 @@ pub fn spawn_script(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let mut cmd = tokio::process::Command::new(&path);
-            cmd.kill_on_drop(true);
-            let ok = matches!(
-                tokio::time::timeout(timeout, cmd.status()).await,
-                Ok(Ok(s)) if s.success()
-            );
+            let ok = run_bounded(&[path.clone()], timeout)
+                .await
+                .is_ok_and(|s| s.success());
             if tx.send((id, tracker, ok)).await.is_err() {
                 break;
             }
             tokio::time::sleep(interval).await;
         }
     })
+}
+
+/// Why a bounded run did not give an exit status.
+#[derive(Debug)]
+pub enum RunError {
+    Spawn(std::io::Error),
+    TimedOut,
+}
+
+/// Runs `argv` in a process group of its own and waits at most `timeout`;
+/// then the whole group is killed, so a script's children (a `sleep` it
+/// started, a pipeline) go with it instead of piling up as orphans.
+pub async fn run_bounded(
+    argv: &[String],
+    timeout: Duration,
+) -> Result<std::process::ExitStatus, RunError> {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]).process_group(0).kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(RunError::Spawn)?;
+    // Kills the group however this ends: done, timed out, or the task
+    // aborted (the instance stopped, the daemon is shutting down).
+    let _group = child
+        .id()
+        .map(|pid| GroupKiller(nix::unistd::Pid::from_raw(pid as i32)));
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => Ok(status),
+        Ok(Err(e)) => Err(RunError::Spawn(e)),
+        Err(_) => Err(RunError::TimedOut),
+    }
+}
+
+/// SIGKILL to a process group when dropped: what a script started (a
+/// `sleep` in the background, a pipeline) goes with it.
+struct GroupKiller(nix::unistd::Pid);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(self.0, nix::sys::signal::Signal::SIGKILL);
+    }
 }
