@@ -31,7 +31,7 @@ pub fn spawn_script(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let ok = run_bounded(&[path.clone()], timeout)
+            let ok = run_bounded(std::slice::from_ref(&path), timeout)
                 .await
                 .is_ok_and(|s| s.success());
             if tx.send((id, tracker, ok)).await.is_err() {
