@@ -148,18 +148,53 @@ fn save_masters(control: &Path, masters: &[String]) {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let doc = serde_json::json!({ "at_unix_ms": now as u64, "masters": masters });
-    if let Err(e) = std::fs::write(saved_path(control), doc.to_string()) {
-        warn!("cannot save the VRRP masters for the next start: {e}");
+    if let Err(e) = write_new(&saved_path(control), doc.to_string().as_bytes()) {
+        warn!("cannot save the VRRP masters for the next start: {e:#}");
     }
 }
 
+/// Writes `path` whole or not at all: a new file beside it (never through
+/// a symlink or into a FIFO someone left there), renamed over it.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
 /// The masters a kept stop saved, removed once read: they are for the
-/// next start only.
+/// next start only. Only a regular file is read (a FIFO would hang the
+/// start, a symlink could point anywhere); a time in the future is
+/// refused by the resume window.
 fn take_saved_masters(control: &Path) -> Vec<(String, u128)> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
     let path = saved_path(control);
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    // No following a symlink, no waiting on a FIFO: opened as it is, then
+    // checked to be a regular file.
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+    else {
+        if std::fs::symlink_metadata(&path).is_ok() {
+            warn!(path = %path.display(), "ignoring the saved masters: not a regular file");
+        }
         return Vec::new();
     };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        warn!(path = %path.display(), "ignoring the saved masters: not a regular file");
+        return Vec::new();
+    }
+    let mut text = String::new();
+    let _ = f.read_to_string(&mut text);
     let _ = std::fs::remove_file(&path);
     let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
         return Vec::new();

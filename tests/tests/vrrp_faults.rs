@@ -458,3 +458,43 @@ fn a_timed_out_track_script_leaves_no_process_behind() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// The state a `--keep-datapath` stop leaves for the next start: a FIFO
+/// there does not hang the start (it used to), and a symlink there is
+/// replaced, never written through.
+#[test]
+fn the_saved_masters_file_is_never_a_trap() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let lan = lab.switch("lan")?;
+    let a = lab.host("a")?;
+    lab.plug(&a, &format!("{A}/24"), &lan)?;
+    let saved = lab.control(&a).with_extension("masters");
+    nix::unistd::mkfifo(&saved, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+    let mut g = greha(&mut lab, &a, 150, "")?;
+    let status = g.terminate(SHORT)?;
+    ensure!(status.success(), "greha exited {status}:\n{}", g.log());
+    std::fs::remove_file(&saved)?;
+
+    let victim = lab.tmp().join("victim");
+    std::fs::write(&victim, "untouched")?;
+    std::os::unix::fs::symlink(&victim, &saved)?;
+    let spec = format!("VI_1 interface eth0 vrid 51 priority 150 advert-int 0.1 vip {VIP}/24");
+    let mut cmd = lab.greha(&a);
+    cmd.args(["run", "--keep-datapath", "--vrrp", &spec]);
+    let mut g = a.spawn(&lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    wait_until(SHORT, "A master", || {
+        Ok(vi_1(&mut lab, &a)?["state"] == "master")
+    })?;
+    let status = g.terminate(SHORT)?;
+    ensure!(status.success(), "greha exited {status}:\n{}", g.log());
+    ensure!(
+        std::fs::read_to_string(&victim)? == "untouched",
+        "written through the symlink"
+    );
+    ensure!(
+        std::fs::symlink_metadata(&saved)?.file_type().is_file(),
+        "the saved masters are not a regular file"
+    );
+    Ok(())
+}
