@@ -640,6 +640,18 @@ impl Link {
     }
 }
 
+/// The pinned programs' directory (`progs-<hash>`) under a pin directory.
+pub fn progs_dir(pins: &Path) -> Result<PathBuf> {
+    fs::read_dir(pins)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("progs-"))
+        })
+        .context("no pinned programs")
+}
+
 /// Runs a pinned BPF program once per BPF_PROG_TEST_RUN call, `runs`
 /// times, on a fresh copy of `frame` each time: with the kernel's own
 /// `repeat`, a program that rewrites the packet would see its own output

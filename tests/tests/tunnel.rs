@@ -553,16 +553,7 @@ fn removing_the_last_tunnel_leaves_nothing_behind() -> Result<()> {
     // (Debian's bpftool predates tcx and cannot list those attachments.)
     let mut prog_ids = Vec::new();
     for prog in ["greha_gre_encap", "greha_gre_decap"] {
-        let progs = std::fs::read_dir(&pair.a_pins)?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("progs-")
-            })
-            .context("no progs-* directory")?;
+        let progs = greha_tests::progs_dir(&pair.a_pins)?;
         let out = run(Command::new("bpftool")
             .args(["prog", "show", "pinned"])
             .arg(progs.join(prog))
@@ -616,16 +607,7 @@ fn a_datapath_of_another_build_in_use_is_not_replaced() -> Result<()> {
     let pair = Pair::new()?;
     pair.tunnel("gretap1", "gretap", "")?;
     // Make the running datapath look like another build's.
-    let progs = std::fs::read_dir(&pair.a_pins)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("progs-")
-        })
-        .context("no progs-* directory")?;
+    let progs = greha_tests::progs_dir(&pair.a_pins)?;
     let other = pair.a_pins.join("progs-0000000000000001");
     std::fs::rename(&progs, &other)?;
     let err = greha_fails(

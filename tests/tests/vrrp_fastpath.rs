@@ -67,6 +67,23 @@ fn ctl_prio(
     v
 }
 
+/// xdp_md: data_end is the frame's length, as the kernel's test run
+/// demands; ingress_ifindex makes the frame arrive on `ifindex`.
+fn xdp_md(frame: &[u8], ifindex: u32) -> Vec<u8> {
+    let mut md = vec![0u8; 24];
+    md[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    md
+}
+
+/// __sk_buff up to ifindex (the rest zero, as the test run demands): the
+/// frame is on `ifindex`.
+fn skb_md(ifindex: u32) -> Vec<u8> {
+    let mut md = vec![0u8; 44];
+    md[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    md
+}
+
 fn key(ifindex: u32, vrid: u32) -> Vec<u8> {
     [ifindex.to_le_bytes(), vrid.to_le_bytes()].concat()
 }
@@ -157,31 +174,7 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
     )?;
     g.wait_ready(SHORT)?;
     let ifindex = ifindex(&a, "eth0")?;
-    let progs = std::fs::read_dir(&pins)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("progs-")
-        })
-        .context("no pinned programs")?;
-    // xdp_md: data_end is the frame's length, as the kernel's test run
-    // demands; ingress_ifindex makes the frame arrive on eth0.
-    let xdp_md = |frame: &[u8]| {
-        let mut md = vec![0u8; 24];
-        md[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-        md
-    };
-    // __sk_buff up to ifindex (the rest zero, as the test run demands):
-    // the frame is on eth0.
-    let skb_md = || {
-        let mut md = vec![0u8; 44];
-        md[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-        md
-    };
+    let progs = greha_tests::progs_dir(&pins)?;
 
     let pass = *b"1111\0\0\0\0";
     let v3 = key(ifindex, 51);
@@ -402,7 +395,13 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
     // The XDP program, then its tc twin for greha tunnels: one table.
     for tc in [false, true] {
         let prog = progs.join(if tc { "greha_vrrp_tc" } else { "greha_vrrp" });
-        let ctx_of = |frame: &[u8]| if tc { skb_md() } else { xdp_md(frame) };
+        let ctx_of = |frame: &[u8]| {
+            if tc {
+                skb_md(ifindex)
+            } else {
+                xdp_md(frame, ifindex)
+            }
+        };
         let as_prog = |xdp: u32| match (tc, xdp) {
             (false, v) => v,
             (true, XDP_DROP) => TC_ACT_SHOT,
@@ -538,16 +537,7 @@ fn the_programs_follow_the_steady_table() -> Result<()> {
     let mut g = a.spawn(&lab, cmd, true)?;
     g.wait_ready(SHORT)?;
     let ifindex = ifindex(&a, "eth0")?;
-    let progs = std::fs::read_dir(&pins)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("progs-")
-        })
-        .context("no pinned programs")?;
+    let progs = greha_tests::progs_dir(&pins)?;
     let vips = [VIP, Ipv4Addr::new(203, 0, 113, 11)];
     for tc in [false, true] {
         let prog = progs.join(if tc { "greha_vrrp_tc" } else { "greha_vrrp" });
@@ -578,14 +568,9 @@ fn the_programs_follow_the_steady_table() -> Result<()> {
             .to_vec();
             let f = frame(src, 255, &vrrp);
             let md = if tc {
-                let mut md = vec![0u8; 44];
-                md[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-                md
+                skb_md(ifindex)
             } else {
-                let mut md = vec![0u8; 24];
-                md[4..8].copy_from_slice(&(f.len() as u32).to_ne_bytes());
-                md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-                md
+                xdp_md(&f, ifindex)
             };
             let (got, _) = a.enter(|| prog_test_run(&prog, &f, Some(&md), 1))??;
             let want = match (tc, case.steady) {

@@ -1,14 +1,10 @@
 //! `cargo xtask bench tunnel`: greha's GRE tunnel against the plain
 //! underlay and a kernel VXLAN tunnel, in one lab and one run, plus the
 //! per-packet cost of the datapath programs under BPF_PROG_TEST_RUN.
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{fs, path::Path, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
-use greha_tests::{Host, Lab, SHORT, run, wait_until};
+use greha_tests::{Host, Lab, SHORT, progs_dir, run, wait_until};
 use serde_json::{Value, json};
 
 const A_UNDERLAY: &str = "198.51.100.1";
@@ -178,17 +174,6 @@ fn iperf3(lab: &Lab, a: &Host, b: &Host, dst: &str, extra: &[&str]) -> Result<Va
         .args(extra))?;
     server.wait(SHORT + Duration::from_secs(10))?;
     Ok(serde_json::from_str(&out)?)
-}
-
-fn progs_dir(pins: &Path) -> Result<PathBuf> {
-    fs::read_dir(pins)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("progs-"))
-        })
-        .context("no pinned programs")
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6]> {
