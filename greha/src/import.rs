@@ -3,9 +3,10 @@
 //! the keyword and the rest its arguments, `#` and `!` comments, `{ }`
 //! blocks, `$NAME=value` definitions. Whatever has no greha equivalent is
 //! listed with its line, never dropped silently.
-use std::{collections::HashMap, fmt::Write as _, path::Path};
+use std::{collections::HashMap, path::Path};
 
 use anyhow::{Context as _, Result};
+use toml::{Table, Value};
 
 /// One keyword line and the block it opens, if any.
 #[derive(Debug)]
@@ -122,11 +123,6 @@ fn parse(text: &str, dropped: &mut Vec<(usize, String)>) -> Vec<Node> {
     stack.pop().expect("root").children
 }
 
-fn q(s: &str) -> String {
-    // TOML basic strings take JSON's escapes.
-    serde_json::to_string(s).expect("a string serializes")
-}
-
 /// `keyword value` with exactly one argument; extra words are reported,
 /// as keepalived ignores them.
 fn one<'a>(n: &'a Node, dropped: &mut Vec<(usize, String)>) -> Option<&'a str> {
@@ -149,11 +145,29 @@ fn one<'a>(n: &'a Node, dropped: &mut Vec<(usize, String)>) -> Option<&'a str> {
     }
 }
 
-fn number(v: &str) -> String {
-    if v.parse::<f64>().is_ok() {
-        v.to_owned()
+/// A keepalived value as TOML data: a number where it reads as one (the
+/// spec parser takes both), a string otherwise.
+fn number(v: &str) -> Value {
+    if let Ok(i) = v.parse::<i64>() {
+        Value::Integer(i)
+    } else if let Ok(f) = v.parse::<f64>() {
+        Value::Float(f)
     } else {
-        q(v)
+        Value::String(v.to_owned())
+    }
+}
+
+fn string(v: &str) -> Value {
+    Value::String(v.to_owned())
+}
+
+/// Appends `item` to the array of tables `key` of `t`.
+fn push(t: &mut Table, key: &str, item: Table) {
+    if let Value::Array(a) = t
+        .entry(key)
+        .or_insert_with(|| Value::Array(Vec::new()))
+    {
+        a.push(Value::Table(item));
     }
 }
 
@@ -174,10 +188,13 @@ pub fn import(text: &str) -> Imported {
             }
         }
     }
-    let mut toml = String::from("# Converted from keepalived.conf by `greha import-keepalived`.\n");
+    let mut config = Table::new();
     for n in &tree {
         match n.keyword.as_str() {
-            "vrrp_instance" => instance(n, &scripts, &default_version, &mut toml, &mut out.dropped),
+            "vrrp_instance" => {
+                let t = instance(n, &scripts, &default_version, &mut out.dropped);
+                push(&mut config, "vrrp", t);
+            }
             // Turned into track_script entries where an instance uses it.
             "vrrp_script" => {}
             "global_defs" => {
@@ -193,7 +210,11 @@ pub fn import(text: &str) -> Imported {
                 .push((n.line, format!("{other}: not supported by greha"))),
         }
     }
-    out.toml = toml;
+    // Written once, from the data.
+    out.toml = format!(
+        "# Converted from keepalived.conf by `greha import-keepalived`.\n\n{}",
+        toml::to_string(&config).expect("a table of strings and numbers serializes")
+    );
     out.dropped.sort_by_key(|(l, _)| *l);
     out
 }
@@ -202,16 +223,16 @@ fn instance(
     n: &Node,
     scripts: &HashMap<&str, &Node>,
     default_version: &str,
-    toml: &mut String,
     dropped: &mut Vec<(usize, String)>,
-) {
+) -> Table {
     let name = n.args.first().map_or("VI", String::as_str);
-    let _ = writeln!(toml, "\n[[vrrp]]\nname = {}", q(name));
+    let mut t = Table::new();
+    t.insert("name".into(), string(name));
     if !n.children.iter().any(|c| c.keyword == "version") {
-        let _ = writeln!(toml, "version = {default_version}");
+        t.insert("version".into(), number(default_version));
     }
-    let mut vips = String::new();
-    let mut tracks = String::new();
+    let mut vips = Vec::new();
+    let mut tracks = Table::new();
     let mut auth_pass = None;
     for c in &n.children {
         let key = c.keyword.as_str();
@@ -233,11 +254,11 @@ fn instance(
         if let Some(field) = simple {
             if let Some(v) = one(c, dropped) {
                 let value = if matches!(field, "interface" | "unicast_src") {
-                    q(v)
+                    string(v)
                 } else {
                     number(v)
                 };
-                let _ = writeln!(toml, "{field} = {value}");
+                t.insert(field.into(), value);
             }
             continue;
         }
@@ -246,7 +267,7 @@ fn instance(
                 if let [prog] = c.args.as_slice()
                     && !prog.contains(char::is_whitespace)
                 {
-                    let _ = writeln!(toml, "{key} = {}", q(prog));
+                    t.insert(key.into(), string(prog));
                 } else {
                     dropped.push((
                         c.line,
@@ -257,7 +278,9 @@ fn instance(
                     ));
                 }
             }
-            "nopreempt" => toml.push_str("preempt = false\n"),
+            "nopreempt" => {
+                t.insert("preempt".into(), Value::Boolean(false));
+            }
             "state" => dropped.push((
                 c.line,
                 "state: greha always starts as backup, as RFC 3768/5798 do (priority decides)"
@@ -286,15 +309,13 @@ fn instance(
                         dropped.push((v.line, format!("virtual_ipaddress: {addr:?} is not an IPv4 address (an undefined $variable?)")));
                         continue;
                     }
-                    let _ = write!(vips, "\n[[vrrp.vip]]\naddress = {}\n", q(addr));
+                    let mut vip = Table::new();
+                    vip.insert("address".into(), string(addr));
                     let mut args = v.args.iter();
                     while let Some(k) = args.next() {
                         match (k.as_str(), args.next()) {
-                            ("dev", Some(d)) => {
-                                let _ = writeln!(vips, "dev = {}", q(d));
-                            }
-                            ("label", Some(l)) => {
-                                let _ = writeln!(vips, "label = {}", q(l));
+                            (k @ ("dev" | "label"), Some(d)) => {
+                                vip.insert(k.into(), string(d));
                             }
                             (k, _) => dropped.push((
                                 v.line,
@@ -302,36 +323,37 @@ fn instance(
                             )),
                         }
                     }
+                    vips.push(vip);
                 }
             }
             "unicast_peer" => {
-                let peers: Vec<String> = c.children.iter().map(|p| q(&p.keyword)).collect();
-                let _ = writeln!(toml, "unicast_peers = [{}]", peers.join(", "));
+                let peers = c.children.iter().map(|p| string(&p.keyword)).collect();
+                t.insert("unicast_peers".into(), Value::Array(peers));
             }
             "track_interface" => {
-                for t in &c.children {
-                    let _ = write!(
-                        tracks,
-                        "\n[[vrrp.track_interface]]\nname = {}\n",
-                        q(&t.keyword)
-                    );
-                    if let [w, v] = &t.args[..]
+                for ti in &c.children {
+                    let mut track = Table::new();
+                    track.insert("name".into(), string(&ti.keyword));
+                    if let [w, v] = &ti.args[..]
                         && w == "weight"
                     {
-                        let _ = writeln!(tracks, "weight = {v}");
+                        track.insert("weight".into(), number(v));
                     }
+                    push(&mut tracks, "track_interface", track);
                 }
             }
             "track_script" => {
-                for t in &c.children {
-                    let Some(s) = scripts.get(t.keyword.as_str()) else {
+                for ts in &c.children {
+                    let Some(s) = scripts.get(ts.keyword.as_str()) else {
                         dropped.push((
-                            t.line,
-                            format!("track_script: no vrrp_script {:?}", t.keyword),
+                            ts.line,
+                            format!("track_script: no vrrp_script {:?}", ts.keyword),
                         ));
                         continue;
                     };
-                    script(s, t, &mut tracks, dropped);
+                    if let Some(track) = script(s, ts, dropped) {
+                        push(&mut tracks, "track_script", track);
+                    }
                 }
             }
             other => dropped.push((
@@ -341,42 +363,46 @@ fn instance(
         }
     }
     if let Some(p) = auth_pass {
-        let _ = writeln!(toml, "auth_pass = {}", q(&p));
+        t.insert("auth_pass".into(), string(&p));
     }
-    toml.push_str(&vips);
-    toml.push_str(&tracks);
+    for vip in vips {
+        push(&mut t, "vip", vip);
+    }
+    t.extend(tracks);
+    t
 }
 
-/// A vrrp_script used by an instance's track_script entry `t`.
-fn script(s: &Node, t: &Node, tracks: &mut String, dropped: &mut Vec<(usize, String)>) {
-    let mut body = String::new();
+/// A vrrp_script used by an instance's track_script entry `ts`; none if
+/// it cannot be carried over (reported).
+fn script(s: &Node, ts: &Node, dropped: &mut Vec<(usize, String)>) -> Option<Table> {
+    let mut track = Table::new();
     let mut weight = None;
     for c in &s.children {
         match (c.keyword.as_str(), c.args.as_slice()) {
             ("script", [cmd]) if !cmd.contains(' ') => {
-                let _ = writeln!(body, "path = {}", q(cmd));
+                track.insert("path".into(), string(cmd));
             }
             ("script", args) => {
                 dropped.push((c.line, format!("vrrp_script: script {:?}: greha runs a program without arguments; put it in a script", args.join(" "))));
-                return;
+                return None;
             }
             ("interval" | "timeout" | "rise" | "fall", [v]) => {
-                let _ = writeln!(body, "{} = {}", c.keyword, number(v));
+                track.insert(c.keyword.clone(), number(v));
             }
             ("weight", [v]) => weight = Some(v.clone()),
             (k, _) => dropped.push((c.line, format!("vrrp_script: {k}: not supported"))),
         }
     }
     // The instance's weight overrides the script's, as in keepalived.
-    if let [w, v] = t.args.as_slice()
+    if let [w, v] = ts.args.as_slice()
         && w == "weight"
     {
         weight = Some(v.clone());
     }
-    let _ = write!(tracks, "\n[[vrrp.track_script]]\n{body}");
     if let Some(w) = weight {
-        let _ = writeln!(tracks, "weight = {w}");
+        track.insert("weight".into(), number(&w));
     }
+    Some(track)
 }
 
 /// Reads `path` and converts it; the result is checked by greha's own
