@@ -163,10 +163,7 @@ fn string(v: &str) -> Value {
 
 /// Appends `item` to the array of tables `key` of `t`.
 fn push(t: &mut Table, key: &str, item: Table) {
-    if let Value::Array(a) = t
-        .entry(key)
-        .or_insert_with(|| Value::Array(Vec::new()))
-    {
+    if let Value::Array(a) = t.entry(key).or_insert_with(|| Value::Array(Vec::new())) {
         a.push(Value::Table(item));
     }
 }

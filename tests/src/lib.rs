@@ -133,6 +133,8 @@ impl Lab {
             netns,
             next_if: std::cell::Cell::new(0),
         };
+        // Its greha's pins (if it runs one) go with the lab.
+        self.pin_dir(name);
         host.ip(&["link", "set", "lo", "up"])?;
         for knob in ["all", "default"] {
             host.sysctl(&format!("net.ipv6.conf.{knob}.disable_ipv6"), "1")?;
@@ -218,11 +220,15 @@ impl Lab {
     /// A unique directory path in bpffs for one greha's pins; whatever is
     /// left in it is removed with the lab.
     pub fn pin_dir(&mut self, name: &str) -> PathBuf {
-        let dir = PathBuf::from(format!("/sys/fs/bpf/greha-test-{}-{name}", self.id));
+        let dir = self.pin_path(name);
         if !self.pin_dirs.contains(&dir) {
             self.pin_dirs.push(dir.clone());
         }
         dir
+    }
+
+    fn pin_path(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("/sys/fs/bpf/greha-test-{}-{name}", self.id))
     }
 
     /// The control socket of `host`'s greha.
@@ -232,8 +238,8 @@ impl Lab {
 
     /// A greha command in `host`, with the host's pin directory and
     /// control socket; add the subcommand and its arguments.
-    pub fn greha(&mut self, host: &Host) -> Command {
-        let pins = self.pin_dir(&host.name);
+    pub fn greha(&self, host: &Host) -> Command {
+        let pins = self.pin_path(&host.name);
         let mut cmd = host.command(greha_bin());
         cmd.arg("--pin-dir")
             .arg(pins)
@@ -243,7 +249,7 @@ impl Lab {
     }
 
     /// `greha status --json` of `host`'s daemon.
-    pub fn greha_status(&mut self, host: &Host) -> Result<serde_json::Value> {
+    pub fn greha_status(&self, host: &Host) -> Result<serde_json::Value> {
         let out = run(self.greha(host).args(["status", "--json"]))?;
         Ok(serde_json::from_str(&out)?)
     }

@@ -84,12 +84,8 @@ fn counts_exact_frames_and_bytes() -> Result<()> {
     let mut greha = b.spawn(
         &lab,
         {
-            let mut cmd = b.command(greha_bin());
-            cmd.arg("--pin-dir")
-                .arg(&pin_dir)
-                .arg("--control")
-                .arg(lab.tmp().join("b.sock"))
-                .args(["run", "--count", &link.b.ifname]);
+            let mut cmd = lab.greha(&b);
+            cmd.args(["run", "--count", &link.b.ifname]);
             cmd
         },
         true,
@@ -140,12 +136,8 @@ fn unknown_interface_is_refused_and_nothing_is_left() -> Result<()> {
     let link = lab.link(&a, "192.0.2.1/24", &b, "192.0.2.2/24")?;
     let pin_dir = lab.pin_dir("b");
 
-    let out = b
-        .command(greha_bin())
-        .arg("--pin-dir")
-        .arg(&pin_dir)
-        .arg("--control")
-        .arg(lab.tmp().join("b.sock"))
+    let out = lab
+        .greha(&b)
         .args(["run", "--count", &link.b.ifname, "--count", "nosuch0"])
         .output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);

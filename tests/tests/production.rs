@@ -65,19 +65,14 @@ fn run_takes_its_instances_from_the_file_and_pings_the_watchdog() -> Result<()> 
     let a = lab.host("a")?;
     let b = lab.host("b")?;
     lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
-    let pins = lab.pin_dir("a");
     let conf = lab.tmp().join("greha.toml");
     fs::write(
         &conf,
         "[[vrrp]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvrid = 51\nadvert_int = 0.1\n\
          [[vrrp.vip]]\naddress = \"203.0.113.10/24\"\n",
     )?;
-    let mut cmd = a.command(greha_bin());
-    cmd.arg("--pin-dir")
-        .arg(&pins)
-        .arg("--control")
-        .arg(lab.tmp().join("a.sock"))
-        .args(["run", "--config"])
+    let mut cmd = lab.greha(&a);
+    cmd.args(["run", "--config"])
         .arg(&conf)
         // As systemd sets it for WatchdogSec=200ms.
         .env("WATCHDOG_USEC", "200000");
@@ -138,32 +133,17 @@ fn status_json_follows_the_documented_schema() -> Result<()> {
     let a = lab.host("a")?;
     let b = lab.host("b")?;
     lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
-    let pins = lab.pin_dir("a");
-    let sock = lab.tmp().join("a.sock");
-    let mut cmd = a.command(greha_bin());
-    cmd.arg("--pin-dir")
-        .arg(&pins)
-        .arg("--control")
-        .arg(&sock)
-        .args([
-            "run",
-            "--tunnel",
-            "gretap1 mode gretap local 198.51.100.1 remote 198.51.100.2 key 7 address 192.0.2.1/24",
-            "--vrrp",
-            "VI_1 interface gretap1 vrid 51 advert-int 0.1 vip 203.0.113.10/24",
-        ]);
+    let mut cmd = lab.greha(&a);
+    cmd.args([
+        "run",
+        "--tunnel",
+        "gretap1 mode gretap local 198.51.100.1 remote 198.51.100.2 key 7 address 192.0.2.1/24",
+        "--vrrp",
+        "VI_1 interface gretap1 vrid 51 advert-int 0.1 vip 203.0.113.10/24",
+    ]);
     let mut g = a.spawn(&lab, cmd, true)?;
     g.wait_ready(SHORT)?;
-    let status = || -> Result<serde_json::Value> {
-        let out = run(a
-            .command(greha_bin())
-            .arg("--pin-dir")
-            .arg(&pins)
-            .arg("--control")
-            .arg(&sock)
-            .args(["status", "--json"]))?;
-        Ok(serde_json::from_str(&out)?)
-    };
+    let status = || lab.greha_status(&a);
     // Alone: Initialize -> Backup -> Master, two transitions recorded.
     wait_until(SHORT, "master", || {
         Ok(status()?["vrrp"][0]["state"] == "master")
@@ -194,21 +174,16 @@ fn metrics_endpoint_serves_valid_prometheus_text() -> Result<()> {
     let a = lab.host("a")?;
     let b = lab.host("b")?;
     lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
-    let pins = lab.pin_dir("a");
-    let mut cmd = a.command(greha_bin());
-    cmd.arg("--pin-dir")
-        .arg(&pins)
-        .arg("--control")
-        .arg(lab.tmp().join("a.sock"))
-        .args([
-            "run",
-            "--metrics",
-            "127.0.0.1:9477",
-            "--tunnel",
-            "gretap1 mode gretap local 198.51.100.1 remote 198.51.100.2",
-            "--vrrp",
-            "VI_1 interface eth0 vrid 51 advert-int 0.1 vip 203.0.113.10/24",
-        ]);
+    let mut cmd = lab.greha(&a);
+    cmd.args([
+        "run",
+        "--metrics",
+        "127.0.0.1:9477",
+        "--tunnel",
+        "gretap1 mode gretap local 198.51.100.1 remote 198.51.100.2",
+        "--vrrp",
+        "VI_1 interface eth0 vrid 51 advert-int 0.1 vip 203.0.113.10/24",
+    ]);
     let mut g = a.spawn(&lab, cmd, true)?;
     g.wait_ready(SHORT)?;
     // The namespace's own loopback: nothing leaves the lab.
@@ -281,28 +256,17 @@ fn reload_without_transitions_or_lost_packets() -> Result<()> {
         &files[1],
         conf("198.51.100.2", "198.51.100.1", "192.0.2.2", 100, ""),
     )?;
-    let pins = [lab.pin_dir("a"), lab.pin_dir("b")];
-    let socks = [lab.tmp().join("a.sock"), lab.tmp().join("b.sock")];
     let mut daemons = Vec::new();
     for (k, host) in [&a, &b].into_iter().enumerate() {
-        let mut cmd = host.command(greha_bin());
-        cmd.arg("--pin-dir")
-            .arg(&pins[k])
-            .arg("--control")
-            .arg(&socks[k])
-            .args(["run", "--config"])
-            .arg(&files[k]);
+        let mut cmd = lab.greha(host);
+        cmd.args(["run", "--config"]).arg(&files[k]);
         let mut d = host.spawn(&lab, cmd, true)?;
         d.wait_ready(SHORT)?;
         daemons.push(d);
     }
     let greha = |k: usize, args: &[&str]| {
-        let mut c = [&a, &b][k].command(greha_bin());
-        c.arg("--pin-dir")
-            .arg(&pins[k])
-            .arg("--control")
-            .arg(&socks[k])
-            .args(args);
+        let mut c = lab.greha([&a, &b][k]);
+        c.args(args);
         c
     };
     let instances = |k: usize| -> Result<Vec<serde_json::Value>> {
@@ -397,8 +361,6 @@ fn restart_with_the_datapath_kept_loses_nothing() -> Result<()> {
     let a = lab.host("a")?;
     let b = lab.host("b")?;
     lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
-    let pins = [lab.pin_dir("a"), lab.pin_dir("b")];
-    let socks = [lab.tmp().join("a.sock"), lab.tmp().join("b.sock")];
     let spec = |k: usize| {
         let (local, remote, inner, prio) = if k == 0 {
             ("198.51.100.1", "198.51.100.2", "192.0.2.1", 150)
@@ -418,24 +380,14 @@ fn restart_with_the_datapath_kept_loses_nothing() -> Result<()> {
     };
     let hosts = [&a, &b];
     let start = |k: usize| -> Result<greha_tests::Proc> {
-        let mut cmd = hosts[k].command(greha_bin());
-        cmd.arg("--pin-dir")
-            .arg(&pins[k])
-            .arg("--control")
-            .arg(&socks[k])
-            .args(spec(k));
+        let mut cmd = lab.greha(hosts[k]);
+        cmd.args(spec(k));
         let mut d = hosts[k].spawn(&lab, cmd, true)?;
         d.wait_ready(SHORT)?;
         Ok(d)
     };
     let vi1 = |k: usize| -> Result<serde_json::Value> {
-        let out = run(hosts[k]
-            .command(greha_bin())
-            .arg("--pin-dir")
-            .arg(&pins[k])
-            .arg("--control")
-            .arg(&socks[k])
-            .args(["status", "--json"]))?;
+        let out = run(lab.greha(hosts[k]).args(["status", "--json"]))?;
         let v: serde_json::Value = serde_json::from_str(&out)?;
         Ok(v["vrrp"][0].clone())
     };
@@ -491,18 +443,13 @@ fn counters_are_read_from_the_pins_with_the_daemon_gone() -> Result<()> {
     let a = lab.host("a")?;
     let b = lab.host("b")?;
     lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
-    let pins = lab.pin_dir("a");
-    let mut cmd = a.command(greha_bin());
-    cmd.arg("--pin-dir")
-        .arg(&pins)
-        .arg("--control")
-        .arg(lab.tmp().join("a.sock"))
-        .args([
-            "run",
-            "--keep-datapath",
-            "--tunnel",
-            "gretap1 mode gretap local 198.51.100.1 remote 198.51.100.2 address 192.0.2.1/24",
-        ]);
+    let mut cmd = lab.greha(&a);
+    cmd.args([
+        "run",
+        "--keep-datapath",
+        "--tunnel",
+        "gretap1 mode gretap local 198.51.100.1 remote 198.51.100.2 address 192.0.2.1/24",
+    ]);
     let mut g = a.spawn(&lab, cmd, true)?;
     g.wait_ready(SHORT)?;
     // Frames the tunnel sends (ARP for the remote end; no answer needed).
@@ -511,11 +458,7 @@ fn counters_are_read_from_the_pins_with_the_daemon_gone() -> Result<()> {
         .args(["-c", "2", "-W", "1", "192.0.2.2"])
         .output()?;
     ensure!(g.terminate(SHORT)?.success(), "{}", g.log());
-    let out = run(a
-        .command(greha_bin())
-        .arg("--pin-dir")
-        .arg(&pins)
-        .args(["counters", "--json"]))?;
+    let out = run(lab.greha(&a).args(["counters", "--json"]))?;
     let v: serde_json::Value = serde_json::from_str(&out)?;
     ensure!(v["tunnels"][0]["name"] == "gretap1", "{v}");
     ensure!(

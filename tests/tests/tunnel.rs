@@ -630,21 +630,16 @@ fn a_datapath_of_another_build_in_use_is_not_replaced() -> Result<()> {
 fn the_daemon_owns_its_tunnels_and_removes_them_when_it_stops() -> Result<()> {
     let pair = Pair::new()?;
     let mut daemons = Vec::new();
-    for (host, pins, local, remote, inner) in [
-        (&pair.a, &pair.a_pins, A_UNDERLAY, B_UNDERLAY, A_INNER),
-        (&pair.b, &pair.b_pins, B_UNDERLAY, A_UNDERLAY, B_INNER),
+    for (host, local, remote, inner) in [
+        (&pair.a, A_UNDERLAY, B_UNDERLAY, A_INNER),
+        (&pair.b, B_UNDERLAY, A_UNDERLAY, B_INNER),
     ] {
-        let mut cmd = host.command(greha_bin());
-        let sock = pair.lab.tmp().join(format!("{}.sock", host.name));
-        cmd.arg("--pin-dir")
-            .arg(pins)
-            .arg("--control")
-            .arg(sock)
-            .args([
-                "run",
-                "--tunnel",
-                &format!("gretap1 mode gretap local {local} remote {remote} address {inner}/24"),
-            ]);
+        let mut cmd = pair.lab.greha(host);
+        cmd.args([
+            "run",
+            "--tunnel",
+            &format!("gretap1 mode gretap local {local} remote {remote} address {inner}/24"),
+        ]);
         let mut d = host.spawn(&pair.lab, cmd, true)?;
         d.wait_ready(SHORT)?;
         daemons.push(d);

@@ -1,20 +1,16 @@
 //! greha's VRRP alone on a lab link: notify commands in transition order,
 //! and configuration mistakes that only the host can reveal, refused before
 //! anything changes.
-use std::{fs, os::unix::fs::PermissionsExt as _, path::Path};
+use std::{fs, os::unix::fs::PermissionsExt as _};
 
 use anyhow::{Result, ensure};
-use greha_tests::{Host, Lab, SHORT, greha_bin, wait_until};
+use greha_tests::{Host, Lab, SHORT, wait_until};
 
 const VIP: &str = "203.0.113.10";
 
-fn greha_cmd(lab: &Lab, host: &Host, pins: &Path, spec: &str) -> std::process::Command {
-    let mut cmd = host.command(greha_bin());
-    cmd.arg("--pin-dir")
-        .arg(pins)
-        .arg("--control")
-        .arg(lab.tmp().join(format!("{}.sock", host.name)))
-        .args(["run", "--vrrp", spec]);
+fn greha_cmd(lab: &Lab, host: &Host, spec: &str) -> std::process::Command {
+    let mut cmd = lab.greha(host);
+    cmd.args(["run", "--vrrp", spec]);
     cmd
 }
 
@@ -24,7 +20,6 @@ fn notify_commands_run_in_transition_order() -> Result<()> {
     let a = lab.host("a")?;
     let b = lab.host("b")?;
     lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
-    let pins = lab.pin_dir("a");
     let log = lab.tmp().join("notify.log");
     let script = lab.tmp().join("notify.sh");
     fs::write(
@@ -43,7 +38,7 @@ fn notify_commands_run_in_transition_order() -> Result<()> {
         master.display(),
         script.display()
     );
-    let mut g = a.spawn(&lab, greha_cmd(&lab, &a, &pins, &spec), true)?;
+    let mut g = a.spawn(&lab, greha_cmd(&lab, &a, &spec), true)?;
     g.wait_ready(SHORT)?;
     // Alone on the link: Backup, then Master after Master_Down_Interval.
     wait_until(SHORT, "notify of MASTER", || {
@@ -77,7 +72,6 @@ fn host_level_mistakes_are_refused_before_anything_changes() -> Result<()> {
     lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
     // A VIP left by a "crashed run" must survive a refused start.
     a.ip(&["addr", "add", &format!("{VIP}/24"), "dev", "eth0"])?;
-    let pins = lab.pin_dir("a");
     for (spec, want) in [
         (
             format!("VI_1 interface eth9 vrid 51 vip {VIP}/24"),
@@ -96,7 +90,7 @@ fn host_level_mistakes_are_refused_before_anything_changes() -> Result<()> {
             "vrrp instance VI_1: vrid: \"0\" is not a VRID (1 to 255)",
         ),
     ] {
-        let out = greha_cmd(&lab, &a, &pins, &spec).output()?;
+        let out = greha_cmd(&lab, &a, &spec).output()?;
         let err = String::from_utf8_lossy(&out.stderr);
         ensure!(!out.status.success(), "accepted: {spec}");
         ensure!(err.contains(want), "{spec}\n  got: {err}\n  want: {want}");
@@ -109,17 +103,8 @@ fn host_level_mistakes_are_refused_before_anything_changes() -> Result<()> {
 }
 
 /// `greha status --json`'s first instance.
-fn instance(lab: &Lab, host: &Host, pins: &Path) -> Result<serde_json::Value> {
-    let out = greha_tests::run(
-        host.command(greha_bin())
-            .arg("--pin-dir")
-            .arg(pins)
-            .arg("--control")
-            .arg(lab.tmp().join(format!("{}.sock", host.name)))
-            .args(["status", "--json"]),
-    )?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    Ok(v["vrrp"][0].clone())
+fn instance(lab: &Lab, host: &Host) -> Result<serde_json::Value> {
+    Ok(lab.greha_status(host)?["vrrp"][0].clone())
 }
 
 #[test]
@@ -130,28 +115,27 @@ fn a_tracked_interface_going_down_is_a_fault() -> Result<()> {
     let c = lab.host("c")?;
     lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
     lab.link(&a, "192.0.2.1/24", &c, "192.0.2.2/24")?;
-    let pins = lab.pin_dir("a");
     let spec = format!(
         "VI_1 interface eth0 vrid 51 priority 150 advert-int 0.1 vip {VIP}/24 track-interface eth1"
     );
-    let mut g = a.spawn(&lab, greha_cmd(&lab, &a, &pins, &spec), true)?;
+    let mut g = a.spawn(&lab, greha_cmd(&lab, &a, &spec), true)?;
     g.wait_ready(SHORT)?;
     let holds = || -> Result<bool> {
         Ok(a.ip(&["-br", "-4", "addr", "show", "dev", "eth0"])?
             .contains(VIP))
     };
     wait_until(SHORT, "master", || {
-        Ok(instance(&lab, &a, &pins)?["state"] == "master")
+        Ok(instance(&lab, &a)?["state"] == "master")
     })?;
     ensure!(holds()?, "master without its VIP");
     a.ip(&["link", "set", "eth1", "down"])?;
     wait_until(SHORT, "fault", || {
-        Ok(instance(&lab, &a, &pins)?["state"] == "fault")
+        Ok(instance(&lab, &a)?["state"] == "fault")
     })?;
     ensure!(!holds()?, "a faulted instance kept its VIP");
     a.ip(&["link", "set", "eth1", "up"])?;
     wait_until(SHORT, "master again", || {
-        Ok(instance(&lab, &a, &pins)?["state"] == "master")
+        Ok(instance(&lab, &a)?["state"] == "master")
     })?;
     ensure!(holds()?, "master again without its VIP");
     Ok(())
@@ -163,7 +147,6 @@ fn gratuitous_arp_is_refreshed_while_master() -> Result<()> {
     let a = lab.host("a")?;
     let b = lab.host("b")?;
     lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
-    let pins = lab.pin_dir("a");
     // Without the refresh there are two ARPs (a burst of one, then one
     // after garp-delay); tcpdump waits for six.
     let mut dump = b.spawn(
@@ -181,7 +164,7 @@ fn gratuitous_arp_is_refreshed_while_master() -> Result<()> {
         "VI_1 interface eth0 vrid 51 priority 150 advert-int 0.1 vip {VIP}/24 \
          garp-repeat 1 garp-delay 0.2 garp-refresh 0.2"
     );
-    let mut g = a.spawn(&lab, greha_cmd(&lab, &a, &pins, &spec), true)?;
+    let mut g = a.spawn(&lab, greha_cmd(&lab, &a, &spec), true)?;
     g.wait_ready(SHORT)?;
     let status = dump.wait(SHORT)?;
     ensure!(status.success(), "tcpdump:\n{}", dump.log());
@@ -200,13 +183,11 @@ fn a_steady_master_barely_wakes_the_backups_daemon() -> Result<()> {
         let a = lab.host("a")?;
         let b = lab.host("b")?;
         lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
-        let (pa, pb) = (lab.pin_dir("a"), lab.pin_dir("b"));
         let iface = if tunnel { "gretap1" } else { "eth0" };
-        let cmd = |host: &Host, pins: &Path, prio: u8, local: u8, remote: u8| {
+        let cmd = |host: &Host, prio: u8, local: u8, remote: u8| {
             let mut cmd = greha_cmd(
                 &lab,
                 host,
-                pins,
                 &format!(
                     "VI_1 interface {iface} vrid 51 priority {prio} advert-int 0.1 vip {VIP}/24"
                 ),
@@ -227,18 +208,18 @@ fn a_steady_master_barely_wakes_the_backups_daemon() -> Result<()> {
             }
             cmd
         };
-        let mut master = b.spawn(&lab, cmd(&b, &pb, 150, 2, 1), true)?;
+        let mut master = b.spawn(&lab, cmd(&b, 150, 2, 1), true)?;
         master.wait_ready(SHORT)?;
         wait_until(SHORT, "B master", || {
-            Ok(instance(&lab, &b, &pb)?["state"] == "master")
+            Ok(instance(&lab, &b)?["state"] == "master")
         })?;
-        let mut backup = a.spawn(&lab, cmd(&a, &pa, 100, 1, 2), true)?;
+        let mut backup = a.spawn(&lab, cmd(&a, 100, 1, 2), true)?;
         backup.wait_ready(SHORT)?;
         // 40 adverts heard: 4 s, 11 Master_Down_Intervals (360 ms).
         wait_until(SHORT, "40 adverts heard", || {
-            Ok(instance(&lab, &a, &pa)?["stats"]["rcvd_advertisements"].as_u64() >= Some(40))
+            Ok(instance(&lab, &a)?["stats"]["rcvd_advertisements"].as_u64() >= Some(40))
         })?;
-        let v = instance(&lab, &a, &pa)?;
+        let v = instance(&lab, &a)?;
         assert_eq!(v["state"], "backup", "{v}");
         let heard = v["stats"]["rcvd_advertisements"].as_u64().unwrap_or(0);
         let woken = v["daemon_adverts"].as_u64().unwrap_or(0);
@@ -259,12 +240,7 @@ fn a_steady_master_barely_wakes_the_backups_daemon() -> Result<()> {
             );
             if tunnel {
                 // Decapsulated by greha's own datapath: the adverts were GRE.
-                let out = greha_tests::run(
-                    a.command(greha_bin())
-                        .arg("--pin-dir")
-                        .arg(&pa)
-                        .args(["counters", "--json"]),
-                )?;
+                let out = greha_tests::run(lab.greha(&a).args(["counters", "--json"]))?;
                 let c: serde_json::Value = serde_json::from_str(&out)?;
                 ensure!(
                     c["tunnels"][0]["counters"]["rx_packets"].as_u64() >= Some(heard),

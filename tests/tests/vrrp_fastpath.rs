@@ -6,7 +6,7 @@ use std::{net::Ipv4Addr, path::Path, process::Command};
 
 use anyhow::{Context as _, Result, ensure};
 use greha::vrrp::packet::{Advert, Auth, ChecksumForm, MULTICAST, Version};
-use greha_tests::{Host, Lab, SHORT, greha_bin, prog_test_run, run};
+use greha_tests::{Host, Lab, SHORT, prog_test_run, run};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -162,12 +162,8 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
     let mut g = a.spawn(
         &lab,
         {
-            let mut c = a.command(greha_bin());
-            c.arg("--pin-dir")
-                .arg(&pins)
-                .arg("--control")
-                .arg(lab.tmp().join("a.sock"))
-                .args(["run", "--count", "eth0"]);
+            let mut c = lab.greha(&a);
+            c.args(["run", "--count", "eth0"]);
             c
         },
         true,

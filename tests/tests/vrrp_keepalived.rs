@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, ensure};
-use greha_tests::{Host, Lab, Proc, SHORT, greha_bin, wait_until};
+use greha_tests::{Host, Lab, Proc, SHORT, wait_until};
 use nix::{sys::signal::Signal, unistd::Pid};
 
 const A: &str = "198.51.100.1";
@@ -19,7 +19,6 @@ struct Pair {
     lab: Lab,
     a: Host,
     b: Host,
-    pins: PathBuf,
 }
 
 fn pair() -> Result<Pair> {
@@ -27,26 +26,12 @@ fn pair() -> Result<Pair> {
     let a = lab.host("a")?;
     let b = lab.host("b")?;
     lab.link(&a, &format!("{A}/24"), &b, &format!("{B}/24"))?;
-    let pins = lab.pin_dir("a");
-    Ok(Pair { lab, a, b, pins })
+    Ok(Pair { lab, a, b })
 }
 
-fn control(p: &Pair) -> PathBuf {
-    p.lab.tmp().join("greha.sock")
-}
-
-/// `greha status --json`'s VRRP instance VI_1.
+/// `greha status --json` of greha on A.
 fn status(p: &Pair) -> Result<serde_json::Value> {
-    let out = greha_tests::run(
-        p.a.command(greha_bin())
-            .arg("--pin-dir")
-            .arg(&p.pins)
-            .arg("--control")
-            .arg(control(p))
-            .args(["status", "--json"]),
-    )?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    Ok(v)
+    p.lab.greha_status(&p.a)
 }
 
 fn holds_vip(host: &Host) -> Result<bool> {
@@ -68,12 +53,8 @@ fn mode(spec: &str) -> String {
 /// greha on A as `run --vrrp SPEC`, started and ready.
 fn greha(p: &Pair, spec: &str) -> Result<Proc> {
     let spec = &mode(spec);
-    let mut cmd = p.a.command(greha_bin());
-    cmd.arg("--pin-dir")
-        .arg(&p.pins)
-        .arg("--control")
-        .arg(control(p))
-        .args(["run", "--vrrp", spec]);
+    let mut cmd = p.lab.greha(&p.a);
+    cmd.args(["run", "--vrrp", spec]);
     let mut g = p.a.spawn(&p.lab, cmd, true)?;
     g.wait_ready(SHORT)?;
     Ok(g)
@@ -322,17 +303,12 @@ fn seed_topology_vrrp_over_a_greha_tunnel_with_the_vip_on_the_lan() -> Result<()
     lab.link(&a, &format!("{A}/24"), &b, &format!("{B}/24"))?;
     lab.link(&a, "203.0.113.2/24", &client_a, "203.0.113.100/24")?;
     lab.link(&b, "203.0.113.3/24", &client_b, "203.0.113.101/24")?;
-    let (a_pins, b_pins) = (lab.pin_dir("a"), lab.pin_dir("b"));
     let tunnel = |local: &str, remote: &str, inner: &str| {
         format!("gretap1 mode gretap local {local} remote {remote} address {inner}/24")
     };
 
-    let mut tb = b.command(greha_bin());
-    tb.arg("--pin-dir")
-        .arg(&b_pins)
-        .arg("--control")
-        .arg(lab.tmp().join("b.sock"))
-        .args(["run", "--tunnel", &tunnel(B, A, "192.0.2.2")]);
+    let mut tb = lab.greha(&b);
+    tb.args(["run", "--tunnel", &tunnel(B, A, "192.0.2.2")]);
     let mut greha_b = b.spawn(&lab, tb, true)?;
     greha_b.wait_ready(SHORT)?;
     let _ka = Keepalived::start_on(
@@ -345,21 +321,17 @@ fn seed_topology_vrrp_over_a_greha_tunnel_with_the_vip_on_the_lan() -> Result<()
         "authentication {\n auth_type PASS\n auth_pass 1111\n }",
     )?;
 
-    let mut ta = a.command(greha_bin());
-    ta.arg("--pin-dir")
-        .arg(&a_pins)
-        .arg("--control")
-        .arg(lab.tmp().join("a.sock"))
-        .args([
-            "run",
-            "--tunnel",
-            &tunnel(A, B, "192.0.2.1"),
-            "--vrrp",
-            &mode(&format!(
-                "VI_1 interface gretap1 vrid 51 priority 150 version 2 advert-int 1 \
+    let mut ta = lab.greha(&a);
+    ta.args([
+        "run",
+        "--tunnel",
+        &tunnel(A, B, "192.0.2.1"),
+        "--vrrp",
+        &mode(&format!(
+            "VI_1 interface gretap1 vrid 51 priority 150 version 2 advert-int 1 \
                  auth-pass 1111 vip {VIP}/24 dev eth1"
-            )),
-        ]);
+        )),
+    ]);
     let mut greha_a = a.spawn(&lab, ta, true)?;
     greha_a.wait_ready(SHORT)?;
 
