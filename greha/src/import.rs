@@ -53,6 +53,10 @@ fn tokens(line: &str) -> Vec<String> {
     out
 }
 
+/// Deepest block nesting read: keepalived's own configuration never goes
+/// past a few levels, and a hostile file must not exhaust the stack.
+const MAX_DEPTH: usize = 16;
+
 /// Parses the file into a tree of keyword lines.
 fn parse(text: &str, dropped: &mut Vec<(usize, String)>) -> Vec<Node> {
     let mut vars: HashMap<String, String> = HashMap::new();
@@ -62,7 +66,7 @@ fn parse(text: &str, dropped: &mut Vec<(usize, String)>) -> Vec<Node> {
         args: Vec::new(),
         children: Vec::new(),
     }];
-    for (i, raw) in text.lines().enumerate() {
+    'lines: for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let trimmed = raw.trim();
         if let Some(def) = trimmed.strip_prefix('$')
@@ -79,6 +83,15 @@ fn parse(text: &str, dropped: &mut Vec<(usize, String)>) -> Vec<Node> {
         for t in toks {
             match t.as_str() {
                 "{" => {
+                    if stack.len() > MAX_DEPTH {
+                        dropped.push((
+                            line,
+                            format!(
+                                "blocks nested deeper than {MAX_DEPTH} levels: the rest of the file is not read"
+                            ),
+                        ));
+                        break 'lines;
+                    }
                     let node = current.take().unwrap_or(Node {
                         line,
                         keyword: String::new(),
@@ -459,6 +472,24 @@ vrrp_instance VI_1 {
         // router_id, state, and advert_int written on priority's line.
         assert_eq!(lines, vec![4, 8, 12], "{:?}", out.dropped);
         assert!(out.dropped[2].1.contains("extra words \"advert_int 1\""));
+    }
+
+    /// A hostile file: nesting is bounded (100 000 levels used to
+    /// overflow the stack), and what was read is still converted.
+    #[test]
+    fn deep_nesting_is_refused_not_a_crash() {
+        let text = format!(
+            "vrrp_instance V {{\n interface eth0\n virtual_router_id 1\n virtual_ipaddress {{\n 192.0.2.1\n }}\n{}",
+            "a {\n".repeat(100_000)
+        );
+        let out = import(&text);
+        assert!(
+            out.dropped
+                .iter()
+                .any(|(l, m)| *l == 22 && m.contains("nested deeper than 16")),
+            "{:?}",
+            &out.dropped[..out.dropped.len().min(5)]
+        );
     }
 
     #[test]
