@@ -96,6 +96,55 @@ fn is_socket(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
+/// One daemon per pin directory: an exclusive lock on a directory of its
+/// own there, held for the daemon's life (a killed daemon's lock goes with
+/// its process). Dropped last: the lock directory goes, and the pin
+/// directory too if nothing else is left in it.
+struct DaemonLock {
+    dir: PathBuf,
+    pin_dir: PathBuf,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl DaemonLock {
+    fn take(pin_dir: &Path) -> Result<Self> {
+        use nix::fcntl::{Flock, FlockArg};
+        let pin_dir = crate::bpffs::prepare_pin_dir(pin_dir)?;
+        let dir = pin_dir.join(crate::pins::DAEMON_LOCK);
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(e).with_context(|| format!("creating {}", dir.display()));
+            }
+            _ => {}
+        }
+        let file =
+            std::fs::File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            if e == nix::errno::Errno::EWOULDBLOCK {
+                anyhow!(
+                    "--pin-dir: another greha daemon uses {}; stop it first (one daemon per \
+                     pin directory and control socket)",
+                    pin_dir.display()
+                )
+            } else {
+                anyhow!("locking {}: {e}", dir.display())
+            }
+        })?;
+        Ok(Self {
+            dir,
+            pin_dir,
+            _lock: lock,
+        })
+    }
+}
+
+impl Drop for DaemonLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+        crate::bpffs::remove_dir_if_empty(&self.pin_dir);
+    }
+}
+
 /// Refuses a control socket path that another greha answers on (a second
 /// daemon would take the first one's VIPs for a crashed run's), or that
 /// is not a socket (it would be replaced, then deleted). Checked before
@@ -225,6 +274,7 @@ pub async fn run(opts: Options) -> Result<()> {
 
     // Every definition, file and flags, is checked before anything changes.
     let want = desired(opts.config.as_deref(), &opts.extra)?;
+    let _lock = DaemonLock::take(&opts.pin_dir)?;
     check_control(&opts.control)?;
     let mut vrrp = Vrrp::start(Some(opts.pin_dir.clone())).await?;
     vrrp.resume_masters(take_saved_masters(&opts.control));

@@ -9,6 +9,11 @@
 /// The directory of the attachments' link pins.
 pub const LINKS_DIR: &str = "links";
 
+/// The directory a running daemon holds an exclusive lock on: one daemon
+/// per pin directory (bpffs holds only pins and directories, so the lock
+/// is on a directory).
+pub const DAEMON_LOCK: &str = "daemon-lock";
+
 /// The programs of one greha build: `progs-<hash of the object>`.
 pub fn progs_dir(object_hash: u64) -> String {
     format!("progs-{object_hash:016x}")

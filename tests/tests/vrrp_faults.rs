@@ -498,3 +498,42 @@ fn the_saved_masters_file_is_never_a_trap() -> Result<()> {
     );
     Ok(())
 }
+
+/// A second daemon on the same pin directory (another control socket) is
+/// refused before it touches anything: the running master keeps its VIP.
+#[test]
+fn a_second_daemon_on_the_same_pin_directory_is_refused() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let lan = lab.switch("lan")?;
+    let a = lab.host("a")?;
+    lab.plug(&a, &format!("{A}/24"), &lan)?;
+    let _ga = greha(&mut lab, &a, 150, "")?;
+    wait_until(SHORT, "A master", || {
+        Ok(vi_1(&mut lab, &a)?["state"] == "master")
+    })?;
+    let spec = format!("VI_1 interface eth0 vrid 51 priority 150 advert-int 0.1 vip {VIP}/24");
+    let pins = lab.pin_dir("a");
+    let mut cmd = a.command(greha_tests::greha_bin());
+    cmd.arg("--pin-dir")
+        .arg(&pins)
+        .arg("--control")
+        .arg(lab.tmp().join("other.sock"))
+        .args(["run", "--vrrp", &spec]);
+    let mut second = a.spawn(&lab, cmd, false)?;
+    let status = second.wait(SHORT)?;
+    ensure!(
+        !status.success() && second.log().contains("another greha daemon uses"),
+        "expected a refusal, got {status}:\n{}",
+        second.log()
+    );
+    ensure!(
+        a.ip(&["-br", "addr", "show", "dev", "eth0"])?
+            .contains(&format!("{VIP}/24")),
+        "the running master lost its VIP"
+    );
+    ensure!(
+        vi_1(&mut lab, &a)?["state"] == "master",
+        "status no longer answers"
+    );
+    Ok(())
+}
