@@ -75,6 +75,20 @@ pub fn remove_pin(path: &Path) -> Result<bool> {
 }
 
 /// Removes the pin directory when greha left nothing else in it.
+/// Whether `pin` exists; an error (not "absent") when it cannot be looked
+/// at, which for a user without root is the rule: the pins are root's.
+pub fn pin_exists(pin: &Path) -> Result<bool> {
+    match fs::symlink_metadata(pin) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "permission denied reading {}: greha's pins belong to root (run it as root)",
+            pin.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("reading {}", pin.display())),
+    }
+}
+
 pub fn remove_dir_if_empty(dir: &Path) {
     // ENOTEMPTY means an operator or `--keep-datapath` left pins: keep them.
     let _ = fs::remove_dir(dir);

@@ -26,6 +26,7 @@ pub struct Counters {
 
 pub fn read(pin_dir: &Path) -> Result<Counters> {
     let path = pin_dir.join(names::MAP_IF_COUNTERS);
+    crate::bpffs::pin_exists(&path)?;
     let data = MapData::from_pin(&path).with_context(|| {
         format!(
             "no counters pinned at {} (is greha running, or was it stopped with --keep-datapath?)",

@@ -647,7 +647,7 @@ impl TunnelStatus {
 /// The tunnels pinned under `pin_dir`, read without taking the lock (a
 /// read-only view, usable while another greha changes them).
 pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
-    if !pin_dir.join(names::MAP_TUNNELS).exists() {
+    if !crate::bpffs::pin_exists(&pin_dir.join(names::MAP_TUNNELS))? {
         return Ok(Vec::new());
     }
     let open = |name: &str| -> Result<aya::maps::Map> {

@@ -659,3 +659,30 @@ fn the_daemon_owns_its_tunnels_and_removes_them_when_it_stops() -> Result<()> {
     }
     Ok(())
 }
+
+/// `greha tunnel show` and `greha counters` by a user without root: the
+/// pins are root's, and the answer says so instead of an empty table.
+#[test]
+fn an_unprivileged_user_is_told_permission_denied() -> Result<()> {
+    let pair = Pair::new()?;
+    pair.tunnel("gretap1", "gretap", "")?;
+    for args in [&["tunnel", "show"][..], &["counters"][..]] {
+        let out = pair
+            .a
+            .command("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(greha_bin())
+            .arg("--pin-dir")
+            .arg(&pair.a_pins)
+            .args(args)
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && err.contains("permission denied"),
+            "{args:?} as nobody: {}\nstdout: {}\nstderr: {err}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(())
+}
