@@ -4,7 +4,7 @@
 //! addresses; the result is what the shell needs to start the instance.
 use std::{collections::HashMap, net::Ipv4Addr};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 
 use super::{
     def::{InstanceDef, TrackKind},
@@ -104,6 +104,24 @@ pub async fn prepare(
                 def.interface
             );
         }
+        let n = &def.notify;
+        for (field, path) in [
+            ("notify-master", &n.master),
+            ("notify-backup", &n.backup),
+            ("notify-fault", &n.fault),
+            ("notify-stop", &n.stop),
+            ("notify", &n.any),
+        ] {
+            if let Some(path) = path {
+                script_is_secure(path).with_context(|| format!("vrrp instance {name}: {field}"))?;
+            }
+        }
+        for t in &def.track {
+            if let TrackKind::Script { path, .. } = &t.kind {
+                script_is_secure(path)
+                    .with_context(|| format!("vrrp instance {name}: track-script"))?;
+            }
+        }
         let mut trackers = Vec::new();
         for t in &def.track {
             let (ifindex, up) = match &t.kind {
@@ -130,4 +148,97 @@ pub async fn prepare(
         });
     }
     Ok(prepared)
+}
+
+/// A program greha runs as root must not be one another user can change
+/// (keepalived's enable_script_security): the file and every directory
+/// above it belong to root and are not writable by others (a directory
+/// with the sticky bit, /tmp, may be), nor by a group other than root's.
+pub fn script_is_secure(path: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let resolved = if path.contains('/') {
+        std::path::PathBuf::from(path)
+    } else {
+        // As Command finds it.
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|d| d.join(path))
+            .find(|p| p.is_file())
+            .ok_or_else(|| anyhow!("{path}: not found in PATH"))?
+    };
+    let resolved =
+        std::fs::canonicalize(&resolved).with_context(|| format!("{path}: cannot be run"))?;
+    let mut at = Some(resolved.as_path());
+    while let Some(p) = at {
+        let meta = std::fs::metadata(p).with_context(|| format!("reading {}", p.display()))?;
+        let mode = meta.mode();
+        let sticky_dir = meta.is_dir() && mode & 0o1000 != 0;
+        let others_write = mode & 0o002 != 0 && !sticky_dir;
+        let group_write = mode & 0o020 != 0 && meta.gid() != 0 && !sticky_dir;
+        if meta.uid() != 0 || others_write || group_write {
+            bail!(
+                "{path}: {} can be changed by a user other than root (owner uid {}, mode {:o}); \
+                 greha runs it as root, so it refuses it",
+                p.display(),
+                meta.uid(),
+                mode & 0o7777
+            );
+        }
+        at = p.parent();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    /// Which scripts greha refuses to run as root: the table of who can
+    /// change the file or a directory above it.
+    #[test]
+    fn scripts_others_can_change_are_refused() {
+        let base = std::env::temp_dir().join(format!("greha-script-{}", std::process::id()));
+        let dir = base.join("d");
+        std::fs::create_dir_all(&dir).unwrap();
+        let set = |p: &std::path::Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        set(&base, 0o755);
+        let file = dir.join("check.sh");
+        std::fs::write(&file, "#!/bin/sh\n").unwrap();
+        let path = file.to_str().unwrap().to_owned();
+        // (what, dir mode, file mode, file owner, refused)
+        let table = [
+            ("root's, 0755 in a 0755 directory", 0o755, 0o755, 0, false),
+            ("the file writable by all", 0o755, 0o777, 0, true),
+            (
+                "the file writable by its group (root's)",
+                0o755,
+                0o775,
+                0,
+                false,
+            ),
+            ("the directory writable by all", 0o777, 0o755, 0, true),
+            (
+                "a sticky directory writable by all (/tmp)",
+                0o1777,
+                0o755,
+                0,
+                false,
+            ),
+            ("the file owned by nobody", 0o755, 0o755, 65534, true),
+        ];
+        for (what, dmode, fmode, owner, refused) in table {
+            set(&dir, dmode);
+            set(&file, fmode);
+            nix::unistd::chown(&file, Some(nix::unistd::Uid::from_raw(owner)), None).unwrap();
+            let got = script_is_secure(&path);
+            assert_eq!(got.is_err(), refused, "{what}: {got:?}");
+        }
+        assert!(script_is_secure("sh").is_ok(), "found in PATH");
+        assert!(script_is_secure("no-such-program-here").is_err());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }
