@@ -750,9 +750,10 @@ impl Vrrp {
                     to,
                     reason,
                 });
-                for argv in r.def.notify.commands(&r.def.name, to, r.engine.priority()) {
-                    self.notifier.queue(argv);
-                }
+                self.notifier.queue(
+                    &r.def.name,
+                    r.def.notify.commands(&r.def.name, to, r.engine.priority()),
+                );
                 info!(
                     instance = %r.def.name, vrid = r.def.vrid, ?from, ?to, ?reason,
                     priority = r.engine.priority(), "transition"
