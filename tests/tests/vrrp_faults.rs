@@ -537,3 +537,41 @@ fn a_second_daemon_on_the_same_pin_directory_is_refused() -> Result<()> {
     );
     Ok(())
 }
+
+/// A VIP that cannot be added (its interface went away after the start)
+/// does not leave a master that serves nobody: the instance goes to Fault
+/// (resigning, so a backup takes over) and status says why. Before, it
+/// stayed master without its VIP, with a warning in the log only.
+#[test]
+fn a_vip_that_cannot_be_added_faults_the_instance() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let lan = lab.switch("lan")?;
+    let a = lab.host("a")?;
+    lab.plug(&a, &format!("{A}/24"), &lan)?;
+    a.ip(&[
+        "link", "add", "vipdev", "type", "veth", "peer", "name", "vippeer",
+    ])?;
+    // 1 s adverts: Backup for Master_Down_Interval (3.6 s) before the VIP
+    // is added, time to take its interface away.
+    let spec =
+        format!("VI_1 interface eth0 vrid 51 priority 100 advert-int 1 vip {VIP}/24 dev vipdev");
+    let mut cmd = lab.greha(&a);
+    cmd.args(["run", "--vrrp", &spec]);
+    let mut g = a.spawn(&lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    a.ip(&["link", "del", "vipdev"])?;
+    wait_until(SHORT, "VI_1 in fault", || {
+        Ok(vi_1(&mut lab, &a)?["state"] == "fault")
+    })
+    .with_context(|| format!("{:#}", vi_1(&mut lab, &a).unwrap_or_default()))?;
+    let v = vi_1(&mut lab, &a)?;
+    let reason = v["fault_reason"].as_str().unwrap_or_default();
+    ensure!(reason.contains(&format!("VIP {VIP}/24 not added")), "{v:#}");
+    ensure!(
+        !a.ip(&["-br", "addr"])?.contains(VIP),
+        "the VIP is on an interface"
+    );
+    let status = g.terminate(SHORT)?;
+    ensure!(status.success(), "greha exited {status}:\n{}", g.log());
+    Ok(())
+}

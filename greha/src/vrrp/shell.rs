@@ -51,8 +51,12 @@ struct Running {
     lower_garp: Option<JoinHandle<()>>,
     transitions: Transitions,
     trackers: Vec<Tracker>,
-    /// A weightless tracker is down: the engine was told Fault(true).
+    /// A weightless tracker is down, or a VIP could not be added: the
+    /// engine was told Fault(true).
     faulted: bool,
+    /// Why greha itself put the instance in Fault (a VIP it could not
+    /// add), for status.
+    fault_reason: Option<String>,
     /// The check scripts' loops, stopped with the instance.
     script_tasks: Vec<JoinHandle<()>>,
     /// The fast path's view of this instance, when it has one.
@@ -289,6 +293,7 @@ impl Vrrp {
             transitions: Transitions::default(),
             trackers,
             faulted: false,
+            fault_reason: None,
             script_tasks,
         });
         Ok(())
@@ -386,6 +391,7 @@ impl Vrrp {
                     master: r.engine.master(),
                     since_unix_ms: self.epoch_unix_ms + r.engine.since().as_millis(),
                     transitions: r.transitions.to_vec(),
+                    fault_reason: r.fault_reason.clone(),
                     daemon_adverts: r.engine.stats().rcvd_advertisements,
                     stats,
                     fastpath,
@@ -502,6 +508,10 @@ impl Vrrp {
         for e in router::retrack(r.engine.priority(), r.faulted, r.tracked()) {
             if let Event::Fault(f) = e {
                 self.instances[i].faulted = f;
+                if !f {
+                    // Another try at the VIPs too.
+                    self.instances[i].fault_reason = None;
+                }
             }
             self.feed(i, e).await;
         }
@@ -538,9 +548,20 @@ impl Vrrp {
 
     /// Gives instance `i` an event and carries out what it answers.
     async fn feed(&mut self, i: usize, event: Event) {
-        let now = self.now();
-        let actions = self.instances[i].engine.handle(now, event);
-        self.carry_out(i, actions).await;
+        let mut next = Some(event);
+        while let Some(event) = next.take() {
+            let now = self.now();
+            let actions = self.instances[i].engine.handle(now, event);
+            self.carry_out(i, actions).await;
+            // A master without its VIPs serves nobody: it resigns into
+            // Fault (a backup takes over after Skew_Time) and says why.
+            let r = &mut self.instances[i];
+            if r.fault_reason.is_some() && !r.faulted {
+                warn!(instance = %r.def.name, reason = ?r.fault_reason, "fault");
+                r.faulted = true;
+                next = Some(Event::Fault(true));
+            }
+        }
         self.fastpath_sync(i);
     }
 
@@ -705,10 +726,18 @@ impl Vrrp {
             }
             Action::AddVips => {
                 for v in &r.vips {
-                    let added = self
+                    let added = match self
                         .nl
                         .add_address_labeled(v.ifindex, v.addr, v.prefix, v.label.as_deref())
-                        .await?;
+                        .await
+                    {
+                        Ok(added) => added,
+                        Err(e) => {
+                            r.fault_reason =
+                                Some(format!("VIP {}/{} not added: {e:#}", v.addr, v.prefix));
+                            return Err(e);
+                        }
+                    };
                     // Already there: the owner's own address is not ours
                     // to remove; for any other instance it is the VIP a
                     // resumed master kept (a start removes any other

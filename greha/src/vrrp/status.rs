@@ -36,6 +36,9 @@ pub struct InstanceStatus {
     pub since_unix_ms: u128,
     /// The most recent transitions, oldest first (at most 16).
     pub transitions: Vec<TransitionRecord>,
+    /// Why greha put the instance in Fault itself (a VIP it could not
+    /// add); none otherwise.
+    pub fault_reason: Option<String>,
     pub stats: Stats,
     /// The XDP fast path's counters; null without a fast path.
     pub fastpath: Option<VrrpStats>,
