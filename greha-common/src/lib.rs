@@ -150,6 +150,7 @@ pub struct TunnelCounters {
     pub rx_drop_bad_flags: u64,
     /// Protocol type other than the tunnel mode's (0x6558 or 0x0800).
     pub rx_drop_bad_protocol: u64,
+    /// GRE checksum (RFC 2784) or outer IPv4 header checksum wrong.
     pub rx_drop_bad_checksum: u64,
     pub rx_drop_truncated: u64,
     /// Encapsulated packet larger than the underlay MTU.

@@ -24,6 +24,7 @@ use aya_ebpf::{
     btf_maps::{Array, HashMap, PerCpuArray},
     helpers::{
         bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_skb_change_head,
+        bpf_skb_change_tail,
     },
     macros::{btf_map, classifier},
     programs::TcContext,
@@ -50,6 +51,8 @@ const IPV4_LEN: usize = 20;
 const ETH_P_IP: u16 = 0x0800;
 const IPPROTO_GRE: u8 = 47;
 const AF_INET: u8 = 2;
+/// `skb->pkt_type` of a frame for another host's MAC.
+const PACKET_OTHERHOST: u32 = 3;
 
 // GRE flags and version word (RFC 2784, RFC 2890).
 const GRE_C: u16 = 0x8000;
@@ -98,6 +101,11 @@ fn decap(ctx: &TcContext) -> i32 {
     if ip[9] != IPPROTO_GRE || ip[0] >> 4 != 4 {
         return TC_ACT_OK;
     }
+    // As ip_rcv: a frame the NIC took for another host's MAC (promiscuous
+    // mode, a bridge port) is not ours to decapsulate; the stack drops it.
+    if unsafe { (*ctx.skb.skb).pkt_type } == PACKET_OTHERHOST {
+        return TC_ACT_OK;
+    }
     let endpoints = Endpoints {
         local: [ip[16], ip[17], ip[18], ip[19]],
         remote: [ip[12], ip[13], ip[14], ip[15]],
@@ -134,6 +142,20 @@ fn decap(ctx: &TcContext) -> i32 {
     let gso = unsafe { (*ctx.skb.skb).gso_segs } > 1;
     // A GSO packet's tot_len is one segment's; the skb holds them all.
     if ihl < IPV4_LEN || tot_len < ihl + 4 || !gso && ETH_LEN + tot_len > frame_len {
+        c.rx_drop_truncated += 1;
+        return TC_ACT_SHOT;
+    }
+    // As ip_rcv: the outer header's checksum (options included).
+    if !header_checksum_ok(ctx, &ip, ihl) {
+        c.rx_drop_bad_checksum += 1;
+        return TC_ACT_SHOT;
+    }
+    // As ip_rcv, bytes past the outer packet (Ethernet padding) are not
+    // part of it, nor of the inner frame.
+    if !gso
+        && frame_len > ETH_LEN + tot_len
+        && unsafe { bpf_skb_change_tail(ctx.skb.skb, (ETH_LEN + tot_len) as u32, 0) } != 0
+    {
         c.rx_drop_truncated += 1;
         return TC_ACT_SHOT;
     }
@@ -229,6 +251,36 @@ fn decap(ctx: &TcContext) -> i32 {
     c.rx_packets += segs.max(1) as u64;
     c.rx_bytes += unsafe { (*ctx.skb.skb).len } as u64;
     unsafe { bpf_redirect(cfg.dev_ifindex, BPF_F_INGRESS as u64) as i32 }
+}
+
+/// The IPv4 header checksum of the outer header (`ihl` bytes, the first
+/// 20 in `ip`): the ones' complement sum must be all ones.
+#[inline(always)]
+fn header_checksum_ok(ctx: &TcContext, ip: &[u8; IPV4_LEN], ihl: usize) -> bool {
+    let mut sum: u64 = 0;
+    let mut i = 0;
+    while i < IPV4_LEN {
+        sum += u16::from_be_bytes([ip[i], ip[i + 1]]) as u64;
+        i += 2;
+    }
+    if ihl > IPV4_LEN {
+        // Options: at most 40 bytes, read as 4-byte words.
+        let mut off = IPV4_LEN;
+        while off < 60 {
+            if off >= ihl {
+                break;
+            }
+            match ctx.load::<[u8; 4]>(ETH_LEN + off) {
+                Ok(w) => {
+                    sum += u16::from_be_bytes([w[0], w[1]]) as u64;
+                    sum += u16::from_be_bytes([w[2], w[3]]) as u64;
+                }
+                Err(_) => return false,
+            }
+            off += 4;
+        }
+    }
+    fold(sum) == 0xffff
 }
 
 /// Scratch space for checksumming: the BPF stack (512 bytes) cannot hold

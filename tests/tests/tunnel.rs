@@ -686,3 +686,57 @@ fn an_unprivileged_user_is_told_permission_denied() -> Result<()> {
     }
     Ok(())
 }
+
+/// The decapsulation checks what the kernel's ip_rcv checks of the outer
+/// packet: a bad IPv4 header checksum is dropped and counted, a frame
+/// for another host's MAC is left to the stack (which drops it), and
+/// bytes past the outer packet's length (padding) are not carried into the
+/// inner frame. Scapy builds the frames.
+#[test]
+fn decapsulation_checks_what_ip_rcv_checks() -> Result<()> {
+    let pair = Pair::new()?;
+    pair.tunnel("gretap1", "gretap", "")?;
+    pin_tunnel_neighbours(&pair, "gretap1")?;
+    let rx = |field: &str| counter(&pair.a, &pair.a_pins, "gretap1", field);
+    let a_mac = mac_of(&pair.a, "eth0")?;
+    let a_tunnel_mac = mac_of(&pair.a, "gretap1")?;
+    // (ether dst, outer IP arguments, bytes appended after the packet)
+    let send = |dst: &str, ip: &str, trailer: usize| -> Result<()> {
+        pair.b.python(
+            &pair.lab,
+            &format!(
+                "from scapy.all import *\n\
+                 p = Ether(dst='{dst}')/IP(src='{B_UNDERLAY}', dst='{A_UNDERLAY}'{ip})\
+                 /GRE(proto=0x6558)/Ether(dst='{a_tunnel_mac}')\
+                 /IP(src='{B_INNER}', dst='{A_INNER}')/ICMP()\n\
+                 sendp(raw(p) + b'\\xee' * {trailer}, iface='eth0', verbose=False)\n"
+            ),
+        )?;
+        Ok(())
+    };
+    send(&a_mac, "", 0)?;
+    wait_until(SHORT, "the valid packet", || Ok(rx("rx_packets")? == 1))?;
+    let one = rx("rx_bytes")?;
+
+    send(&a_mac, "", 30)?;
+    wait_until(SHORT, "the padded packet", || Ok(rx("rx_packets")? == 2))?;
+    ensure!(
+        rx("rx_bytes")? == 2 * one,
+        "the padding went into the inner frame: {} bytes after {one}",
+        rx("rx_bytes")? - one
+    );
+
+    // For another MAC: not decapsulated. The bad checksum after it is
+    // counted only once the frame before it was handled (one queue, in
+    // order), so rx_packets is final then.
+    send("02:00:00:00:00:99", "", 0)?;
+    send(&a_mac, ", chksum=0x1234", 0)?;
+    wait_until(SHORT, "the bad header checksum counted", || {
+        Ok(rx("rx_drop_bad_checksum")? == 1)
+    })?;
+    ensure!(
+        rx("rx_packets")? == 2,
+        "a frame for another MAC was decapsulated"
+    );
+    Ok(())
+}
