@@ -261,7 +261,7 @@ fn take_saved_masters(control: &Path) -> Vec<(String, u128)> {
 /// Connections served at once on the control socket, and on the metrics
 /// endpoint: more wait in the kernel's backlog. Each is served off the
 /// VRRP loop with a time limit, so a flood delays no advert.
-const MAX_CONNECTIONS: usize = 32;
+const MAX_CONNECTIONS: usize = 256;
 /// How long a client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 

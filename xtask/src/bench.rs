@@ -100,13 +100,17 @@ pub fn tunnel(greha: &Path, out_dir: &Path) -> Result<()> {
     // its tunnel by the interface the frame leaves through.
     let mut ctx = vec![0u8; 48];
     ctx[40..44].copy_from_slice(&ifindex(&a, "gretap1")?.to_ne_bytes());
+    // The decap's frame arrives on A's underlay: addressed to its MAC, so
+    // the skb is for this host (PACKET_HOST), as on the wire.
+    let mut underlay_ctx = vec![0u8; 48];
+    underlay_ctx[40..44].copy_from_slice(&ifindex(&a, "eth0")?.to_ne_bytes());
     let cost = |prog: &str, frame: &[u8], ctx: Option<&[u8]>| -> Result<(u32, f64)> {
         let path = progs.join(prog);
         a.enter(|| greha_tests::prog_test_run(&path, frame, ctx, RUNS))?
     };
-    let (decap_rc, decap_ns) = cost("greha_gre_decap", &outer, None)?;
+    let (decap_rc, decap_ns) = cost("greha_gre_decap", &outer, Some(&underlay_ctx))?;
     let (encap_rc, encap_ns) = cost("greha_gre_encap", &inner, Some(&ctx))?;
-    let (_, nop_outer_ns) = cost("greha_nop", &outer, None)?;
+    let (_, nop_outer_ns) = cost("greha_nop", &outer, Some(&underlay_ctx))?;
     let (_, nop_inner_ns) = cost("greha_nop", &inner, Some(&ctx))?;
     // TC_ACT_REDIRECT: both programs took their full path, not an early exit.
     if decap_rc != 7 || encap_rc != 7 {
@@ -250,7 +254,7 @@ pub fn failover(greha: &Path, out_dir: &Path) -> Result<()> {
             json!(skew_ns as f64 / 1e6),
         );
         for stop in ["kill", "graceful"] {
-            for imp in ["greha", "keepalived"] {
+            for imp in ["greha", "greha_nofastpath", "keepalived"] {
                 eprintln!("bench: {imp} {stop} {mode}");
                 let ms = failover_once(greha, imp, version, adv_cs, stop == "kill")?;
                 results.insert(format!("{imp}_{stop}_{mode}_ms"), json!(round(ms, 1)));
@@ -262,18 +266,20 @@ pub fn failover(greha: &Path, out_dir: &Path) -> Result<()> {
     let path = out_dir.join("failover.json");
     fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
     println!(
-        "{:<10} {:<9} {:>10} {:>12} {:>10}",
-        "MODE", "STOP", "greha ms", "keepalived ms", "RFC ms"
+        "{:<10} {:<9} {:>10} {:>16} {:>14} {:>10}",
+        "MODE", "STOP", "greha ms", "no fast path ms", "keepalived ms", "RFC ms"
     );
     for mode in ["v2_1s", "v3_100ms"] {
         for stop in ["kill", "graceful"] {
+            let ms = |key: String| results[key].as_f64().unwrap_or(f64::NAN);
             println!(
-                "{:<10} {:<9} {:>10} {:>12} {:>10}",
+                "{:<10} {:<9} {:>10.1} {:>16.1} {:>14.1} {:>10.3}",
                 mode,
                 stop,
-                results[format!("greha_{stop}_{mode}_ms")],
-                results[format!("keepalived_{stop}_{mode}_ms")],
-                results[format!("rfc_{stop}_{mode}_ms")],
+                ms(format!("greha_{stop}_{mode}_ms")),
+                ms(format!("greha_nofastpath_{stop}_{mode}_ms")),
+                ms(format!("keepalived_{stop}_{mode}_ms")),
+                ms(format!("rfc_{stop}_{mode}_ms")),
             );
         }
     }
@@ -299,8 +305,9 @@ fn failover_once(greha: &Path, imp: &str, version: u8, adv_cs: u32, kill: bool) 
     let adv = f64::from(adv_cs) / 100.0;
     let pins = [lab.pin_dir("a"), lab.pin_dir("b")];
     let start = |host: &Host, name: &str, priority: u8| -> Result<greha_tests::Proc> {
-        if imp == "greha" {
+        if imp.starts_with("greha") {
             let auth = if version == 2 { " auth-pass 1111" } else { "" };
+            let fastpath = if imp == "greha" { "" } else { " no-fastpath" };
             let mut cmd = host.command(greha);
             cmd.arg("--pin-dir")
                 .arg(&pins[usize::from(name == "b")])
@@ -310,7 +317,7 @@ fn failover_once(greha: &Path, imp: &str, version: u8, adv_cs: u32, kill: bool) 
                     "run",
                     "--vrrp",
                     &format!(
-                        "VI_1 interface eth0 vrid 51 priority {priority} version {version} advert-int {adv}{auth} vip {VIP}/24"
+                        "VI_1 interface eth0 vrid 51 priority {priority} version {version} advert-int {adv}{auth}{fastpath} vip {VIP}/24"
                     ),
                 ]);
             let mut p = host.spawn(&lab, cmd, true)?;
@@ -357,18 +364,20 @@ fn failover_once(greha: &Path, imp: &str, version: u8, adv_cs: u32, kill: bool) 
     if has_vip(&b)? {
         bail!("{imp}: B holds the VIP while A is master");
     }
-    // Watch from inside B's namespace, with no process start in between:
-    // every VRRP packet from A (arrival time, priority) and B's addresses.
-    let ns = fs::File::open(b.netns_path())?;
+    // Watch the adverts on the link itself, where no datapath filters
+    // them: a packet socket on A's end of the veth sees what A sends (B's
+    // XDP fast path drops steady adverts before any socket in B sees
+    // them). B's addresses are watched from B's namespace; the socket,
+    // once open, keeps working there.
+    let (ns_a, ns_b) = (
+        fs::File::open(a.netns_path())?,
+        fs::File::open(b.netns_path())?,
+    );
     let watcher = std::thread::spawn(
         move || -> Result<(std::time::Instant, Vec<(std::time::Instant, u8)>)> {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-            let sock = socket2::Socket::new(
-                socket2::Domain::IPV4,
-                socket2::Type::RAW,
-                Some(socket2::Protocol::from(112)),
-            )?;
-            sock.set_nonblocking(true)?;
+            nix::sched::setns(&ns_a, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let sock = link_capture("eth0")?;
+            nix::sched::setns(&ns_b, nix::sched::CloneFlags::CLONE_NEWNET)?;
             let vip: std::net::Ipv4Addr = VIP.parse()?;
             let from_a: std::net::Ipv4Addr = A_UNDERLAY.parse()?;
             let mut adverts = Vec::new();
@@ -381,9 +390,14 @@ fn failover_once(greha: &Path, imp: &str, version: u8, adv_cs: u32, kill: bool) 
                         .iter()
                         .map(|b| unsafe { b.assume_init() })
                         .collect();
-                    let ihl = usize::from(d[0] & 0x0f) * 4;
-                    if n > ihl + 2 && d[12..16] == from_a.octets() {
-                        adverts.push((std::time::Instant::now(), d[ihl + 2]));
+                    // Ethernet (IPv4), then IPv4 with protocol 112 from A.
+                    if d.get(12..14) != Some(&[0x08, 0x00][..]) {
+                        continue;
+                    }
+                    let Some(ip) = d.get(14..) else { continue };
+                    let ihl = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
+                    if ip.len() > ihl + 2 && ip[9] == 112 && ip[12..16] == from_a.octets() {
+                        adverts.push((std::time::Instant::now(), ip[ihl + 2]));
                     }
                 }
                 let found = nix::ifaddrs::getifaddrs()?.any(|i| {
@@ -434,6 +448,32 @@ fn failover_once(greha: &Path, imp: &str, version: u8, adv_cs: u32, kill: bool) 
         )
     })?;
     Ok(t1.duration_since(from).as_secs_f64() * 1000.0)
+}
+
+/// A packet socket on `ifname` (in the calling thread's namespace) that
+/// sees its frames both ways, non-blocking. ETH_P_ALL: a socket for one
+/// protocol is not given what the interface sends.
+fn link_capture(ifname: &str) -> Result<socket2::Socket> {
+    let ifindex = nix::net::if_::if_nametoindex(ifname)?;
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    let sock = socket2::Socket::new(
+        socket2::Domain::PACKET,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(i32::from(proto))),
+    )?;
+    let mut storage = socket2::SockAddrStorage::zeroed();
+    // SAFETY: sockaddr_storage holds a sockaddr_ll; a zeroed one with
+    // family, protocol and ifindex set is a valid packet socket address.
+    let addr = unsafe {
+        let sll: &mut libc::sockaddr_ll = storage.view_as();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex as i32;
+        socket2::SockAddr::new(storage, size_of::<libc::sockaddr_ll>() as libc::socklen_t)
+    };
+    sock.bind(&addr)?;
+    sock.set_nonblocking(true)?;
+    Ok(sock)
 }
 
 /// A VRRP implementation in the scale benchmark.

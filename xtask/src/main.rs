@@ -2,6 +2,7 @@
 mod bench;
 mod bootstrap;
 mod demo;
+mod soak;
 
 use std::{
     os::unix::process::CommandExt as _,
@@ -48,6 +49,16 @@ enum Task {
     Test,
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
+    /// A bounded chaos run: two greha routers, keepalived as a third, a
+    /// client; random link flaps, partitions, kill -9s, reloads and stray
+    /// adverts, with the invariants checked after each (target/soak.json).
+    Soak {
+        #[arg(long, default_value_t = 5.0)]
+        minutes: f64,
+        /// Replays a run: its events follow from the seed it printed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Benchmarks in a lab; each prints a table and writes
     /// target/bench/NAME.json.
     Bench {
@@ -99,6 +110,14 @@ fn dispatch(cli: Cli) -> Result<()> {
             Err(err).with_context(|| format!("cannot exec {}", greha.display()))
         }
         Task::Test => test(),
+        Task::Soak { minutes, seed } => sweep_leftover_labs().and_then(|()| {
+            soak::soak(
+                &build_greha()?,
+                &workspace_root().join("target"),
+                minutes,
+                seed,
+            )
+        }),
         Task::Demo {
             keep,
             advert_interval,
@@ -210,6 +229,8 @@ fn test() -> Result<()> {
             advert_interval: 1.0,
         },
     )?;
+    eprintln!("xtask: a short soak (cargo xtask soak runs longer ones)");
+    soak::soak(&greha, &workspace_root().join("target"), 1.0, None)?;
     check_nothing_left()?;
     eprintln!("xtask: all tests passed");
     Ok(())

@@ -112,6 +112,10 @@ pub struct Vrrp {
     nl: Netlink,
     sockets: Vec<(u32, Arc<VrrpSocket>)>,
     instances: Vec<Running>,
+    /// `router::route`'s view of `instances`, index for index, kept with
+    /// them (built per packet, it cost the busiest path an allocation per
+    /// instance).
+    route_keys: Vec<RouteKey>,
     epoch: Instant,
     /// The wall-clock time of `epoch`, for status output.
     epoch_unix_ms: u128,
@@ -144,6 +148,7 @@ impl Vrrp {
             nl,
             sockets: Vec::new(),
             instances: Vec::new(),
+            route_keys: Vec::new(),
             epoch: Instant::now(),
             epoch_unix_ms: unix_ms_now(),
             fast: FastPath::new(pin_dir, monotonic_ns()),
@@ -296,6 +301,8 @@ impl Vrrp {
             fault_reason: None,
             script_tasks,
         });
+        let key = self.instances.last().expect("just pushed").route_key();
+        self.route_keys.push(key);
         Ok(())
     }
 
@@ -323,6 +330,7 @@ impl Vrrp {
         self.feed(i, Event::Shutdown).await;
         self.fastpath_forget(i);
         let r = self.instances.remove(i);
+        self.route_keys.remove(i);
         for t in r.script_tasks {
             t.abort();
         }
@@ -518,9 +526,8 @@ impl Vrrp {
     }
 
     async fn received(&mut self, sock: usize, r: Received) {
-        let keys: Vec<RouteKey> = self.instances.iter().map(Running::route_key).collect();
         let routed = router::route(
-            &keys,
+            &self.route_keys,
             &Packet {
                 socket: sock,
                 src: r.src,
