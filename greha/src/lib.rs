@@ -14,6 +14,7 @@ pub mod import;
 pub mod metrics;
 pub mod netlink;
 pub mod pins;
+pub mod plan;
 pub mod spec;
 pub mod tunnel;
 pub mod vrrp;

@@ -54,6 +54,13 @@ pub struct FastPath {
     epoch_mono_ns: u64,
 }
 
+/// CLOCK_MONOTONIC in nanoseconds, bpf_ktime_get_ns's clock.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
+}
+
 /// What the program must know of an instance: the engine's state, the
 /// master it follows and our priority, mapped to the ABI's values.
 pub fn ctl_of(def: &InstanceDef, engine: &Instance, slot: u32) -> VrrpCtl {

@@ -251,3 +251,93 @@ impl ArpSender {
         Ok(())
     }
 }
+
+/// When gratuitous ARPs go: `repeat` per VIP at once, again after
+/// `delay` (none when it and `refresh` are zero), then every `refresh`
+/// unless it is zero.
+pub struct Rounds {
+    pub repeat: u32,
+    pub delay: std::time::Duration,
+    pub refresh: std::time::Duration,
+}
+
+/// Announces `targets` (ifindex, MAC, VIP) off the loop, in `rounds`;
+/// abort the task to stop it (on leaving Master).
+pub fn announce(
+    arp: std::sync::Arc<ArpSender>,
+    instance: String,
+    targets: Vec<(u32, [u8; 6], Ipv4Addr)>,
+    rounds: Rounds,
+) -> tokio::task::JoinHandle<()> {
+    let Rounds {
+        repeat,
+        delay,
+        refresh,
+    } = rounds;
+    tokio::spawn(async move {
+        for round in 0.. {
+            match round {
+                0 => {}
+                1 if delay.is_zero() && refresh.is_zero() => break,
+                1 => tokio::time::sleep(delay).await,
+                _ if refresh.is_zero() => break,
+                _ => tokio::time::sleep(refresh).await,
+            }
+            for _ in 0..repeat {
+                for (ifindex, mac, vip) in &targets {
+                    if let Err(e) = arp.send(*ifindex, *mac, *vip) {
+                        tracing::warn!(instance = %instance, "{e:#}");
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Which socket an advert leaves by: an interface's shared one (by index),
+/// or an instance's unicast one (by instance id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outlet {
+    Shared(usize),
+    Unicast(u64),
+}
+
+/// An advert's bytes and destination.
+pub type Datagram = (Vec<u8>, Ipv4Addr);
+
+/// Adverts queued at one tick, grouped by outlet in the order the outlets
+/// first appear: one sendmmsg each.
+pub fn by_outlet(out: Vec<(Outlet, Vec<u8>, Ipv4Addr)>) -> Vec<(Outlet, Vec<Datagram>)> {
+    let mut groups: Vec<(Outlet, Vec<Datagram>)> = Vec::new();
+    for (outlet, bytes, dst) in out {
+        match groups.iter_mut().find(|(o, _)| *o == outlet) {
+            Some((_, batch)) => batch.push((bytes, dst)),
+            None => groups.push((outlet, vec![(bytes, dst)])),
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adverts_group_by_outlet_in_order() {
+        let d = Ipv4Addr::new(224, 0, 0, 18);
+        let out = vec![
+            (Outlet::Shared(1), vec![1], d),
+            (Outlet::Unicast(7), vec![2], d),
+            (Outlet::Shared(1), vec![3], d),
+            (Outlet::Shared(0), vec![4], d),
+        ];
+        assert_eq!(
+            by_outlet(out),
+            vec![
+                (Outlet::Shared(1), vec![(vec![1], d), (vec![3], d)]),
+                (Outlet::Unicast(7), vec![(vec![2], d)]),
+                (Outlet::Shared(0), vec![(vec![4], d)]),
+            ]
+        );
+    }
+}

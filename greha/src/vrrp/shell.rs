@@ -20,13 +20,13 @@ use tracing::{info, warn};
 use super::{
     def::{InstanceDef, TrackKind},
     engine::{Action, Config, Event, Instance, State},
-    fastpath::{Fast, FastPath, ctl_of},
+    fastpath::{self, Fast, FastPath, ctl_of},
     host::{self, Prepared, Vip},
-    io::{ArpSender, Received, VrrpSocket},
+    io::{self, ArpSender, Outlet, Received, VrrpSocket},
     notify::Notifier,
     packet::{Advert, MULTICAST},
     router::{self, Delivery, InstanceCounter, Packet, RouteKey, TrackerState},
-    status::{GlobalStats, InstanceStatus, StatusDoc, TransitionRecord, Transitions},
+    status::{GlobalStats, InstanceStatus, StatusDoc, TransitionRecord, Transitions, unix_ms_now},
     track::{self, ScriptResult, Tracker},
 };
 use crate::netlink::{self, Netlink};
@@ -79,13 +79,6 @@ impl Running {
             unicast_peers: self.def.unicast_peers.clone(),
         }
     }
-}
-
-/// Which socket an advert leaves by.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Outlet {
-    Shared(usize),
-    Unicast(u64),
 }
 
 /// What the daemon asks of the VRRP loop.
@@ -151,7 +144,7 @@ impl Vrrp {
             route_keys: Vec::new(),
             epoch: Instant::now(),
             epoch_unix_ms: unix_ms_now(),
-            fast: FastPath::new(pin_dir, monotonic_ns()),
+            fast: FastPath::new(pin_dir, fastpath::monotonic_ns()),
             arp: Arc::new(ArpSender::open()?),
             outbox: None,
             rx,
@@ -585,18 +578,7 @@ impl Vrrp {
         let Some(out) = self.outbox.take() else {
             return;
         };
-        let mut outlets: Vec<Outlet> = Vec::new();
-        for (o, _, _) in &out {
-            if !outlets.contains(o) {
-                outlets.push(*o);
-            }
-        }
-        for outlet in outlets {
-            let batch: Vec<(Vec<u8>, Ipv4Addr)> = out
-                .iter()
-                .filter(|(o, _, _)| *o == outlet)
-                .map(|(_, b, d)| (b.clone(), *d))
-                .collect();
+        for (outlet, batch) in io::by_outlet(out) {
             let sent = match outlet {
                 Outlet::Shared(s) => self.sockets[s].1.send_batch(&batch),
                 Outlet::Unicast(id) => match self
@@ -656,39 +638,11 @@ impl Vrrp {
         self.fast.forget(fast, still_used);
     }
 
-    /// Gratuitous ARPs for instance `i`'s VIPs, off the loop: `repeat` per
-    /// VIP at once, again after `delay`, then every `refresh` unless it is
-    /// zero. Abort the task to stop it (on leaving Master).
-    fn announce(
-        &self,
-        i: usize,
-        repeat: u32,
-        delay: Duration,
-        refresh: Duration,
-    ) -> JoinHandle<()> {
+    /// Gratuitous ARPs for instance `i`'s VIPs ([`io::announce`]).
+    fn announce(&self, i: usize, rounds: io::Rounds) -> JoinHandle<()> {
         let r = &self.instances[i];
-        let targets: Vec<(u32, [u8; 6], Ipv4Addr)> =
-            r.vips.iter().map(|v| (v.ifindex, v.mac, v.addr)).collect();
-        let name = r.def.name.clone();
-        let arp = self.arp.clone();
-        tokio::spawn(async move {
-            for round in 0.. {
-                match round {
-                    0 => {}
-                    1 if delay.is_zero() && refresh.is_zero() => break,
-                    1 => tokio::time::sleep(delay).await,
-                    _ if refresh.is_zero() => break,
-                    _ => tokio::time::sleep(refresh).await,
-                }
-                for _ in 0..repeat {
-                    for (ifindex, mac, vip) in &targets {
-                        if let Err(e) = arp.send(*ifindex, *mac, *vip) {
-                            warn!(instance = %name, "{e:#}");
-                        }
-                    }
-                }
-            }
-        })
+        let targets = r.vips.iter().map(|v| (v.ifindex, v.mac, v.addr)).collect();
+        io::announce(self.arp.clone(), r.def.name.clone(), targets, rounds)
     }
 
     async fn act(&mut self, i: usize, action: Action) -> Result<()> {
@@ -753,18 +707,25 @@ impl Vrrp {
                         r.added.push((v.ifindex, v.addr));
                     }
                 }
-                let (repeat, delay, refresh) =
-                    (r.def.garp_repeat, r.def.garp_delay, r.def.garp_refresh);
-                let task = self.announce(i, repeat, delay, refresh);
+                let rounds = io::Rounds {
+                    repeat: r.def.garp_repeat,
+                    delay: r.def.garp_delay,
+                    refresh: r.def.garp_refresh,
+                };
+                let task = self.announce(i, rounds);
                 let r = &mut self.instances[i];
                 if let Some(old) = r.garp.replace(task) {
                     old.abort();
                 }
             }
             Action::ReannounceVips => {
-                let (repeat, delay) = (r.def.garp_lower_prio_repeat, r.def.garp_lower_prio_delay);
-                if repeat > 0 {
-                    let task = self.announce(i, repeat, delay, Duration::ZERO);
+                let rounds = io::Rounds {
+                    repeat: r.def.garp_lower_prio_repeat,
+                    delay: r.def.garp_lower_prio_delay,
+                    refresh: Duration::ZERO,
+                };
+                if rounds.repeat > 0 {
+                    let task = self.announce(i, rounds);
                     let r = &mut self.instances[i];
                     if let Some(old) = r.lower_garp.replace(task) {
                         old.abort();
@@ -798,20 +759,6 @@ impl Vrrp {
         }
         Ok(())
     }
-}
-
-fn unix_ms_now() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis()
-}
-
-/// CLOCK_MONOTONIC in nanoseconds, bpf_ktime_get_ns's clock.
-fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
-        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-    })
 }
 
 async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {

@@ -57,6 +57,14 @@ pub struct TransitionRecord {
     pub reason: Reason,
 }
 
+/// Now, in milliseconds since the Unix epoch: the times of the document.
+pub fn unix_ms_now() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+}
+
 /// What the control socket answers to `status`: the VRRP part of `greha
 /// status --json` (the CLI adds the tunnels, read from the pins).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
