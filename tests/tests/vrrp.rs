@@ -238,6 +238,12 @@ fn a_steady_master_barely_wakes_the_backups_daemon() -> Result<()> {
                 v["fastpath"]["absorbed"].as_u64() >= Some(heard - bound),
                 "{v}"
             );
+            // What tcpdump cannot show: the master's last absorbed advert.
+            let last = &v["last_absorbed"];
+            ensure!(
+                last["src"] == v["master"] && last["priority"] == 150 && last["interval_cs"] == 10,
+                "{v}"
+            );
             if tunnel {
                 // Decapsulated by greha's own datapath: the adverts were GRE.
                 let out = greha_tests::run(lab.greha(&a).args(["counters", "--json"]))?;

@@ -18,6 +18,7 @@ use super::{
     engine::{Instance, State},
     packet::{Auth, Version},
     router,
+    status::LastAbsorbed,
 };
 use crate::{
     datapath::{Datapath, MmapArray},
@@ -242,6 +243,20 @@ impl FastPath {
                 );
             }
         }
+    }
+
+    /// The newest steady advert the program absorbed for the instance
+    /// (tcpdump on the interface does not show them: XDP drops them before
+    /// packet taps), with the time as milliseconds since the Unix epoch
+    /// given the engines' epoch.
+    pub fn last_absorbed(&self, fast: &Fast, epoch_unix_ms: u128) -> Option<LastAbsorbed> {
+        let seen = read_seen(&self.maps.as_ref()?.seen, fast.slot)?;
+        (seen.last_ns >= self.epoch_mono_ns && seen.last_ns > 0).then(|| LastAbsorbed {
+            at_unix_ms: epoch_unix_ms + u128::from((seen.last_ns - self.epoch_mono_ns) / 1_000_000),
+            src: std::net::Ipv4Addr::from(seen.src),
+            priority: seen.priority,
+            interval_cs: seen.interval_cs,
+        })
     }
 
     /// The program's counters for the instance, summed over CPUs.

@@ -371,6 +371,10 @@ impl Vrrp {
             .iter()
             .map(|r| {
                 let fastpath = r.fast.as_ref().and_then(|f| self.fast.stats(f));
+                let last_absorbed = r
+                    .fast
+                    .as_ref()
+                    .and_then(|f| self.fast.last_absorbed(f, self.epoch_unix_ms));
                 let mut stats = r.engine.stats().clone();
                 if let Some(f) = &fastpath {
                     stats.ip_ttl_errors += f.ip_ttl_errors;
@@ -396,6 +400,7 @@ impl Vrrp {
                     daemon_adverts: r.engine.stats().rcvd_advertisements,
                     stats,
                     fastpath,
+                    last_absorbed,
                 }
             })
             .collect::<Vec<_>>();

@@ -42,10 +42,22 @@ pub struct InstanceStatus {
     pub stats: Stats,
     /// The XDP fast path's counters; null without a fast path.
     pub fastpath: Option<VrrpStats>,
+    /// The newest steady advert the fast path absorbed (dropped in XDP,
+    /// so tcpdump never shows it); null if none yet or no fast path.
+    pub last_absorbed: Option<LastAbsorbed>,
     /// Adverts the daemon itself processed: those the fast path passed,
     /// plus one per Master_Down check that found absorbed ones. Without a
     /// fast path, every advert.
     pub daemon_adverts: u64,
+}
+
+/// A steady advert as the fast path recorded it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LastAbsorbed {
+    pub at_unix_ms: u128,
+    pub src: Ipv4Addr,
+    pub priority: u8,
+    pub interval_cs: u16,
 }
 
 /// One state change, for status output.
