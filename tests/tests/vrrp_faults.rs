@@ -99,6 +99,60 @@ fn no_takeover(lab: &mut Lab, a: &Host, b: &Host, what: &str) -> Result<serde_js
 /// following A. On the code before the fix, the program recorded each
 /// stray advert as the last one heard, so the timer found no advert of
 /// A's and B took over (5 of 43 strays did it in the report).
+/// A LAN with A on it, its greha master of VI_1 (priority 150).
+fn lan_with_a_master() -> Result<(Lab, Host, Proc)> {
+    let mut lab = Lab::new()?;
+    let lan = lab.switch("lan")?;
+    let a = lab.host("a")?;
+    lab.plug(&a, &format!("{A}/24"), &lan)?;
+    let g = greha(&mut lab, &a, 150, "")?;
+    wait_until(SHORT, "A master", || {
+        Ok(vi_1(&mut lab, &a)?["state"] == "master")
+    })?;
+    Ok((lab, a, g))
+}
+
+/// Starts a second `greha run ARGS` in `host` with `pins` and `control`,
+/// which must be refused, saying `want`. Spawned, so that one that is not
+/// refused (the old behaviour) fails within SHORT instead of running on.
+fn refused(
+    lab: &Lab,
+    host: &Host,
+    pins: &std::path::Path,
+    control: &std::path::Path,
+    args: &[&str],
+    want: &str,
+) -> Result<()> {
+    let mut cmd = host.command(greha_tests::greha_bin());
+    cmd.arg("--pin-dir")
+        .arg(pins)
+        .arg("--control")
+        .arg(control)
+        .args(args);
+    let mut p = host.spawn(lab, cmd, false)?;
+    let status = p.wait(SHORT)?;
+    ensure!(
+        !status.success() && p.log().contains(want),
+        "expected a refusal ({want}), got {status}:\n{}",
+        p.log()
+    );
+    Ok(())
+}
+
+/// A, master, still has its VIP and answers status.
+fn still_master(lab: &mut Lab, a: &Host) -> Result<()> {
+    ensure!(
+        a.ip(&["-br", "addr", "show", "dev", "eth0"])?
+            .contains(&format!("{VIP}/24")),
+        "the running master lost its VIP"
+    );
+    ensure!(
+        vi_1(lab, a)?["state"] == "master",
+        "status no longer answers"
+    );
+    Ok(())
+}
+
 #[test]
 fn a_third_routers_stray_adverts_do_not_make_the_backup_take_over() -> Result<()> {
     let mut lab = Lab::new()?;
@@ -176,54 +230,30 @@ fn a_non_peers_unicast_adverts_do_not_make_the_backup_take_over() -> Result<()> 
 /// file is refused and the file left alone.
 #[test]
 fn a_second_daemon_and_a_file_as_control_socket_are_refused() -> Result<()> {
-    let mut lab = Lab::new()?;
-    let lan = lab.switch("lan")?;
-    let a = lab.host("a")?;
-    lab.plug(&a, &format!("{A}/24"), &lan)?;
-    let _ga = greha(&mut lab, &a, 150, "")?;
-    wait_until(SHORT, "A master with its VIP", || {
-        Ok(vi_1(&mut lab, &a)?["state"] == "master")
-    })?;
+    let (mut lab, a, _ga) = lan_with_a_master()?;
     let spec = format!("VI_1 interface eth0 vrid 51 priority 150 advert-int 0.1 vip {VIP}/24");
     let second_pins = lab.pin_dir("second");
-    // Spawned, so that a second daemon that is not refused (the old
-    // behaviour) fails the test within SHORT instead of running on.
-    let refused = |lab: &Lab, control: &std::path::Path, args: &[&str], want: &str| {
-        let mut cmd = a.command(greha_tests::greha_bin());
-        cmd.arg("--pin-dir")
-            .arg(&second_pins)
-            .arg("--control")
-            .arg(control)
-            .args(args);
-        let mut p = a.spawn(lab, cmd, false)?;
-        let status = p.wait(SHORT)?;
-        ensure!(
-            !status.success() && p.log().contains(want),
-            "expected a refusal ({want}), got {status}:\n{}",
-            p.log()
-        );
-        anyhow::Ok(())
-    };
     let control = lab.control(&a);
     refused(
         &lab,
+        &a,
+        &second_pins,
         &control,
         &["run", "--vrrp", &spec],
         "another greha is running",
     )?;
-    ensure!(
-        a.ip(&["-br", "addr", "show", "dev", "eth0"])?
-            .contains(&format!("{VIP}/24")),
-        "the running master lost its VIP"
-    );
-    ensure!(
-        vi_1(&mut lab, &a)?["state"] == "master",
-        "status no longer answers"
-    );
+    still_master(&mut lab, &a)?;
 
     let file = lab.tmp().join("not-a-socket");
     std::fs::write(&file, "keep me")?;
-    refused(&lab, &file, &["run", "--count", "eth0"], "is not a socket")?;
+    refused(
+        &lab,
+        &a,
+        &second_pins,
+        &file,
+        &["run", "--count", "eth0"],
+        "is not a socket",
+    )?;
     ensure!(
         std::fs::read_to_string(&file)? == "keep me",
         "the file was touched"
@@ -503,39 +533,19 @@ fn the_saved_masters_file_is_never_a_trap() -> Result<()> {
 /// refused before it touches anything: the running master keeps its VIP.
 #[test]
 fn a_second_daemon_on_the_same_pin_directory_is_refused() -> Result<()> {
-    let mut lab = Lab::new()?;
-    let lan = lab.switch("lan")?;
-    let a = lab.host("a")?;
-    lab.plug(&a, &format!("{A}/24"), &lan)?;
-    let _ga = greha(&mut lab, &a, 150, "")?;
-    wait_until(SHORT, "A master", || {
-        Ok(vi_1(&mut lab, &a)?["state"] == "master")
-    })?;
+    let (mut lab, a, _ga) = lan_with_a_master()?;
     let spec = format!("VI_1 interface eth0 vrid 51 priority 150 advert-int 0.1 vip {VIP}/24");
     let pins = lab.pin_dir("a");
-    let mut cmd = a.command(greha_tests::greha_bin());
-    cmd.arg("--pin-dir")
-        .arg(&pins)
-        .arg("--control")
-        .arg(lab.tmp().join("other.sock"))
-        .args(["run", "--vrrp", &spec]);
-    let mut second = a.spawn(&lab, cmd, false)?;
-    let status = second.wait(SHORT)?;
-    ensure!(
-        !status.success() && second.log().contains("another greha daemon uses"),
-        "expected a refusal, got {status}:\n{}",
-        second.log()
-    );
-    ensure!(
-        a.ip(&["-br", "addr", "show", "dev", "eth0"])?
-            .contains(&format!("{VIP}/24")),
-        "the running master lost its VIP"
-    );
-    ensure!(
-        vi_1(&mut lab, &a)?["state"] == "master",
-        "status no longer answers"
-    );
-    Ok(())
+    let other = lab.tmp().join("other.sock");
+    refused(
+        &lab,
+        &a,
+        &pins,
+        &other,
+        &["run", "--vrrp", &spec],
+        "another greha daemon uses",
+    )?;
+    still_master(&mut lab, &a)
 }
 
 /// A VIP that cannot be added (its interface went away after the start)
