@@ -390,6 +390,8 @@ async fn serve_control(control: tokio::net::UnixListener, tx: mpsc::Sender<Reque
             let mut line = String::new();
             let read = tokio::time::timeout(REQUEST_TIMEOUT, conn.read_line(&mut line)).await;
             let answer = match (read, line.trim()) {
+                // Nothing asked in time: nothing for the VRRP loop to do.
+                (Ok(Ok(0)) | Ok(Err(_)) | Err(_), _) => return,
                 (Ok(Ok(_)), "reload") => {
                     let (reply, rx) = oneshot::channel();
                     let _ = tx.send(Request::Reload(Some(reply))).await;
@@ -433,9 +435,13 @@ async fn serve_metrics(
             let _permit = permit;
             // The request is read (whatever it asks, the answer is the
             // metrics) so that closing does not reset the connection under
-            // the reply.
+            // the reply; a connection that asks nothing in time costs the
+            // VRRP loop nothing.
             let mut req = [0u8; 1024];
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, conn.read(&mut req)).await;
+            match tokio::time::timeout(REQUEST_TIMEOUT, conn.read(&mut req)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
             let (reply, rx) = oneshot::channel();
             if tx.send(Request::Status(reply)).await.is_err() {
                 return;
