@@ -203,25 +203,16 @@ pub fn soak(greha: &Path, out_dir: &Path, minutes: f64, seed: Option<u64>) -> Re
         // plug names the switch's ports in order.
         ports.push(format!("eth{}", ports.len()));
     }
-    let dir = lab.tmp().join("ka-c");
-    fs::create_dir_all(&dir)?;
-    fs::write(
-        dir.join("k.conf"),
-        format!(
-            "vrrp_instance VI_1 {{\n state BACKUP\n interface eth0\n virtual_router_id 51\n \
-             priority 50\n advert_int 0.1\n version 3\n \
-             virtual_ipaddress {{\n {VIP}/24 dev eth0\n }}\n}}\n"
+    let keepalived = crate::bench::start_keepalived(
+        &lab,
+        &c,
+        "c",
+        &format!(
+            "state BACKUP\n interface eth0\n virtual_router_id 51\n priority 50\n \
+             advert_int 0.1\n version 3\n virtual_ipaddress {{\n {VIP}/24 dev eth0\n }}"
         ),
+        "(VI_1) Entering",
     )?;
-    let mut ka = c.command("keepalived");
-    ka.args(["-n", "-l", "-P", "-f"])
-        .arg(dir.join("k.conf"))
-        .arg("-p")
-        .arg(dir.join("k.pid"))
-        .arg("-r")
-        .arg(dir.join("v.pid"));
-    let mut keepalived = c.spawn(&lab, ka, false)?;
-    keepalived.wait_for_output("(VI_1) Entering", SHORT)?;
     let mut s = Soak {
         lab,
         hosts: [a, b, c],

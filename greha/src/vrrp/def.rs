@@ -5,7 +5,7 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use super::{
-    engine::State,
+    engine::{Config, State},
     packet::{Auth, ChecksumForm, Version},
 };
 use crate::{netlink, spec::SpecError};
@@ -160,6 +160,24 @@ fn parse_seconds_cs(name: &str, field: &str, v: &str) -> Result<u32, SpecError> 
 }
 
 impl InstanceDef {
+    /// The engine's configuration of this instance, sending from `primary`
+    /// (the interface's address, or the unicast source).
+    pub fn engine_config(&self, primary: Ipv4Addr) -> Config {
+        Config {
+            name: self.name.clone(),
+            version: self.version,
+            vrid: self.vrid,
+            priority: self.priority,
+            advert_interval_cs: self.advert_interval_cs,
+            preempt: self.preempt,
+            preempt_delay: self.preempt_delay,
+            primary_ip: primary,
+            vips: self.vips.iter().map(|v| v.addr).collect(),
+            auth: self.auth.clone(),
+            higher_prio_send_advert: self.higher_prio_send_advert,
+        }
+    }
+
     /// Parses `NAME interface IF vrid N priority N [version 2|3]
     /// [advert-int SECONDS] [nopreempt] [preempt-delay SECONDS]
     /// [auth-pass PASSWORD] [checksum keepalived|rfc9568] [garp-repeat N]

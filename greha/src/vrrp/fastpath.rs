@@ -275,7 +275,7 @@ impl FastPath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vrrp::engine::{Config, Event};
+    use crate::vrrp::engine::Event;
     use std::net::Ipv4Addr;
 
     fn def(words: &str) -> InstanceDef {
@@ -289,19 +289,7 @@ mod tests {
     }
 
     fn engine(d: &InstanceDef) -> Instance {
-        Instance::new(Config {
-            name: d.name.clone(),
-            version: d.version,
-            vrid: d.vrid,
-            priority: d.priority,
-            advert_interval_cs: d.advert_interval_cs,
-            preempt: d.preempt,
-            preempt_delay: d.preempt_delay,
-            primary_ip: Ipv4Addr::new(198, 51, 100, 1),
-            vips: d.vips.iter().map(|v| v.addr).collect(),
-            auth: d.auth.clone(),
-            higher_prio_send_advert: d.higher_prio_send_advert,
-        })
+        Instance::new(d.engine_config(Ipv4Addr::new(198, 51, 100, 1)))
     }
 
     /// The control record follows the engine: its state, the master it

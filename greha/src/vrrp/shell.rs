@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::{
     def::{InstanceDef, TrackKind},
-    engine::{Action, Config, Event, Instance, State},
+    engine::{Action, Event, Instance, State},
     fastpath::{self, Fast, FastPath, ctl_of},
     host::{self, Prepared, Vip},
     io::{self, ArpSender, Outlet, Received, VrrpSocket},
@@ -251,19 +251,7 @@ impl Vrrp {
                 ));
             }
         }
-        let cfg = Config {
-            name: def.name.clone(),
-            version: def.version,
-            vrid: def.vrid,
-            priority: def.priority,
-            advert_interval_cs: def.advert_interval_cs,
-            preempt: def.preempt,
-            preempt_delay: def.preempt_delay,
-            primary_ip: primary,
-            vips: def.vips.iter().map(|v| v.addr).collect(),
-            auth: def.auth.clone(),
-            higher_prio_send_advert: def.higher_prio_send_advert,
-        };
+        let cfg = def.engine_config(primary);
         let fast = if def.fastpath {
             let used: Vec<u32> = self
                 .instances
