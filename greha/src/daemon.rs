@@ -295,10 +295,15 @@ pub async fn run(opts: Options) -> Result<()> {
         },
     };
     let (tx, mut requests) = mpsc::channel(16);
+    let clients = match Clients::serve(control, metrics, opts.pin_dir.clone(), tx.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            teardown(&opts, &mut current, &mut vrrp).await?;
+            return Err(e);
+        }
+    };
     let tasks = [
         tokio::spawn(signals(term, int, hup, tx.clone())),
-        tokio::spawn(serve_control(control, tx.clone())),
-        tokio::spawn(serve_metrics(metrics, opts.pin_dir.clone(), tx.clone())),
         tokio::spawn(watchdog(tx)),
     ];
     info!(pin_dir = %opts.pin_dir.display(), control = %opts.control.display(), "ready");
@@ -335,6 +340,7 @@ pub async fn run(opts: Options) -> Result<()> {
     for t in tasks {
         t.abort();
     }
+    clients.stop();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     if opts.keep_datapath {
         // No resignation, VIPs and tunnels stay: the next start resumes.
@@ -368,6 +374,62 @@ async fn signals(mut term: Signal, mut int: Signal, mut hup: Signal, tx: mpsc::S
         if tx.send(req).await.is_err() {
             return;
         }
+    }
+}
+
+/// The control socket and the metrics endpoint, served on a thread of
+/// their own: however many clients come and whatever they read, the VRRP
+/// loop's thread only answers the requests they pass on (a flood of
+/// scrapes sharing its thread delayed adverts).
+struct Clients {
+    stop: oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Clients {
+    fn serve(
+        control: tokio::net::UnixListener,
+        metrics: Option<tokio::net::TcpListener>,
+        pin_dir: PathBuf,
+        tx: mpsc::Sender<Request>,
+    ) -> Result<Self> {
+        let control = control.into_std().context("control socket")?;
+        let metrics = metrics
+            .map(|l| l.into_std())
+            .transpose()
+            .context("metrics socket")?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the clients' runtime")?;
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("greha-clients".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    // Registered with this runtime, which polls them.
+                    let control = tokio::net::UnixListener::from_std(control);
+                    let metrics = metrics.map(tokio::net::TcpListener::from_std).transpose();
+                    let (Ok(control), Ok(metrics)) = (control, metrics) else {
+                        warn!("cannot serve the control socket and metrics");
+                        return;
+                    };
+                    tokio::select! {
+                        _ = serve_control(control, tx.clone()) => {}
+                        _ = serve_metrics(metrics, pin_dir, tx) => {}
+                        _ = stopped => {}
+                    }
+                });
+            })
+            .context("starting the clients' thread")?;
+        Ok(Self { stop, thread })
+    }
+
+    /// Closes the listeners and every connection (the runtime goes with
+    /// the thread).
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
     }
 }
 
@@ -420,9 +482,10 @@ async fn serve_metrics(
 ) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let Some(listener) = listener else {
-        return;
+        return std::future::pending().await;
     };
     let limit = std::sync::Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let cache = std::sync::Arc::new(tokio::sync::Mutex::new(MetricsCache::default()));
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
@@ -430,7 +493,7 @@ async fn serve_metrics(
         let Ok((mut conn, _)) = listener.accept().await else {
             continue;
         };
-        let (tx, pin_dir) = (tx.clone(), pin_dir.clone());
+        let (tx, pin_dir, cache) = (tx.clone(), pin_dir.clone(), cache.clone());
         tokio::spawn(async move {
             let _permit = permit;
             // The request is read (whatever it asks, the answer is the
@@ -442,27 +505,57 @@ async fn serve_metrics(
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
-            let (reply, rx) = oneshot::channel();
-            if tx.send(Request::Status(reply)).await.is_err() {
-                return;
-            }
-            let Ok(doc) = rx.await else {
+            let Some(body) = metrics_body(&cache, &tx, pin_dir).await else {
                 return;
             };
-            let tunnels = tunnel::list(&pin_dir).unwrap_or_default();
-            let body = crate::metrics::render(&doc.vrrp, &doc.vrrp_global, &tunnels);
-            let reply = format!(
+            let head = format!(
                 "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, async {
-                let _ = conn.write_all(reply.as_bytes()).await;
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(body.as_bytes()).await;
                 let _ = conn.shutdown().await;
             })
             .await;
         });
     }
+}
+
+/// How old a metrics body may be when it is served again. Scrapers come
+/// every few seconds; a flood of them must not cost the VRRP loop more
+/// than one status per period.
+const METRICS_MAX_AGE: Duration = Duration::from_millis(250);
+
+#[derive(Default)]
+struct MetricsCache {
+    made: Option<tokio::time::Instant>,
+    body: std::sync::Arc<str>,
+}
+
+/// The current metrics body: the cached one while it is fresh, else one
+/// made from a new status. Scrapes that arrive while one is being made
+/// wait for it (the lock) instead of each asking the loop.
+async fn metrics_body(
+    cache: &tokio::sync::Mutex<MetricsCache>,
+    tx: &mpsc::Sender<Request>,
+    pin_dir: PathBuf,
+) -> Option<std::sync::Arc<str>> {
+    let mut c = cache.lock().await;
+    if c.made.is_some_and(|t| t.elapsed() < METRICS_MAX_AGE) {
+        return Some(c.body.clone());
+    }
+    let (reply, rx) = oneshot::channel();
+    tx.send(Request::Status(reply)).await.ok()?;
+    let doc = rx.await.ok()?;
+    let tunnels = tunnel::list(&pin_dir).unwrap_or_default();
+    let body = crate::metrics::render(&doc.vrrp, &doc.vrrp_global, &tunnels);
+    *c = MetricsCache {
+        made: Some(tokio::time::Instant::now()),
+        body: body.into(),
+    };
+    Some(c.body.clone())
 }
 
 /// Under systemd with WatchdogSec, proves at half the period that the VRRP

@@ -585,3 +585,100 @@ fn a_vip_that_cannot_be_added_faults_the_instance() -> Result<()> {
     ensure!(status.success(), "greha exited {status}:\n{}", g.log());
     Ok(())
 }
+
+/// A connection flood on the metrics port, as any local user can make it: a
+/// thousand connections that ask nothing and scrapers that ask without
+/// pause, on a master with 100 instances (a large body). A's adverts must
+/// not be delayed: B, following A at 30 ms, never takes over. On the code
+/// before the fix each connection had the VRRP loop render the metrics,
+/// and the report saw ~100 false takeovers from 1 000 idle connections.
+#[test]
+fn a_metrics_connection_flood_does_not_delay_adverts() -> Result<()> {
+    use std::io::{Read as _, Write as _};
+    const PORT: &str = "127.0.0.1:9477";
+    let mut lab = Lab::new()?;
+    let lan = lab.switch("lan")?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.plug(&a, &format!("{A}/24"), &lan)?;
+    lab.plug(&b, &format!("{B}/24"), &lan)?;
+    let cmd = {
+        let mut c = lab.greha(&a);
+        c.args(["run", "--metrics", PORT]);
+        c.args([
+            "--vrrp",
+            &format!("VI_1 interface eth0 vrid 51 priority 150 advert-int 0.03 vip {VIP}/24"),
+        ]);
+        for i in 1..100u8 {
+            c.args([
+                "--vrrp",
+                &format!(
+                    "VI_X{i} interface eth0 vrid {} priority 150 advert-int 0.1 vip 192.0.2.{i}/24",
+                    100 + i
+                ),
+            ]);
+        }
+        c
+    };
+    let mut ga = a.spawn(&lab, cmd, true)?;
+    ga.wait_ready(SHORT)?;
+    let cmd = {
+        let mut c = lab.greha(&b);
+        c.args([
+            "run",
+            "--vrrp",
+            &format!("VI_1 interface eth0 vrid 51 priority 100 advert-int 0.03 vip {VIP}/24"),
+        ]);
+        c
+    };
+    let mut gb = b.spawn(&lab, cmd, true)?;
+    gb.wait_ready(SHORT)?;
+    settled(&mut lab, &a, &b)?;
+
+    let (idle, scrapes) = a.enter(|| -> Result<(usize, usize)> {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(8);
+        std::thread::scope(|s| -> Result<(usize, usize)> {
+            let scrapers: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(move || {
+                        let mut n = 0;
+                        while std::time::Instant::now() < until {
+                            let Ok(mut c) = std::net::TcpStream::connect(PORT) else {
+                                continue;
+                            };
+                            let mut body = Vec::new();
+                            if c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").is_ok()
+                                && c.read_to_end(&mut body).is_ok()
+                                && !body.is_empty()
+                            {
+                                n += 1;
+                            }
+                        }
+                        n
+                    })
+                })
+                .collect();
+            // Opened again as the daemon drops them, until the end.
+            let mut idle = Vec::new();
+            let mut opened = 0;
+            while std::time::Instant::now() < until {
+                idle.retain(|c: &std::net::TcpStream| c.peek(&mut [0u8; 1]).is_err());
+                while idle.len() < 1000 {
+                    let c = std::net::TcpStream::connect(PORT)?;
+                    c.set_nonblocking(true)?;
+                    idle.push(c);
+                    opened += 1;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let scrapes = scrapers.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+            Ok((opened, scrapes))
+        })
+    })??;
+    ensure!(
+        idle >= 1000 && scrapes > 0,
+        "the flood did not happen: {idle} idle connections, {scrapes} scrapes"
+    );
+    no_takeover(&mut lab, &a, &b, "metrics flood")?;
+    Ok(())
+}
