@@ -143,7 +143,7 @@ fn print_status(doc: &greha::vrrp::status::StatusDoc, tunnels: &[tunnel::TunnelS
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     println!(
-        "{:<12} {:<10} {:>4} {:<8} {:>4} {:<16} {:>10} {:<16} {:>12}",
+        "{:<12} {:<10} {:>4} {:<8} {:>4} {:<22} {:>10} {:<16} {:>12}",
         "INSTANCE",
         "INTERFACE",
         "VRID",
@@ -161,13 +161,17 @@ fn print_status(doc: &greha::vrrp::status::StatusDoc, tunnels: &[tunnel::TunnelS
         );
         let reason = i.transitions.last().map_or("-".into(), |t| word(&t.reason));
         println!(
-            "{:<12} {:<10} {:>4} {:<8} {:>4} {:<16} {:>10} {:<16} {:>12}",
+            "{:<12} {:<10} {:>4} {:<8} {:>4} {:<22} {:>10} {:<16} {:>12}",
             i.name,
             i.interface,
             i.vrid,
             word(&i.state),
             i.priority,
-            i.master.map_or("-".into(), |m| m.to_string()),
+            match (i.master, i.master_priority) {
+                (Some(m), Some(p)) => format!("{m} ({p})"),
+                (Some(m), None) => m.to_string(),
+                (None, _) => "-".into(),
+            },
             since,
             reason,
             i.stats.rcvd_advertisements,

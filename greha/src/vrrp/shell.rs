@@ -382,6 +382,7 @@ impl Vrrp {
                     state: r.engine.state(),
                     priority: r.engine.priority(),
                     master: r.engine.master(),
+                    master_priority: r.engine.followed().map(|(_, p, _)| p),
                     since_unix_ms: self.epoch_unix_ms + r.engine.since().as_millis(),
                     transitions: r.transitions.to_vec(),
                     fault_reason: r.fault_reason.clone(),

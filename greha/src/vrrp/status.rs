@@ -32,6 +32,8 @@ pub struct InstanceStatus {
     pub state: State,
     pub priority: u8,
     pub master: Option<Ipv4Addr>,
+    /// The followed master's priority as last heard, while Backup.
+    pub master_priority: Option<u8>,
     /// When the current state began, in milliseconds since the Unix epoch.
     pub since_unix_ms: u128,
     /// The most recent transitions, oldest first (at most 16).
