@@ -715,3 +715,32 @@ pub fn prog_test_run(
     }
     Ok((retval, total.as_nanos() as f64 / f64::from(runs.max(1))))
 }
+
+/// keepalived 2.2.7 in `host` with one `vrrp_instance VI_1 { body }`, its
+/// own pid files under the lab's `ka-NAME/` (so several run on one
+/// machine), VRRP only, logging to the console; ready once it prints
+/// `ready`.
+pub fn start_keepalived(
+    lab: &Lab,
+    host: &Host,
+    name: &str,
+    body: &str,
+    ready: &str,
+) -> Result<Proc> {
+    let dir = lab.tmp().join(format!("ka-{name}"));
+    fs::create_dir_all(&dir)?;
+    fs::write(
+        dir.join("k.conf"),
+        format!("vrrp_instance VI_1 {{\n {body}\n}}\n"),
+    )?;
+    let mut cmd = host.command("keepalived");
+    cmd.args(["-n", "-l", "-P", "-f"])
+        .arg(dir.join("k.conf"))
+        .arg("-p")
+        .arg(dir.join("k.pid"))
+        .arg("-r")
+        .arg(dir.join("v.pid"));
+    let mut p = host.spawn(lab, cmd, false)?;
+    p.wait_for_output(ready, SHORT)?;
+    Ok(p)
+}

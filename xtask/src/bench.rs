@@ -329,7 +329,7 @@ fn failover_once(greha: &Path, imp: &str, version: u8, adv_cs: u32, kill: bool) 
             } else {
                 ""
             };
-            start_keepalived(
+            greha_tests::start_keepalived(
                 &lab,
                 host,
                 name,
@@ -439,35 +439,6 @@ fn failover_once(greha: &Path, imp: &str, version: u8, adv_cs: u32, kill: bool) 
         )
     })?;
     Ok(t1.duration_since(from).as_secs_f64() * 1000.0)
-}
-
-/// keepalived 2.2.7 in `host` with one `vrrp_instance VI_1 { body }`, its
-/// own pid files under the lab's `ka-NAME/` (so several run on one
-/// machine), VRRP only, logging to the console; ready once it prints
-/// `ready`.
-pub fn start_keepalived(
-    lab: &Lab,
-    host: &Host,
-    name: &str,
-    body: &str,
-    ready: &str,
-) -> Result<greha_tests::Proc> {
-    let dir = lab.tmp().join(format!("ka-{name}"));
-    fs::create_dir_all(&dir)?;
-    fs::write(
-        dir.join("k.conf"),
-        format!("vrrp_instance VI_1 {{\n {body}\n}}\n"),
-    )?;
-    let mut cmd = host.command("keepalived");
-    cmd.args(["-n", "-l", "-P", "-f"])
-        .arg(dir.join("k.conf"))
-        .arg("-p")
-        .arg(dir.join("k.pid"))
-        .arg("-r")
-        .arg(dir.join("v.pid"));
-    let mut p = host.spawn(lab, cmd, false)?;
-    p.wait_for_output(ready, SHORT)?;
-    Ok(p)
 }
 
 /// A packet socket on `ifname` (in the calling thread's namespace) that

@@ -24,6 +24,12 @@ const PACKAGES: &[&str] = &[
     "python3-jsonschema",
     // An independent parser of the Prometheus text format.
     "python3-prometheus-client",
+    // cargo xtask vmtest: the guest kernels' modules, the initramfs and
+    // the machine.
+    "kmod",
+    "busybox-static",
+    "cpio",
+    "qemu-system-x86",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -3,6 +3,7 @@ mod bench;
 mod bootstrap;
 mod demo;
 mod soak;
+mod vm;
 
 use std::{
     os::unix::process::CommandExt as _,
@@ -49,6 +50,13 @@ enum Task {
     Test,
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
+    /// Boots Debian's kernels in qemu (TCG) and runs the guest suite in
+    /// each: tunnels, counters, VRRP against keepalived with the fast path.
+    Vmtest {
+        /// 5.10, 6.1, 6.12 or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+    },
     /// A bounded chaos run: two greha routers, keepalived as a third, a
     /// client; random link flaps, partitions, kill -9s, reloads and stray
     /// adverts, with the invariants checked after each (target/soak.json).
@@ -110,6 +118,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Err(err).with_context(|| format!("cannot exec {}", greha.display()))
         }
         Task::Test => test(),
+        Task::Vmtest { kernel } => vmtest(&kernel),
         Task::Soak { minutes, seed } => sweep_leftover_labs().and_then(|()| {
             soak::soak(
                 &build_greha()?,
@@ -233,6 +242,37 @@ fn test() -> Result<()> {
     soak::soak(&greha, &workspace_root().join("target"), 1.0, None)?;
     check_nothing_left()?;
     eprintln!("xtask: all tests passed");
+    Ok(())
+}
+
+/// The guest suite on `which` kernels (a name or "all"); every kernel is
+/// tried, and the run fails if any failed.
+fn vmtest(which: &str) -> Result<()> {
+    let kernels: Vec<&vm::Kernel> = if which == "all" {
+        vm::KERNELS.iter().collect()
+    } else {
+        which
+            .split(',')
+            .map(vm::kernel)
+            .collect::<Result<_>>()?
+    };
+    let greha = build_greha_release()?;
+    cargo(&["build", "--release", "--package", "greha-tests", "--bin", "vm-suite"])?;
+    let suite = workspace_root().join("target/release/vm-suite");
+    let work = workspace_root().join("target/vm");
+    std::fs::create_dir_all(&work)?;
+    let failed: Vec<&str> = kernels
+        .iter()
+        .filter(|k| {
+            vm::vmtest(k, &greha, &suite, &work)
+                .inspect_err(|e| eprintln!("xtask: vmtest {}: {e:#}", k.name))
+                .is_err()
+        })
+        .map(|k| k.name)
+        .collect();
+    if !failed.is_empty() {
+        bail!("the guest suite failed on kernels {failed:?}");
+    }
     Ok(())
 }
 

@@ -203,7 +203,7 @@ pub fn soak(greha: &Path, out_dir: &Path, minutes: f64, seed: Option<u64>) -> Re
         // plug names the switch's ports in order.
         ports.push(format!("eth{}", ports.len()));
     }
-    let keepalived = crate::bench::start_keepalived(
+    let keepalived = greha_tests::start_keepalived(
         &lab,
         &c,
         "c",

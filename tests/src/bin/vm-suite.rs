@@ -1,0 +1,250 @@
+//! The suite `cargo xtask vmtest` runs inside each guest kernel, as the
+//! initramfs's one job: every greha program loads (or greha says why not),
+//! two namespaces with greha gretap tunnels ping and move 16 MiB byte for
+//! byte, counters read by name with bpftool, and the seed's VRRP failover
+//! against keepalived with the fast path on. Each check prints one line,
+//! `vm-suite: NAME: ok` or `vm-suite: NAME: FAILED: why`; the exit status
+//! is 0 only if all passed.
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, ensure};
+use greha_tests::{Host, Lab, Proc, greha_bin, run, start_keepalived, wait_until};
+
+/// Generous: the guest runs under TCG, many times slower than the host.
+const LONG: Duration = Duration::from_secs(60);
+
+const A_UNDERLAY: &str = "198.51.100.1";
+const B_UNDERLAY: &str = "198.51.100.2";
+const A_INNER: &str = "192.0.2.1";
+const B_INNER: &str = "192.0.2.2";
+const VIP: &str = "203.0.113.10";
+
+fn main() -> std::process::ExitCode {
+    let checks: &[(&str, fn() -> Result<()>)] = &[
+        ("tunnel", tunnel),
+        ("vrrp-keepalived", vrrp_keepalived),
+    ];
+    let mut failed = 0;
+    for (name, check) in checks {
+        match check() {
+            Ok(()) => println!("vm-suite: {name}: ok"),
+            Err(e) => {
+                failed += 1;
+                println!("vm-suite: {name}: FAILED: {e:#}");
+            }
+        }
+    }
+    println!(
+        "vm-suite: {} of {} checks passed on {}",
+        checks.len() - failed,
+        checks.len(),
+        uname_r()
+    );
+    if failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
+fn uname_r() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn greha(host: &Host, pins: &Path, args: &[&str]) -> Result<String> {
+    run(host
+        .command(greha_bin())
+        .arg("--pin-dir")
+        .arg(pins)
+        .args(args))
+}
+
+/// gretap with a key both ways: ping, 16 MiB byte-exact, the counters by
+/// name through bpftool, no drop.
+fn tunnel() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(
+        &a,
+        &format!("{A_UNDERLAY}/24"),
+        &b,
+        &format!("{B_UNDERLAY}/24"),
+    )?;
+    let (a_pins, b_pins) = (lab.pin_dir("a"), lab.pin_dir("b"));
+    for (host, pins, local, remote, inner) in [
+        (&a, &a_pins, A_UNDERLAY, B_UNDERLAY, A_INNER),
+        (&b, &b_pins, B_UNDERLAY, A_UNDERLAY, B_INNER),
+    ] {
+        let spec = format!(
+            "gretap1 mode gretap local {local} remote {remote} key 7 address {inner}/24"
+        );
+        let words: Vec<&str> = spec.split_whitespace().collect();
+        greha(host, pins, &[&["tunnel", "add"], &words[..]].concat())
+            .context("greha tunnel add")?;
+    }
+    run(a
+        .command("ping")
+        .args(["-c", "3", "-W", "5", B_INNER]))
+    .context("ping through the tunnel")?;
+    transfer(&a, &b, 16 << 20)?;
+    let out = run(Command::new("bpftool")
+        .args(["map", "dump", "pinned"])
+        .arg(a_pins.join("GREHA_TUNNEL_COUNTERS"))
+        .arg("-j"))?;
+    for field in ["rx_packets", "tx_packets", "tx_drop_no_next_hop"] {
+        ensure!(
+            out.contains(&format!("\"{field}\"")),
+            "bpftool does not name {field}: {out}"
+        );
+    }
+    for (host, pins) in [(&a, &a_pins), (&b, &b_pins)] {
+        let v: serde_json::Value =
+            serde_json::from_str(&greha(host, pins, &["tunnel", "show", "--json"])?)?;
+        let c = &v[0]["counters"];
+        for (field, n) in c.as_object().context("counters")? {
+            if field.contains("drop") {
+                ensure!(n == 0, "{field} = {n} on a clean run: {c}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `len` pseudo-random bytes from A to B over TCP through the tunnel,
+/// compared byte for byte.
+fn transfer(a: &Host, b: &Host, len: u32) -> Result<()> {
+    let data: Vec<u8> = (0..len)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let listener = b.enter(|| TcpListener::bind(format!("{B_INNER}:5001")))??;
+    let received = std::thread::scope(|s| -> Result<Vec<u8>> {
+        let rx = s.spawn(|| -> Result<Vec<u8>> {
+            let (mut conn, _) = listener.accept()?;
+            conn.set_read_timeout(Some(LONG))?;
+            let mut buf = Vec::new();
+            conn.read_to_end(&mut buf)?;
+            Ok(buf)
+        });
+        a.enter(|| -> Result<()> {
+            let mut conn = TcpStream::connect_timeout(&format!("{B_INNER}:5001").parse()?, LONG)?;
+            conn.set_write_timeout(Some(LONG))?;
+            conn.write_all(&data)?;
+            Ok(())
+        })??;
+        rx.join().expect("receiver panicked")
+    })?;
+    ensure!(
+        received.len() == data.len(),
+        "received {} of {} bytes",
+        received.len(),
+        data.len()
+    );
+    ensure!(received == data, "the bytes arrived altered");
+    Ok(())
+}
+
+fn holds(host: &Host, addr: &str) -> Result<bool> {
+    Ok(host
+        .ip(&["-4", "addr", "show", "dev", "eth0"])?
+        .contains(&format!("{addr}/")))
+}
+
+fn holds_vip(host: &Host) -> Result<bool> {
+    holds(host, VIP)
+}
+
+fn start_greha(lab: &Lab, host: &Host) -> Result<Proc> {
+    let mut cmd = lab.greha(host);
+    cmd.args([
+        "run",
+        "--vrrp",
+        &format!("VI_1 interface eth0 vrid 51 priority 150 advert-int 1 version 2 vip {VIP}/24"),
+    ]);
+    let mut g = host.spawn(lab, cmd, true)?;
+    g.wait_ready(LONG)?;
+    Ok(g)
+}
+
+/// greha (150) and keepalived (100) on one link, as in the seed: greha
+/// master; kill -9: keepalived takes the VIP; greha back: it preempts and
+/// keepalived lets go. Then the roles the other way: keepalived master,
+/// greha's fast path absorbing its adverts, keepalived stopped: greha
+/// takes over.
+fn vrrp_keepalived() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(
+        &a,
+        &format!("{A_UNDERLAY}/24"),
+        &b,
+        &format!("{B_UNDERLAY}/24"),
+    )?;
+    let mut g = start_greha(&lab, &a)?;
+    let ka = start_keepalived(
+        &lab,
+        &b,
+        "b",
+        &format!(
+            "state BACKUP\n interface eth0\n virtual_router_id 51\n priority 100\n \
+             advert_int 1\n virtual_ipaddress {{\n {VIP}/24 dev eth0\n }}"
+        ),
+        "(VI_1) Entering BACKUP STATE",
+    )?;
+    wait_until(LONG, "greha master with the VIP", || holds_vip(&a))?;
+    let status = lab.greha_status(&a)?;
+    let vi_1 = &status["vrrp"][0];
+    ensure!(vi_1["state"] == "master", "greha: {vi_1:#}");
+    ensure!(!holds_vip(&b)?, "keepalived holds the VIP beside greha");
+    g.signal(nix::sys::signal::Signal::SIGKILL)?;
+    g.wait(LONG)?;
+    wait_until(LONG, "keepalived to take the VIP", || holds_vip(&b))?;
+    let mut g = start_greha(&lab, &a)?;
+    wait_until(LONG, "greha to preempt", || {
+        Ok(holds_vip(&a)? && !holds_vip(&b)?)
+    })?;
+    g.terminate(LONG)?;
+    drop(ka);
+
+    // keepalived master (200), greha backup with its fast path.
+    let mut ka = start_keepalived(
+        &lab,
+        &b,
+        "b2",
+        &format!(
+            "state BACKUP\n interface eth0\n virtual_router_id 52\n priority 200\n \
+             advert_int 1\n virtual_ipaddress {{\n 203.0.113.20/24 dev eth0\n }}"
+        ),
+        "(VI_1) Entering MASTER STATE",
+    )?;
+    let mut cmd = lab.greha(&a);
+    cmd.args([
+        "run",
+        "--vrrp",
+        "VI_2 interface eth0 vrid 52 priority 100 advert-int 1 version 2 vip 203.0.113.20/24",
+    ]);
+    let mut g = a.spawn(&lab, cmd, true)?;
+    g.wait_ready(LONG)?;
+    wait_until(LONG, "the fast path to absorb keepalived's adverts", || {
+        let v = lab.greha_status(&a)?;
+        let i = &v["vrrp"][0];
+        Ok(i["state"] == "backup" && i["fastpath"]["absorbed"].as_u64() > Some(1))
+    })
+    .context("the fast path (null means it is off; greha's log says why)")?;
+    // keepalived stops (priority 0): greha takes over.
+    ka.terminate(LONG)?;
+    wait_until(LONG, "greha to take over from keepalived", || {
+        holds(&a, "203.0.113.20")
+    })?;
+    g.terminate(LONG)?;
+    Ok(())
+}
