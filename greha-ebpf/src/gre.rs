@@ -369,12 +369,17 @@ fn encap(ctx: &TcContext) -> i32 {
     if ethertype == ETH_P_IP {
         let mut flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_GRE) as u64;
         if gretap {
-            flags |= BPF_F_ADJ_ROOM_ENCAP_L2_ETH as u64 | bpf_f_adj_room_encap_l2(ETH_LEN as u64);
+            flags |= bpf_f_adj_room_encap_l2(ETH_LEN as u64);
         }
-        if ctx
-            .adjust_room(encap_len as i32, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, flags)
-            .is_err()
-        {
+        let room = |flags: u64| {
+            ctx.adjust_room(encap_len as i32, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, flags)
+                .is_ok()
+        };
+        // ENCAP_L2_ETH (5.13) marks the inner header as Ethernet for GSO;
+        // a kernel without it refuses the flag before changing anything,
+        // and segments by the inner MAC length alone.
+        let made = (gretap && room(flags | BPF_F_ADJ_ROOM_ENCAP_L2_ETH as u64)) || room(flags);
+        if !made {
             c.tx_drop_error += 1;
             return TC_ACT_SHOT;
         }

@@ -15,7 +15,7 @@
 //! master below our priority when we preempt, anything while Master or
 //! Initialize) goes to the daemon. The daemon's Master_Down timer reads
 //! GREHA_VRRP_SEEN when it fires instead of being reset by every advert.
-use crate::frame::{Frame, Scratch, fold, ones_sum};
+use crate::frame::{Frame, Scratch, fold};
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     btf_maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
@@ -142,7 +142,7 @@ fn vrrp<F: Frame>(ctx: &F) -> Verdict {
     }
     let plain = GREHA_VRRP_SCRATCH
         .get_ptr_mut(0)
-        .and_then(|buf| ones_sum(ctx, buf, voff, voff + len, MAX_VRRP_LEN));
+        .and_then(|buf| ctx.ones_sum(buf, voff, voff + len, MAX_VRRP_LEN));
     let Some(plain) = plain else {
         s.packet_length_errors += 1;
         return Verdict::Drop;

@@ -3,7 +3,9 @@
 //!
 //! All datapath state lives in bpffs under the pin directory: programs in
 //! `progs-<object hash>/`, maps at the top, attachments as pinned bpf_links
-//! in `links/`. The hash names the greha build that loaded them, so a new
+//! in `links/` (on kernels without tcx, a tc attachment is a netlink
+//! filter, which lives in the kernel by itself; `links/` then holds the
+//! program under [`pins::netlink`] as the record that it is attached). The hash names the greha build that loaded them, so a new
 //! binary never runs against an old one's programs and maps.
 //! So tunnels outlive the command that created them (as `ip link add`
 //! does), a daemon restart loses nothing, and every greha invocation sees
@@ -20,9 +22,9 @@ use aya::{
     Ebpf,
     maps::{Map, MapData},
     programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        Link as _, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkOrder, PinnedLink},
-        tc::TcAttachOptions,
+        tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle, qdisc_add_clsact},
         xdp::XdpLink,
     },
 };
@@ -42,6 +44,17 @@ const TC_PROGRAMS: &[&str] = &[
     names::PROG_NOP,
     names::PROG_VRRP_TC,
 ];
+
+/// The priority of greha's netlink tc filters (kernels without tcx): one
+/// of greha's per interface and hook, told apart from others' by it and
+/// by the program's handle.
+const NETLINK_PRIORITY: u16 = 0x4752;
+
+/// The handle of a program's netlink tc filter.
+fn netlink_handle(prog: &str) -> TcHandle {
+    let minor = TC_PROGRAMS.iter().position(|p| *p == prog).unwrap_or(0) as u16 + 1;
+    TcHandle::new(0x4752, minor)
+}
 
 /// How an XDP program runs on an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -351,8 +364,11 @@ impl Datapath {
         on && self.pinned_link_exists(&pins::xdp(ifindex))
     }
 
-    /// Attaches tc program `prog` to `iface` (tcx, ingress or egress) and
-    /// pins the link as `links/<pin>`.
+    /// Attaches tc program `prog` to `iface` (ingress or egress) and
+    /// records it as `links/<pin>`: a tcx link pinned there, or, on a
+    /// kernel before 6.6 (no tcx), a clsact filter added by netlink with
+    /// greha's priority and the program's handle, recorded by the program
+    /// pinned as `links/nl-<pin>`.
     pub fn attach_tc_pinned(
         &self,
         prog: &str,
@@ -362,17 +378,94 @@ impl Datapath {
     ) -> Result<()> {
         let mut p = SchedClassifier::from_pin(self.prog_pin(prog))
             .with_context(|| format!("opening pinned program {prog}"))?;
-        let id = p
-            .attach_with_options(iface, hook, TcAttachOptions::TcxOrder(LinkOrder::default()))
-            .with_context(|| format!("attaching {prog} to {iface} (tcx needs Linux 6.6)"))?;
-        let fd: FdLink = p.take_link(id)?.try_into()?;
-        fd.pin(self.link_pin(pin))
-            .with_context(|| format!("pinning link {pin}"))?;
+        match p.attach_with_options(iface, hook, TcAttachOptions::TcxOrder(LinkOrder::default())) {
+            Ok(id) => {
+                let fd: FdLink = p.take_link(id)?.try_into()?;
+                fd.pin(self.link_pin(pin))
+                    .with_context(|| format!("pinning link {pin}"))?;
+            }
+            Err(tcx) => {
+                self.attach_tc_netlink(&mut p, prog, iface, hook, pin)
+                    .with_context(|| {
+                        format!("attaching {prog} to {iface} (tcx, Linux 6.6+: {tcx}; netlink tc)")
+                    })?;
+                debug!(prog, iface, "attached as a netlink tc filter (no tcx)");
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_tc_netlink(
+        &self,
+        p: &mut SchedClassifier,
+        prog: &str,
+        iface: &str,
+        hook: TcAttachType,
+        pin: &str,
+    ) -> Result<()> {
+        // Already there on an interface that had a filter before.
+        let _ = qdisc_add_clsact(iface);
+        let options = || {
+            TcAttachOptions::Netlink(NlOptions {
+                priority: NETLINK_PRIORITY,
+                handle: netlink_handle(prog),
+                classid: None,
+            })
+        };
+        let id = match p.attach_with_options(iface, hook, options()) {
+            Ok(id) => id,
+            Err(first) => {
+                // greha's own filter of a run whose record is gone (a
+                // removed pin directory): replaced.
+                SchedClassifierLink::attached(
+                    iface,
+                    hook,
+                    NETLINK_PRIORITY,
+                    netlink_handle(prog),
+                    None,
+                )
+                .ok()
+                .and_then(|old| old.detach().ok())
+                .ok_or(first)?;
+                p.attach_with_options(iface, hook, options())?
+            }
+        };
+        // The filter stays when this process ends, as a pinned link does.
+        std::mem::forget(p.take_link(id)?);
+        p.pin(self.link_pin(&pins::netlink(pin)))
+            .with_context(|| format!("recording netlink filter {pin}"))?;
+        Ok(())
+    }
+
+    /// Detaches what [`Self::attach_tc_pinned`] attached; nothing attached
+    /// is not an error.
+    pub fn detach_tc(&self, prog: &str, ifindex: u32, hook: TcAttachType, pin: &str) -> Result<()> {
+        self.detach_pinned(pin)?;
+        let record = self.link_pin(&pins::netlink(pin));
+        if !record.exists() {
+            return Ok(());
+        }
+        // With the interface gone, so is its filter.
+        if let Ok(iface) = nix::net::if_::if_indextoname(ifindex) {
+            let iface = iface.to_string_lossy();
+            if let Ok(link) = SchedClassifierLink::attached(
+                &iface,
+                hook,
+                NETLINK_PRIORITY,
+                netlink_handle(prog),
+                None,
+            ) {
+                link.detach()
+                    .with_context(|| format!("detaching {prog} from {iface}"))?;
+            }
+        }
+        bpffs::remove_pin(&record)?;
+        debug!(pin, "detached (netlink tc filter)");
         Ok(())
     }
 
     pub fn pinned_link_exists(&self, pin: &str) -> bool {
-        self.link_pin(pin).exists()
+        self.link_pin(pin).exists() || self.link_pin(&pins::netlink(pin)).exists()
     }
 
     /// Detaches a pinned attachment; a missing pin is not an error.

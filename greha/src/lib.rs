@@ -5,6 +5,7 @@
 //! - [`vrrp`]: the VRRP packet codec and the sans-IO state machine;
 //! - [`netlink`]: the rtnetlink operations greha needs;
 //! - [`daemon`]: the long-running process around all of it.
+pub mod arp;
 pub mod bpffs;
 pub mod config;
 pub mod counters;

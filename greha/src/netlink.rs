@@ -304,6 +304,17 @@ impl Netlink {
             .with_context(|| format!("adding managed neighbour {addr}"))
     }
 
+    /// Whether the entry for `addr` is one the kernel keeps resolved
+    /// (managed entries are Linux 5.16's; older kernels make a plain one
+    /// of the request and never resolve it by themselves).
+    pub async fn neighbour_is_managed(&self, index: u32, addr: Ipv4Addr) -> Result<bool> {
+        Ok(self.neighbour(index, addr).await?.is_some_and(|n| {
+            n.attributes.iter().any(|a| {
+                matches!(a, NeighbourAttribute::ExtFlags(f) if f.contains(NeighbourExtFlags::Managed))
+            })
+        }))
+    }
+
     pub async fn del_neighbour(&self, index: u32, addr: Ipv4Addr) -> Result<()> {
         match self.neighbour(index, addr).await? {
             Some(n) => self

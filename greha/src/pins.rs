@@ -44,6 +44,12 @@ pub fn encap(dev_ifindex: u32) -> String {
     format!("encap-{dev_ifindex}")
 }
 
+/// The record of a tc attachment made as a netlink filter (no tcx): the
+/// program pinned under the attachment's name with this prefix.
+pub fn netlink(pin: &str) -> String {
+    format!("nl-{pin}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,7 +62,8 @@ mod tests {
         assert_eq!(encap(9), "encap-9");
         assert_eq!(progs_dir(0xab), "progs-00000000000000ab");
         assert!(is_progs_dir(&progs_dir(1)));
-        for n in [xdp(1), vrrp(1), decap(1), encap(1)] {
+        assert_eq!(netlink(&decap(3)), "nl-decap-3");
+        for n in [xdp(1), vrrp(1), decap(1), encap(1), netlink(&encap(1))] {
             assert!(!n.contains('.') && !n.contains('/'), "{n}");
         }
     }

@@ -510,6 +510,25 @@ async fn setup(
             .await?;
         cfg.flags |= TUNNEL_F_OWN_NEIGH;
         maps.tunnels.set(id, *cfg, 0)?;
+        if !nl
+            .neighbour_is_managed(cfg.underlay_ifindex, next_hop)
+            .await?
+        {
+            // Resolved once now, by asking; the kernel fills the entry
+            // from the reply. (IPv4 frames resolve it again by themselves:
+            // the encap's bpf_redirect_neigh.)
+            let asked = crate::arp::ArpSender::open().and_then(|arp| {
+                arp.request(
+                    cfg.underlay_ifindex,
+                    underlay.mac,
+                    Ipv4Addr::from(cfg.local),
+                    next_hop,
+                )
+            });
+            if let Err(e) = asked {
+                warn!("tunnel {name}: cannot resolve the next hop {next_hop}: {e:#}");
+            }
+        }
     }
     Ok(())
 }
@@ -541,7 +560,12 @@ async fn teardown(
             None => ignore_missing(maps.by_local.remove(&cfg.local))?,
         }
     }
-    dp.detach_pinned(&pins::encap(cfg.dev_ifindex))?;
+    dp.detach_tc(
+        names::PROG_GRE_ENCAP,
+        cfg.dev_ifindex,
+        TcAttachType::Egress,
+        &pins::encap(cfg.dev_ifindex),
+    )?;
     if cfg.dev_ifindex != 0 {
         // Deleting one end of the veth pair deletes both.
         nl.del_link(cfg.dev_ifindex).await?;
@@ -550,7 +574,12 @@ async fn teardown(
         .iter()
         .any(|(_, t)| t.underlay_ifindex == cfg.underlay_ifindex)
     {
-        dp.detach_pinned(&pins::decap(cfg.underlay_ifindex))?;
+        dp.detach_tc(
+            names::PROG_GRE_DECAP,
+            cfg.underlay_ifindex,
+            TcAttachType::Ingress,
+            &pins::decap(cfg.underlay_ifindex),
+        )?;
     }
     if cfg.flags & TUNNEL_F_OWN_NEIGH != 0 {
         let shared = others.iter().find(|(_, t)| {

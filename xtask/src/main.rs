@@ -238,6 +238,8 @@ fn test() -> Result<()> {
             advert_interval: 1.0,
         },
     )?;
+    eprintln!("xtask: the guest suite on Debian's 5.10, 6.1 and 6.12 kernels (qemu)");
+    vmtest("all")?;
     eprintln!("xtask: a short soak (cargo xtask soak runs longer ones)");
     soak::soak(&greha, &workspace_root().join("target"), 1.0, None)?;
     check_nothing_left()?;

@@ -230,7 +230,12 @@ impl FastPath {
             let done = Datapath::open(pin_dir).and_then(|dp| {
                 let tc = pins::vrrp(fast.key.ifindex);
                 if dp.pinned_link_exists(&tc) {
-                    dp.detach_pinned(&tc)?;
+                    dp.detach_tc(
+                        names::PROG_VRRP_TC,
+                        fast.key.ifindex,
+                        aya::programs::TcAttachType::Ingress,
+                        &tc,
+                    )?;
                 } else {
                     dp.xdp_release(fast.key.ifindex, XDP_IF_VRRP)?;
                 }

@@ -22,7 +22,7 @@ use super::{
     engine::{Action, Event, Instance, State},
     fastpath::{self, Fast, FastPath, ctl_of},
     host::{self, Prepared, Vip},
-    io::{self, ArpSender, Outlet, Received, VrrpSocket},
+    io::{self, Outlet, Received, VrrpSocket},
     notify::Notifier,
     packet::{Advert, MULTICAST},
     router::{self, Delivery, InstanceCounter, Packet, RouteKey, TrackerState},
@@ -113,7 +113,7 @@ pub struct Vrrp {
     /// The wall-clock time of `epoch`, for status output.
     epoch_unix_ms: u128,
     fast: FastPath,
-    arp: Arc<ArpSender>,
+    arp: Arc<crate::arp::ArpSender>,
     /// While set, adverts wait here and leave together: one sendmmsg per
     /// socket for all the instances due at the same tick.
     outbox: Option<Vec<(Outlet, Vec<u8>, Ipv4Addr)>>,
@@ -145,7 +145,7 @@ impl Vrrp {
             epoch: Instant::now(),
             epoch_unix_ms: unix_ms_now(),
             fast: FastPath::new(pin_dir, fastpath::monotonic_ns()),
-            arp: Arc::new(ArpSender::open()?),
+            arp: Arc::new(crate::arp::ArpSender::open()?),
             outbox: None,
             rx,
             rx_tx,

@@ -91,10 +91,19 @@ fn tunnel() -> Result<()> {
         greha(host, pins, &[&["tunnel", "add"], &words[..]].concat())
             .context("greha tunnel add")?;
     }
+    let counters = |host: &Host, pins: &Path| {
+        greha(host, pins, &["tunnel", "show", "--json"]).unwrap_or_else(|e| format!("{e:#}"))
+    };
     run(a
         .command("ping")
         .args(["-c", "3", "-W", "5", B_INNER]))
-    .context("ping through the tunnel")?;
+    .with_context(|| {
+        format!(
+            "ping through the tunnel; A:\n{}\nB:\n{}",
+            counters(&a, &a_pins),
+            counters(&b, &b_pins)
+        )
+    })?;
     transfer(&a, &b, 16 << 20)?;
     let out = run(Command::new("bpftool")
         .args(["map", "dump", "pinned"])
