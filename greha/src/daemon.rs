@@ -51,6 +51,8 @@ pub struct Options {
     pub control: PathBuf,
     /// Address of the Prometheus endpoint, when wanted.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Scripts run as transient systemd services (`--script-units`).
+    pub script_units: bool,
 }
 
 fn split(spec: &str) -> Vec<String> {
@@ -258,13 +260,44 @@ const MAX_CONNECTIONS: usize = 256;
 /// How long a client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The exit status of a daemon that could not start: a configuration or a
+/// host it cannot run with, which a restart would meet again. The unit
+/// does not restart on it (RestartPreventExitStatus=78; sysexits'
+/// EX_CONFIG), so a mistake stops the unit with greha's message instead
+/// of a restart loop.
+pub const EXIT_START_REFUSED: u8 = 78;
+
+/// Marks an error that came before the daemon was ready.
+#[derive(Debug)]
+pub struct StartRefused;
+
+impl std::fmt::Display for StartRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not started")
+    }
+}
+
+impl std::error::Error for StartRefused {}
+
+/// Runs the daemon until it is told to stop. An error before it is ready
+/// carries [`StartRefused`].
 pub async fn run(opts: Options) -> Result<()> {
+    let mut ready = false;
+    serve(opts, &mut ready)
+        .await
+        .map_err(|e| if ready { e } else { e.context(StartRefused) })
+}
+
+async fn serve(opts: Options, ready: &mut bool) -> Result<()> {
     // Register the handlers before anything is set up, so a signal that
     // arrives during setup still leads to a clean teardown.
     let term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
 
+    if opts.script_units {
+        crate::vrrp::track::run_scripts_as_units()?;
+    }
     // Every definition, file and flags, is checked before anything changes.
     let want = desired(opts.config.as_deref(), &opts.extra)?;
     let _lock = DaemonLock::take(&opts.pin_dir)?;
@@ -306,6 +339,7 @@ pub async fn run(opts: Options) -> Result<()> {
         tokio::spawn(signals(term, int, hup, tx.clone())),
         tokio::spawn(watchdog(tx)),
     ];
+    *ready = true;
     info!(pin_dir = %opts.pin_dir.display(), control = %opts.control.display(), "ready");
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         warn!("cannot notify systemd: {e}");

@@ -54,6 +54,11 @@ enum Command {
         /// each advert (as `no-fastpath` does for one instance).
         #[arg(long)]
         no_fastpath: bool,
+        /// Run each notify and track script as a transient systemd service
+        /// (systemd-run): outside this service's sandbox and capabilities,
+        /// as root, as keepalived runs them. The shipped unit sets it.
+        #[arg(long)]
+        script_units: bool,
         /// Serve Prometheus metrics at ADDR (default 127.0.0.1:9477).
         #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9477")]
         metrics: Option<std::net::SocketAddr>,
@@ -118,7 +123,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("greha: {e:#}");
-            ExitCode::FAILURE
+            if e.is::<daemon::StartRefused>() {
+                ExitCode::from(daemon::EXIT_START_REFUSED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -245,6 +254,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             metrics,
             keep_datapath,
             no_fastpath,
+            script_units,
         } => runtime()?.block_on(daemon::run(daemon::Options {
             pin_dir: cli.pin_dir,
             config,
@@ -257,6 +267,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             keep_datapath,
             control: cli.control,
             metrics,
+            script_units,
         })),
         Command::Reload => {
             let reply = ask(&cli.control, "reload")?;

@@ -29,6 +29,8 @@ const PACKAGES: &[&str] = &[
     "kmod",
     "busybox-static",
     "cpio",
+    "debootstrap",
+    "e2fsprogs",
     "qemu-system-x86",
 ];
 

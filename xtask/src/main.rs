@@ -51,11 +51,15 @@ enum Task {
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
     /// Boots Debian's kernels in qemu (TCG) and runs the guest suite in
-    /// each: tunnels, counters, VRRP against keepalived with the fast path.
+    /// each: tunnels, counters, VRRP against keepalived with the fast path;
+    /// then, on 6.1, Debian 12 with systemd as PID 1 driving greha.service.
     Vmtest {
-        /// 5.10, 6.1, 6.12 or all.
+        /// 5.10, 6.1, 6.12 (comma-separated) or all.
         #[arg(long, default_value = "all")]
         kernel: String,
+        /// Only the guest suite, or only the systemd lane.
+        #[arg(long, value_enum, default_value = "all")]
+        lane: Lane,
     },
     /// A bounded chaos run: two greha routers, keepalived as a third, a
     /// client; random link flaps, partitions, kill -9s, reloads and stray
@@ -73,6 +77,13 @@ enum Task {
         #[command(subcommand)]
         which: Bench,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Lane {
+    Suite,
+    Systemd,
+    All,
 }
 
 #[derive(Subcommand)]
@@ -118,7 +129,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Err(err).with_context(|| format!("cannot exec {}", greha.display()))
         }
         Task::Test => test(),
-        Task::Vmtest { kernel } => vmtest(&kernel),
+        Task::Vmtest { kernel, lane } => vmtest(&kernel, lane),
         Task::Soak { minutes, seed } => sweep_leftover_labs().and_then(|()| {
             soak::soak(
                 &build_greha()?,
@@ -239,7 +250,7 @@ fn test() -> Result<()> {
         },
     )?;
     eprintln!("xtask: the guest suite on Debian's 5.10, 6.1 and 6.12 kernels (qemu)");
-    vmtest("all")?;
+    vmtest("all", Lane::All)?;
     eprintln!("xtask: a short soak (cargo xtask soak runs longer ones)");
     soak::soak(&greha, &workspace_root().join("target"), 1.0, None)?;
     check_nothing_left()?;
@@ -247,9 +258,10 @@ fn test() -> Result<()> {
     Ok(())
 }
 
-/// The guest suite on `which` kernels (a name or "all"); every kernel is
-/// tried, and the run fails if any failed.
-fn vmtest(which: &str) -> Result<()> {
+/// The guest suite on `which` kernels (a name or "all"), and the systemd
+/// lane on 6.1 (Debian 12's) if it is among them; every one is tried, and
+/// the run fails if any failed.
+fn vmtest(which: &str, lane: Lane) -> Result<()> {
     let kernels: Vec<&vm::Kernel> = if which == "all" {
         vm::KERNELS.iter().collect()
     } else {
@@ -263,15 +275,23 @@ fn vmtest(which: &str) -> Result<()> {
     let suite = workspace_root().join("target/release/vm-suite");
     let work = workspace_root().join("target/vm");
     std::fs::create_dir_all(&work)?;
-    let failed: Vec<&str> = kernels
-        .iter()
-        .filter(|k| {
-            vm::vmtest(k, &greha, &suite, &work)
-                .inspect_err(|e| eprintln!("xtask: vmtest {}: {e:#}", k.name))
-                .is_err()
-        })
-        .map(|k| k.name)
-        .collect();
+    let mut failed: Vec<String> = Vec::new();
+    if lane != Lane::Systemd {
+        for k in &kernels {
+            if let Err(e) = vm::vmtest(k, &greha, &suite, &work) {
+                eprintln!("xtask: vmtest {}: {e:#}", k.name);
+                failed.push(k.name.to_owned());
+            }
+        }
+    }
+    if lane != Lane::Suite {
+        for k in kernels.iter().filter(|k| k.name == vm::SYSTEMD_KERNEL) {
+            if let Err(e) = vm::systemd_test(k, &greha, &workspace_root(), &work) {
+                eprintln!("xtask: vmtest {} systemd: {e:#}", k.name);
+                failed.push(format!("{} systemd", k.name));
+            }
+        }
+    }
     if !failed.is_empty() {
         bail!("the guest suite failed on kernels {failed:?}");
     }

@@ -39,6 +39,9 @@ pub const KERNELS: &[Kernel] = &[
     },
 ];
 
+/// The kernel the systemd lane boots: Debian 12's, with its systemd 252.
+pub const SYSTEMD_KERNEL: &str = "6.1";
+
 /// Host programs the guest suite runs, besides greha and busybox.
 const PROGRAMS: &[&str] = &[
     "/usr/bin/ip",
@@ -66,13 +69,13 @@ pub fn kernel(name: &str) -> Result<&'static Kernel> {
 pub fn vmtest(k: &Kernel, greha: &Path, suite: &Path, work: &Path) -> Result<()> {
     let started = Instant::now();
     let files = fetch(k, work)?;
-    let initrd = initramfs(k, &files, greha, suite, work)?;
+    let initrd = initramfs(k, &files, Payload::Suite { greha, suite }, work)?;
     eprintln!(
         "xtask: vmtest {}: booting {} under TCG",
         k.name, files.release
     );
     let log = work.join(format!("console-{}.log", k.name));
-    let passed = boot(&files.vmlinuz, &initrd, &log)?;
+    let passed = boot(&files.vmlinuz, &initrd, None, &log)?;
     eprintln!(
         "xtask: vmtest {}: {} in {:.0} s (console: {})",
         k.name,
@@ -82,6 +85,88 @@ pub fn vmtest(k: &Kernel, greha: &Path, suite: &Path, work: &Path) -> Result<()>
     );
     ensure!(passed, "the guest suite failed on kernel {}", k.name);
     Ok(())
+}
+
+/// The systemd lane: `k` boots a Debian bookworm root (debootstrap, cached
+/// under target/vm) from a virtio disk with systemd as PID 1, greha
+/// installed as `cargo xtask install` does, and the suite
+/// (tests/vm/systemd-suite.sh) drives the shipped unit.
+pub fn systemd_test(k: &Kernel, greha: &Path, repo: &Path, work: &Path) -> Result<()> {
+    let started = Instant::now();
+    let files = fetch(k, work)?;
+    let root = debian_root(work)?;
+    let install = |from: &Path, to: &str, mode: u32| -> Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dest = root.join(to);
+        copy_file(from, &dest)?;
+        fs::set_permissions(&dest, fs::Permissions::from_mode(mode))?;
+        Ok(())
+    };
+    install(greha, "usr/local/bin/greha", 0o755)?;
+    install(&repo.join("dist/greha.service"), "etc/systemd/system/greha.service", 0o644)?;
+    install(
+        &repo.join("tests/vm/systemd-suite.sh"),
+        "usr/local/sbin/greha-systemd-suite",
+        0o755,
+    )?;
+    install(
+        &repo.join("tests/vm/greha-systemd-suite.service"),
+        "etc/systemd/system/greha-systemd-suite.service",
+        0o644,
+    )?;
+    let wants = root.join("etc/systemd/system/multi-user.target.wants");
+    fs::create_dir_all(&wants)?;
+    let link = wants.join("greha-systemd-suite.service");
+    if fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink("/etc/systemd/system/greha-systemd-suite.service", &link)?;
+    }
+    // What the last run left (its log) does not count.
+    let _ = fs::remove_file(root.join("var/log/greha-notify.log"));
+    let disk = work.join("debian.img");
+    let _ = fs::remove_file(&disk);
+    run(Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-d"])
+        .arg(&root)
+        .arg(&disk)
+        .arg("3G"))?;
+    let initrd = initramfs(k, &files, Payload::SwitchRoot, work)?;
+    eprintln!(
+        "xtask: vmtest {} systemd: booting {} with systemd as PID 1",
+        k.name, files.release
+    );
+    let log = work.join(format!("console-{}-systemd.log", k.name));
+    let passed = boot(&files.vmlinuz, &initrd, Some(&disk), &log)?;
+    let _ = fs::remove_file(&disk);
+    eprintln!(
+        "xtask: vmtest {} systemd: {} in {:.0} s (console: {})",
+        k.name,
+        if passed { "passed" } else { "FAILED" },
+        started.elapsed().as_secs_f64(),
+        log.display()
+    );
+    ensure!(passed, "the systemd suite failed on kernel {}", k.name);
+    Ok(())
+}
+
+/// Debian bookworm with systemd, keepalived and iproute2, made once.
+fn debian_root(work: &Path) -> Result<PathBuf> {
+    let root = work.join("debian");
+    if work.join("debian.done").exists() {
+        return Ok(root);
+    }
+    let _ = fs::remove_dir_all(&root);
+    eprintln!("xtask: vmtest: debootstrap of a Debian bookworm root with systemd (once)");
+    run(Command::new("debootstrap")
+        .args([
+            "--variant=minbase",
+            "--include=systemd,systemd-sysv,dbus,iproute2,keepalived,procps,kmod,iputils-ping",
+            "bookworm",
+        ])
+        .arg(&root)
+        .arg("http://deb.debian.org/debian"))?;
+    fs::write(root.join("etc/hostname"), "greha-vm\n")?;
+    fs::write(work.join("debian.done"), "")?;
+    Ok(root)
 }
 
 /// A kernel unpacked from its Debian package.
@@ -290,39 +375,68 @@ echo o > /proc/sysrq-trigger
 sleep 10
 "#;
 
-fn initramfs(
-    k: &Kernel,
-    files: &KernelFiles,
-    greha: &Path,
-    suite: &Path,
-    work: &Path,
-) -> Result<PathBuf> {
-    let root = work.join(format!("initramfs-{}", k.name));
+/// What an initramfs holds besides busybox and the modules.
+enum Payload<'a> {
+    /// greha, the guest suite and the tools it runs: the suite is the job.
+    Suite { greha: &'a Path, suite: &'a Path },
+    /// Nothing: it mounts the disk's Debian root and hands over to systemd.
+    SwitchRoot,
+}
+
+// Loads the modules, mounts the Debian root from the virtio disk and
+// hands over to systemd.
+const SWITCH_ROOT_INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /busybox
+/bin/busybox --install -s /busybox
+export PATH=/busybox
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /modules/order); do
+    insmod "/modules/$m" || echo "vm-init: cannot load $m"
+done
+mkdir -p /newroot
+for _ in $(seq 50); do [ -b /dev/vda ] && break; sleep 0.1; done
+mount -t ext4 /dev/vda /newroot || { echo "vm-init: cannot mount /dev/vda"; echo o > /proc/sysrq-trigger; }
+umount /proc /sys
+mount --move /dev /newroot/dev
+exec switch_root /newroot /lib/systemd/systemd
+"#;
+
+fn initramfs(k: &Kernel, files: &KernelFiles, payload: Payload, work: &Path) -> Result<PathBuf> {
+    let (tag, init, extra_modules): (&str, &str, &[&str]) = match payload {
+        Payload::Suite { .. } => ("suite", INIT, &[]),
+        Payload::SwitchRoot => ("systemd", SWITCH_ROOT_INIT, &["virtio_pci", "virtio_blk"]),
+    };
+    let root = work.join(format!("initramfs-{}-{tag}", k.name));
     let _ = fs::remove_dir_all(&root);
     for d in ["bin", "sbin", "proc", "sys", "dev", "tmp", "run", "modules", "etc"] {
         fs::create_dir_all(root.join(d))?;
     }
     copy_file(Path::new("/bin/busybox"), &root.join("bin/busybox"))?;
-    copy_with_libraries(greha, Path::new("/bin/greha"), &root)?;
-    copy_with_libraries(suite, Path::new("/bin/vm-suite"), &root)?;
-    for p in PROGRAMS {
-        copy_with_libraries(Path::new(p), Path::new(p), &root)?;
-    }
-    // keepalived and iproute2 read these.
-    for f in ["/etc/passwd", "/etc/group", "/etc/protocols", "/etc/services"] {
-        if Path::new(f).exists() {
-            copy_file(Path::new(f), &root.join(&f[1..]))?;
+    if let Payload::Suite { greha, suite } = payload {
+        copy_with_libraries(greha, Path::new("/bin/greha"), &root)?;
+        copy_with_libraries(suite, Path::new("/bin/vm-suite"), &root)?;
+        for p in PROGRAMS {
+            copy_with_libraries(Path::new(p), Path::new(p), &root)?;
         }
-    }
-    if Path::new("/usr/lib/iproute2").exists() {
-        run(Command::new("cp")
-            .arg("-a")
-            .arg("/usr/lib/iproute2")
-            .arg(root.join("usr/lib/")))?;
+        // keepalived and iproute2 read these.
+        for f in ["/etc/passwd", "/etc/group", "/etc/protocols", "/etc/services"] {
+            if Path::new(f).exists() {
+                copy_file(Path::new(f), &root.join(&f[1..]))?;
+            }
+        }
+        if Path::new("/usr/lib/iproute2").exists() {
+            run(Command::new("cp")
+                .arg("-a")
+                .arg("/usr/lib/iproute2")
+                .arg(root.join("usr/lib/")))?;
+        }
     }
     // Modules decompressed (busybox insmod reads plain ones), in order.
     let mut order = String::new();
-    for (i, m) in module_order(&files.modules, MODULES)?.iter().enumerate() {
+    let wanted: Vec<&str> = MODULES.iter().chain(extra_modules).copied().collect();
+    for (i, m) in module_order(&files.modules, &wanted)?.iter().enumerate() {
         let src = files.modules.join(m);
         let name = format!("{i:02}-{}.ko", module_name(m));
         let dest = root.join("modules").join(&name);
@@ -341,9 +455,9 @@ fn initramfs(
         order.push('\n');
     }
     fs::write(root.join("modules/order"), order)?;
-    fs::write(root.join("init"), INIT)?;
+    fs::write(root.join("init"), init)?;
     run(Command::new("chmod").arg("755").arg(root.join("init")))?;
-    let cpio = work.join(format!("initramfs-{}.cpio", k.name));
+    let cpio = work.join(format!("initramfs-{}-{tag}.cpio", k.name));
     // Uncompressed: decompressing under TCG would cost more than the copy.
     let out = fs::File::create(&cpio)?;
     let status = Command::new("sh")
@@ -363,8 +477,21 @@ fn module_name(path: &str) -> String {
 }
 
 /// Boots and follows the console; true if the suite exited 0.
-fn boot(vmlinuz: &Path, initrd: &Path, log: &Path) -> Result<bool> {
-    let mut qemu = Command::new("qemu-system-x86_64")
+fn boot(vmlinuz: &Path, initrd: &Path, disk: Option<&Path>, log: &Path) -> Result<bool> {
+    let mut qemu = Command::new("qemu-system-x86_64");
+    if let Some(disk) = disk {
+        qemu.arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio", disk.display()));
+    }
+    let cmdline = match disk {
+        None => "console=ttyS0 rdinit=/init panic=-1 loglevel=4 mitigations=off",
+        // The suite's unit owns the console; no login prompt on it.
+        Some(_) => {
+            "console=ttyS0 rdinit=/init panic=-1 loglevel=4 mitigations=off \
+             systemd.mask=serial-getty@ttyS0.service systemd.show_status=0"
+        }
+    };
+    let mut qemu = qemu
         .args(["-machine", "q35,accel=tcg"])
         // 6.12 oopses on qemu 7.2's TCG with la57 or cx16.
         .args(["-cpu", "max,la57=off,cx16=off"])
@@ -374,10 +501,7 @@ fn boot(vmlinuz: &Path, initrd: &Path, log: &Path) -> Result<bool> {
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args([
-            "-append",
-            "console=ttyS0 rdinit=/init panic=-1 loglevel=4 mitigations=off",
-        ])
+        .args(["-append", cmdline])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -394,10 +518,10 @@ fn boot(vmlinuz: &Path, initrd: &Path, log: &Path) -> Result<bool> {
         for line in BufReader::new(stdout).lines() {
             let line = line.unwrap_or_default();
             writeln!(out, "{line}")?;
-            if line.starts_with("vm-suite") || line.starts_with("vm-init") {
+            if line.contains("vm-suite: ") || line.starts_with("vm-init") {
                 eprintln!("  {line}");
             }
-            if let Some(rc) = line.trim().strip_prefix("VM-SUITE-EXIT ") {
+            if let Some((_, rc)) = line.split_once("VM-SUITE-EXIT ") {
                 exit = rc.trim().parse().ok();
             }
         }

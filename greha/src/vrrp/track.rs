@@ -49,6 +49,53 @@ pub enum RunError {
     TimedOut,
 }
 
+/// Where systemd-run is, when scripts run as transient services.
+static SCRIPT_UNITS: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// From now on every script runs as a transient systemd service of its own
+/// (`greha run --script-units`): a service's sandbox (read-only /var,
+/// no capability to signal others' processes, no mount namespace changes)
+/// would otherwise be its scripts' too, and keepalived users' scripts
+/// expect to run as plain root. greha keeps its own minimal privileges.
+pub fn run_scripts_as_units() -> anyhow::Result<()> {
+    let runner = ["/usr/bin/systemd-run", "/bin/systemd-run"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| anyhow::anyhow!("--script-units: systemd-run is not installed"))?;
+    let _ = SCRIPT_UNITS.set(runner);
+    Ok(())
+}
+
+/// The command that runs `argv`: itself, or systemd-run starting it as a
+/// service that systemd stops (its whole cgroup) after `timeout`, and
+/// whose exit status systemd-run returns.
+fn script_command(argv: &[String], timeout: Duration) -> tokio::process::Command {
+    match SCRIPT_UNITS.get() {
+        None => {
+            let mut cmd = tokio::process::Command::new(&argv[0]);
+            cmd.args(&argv[1..]);
+            cmd
+        }
+        Some(runner) => {
+            let mut cmd = tokio::process::Command::new(runner);
+            cmd.args([
+                "--quiet",
+                "--collect",
+                "--wait",
+                "--pipe",
+                "--service-type=exec",
+                "--property=KillMode=control-group",
+            ])
+            .arg(format!("--property=RuntimeMaxSec={}ms", timeout.as_millis().max(1)))
+            .arg(format!("--description=greha script {}", argv[0]))
+            .arg("--")
+            .args(argv);
+            cmd
+        }
+    }
+}
+
 /// Runs `argv` in a process group of its own and waits at most `timeout`;
 /// then the whole group is killed, so a script's children (a `sleep` it
 /// started, a pipeline) go with it instead of piling up as orphans.
@@ -56,8 +103,8 @@ pub async fn run_bounded(
     argv: &[String],
     timeout: Duration,
 ) -> Result<std::process::ExitStatus, RunError> {
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..]).process_group(0).kill_on_drop(true);
+    let mut cmd = script_command(argv, timeout);
+    cmd.process_group(0).kill_on_drop(true);
     let mut child = cmd.spawn().map_err(RunError::Spawn)?;
     // Kills the group however this ends: done, timed out, or the task
     // aborted (the instance stopped, the daemon is shutting down).
