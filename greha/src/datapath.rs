@@ -109,7 +109,13 @@ impl Datapath {
         };
         if !dp.is_loaded() {
             dp.replace_other_version()?;
-            dp.load()?;
+            if let Err(e) = dp.load() {
+                // Nothing of a refused load stays: the maps and programs
+                // pinned before the failure would otherwise outlive every
+                // later stop (nothing attached, nothing to release).
+                dp.remove_all_pins();
+                return Err(e);
+            }
         }
         Ok(dp)
     }
@@ -498,6 +504,19 @@ impl Datapath {
         bpffs::remove_dir_if_empty(&self.pin_dir);
         info!(pin_dir = %self.pin_dir.display(), "datapath unloaded");
         Ok(true)
+    }
+
+    /// Every pin of this build and the directories, as far as possible.
+    fn remove_all_pins(&self) {
+        for &name in names::PINNED_MAPS {
+            let _ = bpffs::remove_pin(&self.pin_dir.join(name));
+        }
+        for &name in XDP_PROGRAMS.iter().chain(TC_PROGRAMS) {
+            let _ = bpffs::remove_pin(&self.prog_pin(name));
+        }
+        let _ = fs::remove_dir(self.pin_dir.join(&self.progs_dir));
+        let _ = fs::remove_dir(self.links_dir());
+        bpffs::remove_dir_if_empty(&self.pin_dir);
     }
 
     fn remove_pins(&self) -> Result<()> {

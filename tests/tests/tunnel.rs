@@ -3,6 +3,7 @@
 //! wire format checked by tshark, hostile GRE built by scapy, counters read
 //! by bpftool, and nothing left behind.
 use std::{
+    fs,
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
@@ -600,6 +601,48 @@ fn removing_the_last_tunnel_leaves_nothing_behind() -> Result<()> {
     }
     ensure!(!pair.a_pins.exists(), "a failed del left pins behind");
     Ok(())
+}
+
+/// A load the kernel refuses half way leaves nothing. Here greha runs
+/// without CAP_PERFMON and CAP_SYS_ADMIN, so the maps are made and pinned
+/// and then the verifier refuses a program (as 6.1's verifier did before
+/// greha's programs were fixed for it); before, the maps and programs
+/// pinned until then stayed, and no later stop removed them.
+#[test]
+fn a_load_the_kernel_refuses_leaves_no_pins() -> Result<()> {
+    let pair = Pair::new()?;
+    let out = pair
+        .a
+        .command("setpriv")
+        .args(["--bounding-set", "-perfmon,-sys_admin"])
+        .arg(greha_bin())
+        .arg("--pin-dir")
+        .arg(&pair.a_pins)
+        .args(["tunnel", "add", "gretap1", "mode", "gretap", "local"])
+        .args([A_UNDERLAY, "remote", B_UNDERLAY])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("the kernel refused program"),
+        "the load was not refused: {err}"
+    );
+    let left = walk(&pair.a_pins);
+    ensure!(left.is_empty(), "pins left after a refused load: {left:?}");
+    ensure!(
+        pair.a.ip(&["link", "show", "gretap1"]).is_err(),
+        "the tunnel interface was made"
+    );
+    Ok(())
+}
+
+/// Every path under `dir`, depth first; none if it does not exist.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        out.extend(walk(&e.path()));
+        out.push(e.path());
+    }
+    out
 }
 
 #[test]
