@@ -49,6 +49,7 @@ const PROGRAMS: &[&str] = &[
     "/usr/bin/nsenter",
     "/usr/sbin/bpftool",
     "/usr/sbin/keepalived",
+    "/usr/bin/ping",
 ];
 
 /// Modules the suite needs that Debian builds as modules (with what they

@@ -29,6 +29,7 @@ fn main() -> std::process::ExitCode {
     let checks: &[(&str, fn() -> Result<()>)] = &[
         ("tunnel", tunnel),
         ("vrrp-keepalived", vrrp_keepalived),
+        ("restart-kept", restart_kept),
     ];
     let mut failed = 0;
     for (name, check) in checks {
@@ -255,5 +256,91 @@ fn vrrp_keepalived() -> Result<()> {
         holds(&a, "203.0.113.20")
     })?;
     g.terminate(LONG)?;
+    Ok(())
+}
+
+/// greha A and B with a tunnel and VRRP over it; A stopped with
+/// `--keep-datapath` and started again loses no ping through the tunnel
+/// (its attachments stay in the kernel: netlink filters where there is
+/// no tcx), and B never takes over. A's last stop, without the flag,
+/// removes everything: the tunnel, greha's tc filters and the pins.
+fn restart_kept() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(
+        &a,
+        &format!("{A_UNDERLAY}/24"),
+        &b,
+        &format!("{B_UNDERLAY}/24"),
+    )?;
+    let start = |host: &Host, k: usize, keep: bool| -> Result<Proc> {
+        let (local, remote, inner, prio) = if k == 0 {
+            (A_UNDERLAY, B_UNDERLAY, A_INNER, 150)
+        } else {
+            (B_UNDERLAY, A_UNDERLAY, B_INNER, 100)
+        };
+        let mut cmd = lab.greha(host);
+        cmd.arg("run");
+        if keep {
+            cmd.arg("--keep-datapath");
+        }
+        cmd.args([
+            "--tunnel",
+            &format!("gretap1 mode gretap local {local} remote {remote} address {inner}/24"),
+            "--vrrp",
+            &format!("VI_1 interface gretap1 vrid 51 priority {prio} advert-int 1 vip {VIP}/24"),
+        ]);
+        let mut g = host.spawn(&lab, cmd, true)?;
+        g.wait_ready(LONG)?;
+        Ok(g)
+    };
+    let state = |host: &Host| -> Result<serde_json::Value> {
+        Ok(lab.greha_status(host)?["vrrp"][0]["state"].clone())
+    };
+    let mut ga = start(&a, 0, true)?;
+    let _gb = start(&b, 1, false)?;
+    wait_until(LONG, "A master, B backup", || {
+        Ok(state(&a)? == "master" && state(&b)? == "backup")
+    })?;
+    let mut pinger = a.spawn(
+        &lab,
+        {
+            let mut c = a.command("ping");
+            c.args(["-i", "0.02", "-c", "200", "-W", "2", B_INNER]);
+            c
+        },
+        false,
+    )?;
+    pinger.wait_for_output("bytes from", LONG)?;
+    let status = ga.terminate(LONG)?;
+    ensure!(status.success(), "greha exited {status}:\n{}", ga.log());
+    let mut ga = start(&a, 0, false)?;
+    let status = pinger.wait(LONG)?;
+    let log = pinger.log();
+    ensure!(
+        status.success() && log.contains(" 0% packet loss"),
+        "packets lost across the restart:\n{log}"
+    );
+    ensure!(state(&b)? == "backup", "B took over during the restart");
+    // Where the kernel has no tcx, the attachment is this filter.
+    let filters = run(a
+        .command("tc")
+        .args(["filter", "show", "dev", "eth0", "ingress"]))?;
+    println!("vm-suite: (tc filters on A's underlay while running: {})", filters.trim().replace('\n', " | "));
+    ga.terminate(LONG)?;
+    ensure!(
+        a.ip(&["link", "show", "gretap1"]).is_err(),
+        "the tunnel stayed after the last stop"
+    );
+    let filters = run(a
+        .command("tc")
+        .args(["filter", "show", "dev", "eth0", "ingress"]))?;
+    ensure!(
+        !filters.contains("bpf"),
+        "greha's tc filter stayed: {filters}"
+    );
+    let pins = lab.pin_dir("a");
+    ensure!(!pins.exists(), "pins stayed in {}", pins.display());
     Ok(())
 }
