@@ -186,6 +186,11 @@ fn print_status(doc: &greha::vrrp::status::StatusDoc, tunnels: &[tunnel::TunnelS
             i.stats.rcvd_advertisements,
         );
     }
+    for i in &doc.vrrp {
+        if let Some(why) = &i.fastpath_off {
+            println!("{}: fast path off: {why}", i.name);
+        }
+    }
     if !tunnels.is_empty() {
         println!();
         tunnel::print_table(tunnels);

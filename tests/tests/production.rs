@@ -140,10 +140,18 @@ fn status_json_follows_the_documented_schema() -> Result<()> {
         "gretap1 mode gretap local 198.51.100.1 remote 198.51.100.2 key 7 address 192.0.2.1/24",
         "--vrrp",
         "VI_1 interface gretap1 vrid 51 advert-int 0.1 vip 203.0.113.10/24",
+        "--vrrp",
+        "VI_2 interface eth0 vrid 52 advert-int 0.1 no-fastpath vip 203.0.113.20/24",
     ]);
     let mut g = a.spawn(&lab, cmd, true)?;
     g.wait_ready(SHORT)?;
     let status = || lab.greha_status(&a);
+    // Why an instance has no fast path is said, and only then.
+    let v = status()?;
+    assert_eq!(v["vrrp"][0]["fastpath_off"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["vrrp"][1]["fastpath_off"], "no-fastpath", "{v}");
+    let text = run(lab.greha(&a).arg("status"))?;
+    ensure!(text.contains("VI_2: fast path off: no-fastpath"), "{text}");
     // Alone: Initialize -> Backup -> Master, two transitions recorded.
     wait_until(SHORT, "master", || {
         Ok(status()?["vrrp"][0]["state"] == "master")
@@ -465,5 +473,41 @@ fn counters_are_read_from_the_pins_with_the_daemon_gone() -> Result<()> {
         v["tunnels"][0]["counters"]["tx_packets"].as_u64() > Some(0),
         "{v}"
     );
+    Ok(())
+}
+
+/// Where the kernel refuses the fast path (here: greha without
+/// CAP_PERFMON and CAP_SYS_ADMIN, whose programs the verifier refuses),
+/// VRRP still runs, and `greha status` says why the fast path is off.
+#[test]
+fn vrrp_runs_and_says_why_when_the_fast_path_is_refused() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(&a, "198.51.100.1/24", &b, "198.51.100.2/24")?;
+    // lab.greha's command (nsenter … -- greha …) with setpriv put in
+    // front of greha, inside the namespace.
+    let inner = lab.greha(&a);
+    let args: Vec<_> = inner.get_args().collect();
+    let split = args.iter().position(|a| *a == "--").map_or(0, |i| i + 1);
+    let mut cmd = Command::new(inner.get_program());
+    cmd.args(&args[..split])
+        .args(["setpriv", "--bounding-set", "-perfmon,-sys_admin"])
+        .args(&args[split..]);
+    cmd.args([
+        "run",
+        "--vrrp",
+        "VI_1 interface eth0 vrid 51 advert-int 0.1 vip 203.0.113.10/24",
+    ]);
+    let mut g = a.spawn(&lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    wait_until(SHORT, "master without the fast path", || {
+        Ok(lab.greha_status(&a)?["vrrp"][0]["state"] == "master")
+    })?;
+    let v = lab.greha_status(&a)?;
+    let why = v["vrrp"][0]["fastpath_off"].as_str().unwrap_or_default();
+    ensure!(why.contains("the kernel refused program"), "{v}");
+    let text = run(lab.greha(&a).arg("status"))?;
+    ensure!(text.contains("VI_1: fast path off: "), "{text}");
     Ok(())
 }

@@ -141,9 +141,14 @@ impl FastPath {
         ifindex: u32,
         vrid: u8,
         used: &[u32],
-    ) -> Option<Fast> {
-        let pin_dir = self.pin_dir.clone()?;
-        let slot = (0..MAX_VRRP).find(|s| !used.contains(s))?;
+    ) -> Result<Fast, String> {
+        let pin_dir = self
+            .pin_dir
+            .clone()
+            .ok_or_else(|| "no datapath (no pin directory)".to_owned())?;
+        let slot = (0..MAX_VRRP)
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| format!("all {MAX_VRRP} fast path slots are in use"))?;
         let attached = (|| -> Result<()> {
             let dp = Datapath::open(&pin_dir)?;
             if self.maps.is_none() {
@@ -176,7 +181,7 @@ impl FastPath {
             Ok(())
         })();
         match attached {
-            Ok(()) => Some(Fast {
+            Ok(()) => Ok(Fast {
                 key: VrrpKey {
                     ifindex,
                     vrid: u32::from(vrid),
@@ -188,7 +193,7 @@ impl FastPath {
             }),
             Err(e) => {
                 warn!(instance = %name, "running without the fast path: {e:#}");
-                None
+                Err(format!("{e:#}"))
             }
         }
     }

@@ -61,6 +61,8 @@ struct Running {
     script_tasks: Vec<JoinHandle<()>>,
     /// The fast path's view of this instance, when it has one.
     fast: Option<Fast>,
+    /// Why it has none, for status.
+    fastpath_off: Option<String>,
     /// Start as master (a restart with the datapath kept).
     resume: bool,
 }
@@ -261,11 +263,16 @@ impl Vrrp {
             self.fast
                 .attach(&def.name, &def.interface, link.index, def.vrid, &used)
         } else {
-            None
+            Err("no-fastpath".to_owned())
+        };
+        let (fast, fastpath_off) = match fast {
+            Ok(f) => (Some(f), None),
+            Err(why) => (None, Some(why)),
         };
         self.instances.push(Running {
             id,
             fast,
+            fastpath_off,
             resume,
             engine: Instance::new(cfg),
             def,
@@ -389,6 +396,7 @@ impl Vrrp {
                     daemon_adverts: r.engine.stats().rcvd_advertisements,
                     stats,
                     fastpath,
+                    fastpath_off: r.fastpath_off.clone(),
                     last_absorbed,
                 }
             })

@@ -44,6 +44,9 @@ pub struct InstanceStatus {
     pub stats: Stats,
     /// The XDP fast path's counters; null without a fast path.
     pub fastpath: Option<VrrpStats>,
+    /// Why the instance runs without the fast path ("no-fastpath", or what
+    /// the kernel or the host refused); null while it has one.
+    pub fastpath_off: Option<String>,
     /// The newest steady advert the fast path absorbed (dropped in XDP,
     /// so tcpdump never shows it); null if none yet or no fast path.
     pub last_absorbed: Option<LastAbsorbed>,
