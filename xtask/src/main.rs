@@ -265,13 +265,17 @@ fn vmtest(which: &str, lane: Lane) -> Result<()> {
     let kernels: Vec<&vm::Kernel> = if which == "all" {
         vm::KERNELS.iter().collect()
     } else {
-        which
-            .split(',')
-            .map(vm::kernel)
-            .collect::<Result<_>>()?
+        which.split(',').map(vm::kernel).collect::<Result<_>>()?
     };
     let greha = build_greha_release()?;
-    cargo(&["build", "--release", "--package", "greha-tests", "--bin", "vm-suite"])?;
+    cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "greha-tests",
+        "--bin",
+        "vm-suite",
+    ])?;
     let suite = workspace_root().join("target/release/vm-suite");
     let work = workspace_root().join("target/vm");
     std::fs::create_dir_all(&work)?;

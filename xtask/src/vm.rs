@@ -54,7 +54,14 @@ const PROGRAMS: &[&str] = &[
 
 /// Modules the suite needs that Debian builds as modules (with what they
 /// depend on, in order).
-const MODULES: &[&str] = &["veth", "bridge", "sch_ingress", "cls_bpf", "ip_gre", "macvlan"];
+const MODULES: &[&str] = &[
+    "veth",
+    "bridge",
+    "sch_ingress",
+    "cls_bpf",
+    "ip_gre",
+    "macvlan",
+];
 
 /// How long one kernel's suite may take under TCG.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(900);
@@ -104,7 +111,11 @@ pub fn systemd_test(k: &Kernel, greha: &Path, repo: &Path, work: &Path) -> Resul
         Ok(())
     };
     install(greha, "usr/local/bin/greha", 0o755)?;
-    install(&repo.join("dist/greha.service"), "etc/systemd/system/greha.service", 0o644)?;
+    install(
+        &repo.join("dist/greha.service"),
+        "etc/systemd/system/greha.service",
+        0o644,
+    )?;
     install(
         &repo.join("tests/vm/systemd-suite.sh"),
         "usr/local/sbin/greha-systemd-suite",
@@ -201,7 +212,11 @@ fn fetch(k: &Kernel, work: &Path) -> Result<KernelFiles> {
     if !dir.join("done").exists() {
         let apt_dir = work.join("apt");
         if !apt_dir.join("done").exists() {
-            for d in ["state/lists/partial", "cache/archives/partial", "sources.list.d"] {
+            for d in [
+                "state/lists/partial",
+                "cache/archives/partial",
+                "sources.list.d",
+            ] {
                 fs::create_dir_all(apt_dir.join(d))?;
             }
             let sources: String = KERNELS
@@ -228,7 +243,12 @@ fn fetch(k: &Kernel, work: &Path) -> Result<KernelFiles> {
             .current_dir(&debs)
             .args(["download", "-q", &meta]))?;
         let meta_deb = only_file(&debs)?;
-        let depends = cmd_output(Command::new("dpkg-deb").arg("-f").arg(&meta_deb).arg("Depends"))?;
+        let depends = cmd_output(
+            Command::new("dpkg-deb")
+                .arg("-f")
+                .arg(&meta_deb)
+                .arg("Depends"),
+        )?;
         let image = depends
             .split([',', ' ', '|'])
             .find(|w| w.starts_with("linux-image-"))
@@ -236,9 +256,11 @@ fn fetch(k: &Kernel, work: &Path) -> Result<KernelFiles> {
             .to_owned();
         fs::remove_file(&meta_deb)?;
         eprintln!("xtask: vmtest {}: downloading {image}", k.name);
-        run(apt(work, "apt-get")
-            .current_dir(&debs)
-            .args(["download", "-q", &format!("{image}/{}", k.suite)]))?;
+        run(apt(work, "apt-get").current_dir(&debs).args([
+            "download",
+            "-q",
+            &format!("{image}/{}", k.suite),
+        ]))?;
         let deb = only_file(&debs)?;
         let root = dir.join("root");
         run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
@@ -348,7 +370,8 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
     if let Some(d) = to.parent() {
         fs::create_dir_all(d)?;
     }
-    fs::copy(from, to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
     Ok(())
 }
 
@@ -411,7 +434,9 @@ fn initramfs(k: &Kernel, files: &KernelFiles, payload: Payload, work: &Path) -> 
     };
     let root = work.join(format!("initramfs-{}-{tag}", k.name));
     let _ = fs::remove_dir_all(&root);
-    for d in ["bin", "sbin", "proc", "sys", "dev", "tmp", "run", "modules", "etc"] {
+    for d in [
+        "bin", "sbin", "proc", "sys", "dev", "tmp", "run", "modules", "etc",
+    ] {
         fs::create_dir_all(root.join(d))?;
     }
     copy_file(Path::new("/bin/busybox"), &root.join("bin/busybox"))?;
@@ -422,7 +447,12 @@ fn initramfs(k: &Kernel, files: &KernelFiles, payload: Payload, work: &Path) -> 
             copy_with_libraries(Path::new(p), Path::new(p), &root)?;
         }
         // keepalived and iproute2 read these.
-        for f in ["/etc/passwd", "/etc/group", "/etc/protocols", "/etc/services"] {
+        for f in [
+            "/etc/passwd",
+            "/etc/group",
+            "/etc/protocols",
+            "/etc/services",
+        ] {
             if Path::new(f).exists() {
                 copy_file(Path::new(f), &root.join(&f[1..]))?;
             }
@@ -542,6 +572,8 @@ fn boot(vmlinuz: &Path, initrd: &Path, disk: Option<&Path>, log: &Path) -> Resul
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let exit = reader.join().map_err(|_| anyhow::anyhow!("console reader panicked"))??;
+    let exit = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("console reader panicked"))??;
     Ok(exit == Some(0))
 }

@@ -87,7 +87,10 @@ fn script_command(argv: &[String], timeout: Duration) -> tokio::process::Command
                 "--service-type=exec",
                 "--property=KillMode=control-group",
             ])
-            .arg(format!("--property=RuntimeMaxSec={}ms", timeout.as_millis().max(1)))
+            .arg(format!(
+                "--property=RuntimeMaxSec={}ms",
+                timeout.as_millis().max(1)
+            ))
             .arg(format!("--description=greha script {}", argv[0]))
             .arg("--")
             .args(argv);

@@ -85,9 +85,8 @@ fn tunnel() -> Result<()> {
         (&a, &a_pins, A_UNDERLAY, B_UNDERLAY, A_INNER),
         (&b, &b_pins, B_UNDERLAY, A_UNDERLAY, B_INNER),
     ] {
-        let spec = format!(
-            "gretap1 mode gretap local {local} remote {remote} key 7 address {inner}/24"
-        );
+        let spec =
+            format!("gretap1 mode gretap local {local} remote {remote} key 7 address {inner}/24");
         let words: Vec<&str> = spec.split_whitespace().collect();
         greha(host, pins, &[&["tunnel", "add"], &words[..]].concat())
             .context("greha tunnel add")?;
@@ -95,10 +94,7 @@ fn tunnel() -> Result<()> {
     let counters = |host: &Host, pins: &Path| {
         greha(host, pins, &["tunnel", "show", "--json"]).unwrap_or_else(|e| format!("{e:#}"))
     };
-    run(a
-        .command("ping")
-        .args(["-c", "3", "-W", "5", B_INNER]))
-    .with_context(|| {
+    run(a.command("ping").args(["-c", "3", "-W", "5", B_INNER])).with_context(|| {
         format!(
             "ping through the tunnel; A:\n{}\nB:\n{}",
             counters(&a, &a_pins),
@@ -327,7 +323,10 @@ fn restart_kept() -> Result<()> {
     let filters = run(a
         .command("tc")
         .args(["filter", "show", "dev", "eth0", "ingress"]))?;
-    println!("vm-suite: (tc filters on A's underlay while running: {})", filters.trim().replace('\n', " | "));
+    println!(
+        "vm-suite: (tc filters on A's underlay while running: {})",
+        filters.trim().replace('\n', " | ")
+    );
     ga.terminate(LONG)?;
     ensure!(
         a.ip(&["link", "show", "gretap1"]).is_err(),
