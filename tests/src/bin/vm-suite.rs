@@ -25,8 +25,11 @@ const A_INNER: &str = "192.0.2.1";
 const B_INNER: &str = "192.0.2.2";
 const VIP: &str = "203.0.113.10";
 
+/// A named check of the suite.
+type Check = (&'static str, fn() -> Result<()>);
+
 fn main() -> std::process::ExitCode {
-    let checks: &[(&str, fn() -> Result<()>)] = &[
+    let checks: &[Check] = &[
         ("tunnel", tunnel),
         ("vrrp-keepalived", vrrp_keepalived),
         ("restart-kept", restart_kept),
@@ -226,10 +229,8 @@ fn vrrp_keepalived() -> Result<()> {
         &lab,
         &b,
         "b2",
-        &format!(
-            "state BACKUP\n interface eth0\n virtual_router_id 52\n priority 200\n \
-             advert_int 1\n virtual_ipaddress {{\n 203.0.113.20/24 dev eth0\n }}"
-        ),
+        "state BACKUP\n interface eth0\n virtual_router_id 52\n priority 200\n \
+         advert_int 1\n virtual_ipaddress {\n 203.0.113.20/24 dev eth0\n }",
         "(VI_1) Entering MASTER STATE",
     )?;
     let mut cmd = lab.greha(&a);
