@@ -73,8 +73,11 @@ pub const MAX_TUNNELS: u32 = 256;
 
 /// `TunnelConfig::flags`: the slot holds a live tunnel.
 pub const TUNNEL_F_ACTIVE: u32 = 1;
-/// `TunnelConfig::flags`: GRE key present (RFC 2890) on send, required on receive.
-pub const TUNNEL_F_KEY: u32 = 2;
+/// `TunnelConfig::flags`: GRE key `okey` sent (RFC 2890; iproute2's okey).
+pub const TUNNEL_F_OKEY: u32 = 2;
+/// `TunnelConfig::flags`: GRE key `ikey` required on receive (iproute2's
+/// ikey); without it, keyed packets are refused.
+pub const TUNNEL_F_IKEY: u32 = 16;
 /// `TunnelConfig::flags`: Ethernet over GRE (gretap, 0x6558); IPv4 over GRE (0x0800) without it.
 pub const TUNNEL_F_GRETAP: u32 = 4;
 
@@ -93,7 +96,10 @@ pub const GRE_PROTO_IPV4: u16 = 0x0800;
 pub struct TunnelConfig {
     pub local: [u8; 4],
     pub remote: [u8; 4],
-    pub key: u32,
+    /// The key required on receive (with `TUNNEL_F_IKEY`).
+    pub ikey: u32,
+    /// The key sent (with `TUNNEL_F_OKEY`).
+    pub okey: u32,
     pub flags: u32,
     pub underlay_ifindex: u32,
     /// The host-visible tunnel interface.
@@ -103,7 +109,11 @@ pub struct TunnelConfig {
     pub peer_ifindex: u32,
     /// Largest outer IPv4 packet the underlay carries.
     pub underlay_mtu: u32,
+    /// Outer TTL; 0 inherits the inner packet's (64 for other frames), as
+    /// the kernel's `ttl inherit`.
     pub ttl: u8,
+    /// Outer TOS; bit 0 set inherits the inner packet's, as the kernel's
+    /// `tos inherit` (1).
     pub tos: u8,
     pub _pad: [u8; 2],
     /// MAC of the tunnel interface: destination of frames decapsulated in
@@ -119,7 +129,11 @@ pub struct TunnelConfig {
 impl TunnelConfig {
     /// Bytes of GRE header this tunnel sends (4, or 8 with a key).
     pub fn gre_header_len(&self) -> u32 {
-        if self.flags & TUNNEL_F_KEY != 0 { 8 } else { 4 }
+        if self.flags & TUNNEL_F_OKEY != 0 {
+            8
+        } else {
+            4
+        }
     }
 }
 
@@ -544,7 +558,7 @@ mod tests {
     /// padding (BTF and the kernel see exactly these bytes).
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(size_of::<TunnelConfig>(), 4 * 8 + 4 + 12 + 4 + 16);
+        assert_eq!(size_of::<TunnelConfig>(), 4 * 9 + 4 + 12 + 4 + 16);
         assert_eq!(size_of::<Endpoints>(), 8);
         assert_eq!(size_of::<TunnelCounters>(), 13 * 8);
         assert_eq!(size_of::<PacketCounters>(), 16);

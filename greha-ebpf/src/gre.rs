@@ -31,7 +31,7 @@ use aya_ebpf::{
 };
 use greha_common::{
     Endpoints, GRE_PROTO_IPV4, GRE_PROTO_TEB, MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP,
-    TUNNEL_F_KEY, TunnelConfig, TunnelCounters,
+    TUNNEL_F_IKEY, TUNNEL_F_OKEY, TunnelConfig, TunnelCounters,
 };
 
 #[btf_map]
@@ -49,6 +49,7 @@ static GREHA_TUNNEL_COUNTERS: PerCpuArray<TunnelCounters, { MAX_TUNNELS as usize
 const ETH_LEN: usize = 14;
 const IPV4_LEN: usize = 20;
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_GRE: u8 = 47;
 const AF_INET: u8 = 2;
 /// `skb->pkt_type` of a frame for another host's MAC.
@@ -181,7 +182,7 @@ fn decap(ctx: &TcContext) -> i32 {
         c.rx_drop_truncated += 1;
         return TC_ACT_SHOT;
     }
-    let want_key = cfg.flags & TUNNEL_F_KEY != 0;
+    let want_key = cfg.flags & TUNNEL_F_IKEY != 0;
     if has_key != want_key {
         c.rx_drop_wrong_key += 1;
         return TC_ACT_SHOT;
@@ -189,7 +190,7 @@ fn decap(ctx: &TcContext) -> i32 {
     if has_key {
         let key_off = gre_off + 4 + if has_csum { 4 } else { 0 };
         match ctx.load::<[u8; 4]>(key_off) {
-            Ok(k) if u32::from_be_bytes(k) == cfg.key => {}
+            Ok(k) if u32::from_be_bytes(k) == cfg.ikey => {}
             Ok(_) => {
                 c.rx_drop_wrong_key += 1;
                 return TC_ACT_SHOT;
@@ -326,6 +327,7 @@ fn encap(ctx: &TcContext) -> i32 {
     };
     let ethertype = u16::from_be_bytes([eth[12], eth[13]]);
     let gretap = cfg.flags & TUNNEL_F_GRETAP != 0;
+    let (ttl, tos) = outer_ttl_tos(ctx, cfg, ethertype);
     if !gretap && ethertype != ETH_P_IP {
         c.tx_drop_error += 1;
         return TC_ACT_SHOT;
@@ -398,9 +400,9 @@ fn encap(ctx: &TcContext) -> i32 {
     outer_eth[0..6].copy_from_slice(&fib.dmac);
     outer_eth[6..12].copy_from_slice(&fib.smac);
     outer_eth[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
-    let ip = ipv4_header(cfg, outer_l3_len.min(0xffff) as u16);
+    let ip = ipv4_header(cfg, ttl, tos, outer_l3_len.min(0xffff) as u16);
     let mut gre = [0u8; 8];
-    let gre_flags: u16 = if cfg.flags & TUNNEL_F_KEY != 0 {
+    let gre_flags: u16 = if cfg.flags & TUNNEL_F_OKEY != 0 {
         GRE_K
     } else {
         0
@@ -412,7 +414,7 @@ fn encap(ctx: &TcContext) -> i32 {
     };
     gre[0..2].copy_from_slice(&gre_flags.to_be_bytes());
     gre[2..4].copy_from_slice(&proto.to_be_bytes());
-    gre[4..8].copy_from_slice(&cfg.key.to_be_bytes());
+    gre[4..8].copy_from_slice(&cfg.okey.to_be_bytes());
     let stored = ctx.store(0, &outer_eth, 0).is_ok()
         && ctx.store(ETH_LEN, &ip, 0).is_ok()
         && if gre_len == 8 {
@@ -442,16 +444,45 @@ fn encap(ctx: &TcContext) -> i32 {
     unsafe { bpf_redirect(fib.ifindex, 0) as i32 }
 }
 
+/// The outer TTL and TOS, as the kernel's tunnels choose them: fixed, or
+/// (TTL 0, TOS with bit 0 set: `inherit`) the inner IPv4 or IPv6 packet's,
+/// and for other frames TTL 64 and TOS 0.
+#[inline(always)]
+fn outer_ttl_tos(ctx: &TcContext, cfg: &TunnelConfig, ethertype: u16) -> (u8, u8) {
+    let (mut ttl, mut tos) = (cfg.ttl, cfg.tos);
+    if ttl != 0 && tos & 1 == 0 {
+        return (ttl, tos);
+    }
+    let (inner_ttl, inner_tos) = match ethertype {
+        ETH_P_IP => match ctx.load::<[u8; 9]>(ETH_LEN) {
+            Ok(h) => (h[8], h[1]),
+            Err(_) => (64, 0),
+        },
+        ETH_P_IPV6 => match ctx.load::<[u8; 8]>(ETH_LEN) {
+            Ok(h) => (h[7], (h[0] << 4) | (h[1] >> 4)),
+            Err(_) => (64, 0),
+        },
+        _ => (64, 0),
+    };
+    if ttl == 0 {
+        ttl = inner_ttl;
+    }
+    if tos & 1 != 0 {
+        tos = inner_tos;
+    }
+    (ttl, tos)
+}
+
 /// The outer IPv4 header: DF set (greha never sends more than the underlay
 /// MTU), with its checksum.
 #[inline(always)]
-fn ipv4_header(cfg: &TunnelConfig, tot_len: u16) -> [u8; IPV4_LEN] {
+fn ipv4_header(cfg: &TunnelConfig, ttl: u8, tos: u8, tot_len: u16) -> [u8; IPV4_LEN] {
     let mut h = [0u8; IPV4_LEN];
     h[0] = 0x45;
-    h[1] = cfg.tos;
+    h[1] = tos;
     h[2..4].copy_from_slice(&tot_len.to_be_bytes());
     h[6] = 0x40;
-    h[8] = cfg.ttl;
+    h[8] = ttl;
     h[9] = IPPROTO_GRE;
     h[12..16].copy_from_slice(&cfg.local);
     h[16..20].copy_from_slice(&cfg.remote);

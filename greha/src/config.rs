@@ -186,7 +186,9 @@ fn checked<T>(
     })
 }
 
-const TUNNEL_KEYS: &[&str] = &["mode", "local", "remote", "key", "ttl", "tos", "dev", "mtu"];
+const TUNNEL_KEYS: &[&str] = &[
+    "mode", "local", "remote", "key", "ikey", "okey", "ttl", "tos", "dev", "mtu",
+];
 const VRRP_KEYS: &[&str] = &[
     "interface",
     "vrid",
@@ -389,7 +391,15 @@ pub fn summary(cfg: &Config) -> String {
             t.mode,
             t.local,
             t.remote,
-            t.key.map_or(String::new(), |k| format!(" key {k}"))
+            match (t.ikey, t.okey) {
+                (None, None) => String::new(),
+                (i, o) if i == o => format!(" key {}", i.unwrap_or_default()),
+                (i, o) => format!(
+                    "{}{}",
+                    i.map_or(String::new(), |k| format!(" ikey {k}")),
+                    o.map_or(String::new(), |k| format!(" okey {k}"))
+                ),
+            }
         );
     }
     for v in &cfg.vrrp {
@@ -438,7 +448,7 @@ mod tests {
         assert_eq!(cfg.tunnels.len(), 1);
         let t = &cfg.tunnels[0];
         assert_eq!(
-            (t.name.as_str(), t.mode, t.key),
+            (t.name.as_str(), t.mode, t.okey),
             ("gretap1", Mode::Gretap, None)
         );
         let v = &cfg.vrrp[0];

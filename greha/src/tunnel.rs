@@ -10,8 +10,8 @@ use std::{fmt, net::Ipv4Addr, path::Path, str::FromStr};
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{Array, HashMap, MapError, PerCpuArray, PerCpuValues};
 use greha_common::{
-    Endpoints, MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP, TUNNEL_F_KEY, TUNNEL_F_OWN_NEIGH,
-    TunnelConfig, TunnelCounters, names,
+    Endpoints, MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP, TUNNEL_F_IKEY, TUNNEL_F_OKEY,
+    TUNNEL_F_OWN_NEIGH, TunnelConfig, TunnelCounters, names,
 };
 use serde::Serialize;
 use tracing::{info, warn};
@@ -61,8 +61,13 @@ pub struct TunnelDef {
     pub mode: Mode,
     pub local: Ipv4Addr,
     pub remote: Ipv4Addr,
-    pub key: Option<u32>,
+    /// The key required on receive (`ikey`, or `key` for both ways).
+    pub ikey: Option<u32>,
+    /// The key sent (`okey`, or `key`).
+    pub okey: Option<u32>,
+    /// 0: inherit the inner packet's (`ttl inherit`, the kernel's default).
     pub ttl: u8,
+    /// Bit 0 set: inherit the inner packet's (`tos inherit`).
     pub tos: u8,
     /// The underlay; derived from the route to `remote` when not given.
     pub dev: Option<String>,
@@ -70,8 +75,65 @@ pub struct TunnelDef {
     pub addresses: Vec<(Ipv4Addr, u8)>,
 }
 
-/// Default outer TTL, as the kernel's for packets it originates.
-const DEFAULT_TTL: u8 = 64;
+/// Default outer TTL: inherit, as the kernel's tunnels do when none is
+/// given (64 for frames that are not IP).
+const DEFAULT_TTL: u8 = 0;
+
+/// The TOS byte that means `inherit` (the kernel reads bit 0).
+pub const TOS_INHERIT: u8 = 1;
+
+/// iproute2's DS field names (rt_dsfield): DSCP classes shifted into
+/// the TOS byte.
+const DSFIELD_NAMES: &[(&str, u8)] = &[
+    ("CS0", 0x00),
+    ("CS1", 0x20),
+    ("CS2", 0x40),
+    ("CS3", 0x60),
+    ("CS4", 0x80),
+    ("CS5", 0xa0),
+    ("CS6", 0xc0),
+    ("CS7", 0xe0),
+    ("AF11", 0x28),
+    ("AF12", 0x30),
+    ("AF13", 0x38),
+    ("AF21", 0x48),
+    ("AF22", 0x50),
+    ("AF23", 0x58),
+    ("AF31", 0x68),
+    ("AF32", 0x70),
+    ("AF33", 0x78),
+    ("AF41", 0x88),
+    ("AF42", 0x90),
+    ("AF43", 0x98),
+    ("EF", 0xb8),
+];
+
+/// A TOS as iproute2 reads it: `inherit`, a DS field name, or a number in
+/// hexadecimal (`0x20` and `20` are both 0x20: iproute2 reads base 16).
+fn parse_tos(name: &str, value: &str) -> Result<u8, SpecError> {
+    if value == "inherit" {
+        return Ok(TOS_INHERIT);
+    }
+    if let Some((_, v)) = DSFIELD_NAMES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(value))
+    {
+        return Ok(*v);
+    }
+    let digits = value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+        .unwrap_or(value);
+    u8::from_str_radix(digits, 16).map_err(|_| {
+        SpecError::bad(
+            "tunnel",
+            name,
+            "tos",
+            value,
+            "is not a TOS (hexadecimal 0 to ff as iproute2 reads it, a DS field name such as AF11, or inherit)",
+        )
+    })
+}
 
 fn err(name: &str, field: &str, message: impl Into<String>) -> SpecError {
     SpecError::field("tunnel", name, field, message)
@@ -89,7 +151,7 @@ fn parse_value<T: FromStr>(
 }
 
 /// A GRE key: a number (0 to 4294967295) or dotted quad, as iproute2 takes it.
-fn parse_key(name: &str, value: &str) -> Result<u32, SpecError> {
+fn parse_key(name: &str, field: &str, value: &str) -> Result<u32, SpecError> {
     if let Ok(ip) = value.parse::<Ipv4Addr>() {
         return Ok(u32::from(ip));
     }
@@ -97,7 +159,7 @@ fn parse_key(name: &str, value: &str) -> Result<u32, SpecError> {
         Ok(k) => u32::try_from(k).map_err(|_| {
             err(
                 name,
-                "key",
+                field,
                 format!("{value} is out of range (0 to 4294967295)"),
             )
             .value(value)
@@ -105,7 +167,7 @@ fn parse_key(name: &str, value: &str) -> Result<u32, SpecError> {
         Err(_) => Err(SpecError::bad(
             "tunnel",
             name,
-            "key",
+            field,
             value,
             "is not a number or a dotted quad",
         )),
@@ -147,7 +209,8 @@ impl TunnelDef {
             mode: Mode::Gretap,
             local: Ipv4Addr::UNSPECIFIED,
             remote: Ipv4Addr::UNSPECIFIED,
-            key: None,
+            ikey: None,
+            okey: None,
             ttl: DEFAULT_TTL,
             tos: 0,
             dev: None,
@@ -177,18 +240,21 @@ impl TunnelDef {
                 }
                 "local" => local = Some(parse_value(&name, word, value()?, "an IPv4 address")?),
                 "remote" => remote = Some(parse_value(&name, word, value()?, "an IPv4 address")?),
-                "key" => def.key = Some(parse_key(&name, value()?)?),
-                "ttl" => {
-                    let v = value()?;
-                    def.ttl = match v {
-                        "inherit" => DEFAULT_TTL,
-                        _ => parse_value(&name, word, v, "a TTL (1 to 255)")?,
-                    };
-                    if def.ttl == 0 {
-                        return Err(err(&name, "ttl", "0 is not a TTL (1 to 255)").value(v));
-                    }
+                "key" => {
+                    let k = parse_key(&name, word, value()?)?;
+                    (def.ikey, def.okey) = (Some(k), Some(k));
                 }
-                "tos" => def.tos = parse_value(&name, word, value()?, "a TOS byte (0 to 255)")?,
+                "ikey" => def.ikey = Some(parse_key(&name, word, value()?)?),
+                "okey" => def.okey = Some(parse_key(&name, word, value()?)?),
+                "ttl" | "hoplimit" => {
+                    let v = value()?;
+                    // 0 is inherit too, as in iproute2.
+                    def.ttl = match v {
+                        "inherit" => 0,
+                        _ => parse_value(&name, "ttl", v, "a TTL (0 to 255, or inherit)")?,
+                    };
+                }
+                "tos" | "dsfield" | "tclass" => def.tos = parse_tos(&name, value()?)?,
                 "dev" => {
                     let d = value()?;
                     ifname(&name, "dev", d)?;
@@ -359,7 +425,7 @@ pub async fn add(def: &TunnelDef, pin_dir: &Path) -> Result<()> {
     };
     let max_mtu = underlay
         .mtu
-        .checked_sub(def.mode.overhead(def.key.is_some()))
+        .checked_sub(def.mode.overhead(def.okey.is_some()))
         .filter(|m| *m >= 68)
         .ok_or_else(|| {
             anyhow!(
@@ -401,8 +467,10 @@ pub async fn add(def: &TunnelDef, pin_dir: &Path) -> Result<()> {
     let mut cfg = TunnelConfig {
         local: def.local.octets(),
         remote: def.remote.octets(),
-        key: def.key.unwrap_or(0),
-        flags: if def.key.is_some() { TUNNEL_F_KEY } else { 0 }
+        ikey: def.ikey.unwrap_or(0),
+        okey: def.okey.unwrap_or(0),
+        flags: if def.ikey.is_some() { TUNNEL_F_IKEY } else { 0 }
+            | if def.okey.is_some() { TUNNEL_F_OKEY } else { 0 }
             | if def.mode == Mode::Gretap {
                 TUNNEL_F_GRETAP
             } else {
@@ -446,7 +514,7 @@ async fn setup(
     let name = &def.name;
     let mtu = def
         .mtu
-        .unwrap_or(cfg.underlay_mtu - def.mode.overhead(def.key.is_some()));
+        .unwrap_or(cfg.underlay_mtu - def.mode.overhead(def.okey.is_some()));
     nl.add_veth(name, peer, mtu).await?;
     let dev = nl
         .link_by_name(name)
@@ -626,7 +694,16 @@ pub struct TunnelStatus {
     pub mode: Mode,
     pub local: Ipv4Addr,
     pub remote: Ipv4Addr,
+    /// The key both ways, when it is one (`key K`).
     pub key: Option<u32>,
+    /// The key required on receive.
+    pub ikey: Option<u32>,
+    /// The key sent.
+    pub okey: Option<u32>,
+    /// Outer TTL, 0 for inherit.
+    pub ttl: u8,
+    /// Outer TOS, 1 for inherit.
+    pub tos: u8,
     pub underlay_ifindex: u32,
     /// The tunnel interface is up with carrier.
     pub up: bool,
@@ -669,7 +746,10 @@ impl TunnelStatus {
             && self.mode == def.mode
             && self.local == def.local
             && self.remote == def.remote
-            && self.key == def.key
+            && self.ikey == def.ikey
+            && self.okey == def.okey
+            && self.ttl == def.ttl
+            && self.tos == def.tos
     }
 }
 
@@ -706,7 +786,12 @@ pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
             },
             local: Ipv4Addr::from(t.local),
             remote: Ipv4Addr::from(t.remote),
-            key: (t.flags & TUNNEL_F_KEY != 0).then_some(t.key),
+            key: (t.flags & TUNNEL_F_IKEY != 0 && t.flags & TUNNEL_F_OKEY != 0 && t.ikey == t.okey)
+                .then_some(t.ikey),
+            ikey: (t.flags & TUNNEL_F_IKEY != 0).then_some(t.ikey),
+            okey: (t.flags & TUNNEL_F_OKEY != 0).then_some(t.okey),
+            ttl: t.ttl,
+            tos: t.tos,
             underlay_ifindex: t.underlay_ifindex,
             counters: total,
         });
@@ -737,7 +822,15 @@ pub fn print_table(tunnels: &[TunnelStatus]) {
             t.mode.to_string(),
             t.local.to_string(),
             t.remote.to_string(),
-            t.key.map_or("-".into(), |k| k.to_string()),
+            match (t.ikey, t.okey) {
+                (None, None) => "-".into(),
+                (i, o) if i == o => i.map_or("-".into(), |k| k.to_string()),
+                (i, o) => format!(
+                    "{}/{}",
+                    i.map_or("-".into(), |k| k.to_string()),
+                    o.map_or("-".into(), |k| k.to_string())
+                ),
+            },
             c.rx_packets,
             c.tx_packets,
             drops

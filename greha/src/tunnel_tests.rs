@@ -20,15 +20,40 @@ fn parses_iproute2_vocabulary() {
     assert_eq!(d.mode, Mode::Gretap);
     assert_eq!(d.local, Ipv4Addr::new(192, 0, 2, 1));
     assert_eq!(d.remote, Ipv4Addr::new(192, 0, 2, 2));
-    assert_eq!(d.key, Some(42));
-    assert_eq!((d.ttl, d.tos), (32, 16));
+    assert_eq!((d.ikey, d.okey), (Some(42), Some(42)));
+    // iproute2 reads a TOS in hexadecimal.
+    assert_eq!((d.ttl, d.tos), (32, 0x16));
     assert_eq!(d.dev.as_deref(), Some("eth0"));
     assert_eq!(d.addresses, vec![(Ipv4Addr::new(10, 1, 1, 2), 24)]);
     let d = TunnelDef::parse(&words(
         "g mode gre local 192.0.2.1 remote 192.0.2.2 key 0.0.1.0",
     ))
     .unwrap();
-    assert_eq!((d.mode, d.key, d.ttl), (Mode::Gre, Some(256), DEFAULT_TTL));
+    assert_eq!((d.mode, d.okey, d.ttl), (Mode::Gre, Some(256), DEFAULT_TTL));
+}
+
+#[test]
+fn keys_ttl_and_tos_as_iproute2_reads_them() {
+    let base = "t mode gretap local 192.0.2.1 remote 192.0.2.2";
+    for (extra, ikey, okey, ttl, tos) in [
+        ("", None, None, 0, 0),
+        ("ikey 5 okey 6", Some(5), Some(6), 0, 0),
+        ("okey 6", None, Some(6), 0, 0),
+        ("key 7 ikey 8", Some(8), Some(7), 0, 0),
+        ("ttl inherit tos inherit", None, None, 0, TOS_INHERIT),
+        ("ttl 0 tos 0x20", None, None, 0, 0x20),
+        ("ttl 64 tos 20", None, None, 64, 0x20),
+        ("tos AF11", None, None, 0, 0x28),
+        ("tos ef", None, None, 0, 0xb8),
+        ("dsfield 0xb8", None, None, 0, 0xb8),
+    ] {
+        let d = TunnelDef::parse(&words(&format!("{base} {extra}"))).unwrap();
+        assert_eq!(
+            (d.ikey, d.okey, d.ttl, d.tos),
+            (ikey, okey, ttl, tos),
+            "{extra}"
+        );
+    }
 }
 
 #[test]
@@ -56,12 +81,20 @@ fn errors_name_the_field_and_value() {
             "tunnel t: key: \"-1\" is not a number or a dotted quad",
         ),
         (
-            format!("t mode gre {base} ttl 0"),
-            "tunnel t: ttl: 0 is not a TTL",
-        ),
-        (
             format!("t mode gre {base} ttl 256"),
             "tunnel t: ttl: \"256\" is not a TTL",
+        ),
+        (
+            format!("t mode gre {base} tos 0x100"),
+            "tunnel t: tos: \"0x100\" is not a TOS",
+        ),
+        (
+            format!("t mode gre {base} tos AF99"),
+            "tunnel t: tos: \"AF99\" is not a TOS",
+        ),
+        (
+            format!("t mode gre {base} okey -1"),
+            "tunnel t: okey: \"-1\" is not a number or a dotted quad",
         ),
         (
             format!("t mode gre {base} key"),

@@ -341,6 +341,98 @@ fn gretap_with_key_carries_arp_ping_tcp_and_is_real_gre() -> Result<()> {
     Ok(())
 }
 
+/// iproute2's ikey/okey, `ttl inherit`/`tos inherit` and a hexadecimal
+/// TOS, on the wire as tshark reads it: A sends with okey 6 and its
+/// ping's TTL and TOS (inherited), B answers with okey 5, TTL 33 and TOS
+/// 0x20; each accepts the other's key.
+#[test]
+fn ikey_okey_and_inherited_ttl_and_tos_are_on_the_wire() -> Result<()> {
+    let pair = Pair::new()?;
+    for (host, pins, local, remote, inner, extra) in [
+        (
+            &pair.a,
+            &pair.a_pins,
+            A_UNDERLAY,
+            B_UNDERLAY,
+            A_INNER,
+            "ikey 5 okey 6 ttl inherit tos inherit",
+        ),
+        (
+            &pair.b,
+            &pair.b_pins,
+            B_UNDERLAY,
+            A_UNDERLAY,
+            B_INNER,
+            "ikey 6 okey 5 ttl 33 tos 20",
+        ),
+    ] {
+        let spec =
+            format!("t1 mode gretap local {local} remote {remote} address {inner}/24 {extra}");
+        greha(host, pins, &["tunnel", "add"], &spec)?;
+    }
+    pin_tunnel_neighbours(&pair, "t1")?;
+    let mut tshark = pair.b.spawn(
+        &pair.lab,
+        {
+            let mut c = pair.b.command("tshark");
+            c.args([
+                "-i",
+                "eth0",
+                "-l",
+                "-c",
+                "2",
+                "-f",
+                "ip proto 47",
+                "-T",
+                "fields",
+                "-E",
+                "separator=,",
+                "-e",
+                "ip.src",
+                "-e",
+                "ip.ttl",
+                "-e",
+                "ip.dsfield",
+                "-e",
+                "gre.key",
+            ]);
+            c
+        },
+        false,
+    )?;
+    tshark.wait_for_output("Capture started", SHORT)?;
+    run(pair
+        .a
+        .command("ping")
+        .args(["-c", "1", "-W", "2", "-t", "17", "-Q", "0x28", B_INNER]))?;
+    let status = tshark
+        .wait(SHORT)
+        .with_context(|| format!("tshark:\n{}", tshark.log()))?;
+    ensure!(status.success(), "tshark failed:\n{}", tshark.log());
+    let log = tshark.log();
+    // Outer then inner values, as tshark lists repeated fields: outer
+    // TTL, outer TOS and the key of the frame from `src`.
+    let outer = |src: &str| -> Option<(String, String, String)> {
+        let line = log.lines().find(|l| l.starts_with(&format!("{src},")))?;
+        let f: Vec<&str> = line.split(',').collect();
+        Some((
+            f.get(2)?.to_string(),
+            f.get(4)?.to_string(),
+            f.get(6)?.to_string(),
+        ))
+    };
+    let want = |t: &str, d: &str, k: &str| Some((t.to_owned(), d.to_owned(), k.to_owned()));
+    ensure!(
+        outer(A_UNDERLAY) == want("17", "0x28", "0x00000006"),
+        "A's frame (inherited TTL and TOS, okey 6): {log}"
+    );
+    ensure!(
+        outer(B_UNDERLAY) == want("33", "0x20", "0x00000005"),
+        "B's frame (TTL 33, TOS 0x20, okey 5): {log}"
+    );
+    Ok(())
+}
+
 #[test]
 fn both_modes_with_and_without_key_carry_traffic() -> Result<()> {
     let pair = Pair::new()?;
