@@ -352,23 +352,27 @@ fn encap(ctx: &TcContext) -> i32 {
     fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(cfg.remote);
     let rc = unsafe { fib_lookup(skb.cast(), &mut fib, size_of::<bpf_fib_lookup>() as i32, 0) };
     // A route but no resolved neighbour: the entry greha made is gone (a
-    // link down flushes it). An IPv4 frame then goes out through
-    // bpf_redirect_neigh, which has the kernel resolve the next hop (the
-    // frame waits for ARP, as the stack's own would) and so makes the
-    // entry again; other frames wait for the next IPv4 one (VRRP adverts
-    // are IPv4). Without this the tunnel stayed dead after a flap.
-    let resolve = rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 && ethertype == ETH_P_IP;
-    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 && !resolve {
+    // link down flushes it). A frame that leaves as an IPv4 skb then goes
+    // out through bpf_redirect_neigh, which has the kernel resolve the next
+    // hop (the frame waits for ARP, as the stack's own would) and so makes
+    // the entry again; other frames (ARP: the helper needs skb->protocol to
+    // be IP) wait for the next such one (VRRP adverts are IPv4). Without
+    // this the tunnel stayed dead after a flap.
+    let no_neigh = rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64;
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 && !no_neigh {
         c.tx_drop_no_next_hop += 1;
         return TC_ACT_SHOT;
     }
 
-    // Make room. IPv4 inner packets go through adjust_room with the encap
-    // flags, which keeps GSO working (the stack segments the GRE packet
-    // later); adjust_room refuses other protocols (ARP), which carry no GSO
-    // and get their room in front of the frame instead.
+    // Make room. IPv4 and IPv6 inner packets go through adjust_room with
+    // the encap flags, which keeps GSO working: the stack segments the GRE
+    // packet later and gives each segment its own outer lengths (written
+    // whole by change_head, a segmented IPv6 packet's outer header claimed
+    // the whole GSO length in every segment). adjust_room refuses other
+    // protocols (ARP), which carry no GSO and get their room in front of
+    // the frame instead.
     let encap_len = IPV4_LEN + gre_len + if gretap { ETH_LEN } else { 0 };
-    if ethertype == ETH_P_IP {
+    if ethertype == ETH_P_IP || ethertype == ETH_P_IPV6 {
         let mut flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_GRE) as u64;
         if gretap {
             flags |= bpf_f_adj_room_encap_l2(ETH_LEN as u64);
@@ -393,6 +397,13 @@ fn encap(ctx: &TcContext) -> i32 {
         != 0
     {
         c.tx_drop_error += 1;
+        return TC_ACT_SHOT;
+    }
+    // adjust_room made an IPv6 skb an IPv4 one (the outer protocol); an
+    // ARP one stays ARP.
+    let resolve = no_neigh && unsafe { (*skb).protocol } == u32::from(ETH_P_IP.to_be());
+    if no_neigh && !resolve {
+        c.tx_drop_no_next_hop += 1;
         return TC_ACT_SHOT;
     }
 

@@ -17,6 +17,8 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "keepalived",
     "iperf3",
+    // Offloads off on a lab link, to make the stack segment in software.
+    "ethtool",
     "tshark",
     "tcpdump",
     "python3-scapy",

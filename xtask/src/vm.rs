@@ -50,6 +50,8 @@ const PROGRAMS: &[&str] = &[
     "/usr/sbin/bpftool",
     "/usr/sbin/keepalived",
     "/usr/bin/ping",
+    "/usr/sbin/ethtool",
+    "/usr/sbin/sysctl",
 ];
 
 /// Modules the suite needs that Debian builds as modules (with what they

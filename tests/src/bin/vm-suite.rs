@@ -132,15 +132,16 @@ fn tunnel() -> Result<()> {
 /// `len` pseudo-random bytes from A to B over TCP through the tunnel,
 /// compared byte for byte.
 fn transfer(a: &Host, b: &Host, len: u32) -> Result<()> {
-    transfer_to(a, b, B_INNER, len)
+    transfer_to(a, b, &format!("{B_INNER}:5001"), len)
 }
 
-/// `len` pseudo-random bytes from `a` to `b` listening on `to`.
+/// `len` pseudo-random bytes from `a` to `b` listening on `to` (an
+/// address and port).
 fn transfer_to(a: &Host, b: &Host, to: &str, len: u32) -> Result<()> {
     let data: Vec<u8> = (0..len)
         .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let listener = b.enter(|| TcpListener::bind(format!("{to}:5001")))??;
+    let listener = b.enter(|| TcpListener::bind(to))??;
     let received = std::thread::scope(|s| -> Result<Vec<u8>> {
         let rx = s.spawn(|| -> Result<Vec<u8>> {
             let (mut conn, _) = listener.accept()?;
@@ -150,7 +151,7 @@ fn transfer_to(a: &Host, b: &Host, to: &str, len: u32) -> Result<()> {
             Ok(buf)
         });
         a.enter(|| -> Result<()> {
-            let mut conn = TcpStream::connect_timeout(&format!("{to}:5001").parse()?, LONG)?;
+            let mut conn = TcpStream::connect_timeout(&to.parse()?, LONG)?;
             conn.set_write_timeout(Some(LONG))?;
             conn.write_all(&data)?;
             Ok(())
@@ -394,8 +395,27 @@ fn kernel_peer_case(mode: &str, key: &str, kernel_key: &str) -> Result<()> {
         run(from.command("ping").args(["-c", "3", "-W", "5", to]))
             .with_context(|| format!("ping {to}"))?;
     }
-    transfer_to(&a, &b, B_INNER, 16 << 20).context("16 MiB greha -> kernel")?;
-    transfer_to(&b, &a, A_INNER, 16 << 20).context("16 MiB kernel -> greha")?;
+    transfer_to(&a, &b, &format!("{B_INNER}:5001"), 16 << 20).context("16 MiB greha -> kernel")?;
+    transfer_to(&b, &a, &format!("{A_INNER}:5001"), 16 << 20).context("16 MiB kernel -> greha")?;
+    if mode == "gretap" {
+        // IPv6 inside, with A's underlay segmenting in software.
+        for (host, addr) in [(&a, "2001:db8::1/64"), (&b, "2001:db8::2/64")] {
+            // The lab's hosts start with IPv6 off.
+            host.sysctl("net.ipv6.conf.t1.disable_ipv6", "0")?;
+            host.ip(&["-6", "addr", "add", addr, "dev", "t1", "nodad"])?;
+        }
+        run(a
+            .command("ethtool")
+            .args(["-K", "eth0", "tso", "off", "gso", "off"]))?;
+        run(a
+            .command("ping")
+            .args(["-6", "-c", "2", "-W", "5", "2001:db8::2"]))
+        .context("IPv6 ping")?;
+        transfer_to(&a, &b, "[2001:db8::2]:5001", 4 << 20)
+            .context("4 MiB of IPv6, greha -> kernel")?;
+        transfer_to(&b, &a, "[2001:db8::1]:5001", 4 << 20)
+            .context("4 MiB of IPv6, kernel -> greha")?;
+    }
     let v: serde_json::Value =
         serde_json::from_str(&greha(&a, &pins, &["tunnel", "show", "--json"])?)?;
     let c = &v[0]["counters"];
