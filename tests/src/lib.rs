@@ -744,3 +744,38 @@ pub fn start_keepalived(
     p.wait_for_output(ready, SHORT)?;
     Ok(p)
 }
+
+/// Sends `len` pseudo-random bytes over TCP from `from` to `to`, which
+/// listens on `addr` (an address and port), and checks that they arrive
+/// byte for byte; each socket operation waits at most `timeout`.
+pub fn tcp_transfer(from: &Host, to: &Host, addr: &str, len: u32, timeout: Duration) -> Result<()> {
+    use std::io::{Read as _, Write as _};
+    let data: Vec<u8> = (0..len)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let listener = to.enter(|| std::net::TcpListener::bind(addr))??;
+    let received = thread::scope(|s| -> Result<Vec<u8>> {
+        let rx = s.spawn(|| -> Result<Vec<u8>> {
+            let (mut conn, _) = listener.accept()?;
+            conn.set_read_timeout(Some(timeout))?;
+            let mut buf = Vec::new();
+            conn.read_to_end(&mut buf)?;
+            Ok(buf)
+        });
+        from.enter(|| -> Result<()> {
+            let mut conn = std::net::TcpStream::connect_timeout(&addr.parse()?, timeout)?;
+            conn.set_write_timeout(Some(timeout))?;
+            conn.write_all(&data)?;
+            Ok(())
+        })??;
+        rx.join().expect("receiver panicked")
+    })?;
+    ensure!(
+        received.len() == data.len(),
+        "received {} of {} bytes",
+        received.len(),
+        data.len()
+    );
+    ensure!(received == data, "the bytes arrived altered");
+    Ok(())
+}

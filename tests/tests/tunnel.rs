@@ -4,8 +4,6 @@
 //! by bpftool, and nothing left behind.
 use std::{
     fs,
-    io::{Read as _, Write as _},
-    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::Command,
 };
@@ -175,33 +173,19 @@ fn transfer_1mib(pair: &Pair) -> Result<()> {
 /// `len` bytes over TCP from A to B listening on `to`, compared byte for
 /// byte.
 fn transfer(pair: &Pair, to: &str, len: u32) -> Result<()> {
-    let data: Vec<u8> = (0..len)
-        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    let listener = pair.b.enter(|| TcpListener::bind(to))??;
-    let received = std::thread::scope(|s| -> Result<Vec<u8>> {
-        let rx = s.spawn(|| -> Result<Vec<u8>> {
-            let (mut conn, _) = listener.accept()?;
-            conn.set_read_timeout(Some(SHORT))?;
-            let mut buf = Vec::new();
-            conn.read_to_end(&mut buf)?;
-            Ok(buf)
-        });
-        pair.a.enter(|| -> Result<()> {
-            let mut conn = TcpStream::connect_timeout(&to.parse()?, SHORT)?;
-            conn.set_write_timeout(Some(SHORT))?;
-            conn.write_all(&data)?;
-            Ok(())
-        })??;
-        rx.join().expect("receiver panicked")
-    })?;
-    ensure!(
-        received.len() == data.len(),
-        "received {} of {} bytes",
-        received.len(),
-        data.len()
-    );
-    ensure!(received == data, "the bytes arrived altered");
+    greha_tests::tcp_transfer(&pair.a, &pair.b, to, len, SHORT)
+}
+
+/// No drop counted by `name`'s counters on either host.
+fn no_drops(pair: &Pair, name: &str) -> Result<()> {
+    for (host, pins) in [(&pair.a, &pair.a_pins), (&pair.b, &pair.b_pins)] {
+        let c = counters(host, pins, name)?;
+        for (field, v) in c.as_object().context("counters")? {
+            if field.contains("drop") {
+                ensure!(v == 0, "{field} = {v} on a clean run: {c}");
+            }
+        }
+    }
     Ok(())
 }
 
@@ -236,15 +220,7 @@ fn check_traffic(pair: &Pair, name: &str) -> Result<()> {
     ensure!(bps > 0.0, "iperf3 moved nothing");
     // The underlay keeps working beside the tunnel.
     ping(&pair.a, B_UNDERLAY, 3, 56).context("ping on the underlay")?;
-    for (host, pins) in [(&pair.a, &pair.a_pins), (&pair.b, &pair.b_pins)] {
-        let c = counters(host, pins, name)?;
-        for (field, v) in c.as_object().context("counters")? {
-            if field.contains("drop") {
-                ensure!(v == 0, "{field} = {v} on a clean run: {c}");
-            }
-        }
-    }
-    Ok(())
+    no_drops(pair, name)
 }
 
 #[test]
@@ -461,15 +437,7 @@ fn ipv6_over_gretap_survives_software_segmentation() -> Result<()> {
         .args(["-6", "-c", "2", "-W", "2", "2001:db8::2"]))
     .context("IPv6 ping through the tunnel")?;
     transfer(&pair, "[2001:db8::2]:5001", 4 << 20).context("4 MiB of IPv6 TCP")?;
-    for (host, pins) in [(&pair.a, &pair.a_pins), (&pair.b, &pair.b_pins)] {
-        let c = counters(host, pins, "gretap1")?;
-        for (field, v) in c.as_object().context("counters")? {
-            if field.contains("drop") {
-                ensure!(v == 0, "{field} = {v}: {c}");
-            }
-        }
-    }
-    Ok(())
+    no_drops(&pair, "gretap1")
 }
 
 #[test]

@@ -5,13 +5,7 @@
 //! against keepalived with the fast path on. Each check prints one line,
 //! `vm-suite: NAME: ok` or `vm-suite: NAME: FAILED: why`; the exit status
 //! is 0 only if all passed.
-use std::{
-    io::{Read as _, Write as _},
-    net::{TcpListener, TcpStream},
-    path::Path,
-    process::Command,
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
 use greha_tests::{Host, Lab, Proc, greha_bin, run, start_keepalived, wait_until};
@@ -75,15 +69,7 @@ fn greha(host: &Host, pins: &Path, args: &[&str]) -> Result<String> {
 /// gretap with a key both ways: ping, 16 MiB byte-exact, the counters by
 /// name through bpftool, no drop.
 fn tunnel() -> Result<()> {
-    let mut lab = Lab::new()?;
-    let a = lab.host("a")?;
-    let b = lab.host("b")?;
-    lab.link(
-        &a,
-        &format!("{A_UNDERLAY}/24"),
-        &b,
-        &format!("{B_UNDERLAY}/24"),
-    )?;
+    let (mut lab, a, b) = linked_pair()?;
     let (a_pins, b_pins) = (lab.pin_dir("a"), lab.pin_dir("b"));
     for (host, pins, local, remote, inner) in [
         (&a, &a_pins, A_UNDERLAY, B_UNDERLAY, A_INNER),
@@ -105,7 +91,7 @@ fn tunnel() -> Result<()> {
             counters(&b, &b_pins)
         )
     })?;
-    transfer(&a, &b, 16 << 20)?;
+    transfer_to(&a, &b, &format!("{B_INNER}:5001"), 16 << 20)?;
     let out = run(Command::new("bpftool")
         .args(["map", "dump", "pinned"])
         .arg(a_pins.join("GREHA_TUNNEL_COUNTERS"))
@@ -116,56 +102,41 @@ fn tunnel() -> Result<()> {
             "bpftool does not name {field}: {out}"
         );
     }
-    for (host, pins) in [(&a, &a_pins), (&b, &b_pins)] {
-        let v: serde_json::Value =
-            serde_json::from_str(&greha(host, pins, &["tunnel", "show", "--json"])?)?;
-        let c = &v[0]["counters"];
-        for (field, n) in c.as_object().context("counters")? {
-            if field.contains("drop") {
-                ensure!(n == 0, "{field} = {n} on a clean run: {c}");
-            }
+    no_drops(&a, &a_pins)?;
+    no_drops(&b, &b_pins)
+}
+
+/// `len` pseudo-random bytes from `a` to `b` listening on `to` (an
+/// address and port), compared byte for byte.
+fn transfer_to(a: &Host, b: &Host, to: &str, len: u32) -> Result<()> {
+    greha_tests::tcp_transfer(a, b, to, len, LONG)
+}
+
+/// No drop counted by the first tunnel of the greha at `pins` in `host`.
+fn no_drops(host: &Host, pins: &Path) -> Result<()> {
+    let v: serde_json::Value =
+        serde_json::from_str(&greha(host, pins, &["tunnel", "show", "--json"])?)?;
+    let c = &v[0]["counters"];
+    for (field, n) in c.as_object().context("counters")? {
+        if field.contains("drop") {
+            ensure!(n == 0, "{field} = {n} on a clean run: {c}");
         }
     }
     Ok(())
 }
 
-/// `len` pseudo-random bytes from A to B over TCP through the tunnel,
-/// compared byte for byte.
-fn transfer(a: &Host, b: &Host, len: u32) -> Result<()> {
-    transfer_to(a, b, &format!("{B_INNER}:5001"), len)
-}
-
-/// `len` pseudo-random bytes from `a` to `b` listening on `to` (an
-/// address and port).
-fn transfer_to(a: &Host, b: &Host, to: &str, len: u32) -> Result<()> {
-    let data: Vec<u8> = (0..len)
-        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    let listener = b.enter(|| TcpListener::bind(to))??;
-    let received = std::thread::scope(|s| -> Result<Vec<u8>> {
-        let rx = s.spawn(|| -> Result<Vec<u8>> {
-            let (mut conn, _) = listener.accept()?;
-            conn.set_read_timeout(Some(LONG))?;
-            let mut buf = Vec::new();
-            conn.read_to_end(&mut buf)?;
-            Ok(buf)
-        });
-        a.enter(|| -> Result<()> {
-            let mut conn = TcpStream::connect_timeout(&to.parse()?, LONG)?;
-            conn.set_write_timeout(Some(LONG))?;
-            conn.write_all(&data)?;
-            Ok(())
-        })??;
-        rx.join().expect("receiver panicked")
-    })?;
-    ensure!(
-        received.len() == data.len(),
-        "received {} of {} bytes",
-        received.len(),
-        data.len()
-    );
-    ensure!(received == data, "the bytes arrived altered");
-    Ok(())
+/// A lab of hosts A and B joined by an underlay veth.
+fn linked_pair() -> Result<(Lab, Host, Host)> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(
+        &a,
+        &format!("{A_UNDERLAY}/24"),
+        &b,
+        &format!("{B_UNDERLAY}/24"),
+    )?;
+    Ok((lab, a, b))
 }
 
 fn holds(host: &Host, addr: &str) -> Result<bool> {
@@ -196,15 +167,7 @@ fn start_greha(lab: &Lab, host: &Host) -> Result<Proc> {
 /// greha's fast path absorbing its adverts, keepalived stopped: greha
 /// takes over.
 fn vrrp_keepalived() -> Result<()> {
-    let mut lab = Lab::new()?;
-    let a = lab.host("a")?;
-    let b = lab.host("b")?;
-    lab.link(
-        &a,
-        &format!("{A_UNDERLAY}/24"),
-        &b,
-        &format!("{B_UNDERLAY}/24"),
-    )?;
+    let (lab, a, b) = linked_pair()?;
     let mut g = start_greha(&lab, &a)?;
     let ka = start_keepalived(
         &lab,
@@ -269,15 +232,7 @@ fn vrrp_keepalived() -> Result<()> {
 /// no tcx), and B never takes over. A's last stop, without the flag,
 /// removes everything: the tunnel, greha's tc filters and the pins.
 fn restart_kept() -> Result<()> {
-    let mut lab = Lab::new()?;
-    let a = lab.host("a")?;
-    let b = lab.host("b")?;
-    lab.link(
-        &a,
-        &format!("{A_UNDERLAY}/24"),
-        &b,
-        &format!("{B_UNDERLAY}/24"),
-    )?;
+    let (mut lab, a, b) = linked_pair()?;
     let start = |host: &Host, k: usize, keep: bool| -> Result<Proc> {
         let (local, remote, inner, prio) = if k == 0 {
             (A_UNDERLAY, B_UNDERLAY, A_INNER, 150)
@@ -371,15 +326,7 @@ fn kernel_peer() -> Result<()> {
 }
 
 fn kernel_peer_case(mode: &str, key: &str, kernel_key: &str) -> Result<()> {
-    let mut lab = Lab::new()?;
-    let a = lab.host("a")?;
-    let b = lab.host("b")?;
-    lab.link(
-        &a,
-        &format!("{A_UNDERLAY}/24"),
-        &b,
-        &format!("{B_UNDERLAY}/24"),
-    )?;
+    let (mut lab, a, b) = linked_pair()?;
     let pins = lab.pin_dir("a");
     let spec =
         format!("t1 mode {mode} local {A_UNDERLAY} remote {B_UNDERLAY} {key} address {A_INNER}/24");
@@ -416,14 +363,7 @@ fn kernel_peer_case(mode: &str, key: &str, kernel_key: &str) -> Result<()> {
         transfer_to(&b, &a, "[2001:db8::1]:5001", 4 << 20)
             .context("4 MiB of IPv6, kernel -> greha")?;
     }
-    let v: serde_json::Value =
-        serde_json::from_str(&greha(&a, &pins, &["tunnel", "show", "--json"])?)?;
-    let c = &v[0]["counters"];
-    for (field, n) in c.as_object().context("counters")? {
-        if field.contains("drop") {
-            ensure!(n == 0, "{field} = {n}: {c}");
-        }
-    }
+    no_drops(&a, &pins)?;
     greha(&a, &pins, &["tunnel", "del", "t1"])?;
     Ok(())
 }
