@@ -35,6 +35,8 @@ pub mod names {
     pub const MAP_TUNNEL_BY_LOCAL: &str = "GREHA_TUNNEL_BY_LOCAL";
     /// Per-CPU array of [`super::TunnelCounters`] indexed by tunnel id.
     pub const MAP_TUNNEL_COUNTERS: &str = "GREHA_TUNNEL_COUNTERS";
+    /// Array of [`super::TunnelSeq`] indexed by tunnel id.
+    pub const MAP_TUNNEL_SEQ: &str = "GREHA_TUNNEL_SEQ";
     /// XDP on an interface carrying VRRP: validates and counts adverts,
     /// absorbs the steady ones.
     pub const PROG_VRRP: &str = "greha_vrrp";
@@ -60,6 +62,7 @@ pub mod names {
         MAP_TUNNEL_BY_ENDPOINTS,
         MAP_TUNNEL_BY_LOCAL,
         MAP_TUNNEL_COUNTERS,
+        MAP_TUNNEL_SEQ,
     ];
 }
 
@@ -84,6 +87,16 @@ pub const TUNNEL_F_GRETAP: u32 = 4;
 /// `TunnelConfig::flags`: greha added the managed neighbour entry for the
 /// next hop, and removes it with the last tunnel that uses it.
 pub const TUNNEL_F_OWN_NEIGH: u32 = 8;
+/// `TunnelConfig::flags`: GRE checksum required on receive (iproute2's
+/// icsum); without it a checksum is verified when present.
+pub const TUNNEL_F_ICSUM: u32 = 32;
+/// `TunnelConfig::flags`: GRE checksum sent (ocsum).
+pub const TUNNEL_F_OCSUM: u32 = 64;
+/// `TunnelConfig::flags`: sequence numbers required on receive, and
+/// packets older than the last one dropped (iseq, as the kernel does).
+pub const TUNNEL_F_ISEQ: u32 = 128;
+/// `TunnelConfig::flags`: sequence numbers sent (oseq).
+pub const TUNNEL_F_OSEQ: u32 = 256;
 
 /// GRE protocol type of transparent Ethernet bridging (gretap).
 pub const GRE_PROTO_TEB: u16 = 0x6558;
@@ -127,14 +140,39 @@ pub struct TunnelConfig {
 }
 
 impl TunnelConfig {
-    /// Bytes of GRE header this tunnel sends (4, or 8 with a key).
+    /// Bytes of GRE header this tunnel sends: 4, and 4 more for each of
+    /// checksum, key and sequence number.
     pub fn gre_header_len(&self) -> u32 {
-        if self.flags & TUNNEL_F_OKEY != 0 {
-            8
-        } else {
-            4
+        let mut len = 4;
+        for f in [TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ] {
+            if self.flags & f != 0 {
+                len += 4;
+            }
         }
+        len
     }
+}
+
+/// The kernel's `struct bpf_spin_lock`, under that name: the verifier
+/// finds a map value's lock by its BTF type name.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct bpf_spin_lock {
+    pub val: u32,
+}
+
+/// A tunnel's GRE sequence numbers (RFC 2890), shared by all CPUs: the
+/// last one sent (`oseq`), taken under `lock` so no two frames share one
+/// (a fetch-and-add needs 5.12's atomics), and the next one expected
+/// (`iseq`; 0 until the first packet), updated without a lock as the
+/// kernel's ip_tunnel_rcv does.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelSeq {
+    pub lock: bpf_spin_lock,
+    pub tx_last: u32,
+    pub rx_next: u32,
 }
 
 /// Key of the decapsulation lookup: the outer destination and source.
@@ -164,14 +202,19 @@ pub struct TunnelCounters {
     pub rx_drop_bad_flags: u64,
     /// Protocol type other than the tunnel mode's (0x6558 or 0x0800).
     pub rx_drop_bad_protocol: u64,
-    /// GRE checksum (RFC 2784) or outer IPv4 header checksum wrong.
+    /// GRE checksum (RFC 2784) or outer IPv4 header checksum wrong, or no
+    /// GRE checksum where `icsum` requires one.
     pub rx_drop_bad_checksum: u64,
     pub rx_drop_truncated: u64,
+    /// No sequence number, or one older than the last (`iseq`, RFC 2890).
+    pub rx_drop_out_of_order: u64,
     /// Encapsulated packet larger than the underlay MTU.
     pub tx_drop_too_big: u64,
     /// No route or no resolved neighbour towards the remote.
     pub tx_drop_no_next_hop: u64,
-    /// Frame the mode cannot carry (non-IPv4 in `gre` mode) or a helper failure.
+    /// Frame the mode cannot carry (non-IPv4 in `gre` mode, a packet of
+    /// several GSO segments on a tunnel with `ocsum` or `oseq`, which carries
+    /// one segment per packet) or a helper failure.
     pub tx_drop_error: u64,
 }
 
@@ -187,6 +230,7 @@ impl TunnelCounters {
         self.rx_drop_bad_protocol += o.rx_drop_bad_protocol;
         self.rx_drop_bad_checksum += o.rx_drop_bad_checksum;
         self.rx_drop_truncated += o.rx_drop_truncated;
+        self.rx_drop_out_of_order += o.rx_drop_out_of_order;
         self.tx_drop_too_big += o.tx_drop_too_big;
         self.tx_drop_no_next_hop += o.tx_drop_no_next_hop;
         self.tx_drop_error += o.tx_drop_error;
@@ -222,6 +266,7 @@ mod pod {
     unsafe impl aya::Pod for super::TunnelConfig {}
     unsafe impl aya::Pod for super::Endpoints {}
     unsafe impl aya::Pod for super::TunnelCounters {}
+    unsafe impl aya::Pod for super::TunnelSeq {}
     unsafe impl aya::Pod for super::VrrpKey {}
     unsafe impl aya::Pod for super::VrrpCtl {}
     unsafe impl aya::Pod for super::VrrpSeen {}

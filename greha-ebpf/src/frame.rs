@@ -194,12 +194,14 @@ pub fn ones_sum(
         }
         // bpf_csum_diff wants whole words: pad with zeros, which is also
         // what RFC 1071 prescribes for an odd length. Volatile, or LLVM
-        // makes a memset call of it that the verifier cannot bound.
+        // makes a memset call of it that the verifier cannot bound; at
+        // `len`, whose bounds the verifier knows from the mask (6.1 loses
+        // tail's when LLVM spills it to the stack and reloads it).
         let bytes = buf.cast::<u8>();
         for k in 0..3 {
-            unsafe { core::ptr::write_volatile(bytes.add(tail + k), 0) };
+            unsafe { core::ptr::write_volatile(bytes.add(len + k), 0) };
         }
-        let words = ((tail + 3) & !3) as u32;
+        let words = ((len + 3) & !3) as u32;
         sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf.cast(), words, sum as u32) };
         if sum < 0 {
             return None;

@@ -13,8 +13,9 @@
 //!   frame into the tunnel interface's ingress, as if received there.
 use core::mem::size_of;
 
-use crate::frame::{Scratch, fold, ones_sum};
+use crate::frame::{CHUNK, Scratch, fold, ones_sum};
 use aya_ebpf::{
+    bindings,
     bindings::{
         BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
         BPF_F_INGRESS, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT,
@@ -24,14 +25,15 @@ use aya_ebpf::{
     btf_maps::{Array, HashMap, PerCpuArray},
     helpers::{
         bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_skb_change_head,
-        bpf_skb_change_tail,
+        bpf_skb_change_tail, bpf_spin_lock, bpf_spin_unlock,
     },
     macros::{btf_map, classifier},
     programs::TcContext,
 };
 use greha_common::{
     Endpoints, GRE_PROTO_IPV4, GRE_PROTO_TEB, MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP,
-    TUNNEL_F_IKEY, TUNNEL_F_OKEY, TunnelConfig, TunnelCounters,
+    TUNNEL_F_ICSUM, TUNNEL_F_IKEY, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ,
+    TunnelConfig, TunnelCounters, TunnelSeq,
 };
 
 #[btf_map]
@@ -45,11 +47,16 @@ static GREHA_TUNNEL_BY_LOCAL: HashMap<[u8; 4], u32, { MAX_TUNNELS as usize }> = 
 #[btf_map]
 static GREHA_TUNNEL_COUNTERS: PerCpuArray<TunnelCounters, { MAX_TUNNELS as usize }> =
     PerCpuArray::new();
+#[btf_map]
+static GREHA_TUNNEL_SEQ: Array<TunnelSeq, { MAX_TUNNELS as usize }> = Array::new();
 
 const ETH_LEN: usize = 14;
 const IPV4_LEN: usize = 20;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
 const IPPROTO_GRE: u8 = 47;
 const AF_INET: u8 = 2;
 /// `skb->pkt_type` of a frame for another host's MAC.
@@ -216,10 +223,49 @@ fn decap(ctx: &TcContext) -> i32 {
         c.rx_drop_truncated += 1;
         return TC_ACT_SHOT;
     }
-    // Checksummed GRE is never coalesced by GRO, so it is one packet here.
-    if has_csum && (gso || !checksum_ok(ctx, gre_off, ETH_LEN + tot_len)) {
+    // What the kernel's gre_rcv accepts as its checksum state allows, from
+    // what the frame shows: a GSO packet (GRO verified each packet before
+    // merging them, or a sender on this host left the checksum to its
+    // segmentation, which a veth never does), and a checksum of 0, which
+    // is how a sender on this host leaves the GRE checksum itself to
+    // offload (a kernel gretap with csum over a veth or tap sends even its
+    // ARP so). Any other is verified: over the bytes as they are, or as
+    // local checksum offload made it.
+    let csum_left_to_offload = gso || ctx.load::<[u8; 2]>(gre_off + 4).is_ok_and(|f| f == [0, 0]);
+    if has_csum && !csum_left_to_offload {
+        let (l3_off, inner_type) = inner_l3(ctx, outer_len, gretap);
+        if !checksum_ok(ctx, gre_off, ETH_LEN + tot_len)
+            && lco_sum(ctx, gre_off, l3_off, inner_type).is_none_or(|s| fold(s) != 0xffff)
+        {
+            c.rx_drop_bad_checksum += 1;
+            return TC_ACT_SHOT;
+        }
+    }
+    if !has_csum && cfg.flags & TUNNEL_F_ICSUM != 0 {
         c.rx_drop_bad_checksum += 1;
         return TC_ACT_SHOT;
+    }
+    // Last, so only a packet that is otherwise accepted moves the window:
+    // as ip_tunnel_rcv, one older than the last is dropped (0: no packet
+    // seen yet).
+    if cfg.flags & TUNNEL_F_ISEQ != 0 {
+        let has_seq = flags & GRE_S != 0;
+        let seq_off = gre_off + gre_len - 4;
+        let (Some(state), true, Ok(seq)) = (
+            GREHA_TUNNEL_SEQ.get_ptr_mut(id),
+            has_seq,
+            ctx.load::<[u8; 4]>(seq_off),
+        ) else {
+            c.rx_drop_out_of_order += 1;
+            return TC_ACT_SHOT;
+        };
+        let seq = u32::from_be_bytes(seq);
+        let next = unsafe { (*state).rx_next };
+        if next != 0 && (seq.wrapping_sub(next) as i32) < 0 {
+            c.rx_drop_out_of_order += 1;
+            return TC_ACT_SHOT;
+        }
+        unsafe { (*state).rx_next = seq.wrapping_add(1) };
     }
 
     // Remove everything between the outer Ethernet header and the inner
@@ -284,6 +330,75 @@ fn header_checksum_ok(ctx: &TcContext, ip: &[u8; IPV4_LEN], ihl: usize) -> bool 
     fold(sum) == 0xffff
 }
 
+/// Where the inner frame's L3 header starts and its ethertype, for an
+/// inner frame at `off` (behind one VLAN tag at most); a `gre` tunnel's
+/// inner packet is IPv4 with no Ethernet header.
+#[inline(always)]
+fn inner_l3(ctx: &TcContext, off: usize, gretap: bool) -> (usize, u16) {
+    if !gretap {
+        return (off, ETH_P_IP);
+    }
+    let ty = |at: usize| ctx.load::<[u8; 2]>(at).map_or(0, u16::from_be_bytes);
+    match ty(off + 12) {
+        ETH_P_8021Q => (off + ETH_LEN + 4, ty(off + 16)),
+        t => (off + ETH_LEN, t),
+    }
+}
+
+/// The GRE checksum's sum as local checksum offload (the kernel's
+/// lco_csum) computes it: the bytes from the GRE header to the inner TCP
+/// or UDP header, plus the complement of the inner pseudo-header sum,
+/// which is what the TCP/UDP bytes sum to once their own checksum is
+/// filled. So it is right both for a packet whose inner checksum is
+/// already filled and for one whose checksum a same-host sender left to
+/// offload (a veth or tap never fills it), where summing the bytes as they
+/// are cannot be. None for any other inner packet (or UDP without a
+/// checksum): only the plain sum applies.
+#[inline(always)]
+fn lco_sum(ctx: &TcContext, gre_off: usize, l3_off: usize, ethertype: u16) -> Option<u64> {
+    let word = |a: u8, b: u8| u16::from_ne_bytes([a, b]) as u64;
+    let (l4_off, proto, mut pseudo) = match ethertype {
+        ETH_P_IP => {
+            let h = ctx.load::<[u8; IPV4_LEN]>(l3_off).ok()?;
+            let ihl = ((h[0] & 0x0f) as usize) * 4;
+            let tot_len = u16::from_be_bytes([h[2], h[3]]) as usize;
+            let frag = u16::from_be_bytes([h[6], h[7]]) & 0x3fff;
+            if h[0] >> 4 != 4 || ihl < IPV4_LEN || tot_len < ihl || frag != 0 {
+                return None;
+            }
+            let l4_len = ((tot_len - ihl) as u16).to_be_bytes();
+            let addrs = word(h[12], h[13]) + word(h[14], h[15]);
+            let addrs = addrs + word(h[16], h[17]) + word(h[18], h[19]);
+            (l3_off + ihl, h[9], addrs + word(l4_len[0], l4_len[1]))
+        }
+        ETH_P_IPV6 => {
+            let h = ctx.load::<[u8; 40]>(l3_off).ok()?;
+            let mut addrs = 0;
+            let mut i = 8;
+            while i < 40 {
+                addrs += word(h[i], h[i + 1]);
+                i += 2;
+            }
+            (l3_off + 40, h[6], addrs + word(h[4], h[5]))
+        }
+        _ => return None,
+    };
+    let csum_off = match proto {
+        IPPROTO_TCP => 16,
+        IPPROTO_UDP => 6,
+        _ => return None,
+    };
+    pseudo += word(0, proto);
+    let field = ctx.load::<[u8; 2]>(l4_off + csum_off).ok()?;
+    if proto == IPPROTO_UDP && field == [0, 0] {
+        return None;
+    }
+    let head = GREHA_CSUM_SCRATCH
+        .get_ptr_mut(0)
+        .and_then(|buf| ones_sum(ctx, buf, gre_off, l4_off, CHUNK))?;
+    Some(head + !fold(pseudo) as u64)
+}
+
 /// Scratch space for checksumming: the BPF stack (512 bytes) cannot hold
 /// a chunk and the program's other state.
 #[btf_map]
@@ -333,6 +448,14 @@ fn encap(ctx: &TcContext) -> i32 {
         return TC_ACT_SHOT;
     }
     let gre_len = cfg.gre_header_len() as usize;
+    // A checksum or sequence number is per packet, and GSO would copy one
+    // header into every segment: such tunnels are made with gso_max_segs 1
+    // (the kernel's turn GSO off), so only a packet forwarded in whole from
+    // GRO gets here, and it cannot be cut up.
+    if cfg.flags & (TUNNEL_F_OCSUM | TUNNEL_F_OSEQ) != 0 && gso_segs > 1 {
+        c.tx_drop_error += 1;
+        return TC_ACT_SHOT;
+    }
     let inner_len = if gretap { len } else { len - ETH_LEN };
     let outer_l3_len = IPV4_LEN + gre_len + inner_len;
     // A GSO packet is cut to the MTU later; only a single one can be too big.
@@ -412,28 +535,9 @@ fn encap(ctx: &TcContext) -> i32 {
     outer_eth[6..12].copy_from_slice(&fib.smac);
     outer_eth[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
     let ip = ipv4_header(cfg, ttl, tos, outer_l3_len.min(0xffff) as u16);
-    let mut gre = [0u8; 8];
-    let gre_flags: u16 = if cfg.flags & TUNNEL_F_OKEY != 0 {
-        GRE_K
-    } else {
-        0
-    };
-    let proto = if gretap {
-        GRE_PROTO_TEB
-    } else {
-        GRE_PROTO_IPV4
-    };
-    gre[0..2].copy_from_slice(&gre_flags.to_be_bytes());
-    gre[2..4].copy_from_slice(&proto.to_be_bytes());
-    gre[4..8].copy_from_slice(&cfg.okey.to_be_bytes());
     let stored = ctx.store(0, &outer_eth, 0).is_ok()
         && ctx.store(ETH_LEN, &ip, 0).is_ok()
-        && if gre_len == 8 {
-            ctx.store(ETH_LEN + IPV4_LEN, &gre, 0).is_ok()
-        } else {
-            ctx.store(ETH_LEN + IPV4_LEN, &[gre[0], gre[1], gre[2], gre[3]], 0)
-                .is_ok()
-        };
+        && store_gre(ctx, cfg, id, gretap, ETH_LEN + IPV4_LEN + gre_len);
     if !stored {
         c.tx_drop_error += 1;
         return TC_ACT_SHOT;
@@ -453,6 +557,83 @@ fn encap(ctx: &TcContext) -> i32 {
         };
     }
     unsafe { bpf_redirect(fib.ifindex, 0) as i32 }
+}
+
+/// Writes the GRE header (RFC 2784, 2890) at its place after the outer
+/// IPv4 header, `inner_off` being where the inner frame starts: flags and
+/// protocol, then the checksum, key and sequence number the tunnel sends,
+/// the checksum computed last, over everything after it.
+#[inline(always)]
+fn store_gre(ctx: &TcContext, cfg: &TunnelConfig, id: u32, gretap: bool, inner_off: usize) -> bool {
+    let gre_off = ETH_LEN + IPV4_LEN;
+    let (csum, key, seq) = (
+        cfg.flags & TUNNEL_F_OCSUM != 0,
+        cfg.flags & TUNNEL_F_OKEY != 0,
+        cfg.flags & TUNNEL_F_OSEQ != 0,
+    );
+    let flags =
+        if csum { GRE_C } else { 0 } | if key { GRE_K } else { 0 } | if seq { GRE_S } else { 0 };
+    let proto = if gretap {
+        GRE_PROTO_TEB
+    } else {
+        GRE_PROTO_IPV4
+    };
+    let mut base = [0u8; 4];
+    base[0..2].copy_from_slice(&flags.to_be_bytes());
+    base[2..4].copy_from_slice(&proto.to_be_bytes());
+    if ctx.store(gre_off, &base, 0).is_err() {
+        return false;
+    }
+    let mut off = gre_off + 4;
+    if csum {
+        if ctx.store(off, &[0u8; 4], 0).is_err() {
+            return false;
+        }
+        off += 4;
+    }
+    if key {
+        if ctx.store(off, &cfg.okey.to_be_bytes(), 0).is_err() {
+            return false;
+        }
+        off += 4;
+    }
+    if seq {
+        let Some(state) = GREHA_TUNNEL_SEQ.get_ptr_mut(id) else {
+            return false;
+        };
+        // The first is 1: a receiver's 0 means "none yet".
+        let n = unsafe {
+            let lock = (&raw mut (*state).lock).cast::<bindings::bpf_spin_lock>();
+            bpf_spin_lock(lock);
+            let n = (*state).tx_last.wrapping_add(1);
+            (*state).tx_last = n;
+            bpf_spin_unlock(lock);
+            n
+        };
+        if ctx.store(off, &n.to_be_bytes(), 0).is_err() {
+            return false;
+        }
+    }
+    if csum {
+        let end = unsafe { (*ctx.skb.skb).len } as usize;
+        let (l3_off, inner_type) = inner_l3(ctx, inner_off, gretap);
+        let sum = match lco_sum(ctx, gre_off, l3_off, inner_type) {
+            Some(s) => Some(s),
+            None => GREHA_CSUM_SCRATCH
+                .get_ptr_mut(0)
+                .and_then(|buf| ones_sum(ctx, buf, gre_off, end, MAX_CSUM_BYTES)),
+        };
+        let Some(sum) = sum else {
+            return false;
+        };
+        if ctx
+            .store(gre_off + 4, &(!fold(sum)).to_ne_bytes(), 0)
+            .is_err()
+        {
+            return false;
+        }
+    }
+    true
 }
 
 /// The outer TTL and TOS, as the kernel's tunnels choose them: fixed, or

@@ -100,15 +100,15 @@ fn table<'a>(
 }
 
 /// Turns a table into spec words: `name` first, then `word value` for each
-/// key (TOML's `snake_case` is the spec's `kebab-case`); `flags` are keys
-/// whose `true` is a bare word, `lists` keys whose every element repeats
-/// the word.
+/// key (TOML's `snake_case` is the spec's `kebab-case`); `flags` are
+/// boolean keys with the bare word each value stands for ("" for none),
+/// `lists` keys whose every element repeats the word.
 fn words(
     src: &Source,
     what: &str,
     t: &toml::Spanned<DeTable>,
     keys: &[&str],
-    flags: &[(&str, &str)],
+    flags: &[(&str, &str, &str)],
     lists: &[(&str, &str)],
     out: &mut Vec<Word>,
 ) -> Result<String> {
@@ -139,9 +139,23 @@ fn words(
         };
         if key == "name" {
             continue;
-        } else if let Some((_, word)) = flags.iter().find(|(k, _)| *k == key) {
-            // Only `preempt = false` says something: nopreempt.
-            if scalar(src, key, v)? == "false" {
+        } else if let Some((_, yes, no)) = flags.iter().find(|(k, _, _)| *k == key) {
+            let word = match v.get_ref() {
+                DeValue::Boolean(b) => {
+                    if *b {
+                        yes
+                    } else {
+                        no
+                    }
+                }
+                _ => {
+                    return Err(src.err(
+                        &v.span(),
+                        format!("{what} {name_text}: {key}: expected true or false"),
+                    ));
+                }
+            };
+            if !word.is_empty() {
                 out.push(Word {
                     text: (*word).to_owned(),
                     line,
@@ -234,7 +248,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
                         "tunnel",
                         &t,
                         TUNNEL_KEYS,
-                        &[],
+                        &[
+                            ("csum", "csum", "nocsum"),
+                            ("icsum", "icsum", "noicsum"),
+                            ("ocsum", "ocsum", "noocsum"),
+                            ("seq", "seq", "noseq"),
+                            ("iseq", "iseq", "noiseq"),
+                            ("oseq", "oseq", "nooseq"),
+                        ],
                         &[("addresses", "address")],
                         &mut w,
                     )?;
@@ -286,9 +307,10 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
         t,
         VRRP_KEYS,
         &[
-            ("preempt", "nopreempt"),
-            ("fastpath", "no-fastpath"),
-            ("higher_prio_send_advert", "no-higher-prio-send-advert"),
+            // Only `preempt = false` says something: nopreempt.
+            ("preempt", "", "nopreempt"),
+            ("fastpath", "", "no-fastpath"),
+            ("higher_prio_send_advert", "", "no-higher-prio-send-advert"),
         ],
         &[("unicast_peers", "unicast-peer")],
         &mut w,
@@ -399,7 +421,16 @@ pub fn summary(cfg: &Config) -> String {
                     i.map_or(String::new(), |k| format!(" ikey {k}")),
                     o.map_or(String::new(), |k| format!(" okey {k}"))
                 ),
-            }
+            } + &[
+                (t.icsum, "icsum"),
+                (t.ocsum, "ocsum"),
+                (t.iseq, "iseq"),
+                (t.oseq, "oseq")
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, w)| format!(" {w}"))
+            .collect::<String>()
         );
     }
     for v in &cfg.vrrp {
@@ -493,6 +524,24 @@ weight = -10
     /// 8 000 instances (minutes in the debug build when each line number
     /// was counted from the start), and a mistake in the last one still
     /// named at its line.
+    /// iproute2's `csum`/`seq` words as booleans, each with its `no` form
+    /// and one direction overriding the pair, in the file's order.
+    #[test]
+    fn checksum_and_sequence_flags_read_as_the_words() {
+        let head = "[[tunnel]]\nname = \"t\"\nmode = \"gretap\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\n";
+        for (flags, want) in [
+            ("csum = true\n", (true, true, false, false)),
+            ("csum = true\nocsum = false\n", (true, false, false, false)),
+            ("seq = true\n", (false, false, true, true)),
+            ("oseq = true\nicsum = true\n", (true, false, false, true)),
+            ("csum = false\nseq = false\n", (false, false, false, false)),
+        ] {
+            let cfg = parse_str(&format!("{head}{flags}")).unwrap();
+            let t = &cfg.tunnels[0];
+            assert_eq!((t.icsum, t.ocsum, t.iseq, t.oseq), want, "{flags}");
+        }
+    }
+
     #[test]
     fn a_large_file_is_read_whole_and_lines_stay_right() {
         let table = |i: usize| {
@@ -546,6 +595,10 @@ weight = -10
                 "greha.toml:3: tunnel t: mode: \"vxlan\" is not gretap or gre",
             ),
             ("[[tunnel]]\nmode = \"gre\"\n".into(), "greha.toml:1: tunnel: a name is required"),
+            (
+                "[[tunnel]]\nname = \"t\"\nmode = \"gre\"\ncsum = \"yes\"\n".into(),
+                "greha.toml:4: tunnel t: csum: expected true or false",
+            ),
             ("tunnels = []\n".into(), "greha.toml:1: unknown key \"tunnels\""),
             ("[[vrrp]\n".into(), "greha.toml: TOML parse error at line 1"),
             (

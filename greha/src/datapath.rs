@@ -194,7 +194,7 @@ impl Datapath {
         fs::create_dir_all(self.pin_dir.join(&self.progs_dir))?;
         fs::create_dir_all(self.links_dir())?;
         let mut ebpf = Ebpf::load(OBJECT).context(
-            "loading the eBPF object failed (a kernel with BPF and BTF, Linux 6.6 or newer, is required)",
+            "loading the eBPF object failed (a kernel with BPF and BTF, Linux 5.10 or newer, is required)",
         )?;
         for &name in names::PINNED_MAPS {
             let path = self.pin_dir.join(name);

@@ -140,8 +140,18 @@ impl Netlink {
         }))
     }
 
-    pub async fn add_veth(&self, name: &str, peer: &str, mtu: u32) -> Result<()> {
+    /// A veth pair; `one_segment` caps `name`'s GSO packets at one segment.
+    pub async fn add_veth(
+        &self,
+        name: &str,
+        peer: &str,
+        mtu: u32,
+        one_segment: bool,
+    ) -> Result<()> {
         let mut msg = LinkVeth::new(name, peer).mtu(mtu).build();
+        if one_segment {
+            msg.attributes.push(LinkAttribute::GsoMaxSegs(1));
+        }
         // The peer takes its MTU from its own nested message; without it
         // the peer would keep 1500 and accept frames the tunnel cannot carry.
         if let Some(info) = msg.attributes.iter_mut().find_map(|a| match a {

@@ -10,8 +10,9 @@ use std::{fmt, net::Ipv4Addr, path::Path, str::FromStr};
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{Array, HashMap, MapError, PerCpuArray, PerCpuValues};
 use greha_common::{
-    Endpoints, MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP, TUNNEL_F_IKEY, TUNNEL_F_OKEY,
-    TUNNEL_F_OWN_NEIGH, TunnelConfig, TunnelCounters, names,
+    Endpoints, MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_IKEY,
+    TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ, TUNNEL_F_OWN_NEIGH, TunnelConfig,
+    TunnelCounters, TunnelSeq, names,
 };
 use serde::Serialize;
 use tracing::{info, warn};
@@ -35,13 +36,15 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// Outer IPv4 + GRE (+ inner Ethernet for gretap): the kernel's figures.
-    fn overhead(self, key: bool) -> u32 {
+    /// Outer IPv4 + GRE (+ inner Ethernet for gretap), with `words` 4-byte
+    /// GRE fields (checksum, key, sequence number sent): the kernel's
+    /// figures.
+    fn overhead(self, words: u32) -> u32 {
         let base = match self {
             Self::Gretap => 38,
             Self::Gre => 24,
         };
-        base + if key { 4 } else { 0 }
+        base + 4 * words
     }
 }
 
@@ -65,6 +68,14 @@ pub struct TunnelDef {
     pub ikey: Option<u32>,
     /// The key sent (`okey`, or `key`).
     pub okey: Option<u32>,
+    /// GRE checksums required on receive (`icsum`, or `csum`).
+    pub icsum: bool,
+    /// GRE checksums sent (`ocsum`, or `csum`).
+    pub ocsum: bool,
+    /// Sequence numbers required, in order, on receive (`iseq`, or `seq`).
+    pub iseq: bool,
+    /// Sequence numbers sent (`oseq`, or `seq`).
+    pub oseq: bool,
     /// 0: inherit the inner packet's (`ttl inherit`, the kernel's default).
     pub ttl: u8,
     /// Bit 0 set: inherit the inner packet's (`tos inherit`).
@@ -73,6 +84,13 @@ pub struct TunnelDef {
     pub dev: Option<String>,
     pub mtu: Option<u32>,
     pub addresses: Vec<(Ipv4Addr, u8)>,
+}
+
+impl TunnelDef {
+    /// The optional 4-byte GRE fields this tunnel sends.
+    fn gre_words(&self) -> u32 {
+        u32::from(self.ocsum) + u32::from(self.okey.is_some()) + u32::from(self.oseq)
+    }
 }
 
 /// Default outer TTL: inherit, as the kernel's tunnels do when none is
@@ -211,6 +229,10 @@ impl TunnelDef {
             remote: Ipv4Addr::UNSPECIFIED,
             ikey: None,
             okey: None,
+            icsum: false,
+            ocsum: false,
+            iseq: false,
+            oseq: false,
             ttl: DEFAULT_TTL,
             tos: 0,
             dev: None,
@@ -246,6 +268,13 @@ impl TunnelDef {
                 }
                 "ikey" => def.ikey = Some(parse_key(&name, word, value()?)?),
                 "okey" => def.okey = Some(parse_key(&name, word, value()?)?),
+                // iproute2's words, each with its `no` form.
+                "csum" | "nocsum" => (def.icsum, def.ocsum) = (word == "csum", word == "csum"),
+                "icsum" | "noicsum" => def.icsum = word == "icsum",
+                "ocsum" | "noocsum" => def.ocsum = word == "ocsum",
+                "seq" | "noseq" => (def.iseq, def.oseq) = (word == "seq", word == "seq"),
+                "iseq" | "noiseq" => def.iseq = word == "iseq",
+                "oseq" | "nooseq" => def.oseq = word == "oseq",
                 "ttl" | "hoplimit" => {
                     let v = value()?;
                     // 0 is inherit too, as in iproute2.
@@ -333,6 +362,7 @@ struct Maps {
     by_endp: HashMap<aya::maps::MapData, Endpoints, u32>,
     by_local: HashMap<aya::maps::MapData, [u8; 4], u32>,
     counters: PerCpuArray<aya::maps::MapData, TunnelCounters>,
+    seq: Array<aya::maps::MapData, TunnelSeq>,
 }
 
 impl Maps {
@@ -343,6 +373,7 @@ impl Maps {
             by_endp: dp.map(names::MAP_TUNNEL_BY_ENDPOINTS)?.try_into()?,
             by_local: dp.map(names::MAP_TUNNEL_BY_LOCAL)?.try_into()?,
             counters: dp.map(names::MAP_TUNNEL_COUNTERS)?.try_into()?,
+            seq: dp.map(names::MAP_TUNNEL_SEQ)?.try_into()?,
         })
     }
 
@@ -364,6 +395,8 @@ impl Maps {
             aya::util::nr_cpus().map_err(|(_, e)| e)?
         ])?;
         self.counters.set(id, zero, 0)?;
+        // A new tunnel numbers from the start, and expects any number.
+        self.seq.set(id, TunnelSeq::default(), 0)?;
         Ok(())
     }
 }
@@ -425,7 +458,7 @@ pub async fn add(def: &TunnelDef, pin_dir: &Path) -> Result<()> {
     };
     let max_mtu = underlay
         .mtu
-        .checked_sub(def.mode.overhead(def.okey.is_some()))
+        .checked_sub(def.mode.overhead(def.gre_words()))
         .filter(|m| *m >= 68)
         .ok_or_else(|| {
             anyhow!(
@@ -471,6 +504,10 @@ pub async fn add(def: &TunnelDef, pin_dir: &Path) -> Result<()> {
         okey: def.okey.unwrap_or(0),
         flags: if def.ikey.is_some() { TUNNEL_F_IKEY } else { 0 }
             | if def.okey.is_some() { TUNNEL_F_OKEY } else { 0 }
+            | if def.icsum { TUNNEL_F_ICSUM } else { 0 }
+            | if def.ocsum { TUNNEL_F_OCSUM } else { 0 }
+            | if def.iseq { TUNNEL_F_ISEQ } else { 0 }
+            | if def.oseq { TUNNEL_F_OSEQ } else { 0 }
             | if def.mode == Mode::Gretap {
                 TUNNEL_F_GRETAP
             } else {
@@ -514,8 +551,11 @@ async fn setup(
     let name = &def.name;
     let mtu = def
         .mtu
-        .unwrap_or(cfg.underlay_mtu - def.mode.overhead(def.okey.is_some()));
-    nl.add_veth(name, peer, mtu).await?;
+        .unwrap_or(cfg.underlay_mtu - def.mode.overhead(def.gre_words()));
+    // A checksum or sequence number is per packet: one segment per packet,
+    // as the kernel turns GSO off for such tunnels.
+    let one_segment = def.ocsum || def.oseq;
+    nl.add_veth(name, peer, mtu, one_segment).await?;
     let dev = nl
         .link_by_name(name)
         .await?
@@ -700,6 +740,14 @@ pub struct TunnelStatus {
     pub ikey: Option<u32>,
     /// The key sent.
     pub okey: Option<u32>,
+    /// GRE checksums required on receive.
+    pub icsum: bool,
+    /// GRE checksums sent.
+    pub ocsum: bool,
+    /// Sequence numbers required, in order, on receive.
+    pub iseq: bool,
+    /// Sequence numbers sent.
+    pub oseq: bool,
     /// Outer TTL, 0 for inherit.
     pub ttl: u8,
     /// Outer TOS, 1 for inherit.
@@ -748,6 +796,8 @@ impl TunnelStatus {
             && self.remote == def.remote
             && self.ikey == def.ikey
             && self.okey == def.okey
+            && (self.icsum, self.ocsum, self.iseq, self.oseq)
+                == (def.icsum, def.ocsum, def.iseq, def.oseq)
             && self.ttl == def.ttl
             && self.tos == def.tos
     }
@@ -790,6 +840,10 @@ pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
                 .then_some(t.ikey),
             ikey: (t.flags & TUNNEL_F_IKEY != 0).then_some(t.ikey),
             okey: (t.flags & TUNNEL_F_OKEY != 0).then_some(t.okey),
+            icsum: t.flags & TUNNEL_F_ICSUM != 0,
+            ocsum: t.flags & TUNNEL_F_OCSUM != 0,
+            iseq: t.flags & TUNNEL_F_ISEQ != 0,
+            oseq: t.flags & TUNNEL_F_OSEQ != 0,
             ttl: t.ttl,
             tos: t.tos,
             underlay_ifindex: t.underlay_ifindex,
@@ -812,6 +866,7 @@ pub fn print_table(tunnels: &[TunnelStatus]) {
             + c.rx_drop_bad_protocol
             + c.rx_drop_bad_checksum
             + c.rx_drop_truncated
+            + c.rx_drop_out_of_order
             + c.tx_drop_too_big
             + c.tx_drop_no_next_hop
             + c.tx_drop_error;

@@ -57,6 +57,27 @@ fn keys_ttl_and_tos_as_iproute2_reads_them() {
 }
 
 #[test]
+fn checksum_and_sequence_words_as_iproute2_reads_them() {
+    let base = "t mode gretap local 192.0.2.1 remote 192.0.2.2";
+    for (extra, want) in [
+        ("", (false, false, false, false)),
+        ("csum", (true, true, false, false)),
+        ("icsum", (true, false, false, false)),
+        ("ocsum", (false, true, false, false)),
+        ("csum noicsum", (false, true, false, false)),
+        ("seq", (false, false, true, true)),
+        ("iseq oseq", (false, false, true, true)),
+        ("seq nooseq csum nocsum", (false, false, true, false)),
+    ] {
+        let d = TunnelDef::parse(&words(&format!("{base} {extra}"))).unwrap();
+        assert_eq!((d.icsum, d.ocsum, d.iseq, d.oseq), want, "{extra}");
+    }
+    // Each sent field costs 4 bytes of MTU; a required one nothing.
+    let d = TunnelDef::parse(&words(&format!("{base} key 1 ocsum oseq iseq"))).unwrap();
+    assert_eq!(d.gre_words(), 3);
+}
+
+#[test]
 fn errors_name_the_field_and_value() {
     let base = "local 192.0.2.1 remote 192.0.2.2";
     for (input, expected) in [
@@ -139,10 +160,12 @@ fn errors_name_the_field_and_value() {
 
 #[test]
 fn overhead_matches_the_kernel() {
-    assert_eq!(Mode::Gretap.overhead(false), 38);
-    assert_eq!(Mode::Gre.overhead(false), 24);
-    assert_eq!(Mode::Gretap.overhead(true), 42);
-    assert_eq!(Mode::Gre.overhead(true), 28);
+    assert_eq!(Mode::Gretap.overhead(0), 38);
+    assert_eq!(Mode::Gre.overhead(0), 24);
+    assert_eq!(Mode::Gretap.overhead(1), 42);
+    assert_eq!(Mode::Gre.overhead(1), 28);
+    // csum key seq, as `ip link add … type gretap csum key 1 seq` gets.
+    assert_eq!(Mode::Gretap.overhead(3), 50);
 }
 
 #[test]

@@ -756,6 +756,18 @@ pub fn tcp_transfer(from: &Host, to: &Host, addr: &str, len: u32, timeout: Durat
     let listener = to.enter(|| std::net::TcpListener::bind(addr))??;
     let received = thread::scope(|s| -> Result<Vec<u8>> {
         let rx = s.spawn(|| -> Result<Vec<u8>> {
+            // Bounded: if the sender never connects, accept would block
+            // forever and the scope with it.
+            use std::os::fd::AsFd as _;
+            let mut fds = [nix::poll::PollFd::new(
+                listener.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+            ensure!(
+                nix::poll::poll(&mut fds, ms)? == 1,
+                "no connection to {addr} within {timeout:?}"
+            );
             let (mut conn, _) = listener.accept()?;
             conn.set_read_timeout(Some(timeout))?;
             let mut buf = Vec::new();
