@@ -37,6 +37,8 @@ pub mod names {
     pub const MAP_TUNNEL_COUNTERS: &str = "GREHA_TUNNEL_COUNTERS";
     /// Array of [`super::TunnelSeq`] indexed by tunnel id.
     pub const MAP_TUNNEL_SEQ: &str = "GREHA_TUNNEL_SEQ";
+    /// Array of [`super::TunnelProbe`] indexed by tunnel id.
+    pub const MAP_TUNNEL_PROBE: &str = "GREHA_TUNNEL_PROBE";
     /// XDP on an interface carrying VRRP: validates and counts adverts,
     /// absorbs the steady ones.
     pub const PROG_VRRP: &str = "greha_vrrp";
@@ -63,6 +65,7 @@ pub mod names {
         MAP_TUNNEL_BY_LOCAL,
         MAP_TUNNEL_COUNTERS,
         MAP_TUNNEL_SEQ,
+        MAP_TUNNEL_PROBE,
     ];
 }
 
@@ -175,6 +178,38 @@ pub struct TunnelSeq {
     pub rx_next: u32,
 }
 
+/// `TunnelProbe::state`: nobody probes the tunnel (no `probe` address, or
+/// no greha daemon runs it).
+pub const PROBE_OFF: u32 = 0;
+/// `TunnelProbe::state`: probing, no answer yet and not enough lost to
+/// call it dead.
+pub const PROBE_UNKNOWN: u32 = 1;
+/// `TunnelProbe::state`: the far end answered within the last `fall`
+/// probes.
+pub const PROBE_ALIVE: u32 = 2;
+/// `TunnelProbe::state`: `fall` probes in a row went unanswered.
+pub const PROBE_DEAD: u32 = 3;
+
+/// A tunnel's liveness as greha's daemon finds it, by pinging an address
+/// at the far end through the tunnel (which any peer answers, the
+/// kernel's gretap/gre included). Written by userspace only; a map of the
+/// datapath so it is pinned with the tunnel's counters, read by any greha
+/// command, and printed by field name by bpftool.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelProbe {
+    /// The probed address, network order (0: none).
+    pub target: [u8; 4],
+    /// `PROBE_*`.
+    pub state: u32,
+    /// Echo requests sent.
+    pub sent: u64,
+    /// Echo replies received.
+    pub answered: u64,
+    /// Changes between alive and dead.
+    pub changes: u64,
+}
+
 /// Key of the decapsulation lookup: the outer destination and source.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -267,6 +302,7 @@ mod pod {
     unsafe impl aya::Pod for super::Endpoints {}
     unsafe impl aya::Pod for super::TunnelCounters {}
     unsafe impl aya::Pod for super::TunnelSeq {}
+    unsafe impl aya::Pod for super::TunnelProbe {}
     unsafe impl aya::Pod for super::VrrpKey {}
     unsafe impl aya::Pod for super::VrrpCtl {}
     unsafe impl aya::Pod for super::VrrpSeen {}

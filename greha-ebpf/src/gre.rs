@@ -33,7 +33,7 @@ use aya_ebpf::{
 use greha_common::{
     Endpoints, GRE_PROTO_IPV4, GRE_PROTO_TEB, MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP,
     TUNNEL_F_ICSUM, TUNNEL_F_IKEY, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ,
-    TunnelConfig, TunnelCounters, TunnelSeq,
+    TunnelConfig, TunnelCounters, TunnelProbe, TunnelSeq,
 };
 
 #[btf_map]
@@ -49,6 +49,10 @@ static GREHA_TUNNEL_COUNTERS: PerCpuArray<TunnelCounters, { MAX_TUNNELS as usize
     PerCpuArray::new();
 #[btf_map]
 static GREHA_TUNNEL_SEQ: Array<TunnelSeq, { MAX_TUNNELS as usize }> = Array::new();
+/// Written by userspace only: here so it is pinned with the tunnel maps
+/// and its BTF names the fields.
+#[btf_map]
+static GREHA_TUNNEL_PROBE: Array<TunnelProbe, { MAX_TUNNELS as usize }> = Array::new();
 
 const ETH_LEN: usize = 14;
 const IPV4_LEN: usize = 20;

@@ -168,7 +168,10 @@ fn words(
             }
         } else if keys.contains(&key) {
             push(out, &key.replace('_', "-"), scalar(src, key, v)?);
-        } else if !matches!(key, "vip" | "track_interface" | "track_script") {
+        } else if !matches!(
+            key,
+            "vip" | "track_interface" | "track_script" | "track_tunnel"
+        ) {
             return Err(src.err(
                 &k.span(),
                 format!("{what} {name_text}: unknown key {key:?}"),
@@ -201,7 +204,18 @@ fn checked<T>(
 }
 
 const TUNNEL_KEYS: &[&str] = &[
-    "mode", "local", "remote", "key", "ikey", "okey", "ttl", "tos", "dev", "mtu",
+    "mode",
+    "local",
+    "remote",
+    "key",
+    "ikey",
+    "okey",
+    "ttl",
+    "tos",
+    "dev",
+    "mtu",
+    "probe",
+    "probe_interval",
 ];
 const VRRP_KEYS: &[&str] = &[
     "interface",
@@ -341,6 +355,7 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
     for (kind, first, allowed) in [
         ("vip", "address", &["address", "dev", "label"][..]),
         ("track_interface", "name", &["name", "weight"][..]),
+        ("track_tunnel", "name", &["name", "weight"][..]),
         (
             "track_script",
             "path",
@@ -357,6 +372,7 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
             let word = match kind {
                 "vip" => "vip",
                 "track_interface" => "track-interface",
+                "track_tunnel" => "track-tunnel",
                 _ => "track-script",
             };
             push(
@@ -388,6 +404,31 @@ pub fn load(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the configuration {}", path.display()))?;
     parse(path, &text)
+}
+
+/// Each `track-tunnel` names a tunnel of the same run that has a probe
+/// address: without one, nothing would ever say its far end is dead.
+pub fn check_tracked_tunnels(tunnels: &[TunnelDef], vrrp: &[InstanceDef]) -> Result<()> {
+    for v in vrrp {
+        for t in &v.track {
+            let TrackKind::Tunnel(name) = &t.kind else {
+                continue;
+            };
+            match tunnels.iter().find(|d| &d.name == name) {
+                None => bail!(
+                    "vrrp instance {}: track-tunnel: no tunnel {name} is defined",
+                    v.name
+                ),
+                Some(d) if d.probe.is_none() => bail!(
+                    "vrrp instance {}: track-tunnel: tunnel {name} has no probe address \
+                     (probe ADDR: an address at its far end to ping)",
+                    v.name
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The configuration to run with: `--config FILE` (which must exist), else
@@ -440,6 +481,7 @@ pub fn summary(cfg: &Config) -> String {
             .map(|t: &Track| match &t.kind {
                 TrackKind::Interface(i) => i.clone(),
                 TrackKind::Script { path, .. } => path.clone(),
+                TrackKind::Tunnel(t) => format!("tunnel {t}"),
             })
             .collect::<Vec<_>>();
         let _ = writeln!(
@@ -539,6 +581,50 @@ weight = -10
             let cfg = parse_str(&format!("{head}{flags}")).unwrap();
             let t = &cfg.tunnels[0];
             assert_eq!((t.icsum, t.ocsum, t.iseq, t.oseq), want, "{flags}");
+        }
+    }
+
+    /// A tracked tunnel must be defined and have a probe address.
+    #[test]
+    fn track_tunnel_names_a_probed_tunnel() {
+        let tunnel = |extra: &str| {
+            format!(
+                "[[tunnel]]\nname = \"t1\"\nmode = \"gretap\"\nlocal = \"192.0.2.1\"\n\
+                 remote = \"192.0.2.2\"\n{extra}"
+            )
+        };
+        let vrrp = "[[vrrp]]\nname = \"VI_1\"\ninterface = \"t1\"\nvrid = 1\n\
+                    [[vrrp.vip]]\naddress = \"203.0.113.10/24\"\n\
+                    [[vrrp.track_tunnel]]\nname = \"t1\"\nweight = -20\n";
+        for (text, want) in [
+            (
+                vrrp.to_owned(),
+                Err("vrrp instance VI_1: track-tunnel: no tunnel t1 is defined"),
+            ),
+            (
+                format!("{}{vrrp}", tunnel("")),
+                Err("vrrp instance VI_1: track-tunnel: tunnel t1 has no probe address"),
+            ),
+            (
+                format!(
+                    "{}{vrrp}",
+                    tunnel("probe = \"10.0.0.2\"\nprobe_interval = 0.5\n")
+                ),
+                Ok(()),
+            ),
+        ] {
+            let cfg = parse_str(&text).unwrap();
+            let got = check_tracked_tunnels(&cfg.tunnels, &cfg.vrrp).map_err(|e| format!("{e:#}"));
+            match (got, want) {
+                (Ok(()), Ok(())) => {
+                    let t = &cfg.tunnels[0];
+                    assert_eq!(t.probe, Some(std::net::Ipv4Addr::new(10, 0, 0, 2)));
+                    assert_eq!(t.probe_interval, std::time::Duration::from_millis(500));
+                    assert_eq!(cfg.vrrp[0].track[0].weight, Some(-20));
+                }
+                (Err(g), Err(w)) => assert!(g.contains(w), "{g}"),
+                (g, w) => panic!("{text}\n got {g:?}, want {w:?}"),
+            }
         }
     }
 

@@ -22,6 +22,7 @@ pub use crate::plan::{Desired, Plan, plan};
 use crate::{
     config,
     datapath::Datapath,
+    probe::Probers,
     tunnel::{self, TunnelDef},
     vrrp::{
         def::InstanceDef,
@@ -80,6 +81,7 @@ pub fn desired(config: Option<&Path>, extra: &Extra) -> Result<Desired> {
             v.fastpath = false;
         }
     }
+    config::check_tracked_tunnels(&d.tunnels, &d.vrrp)?;
     Ok(d)
 }
 
@@ -310,6 +312,8 @@ async fn serve(opts: Options, ready: &mut bool) -> Result<()> {
         let _ = teardown(&opts, &mut current, &mut vrrp).await;
         return Err(e);
     }
+    let mut probers = Probers::default();
+    probers.sync(&current.tunnels, &opts.pin_dir);
     let control = match listen(&opts.control) {
         Ok(l) => l,
         Err(e) => {
@@ -354,6 +358,7 @@ async fn serve(opts: Options, ready: &mut bool) -> Result<()> {
                     Ok(want) => apply(&opts, &mut current, want, &mut vrrp).await,
                     Err(e) => Err(e.context("the new configuration is refused; nothing changed")),
                 };
+                probers.sync(&current.tunnels, &opts.pin_dir);
                 let text = match &result {
                     Ok(summary) => {
                         info!("reloaded: {summary}");
@@ -374,6 +379,7 @@ async fn serve(opts: Options, ready: &mut bool) -> Result<()> {
     for t in tasks {
         t.abort();
     }
+    probers.stop();
     clients.stop();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     if opts.keep_datapath {

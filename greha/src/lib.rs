@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod netlink;
 pub mod pins;
 pub mod plan;
+pub mod probe;
 pub mod spec;
 pub mod tunnel;
 pub mod vrrp;

@@ -247,6 +247,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let path = config.unwrap_or_else(|| config::DEFAULT_PATH.into());
             let cfg = config::load(&path)?;
+            config::check_tracked_tunnels(&cfg.tunnels, &cfg.vrrp)
+                .with_context(|| path.display().to_string())?;
             print!("{}", config::summary(&cfg));
             println!("{}: ok", path.display());
             Ok(())

@@ -148,6 +148,52 @@ pub fn render(vrrp: &[InstanceStatus], global: &GlobalStats, tunnels: &[TunnelSt
             u8::from(t.up)
         );
     }
+    let probed: Vec<(&TunnelStatus, &crate::tunnel::ProbeStatus)> = tunnels
+        .iter()
+        .filter_map(|t| Some((t, t.probe.as_ref()?)))
+        .collect();
+    if !probed.is_empty() {
+        family(
+            &mut out,
+            "greha_tunnel_far_end_alive",
+            "gauge",
+            "1 while the tunnel's far end answers its probes, 0 once it is dead; absent while unknown or not probed.",
+        );
+        for (t, p) in &probed {
+            let v = match p.state {
+                "alive" => 1,
+                "dead" => 0,
+                _ => continue,
+            };
+            let _ = writeln!(
+                out,
+                "greha_tunnel_far_end_alive{{tunnel=\"{}\"}} {v}",
+                esc(&t.name)
+            );
+        }
+        for (name, help, get) in [
+            (
+                "greha_tunnel_probes_sent_total",
+                "Echo requests sent through the tunnel to its far end.",
+                (|p: &crate::tunnel::ProbeStatus| p.sent) as fn(&crate::tunnel::ProbeStatus) -> u64,
+            ),
+            (
+                "greha_tunnel_probes_answered_total",
+                "Echo replies from the tunnel's far end.",
+                |p| p.answered,
+            ),
+            (
+                "greha_tunnel_far_end_changes_total",
+                "Changes of the far end between alive and dead.",
+                |p| p.changes,
+            ),
+        ] {
+            family(&mut out, name, "counter", help);
+            for (t, p) in &probed {
+                let _ = writeln!(out, "{name}{{tunnel=\"{}\"}} {}", esc(&t.name), get(p));
+            }
+        }
+    }
     // The counters by their field names (the same names BTF gives bpftool).
     let fields = |t: &TunnelStatus| -> Vec<(String, u64)> {
         match serde_json::to_value(t.counters) {

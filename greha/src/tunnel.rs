@@ -10,9 +10,9 @@ use std::{fmt, net::Ipv4Addr, path::Path, str::FromStr};
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{Array, HashMap, MapError, PerCpuArray, PerCpuValues};
 use greha_common::{
-    Endpoints, MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_IKEY,
-    TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ, TUNNEL_F_OWN_NEIGH, TunnelConfig,
-    TunnelCounters, TunnelSeq, names,
+    Endpoints, MAX_TUNNELS, PROBE_ALIVE, PROBE_DEAD, PROBE_UNKNOWN, TUNNEL_F_ACTIVE,
+    TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_IKEY, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY,
+    TUNNEL_F_OSEQ, TUNNEL_F_OWN_NEIGH, TunnelConfig, TunnelCounters, TunnelProbe, TunnelSeq, names,
 };
 use serde::Serialize;
 use tracing::{info, warn};
@@ -84,6 +84,12 @@ pub struct TunnelDef {
     pub dev: Option<String>,
     pub mtu: Option<u32>,
     pub addresses: Vec<(Ipv4Addr, u8)>,
+    /// An address at the far end that greha's daemon pings through the
+    /// tunnel to know whether it is alive (`probe ADDR`).
+    pub probe: Option<Ipv4Addr>,
+    /// Between two probes (`probe-interval SECONDS`, default 1); the
+    /// tunnel is dead after [`crate::probe::FALL`] in a row unanswered.
+    pub probe_interval: std::time::Duration,
 }
 
 impl TunnelDef {
@@ -238,6 +244,8 @@ impl TunnelDef {
             dev: None,
             mtu: None,
             addresses: Vec::new(),
+            probe: None,
+            probe_interval: std::time::Duration::from_secs(1),
         };
         while let Some(word) = it.next() {
             let mut value = || {
@@ -303,6 +311,18 @@ impl TunnelDef {
                     def.mtu = Some(m);
                 }
                 "address" | "addr" => def.addresses.push(parse_cidr(&name, value()?)?),
+                "probe" => def.probe = Some(parse_value(&name, word, value()?, "an IPv4 address")?),
+                "probe-interval" => {
+                    let v = value()?;
+                    def.probe_interval = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|s| (0.01..=3600.0).contains(s))
+                        .map(std::time::Duration::from_secs_f64)
+                        .ok_or_else(|| {
+                            err(&name, word, format!("{v:?} is not 0.01 to 3600 seconds")).value(v)
+                        })?;
+                }
                 other => {
                     return Err(SpecError::whole(
                         "tunnel",
@@ -320,6 +340,9 @@ impl TunnelDef {
                 return Err(err(&name, field, format!("{a} is not a unicast address"))
                     .value(&a.to_string()));
             }
+        }
+        if def.probe.is_none() && words.iter().any(|w| w == "probe-interval") {
+            return Err(err(&name, "probe-interval", "needs a probe address"));
         }
         if def.local == def.remote {
             return Err(err(
@@ -363,6 +386,7 @@ struct Maps {
     by_local: HashMap<aya::maps::MapData, [u8; 4], u32>,
     counters: PerCpuArray<aya::maps::MapData, TunnelCounters>,
     seq: Array<aya::maps::MapData, TunnelSeq>,
+    probe: Array<aya::maps::MapData, TunnelProbe>,
 }
 
 impl Maps {
@@ -374,6 +398,7 @@ impl Maps {
             by_local: dp.map(names::MAP_TUNNEL_BY_LOCAL)?.try_into()?,
             counters: dp.map(names::MAP_TUNNEL_COUNTERS)?.try_into()?,
             seq: dp.map(names::MAP_TUNNEL_SEQ)?.try_into()?,
+            probe: dp.map(names::MAP_TUNNEL_PROBE)?.try_into()?,
         })
     }
 
@@ -389,7 +414,7 @@ impl Maps {
         Ok(out)
     }
 
-    fn reset_counters(&mut self, id: u32) -> Result<()> {
+    fn reset_counters(&mut self, id: u32, probe: Option<Ipv4Addr>) -> Result<()> {
         let zero = PerCpuValues::try_from(vec![
             TunnelCounters::default();
             aya::util::nr_cpus().map_err(|(_, e)| e)?
@@ -397,6 +422,16 @@ impl Maps {
         self.counters.set(id, zero, 0)?;
         // A new tunnel numbers from the start, and expects any number.
         self.seq.set(id, TunnelSeq::default(), 0)?;
+        // Off until a daemon probes it.
+        let target = probe.map_or([0; 4], |a| a.octets());
+        self.probe.set(
+            id,
+            TunnelProbe {
+                target,
+                ..Default::default()
+            },
+            0,
+        )?;
         Ok(())
     }
 }
@@ -591,7 +626,7 @@ async fn setup(
         &pins::encap(dev.index),
     )?;
 
-    maps.reset_counters(id)?;
+    maps.reset_counters(id, def.probe)?;
     cfg.flags |= TUNNEL_F_ACTIVE;
     let endpoints = Endpoints {
         local: cfg.local,
@@ -759,6 +794,61 @@ pub struct TunnelStatus {
     /// use (see greha-ebpf's gre.rs for why not XDP).
     pub datapath: &'static str,
     pub counters: TunnelCounters,
+    /// The far end's liveness; None without a probe address.
+    pub probe: Option<ProbeStatus>,
+}
+
+/// A tunnel's liveness as `greha tunnel show` and status report it.
+#[derive(Debug, Serialize)]
+pub struct ProbeStatus {
+    pub target: Ipv4Addr,
+    /// "alive", "dead", "unknown" (no verdict yet), or "off" (no greha
+    /// daemon probes it).
+    pub state: &'static str,
+    pub sent: u64,
+    pub answered: u64,
+    /// Changes between alive and dead.
+    pub changes: u64,
+}
+
+impl ProbeStatus {
+    fn of(p: &TunnelProbe) -> Option<Self> {
+        (p.target != [0; 4]).then(|| Self {
+            target: Ipv4Addr::from(p.target),
+            state: probe_state_name(p.state),
+            sent: p.sent,
+            answered: p.answered,
+            changes: p.changes,
+        })
+    }
+}
+
+pub fn probe_state_name(state: u32) -> &'static str {
+    match state {
+        PROBE_UNKNOWN => "unknown",
+        PROBE_ALIVE => "alive",
+        PROBE_DEAD => "dead",
+        _ => "off",
+    }
+}
+
+/// The id of the running tunnel `name` under `pin_dir`.
+pub fn id_of(pin_dir: &Path, name: &str) -> Result<Option<u32>> {
+    let data = aya::maps::MapData::from_pin(pin_dir.join(names::MAP_TUNNELS))?;
+    let tunnels: Array<_, TunnelConfig> = aya::maps::Map::from_map_data(data)?.try_into()?;
+    for id in 0..MAX_TUNNELS {
+        let t = tunnels.get(&id, 0)?;
+        if t.flags & TUNNEL_F_ACTIVE != 0 && name_of(&t) == name {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
+/// The pinned probe map, for the daemon's prober to write.
+pub fn probe_map(pin_dir: &Path) -> Result<Array<aya::maps::MapData, TunnelProbe>> {
+    let data = aya::maps::MapData::from_pin(pin_dir.join(names::MAP_TUNNEL_PROBE))?;
+    Ok(aya::maps::Map::from_map_data(data)?.try_into()?)
 }
 
 /// Whether interface `name` (in this network namespace) is up with
@@ -815,6 +905,7 @@ pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
     };
     let tunnels: Array<_, TunnelConfig> = open(names::MAP_TUNNELS)?.try_into()?;
     let counters: PerCpuArray<_, TunnelCounters> = open(names::MAP_TUNNEL_COUNTERS)?.try_into()?;
+    let probes: Array<_, TunnelProbe> = open(names::MAP_TUNNEL_PROBE)?.try_into()?;
     let mut out = Vec::new();
     for id in 0..MAX_TUNNELS {
         let t = tunnels.get(&id, 0)?;
@@ -848,6 +939,7 @@ pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
             tos: t.tos,
             underlay_ifindex: t.underlay_ifindex,
             counters: total,
+            probe: ProbeStatus::of(&probes.get(&id, 0)?),
         });
     }
     Ok(out)
@@ -855,7 +947,7 @@ pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
 
 pub fn print_table(tunnels: &[TunnelStatus]) {
     println!(
-        "{:<16} {:<5} {:<7} {:<16} {:<16} {:>10} {:>10} {:>10} {:>8}",
+        "{:<16} {:<5} {:<7} {:<16} {:<16} {:>10} {:>10} {:>10} {:>8}  FAR END",
         "TUNNEL", "STATE", "MODE", "LOCAL", "REMOTE", "KEY", "RX_PKTS", "TX_PKTS", "DROPS"
     );
     for t in tunnels {
@@ -870,8 +962,14 @@ pub fn print_table(tunnels: &[TunnelStatus]) {
             + c.tx_drop_too_big
             + c.tx_drop_no_next_hop
             + c.tx_drop_error;
+        let far_end = t.probe.as_ref().map_or("-".to_owned(), |p| {
+            format!(
+                "{} {} ({}/{} answered)",
+                p.target, p.state, p.answered, p.sent
+            )
+        });
         println!(
-            "{:<16} {:<5} {:<7} {:<16} {:<16} {:>10} {:>10} {:>10} {:>8}",
+            "{:<16} {:<5} {:<7} {:<16} {:<16} {:>10} {:>10} {:>10} {:>8}  {far_end}",
             t.name,
             if t.up { "up" } else { "down" },
             t.mode.to_string(),

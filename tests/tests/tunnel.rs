@@ -942,6 +942,90 @@ fn the_daemon_owns_its_tunnels_and_removes_them_when_it_stops() -> Result<()> {
     Ok(())
 }
 
+/// Tunnel liveness: B's daemon pings A's inner address through the tunnel
+/// (A runs only a tunnel, as a kernel peer would) and knows when A's side
+/// goes silent; its VRRP instance tracks the tunnel, so with the far end
+/// dead it is in Fault and holds no VIP, instead of a master nobody can
+/// reach, and comes back when A does. Seen in `greha tunnel show`, status
+/// and metrics.
+#[test]
+fn a_dead_far_end_is_seen_and_a_tracking_instance_faults() -> Result<()> {
+    let pair = Pair::new()?;
+    greha(
+        &pair.a,
+        &pair.a_pins,
+        &["tunnel", "add"],
+        &format!("t1 mode gretap local {A_UNDERLAY} remote {B_UNDERLAY} address {A_INNER}/24"),
+    )?;
+    let mut cmd = pair.lab.greha(&pair.b);
+    cmd.args([
+        "run",
+        "--metrics",
+        "127.0.0.1:9650",
+        "--tunnel",
+        &format!(
+            "t1 mode gretap local {B_UNDERLAY} remote {A_UNDERLAY} address {B_INNER}/24 \
+             probe {A_INNER} probe-interval 0.1"
+        ),
+        "--vrrp",
+        "VI_1 interface t1 vrid 51 priority 100 advert-int 0.1 version 3 \
+         vip 203.0.113.10/24 track-tunnel t1",
+    ]);
+    let mut daemon = pair.b.spawn(&pair.lab, cmd, true)?;
+    daemon.wait_ready(SHORT)?;
+    let status = || pair.lab.greha_status(&pair.b);
+    let far_end = |want: &str| -> Result<()> {
+        wait_until(SHORT, &format!("the far end to be {want}"), || {
+            Ok(status()?["tunnels"][0]["probe"]["state"] == want)
+        })
+    };
+    let state_is = |want: &str| -> Result<()> {
+        wait_until(SHORT, &format!("VI_1 to be {want}"), || {
+            Ok(status()?["vrrp"][0]["state"] == want)
+        })
+    };
+    far_end("alive")?;
+    state_is("master")?;
+
+    // A's side goes silent: its underlay is down.
+    pair.a.ip(&["link", "set", "eth0", "down"])?;
+    far_end("dead")?;
+    state_is("fault")?;
+    let vips = pair.b.ip(&["-4", "-o", "addr", "show", "dev", "t1"])?;
+    ensure!(
+        !vips.contains("203.0.113.10"),
+        "a faulted instance holds the VIP: {vips}"
+    );
+    let show = greha(&pair.b, &pair.b_pins, &["tunnel", "show"], "")?;
+    ensure!(
+        show.contains(&format!("{A_INNER} dead")),
+        "tunnel show: {show}"
+    );
+    // On the namespace's own loopback.
+    let metrics = pair.b.enter(|| -> Result<String> {
+        use std::io::{Read as _, Write as _};
+        let mut c = std::net::TcpStream::connect("127.0.0.1:9650")?;
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut s = String::new();
+        c.read_to_string(&mut s)?;
+        Ok(s)
+    })??;
+    ensure!(
+        metrics.contains("greha_tunnel_far_end_alive{tunnel=\"t1\"} 0"),
+        "metrics: {metrics}"
+    );
+
+    // And back.
+    pair.a.ip(&["link", "set", "eth0", "up"])?;
+    far_end("alive")?;
+    state_is("master")?;
+    let probe = &status()?["tunnels"][0]["probe"];
+    ensure!(probe["changes"] == 2, "alive -> dead -> alive: {probe}");
+    let status = daemon.terminate(SHORT)?;
+    ensure!(status.success(), "greha exited {status}:\n{}", daemon.log());
+    Ok(())
+}
+
 /// `greha tunnel show` and `greha counters` by a user without root: the
 /// pins are root's, and the answer says so instead of an empty table.
 #[test]

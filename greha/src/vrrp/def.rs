@@ -97,6 +97,9 @@ pub enum TrackKind {
         rise: u32,
         fall: u32,
     },
+    /// A greha tunnel with a `probe` address: down while its far end is
+    /// dead (see [`crate::probe`]).
+    Tunnel(String),
 }
 
 /// Notify commands of an instance (each a program path).
@@ -319,6 +322,14 @@ impl InstanceDef {
                         weight: None,
                     });
                 }
+                "track-tunnel" => {
+                    let v = value()?;
+                    ifname(&name, "track-tunnel", v)?;
+                    d.track.push(Track {
+                        kind: TrackKind::Tunnel(v.to_owned()),
+                        weight: None,
+                    });
+                }
                 "track-script" => d.track.push(Track {
                     kind: TrackKind::Script {
                         path: value()?.to_owned(),
@@ -342,7 +353,7 @@ impl InstanceDef {
                             err(
                                 &name,
                                 "weight",
-                                "belongs after a track-interface or track-script",
+                                "belongs after a track-interface, track-script or track-tunnel",
                             )
                             .value(v)
                         })?

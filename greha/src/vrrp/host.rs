@@ -131,7 +131,8 @@ pub async fn prepare(
                     })?;
                     (l.index, l.up)
                 }
-                TrackKind::Script { .. } => (0, true),
+                // Up until its far end is found dead.
+                TrackKind::Script { .. } | TrackKind::Tunnel(_) => (0, true),
             };
             trackers.push(Tracker {
                 track: t.clone(),

@@ -131,6 +131,8 @@ pub struct Vrrp {
     script_tx: mpsc::Sender<ScriptResult>,
     notifier: Notifier,
     global: GlobalStats,
+    /// Where the tunnels' probe results are, for `track-tunnel`.
+    pin_dir: Option<std::path::PathBuf>,
 }
 
 impl Vrrp {
@@ -146,7 +148,7 @@ impl Vrrp {
             route_keys: Vec::new(),
             epoch: Instant::now(),
             epoch_unix_ms: unix_ms_now(),
-            fast: FastPath::new(pin_dir, fastpath::monotonic_ns()),
+            fast: FastPath::new(pin_dir.clone(), fastpath::monotonic_ns()),
             arp: Arc::new(crate::arp::ArpSender::open()?),
             outbox: None,
             rx,
@@ -159,6 +161,7 @@ impl Vrrp {
             script_tx,
             notifier: Notifier::start(),
             global: GlobalStats::default(),
+            pin_dir,
         })
     }
 
@@ -236,21 +239,33 @@ impl Vrrp {
         self.next_id += 1;
         let mut script_tasks = Vec::new();
         for (t, tracker) in trackers.iter().enumerate() {
-            if let TrackKind::Script {
-                path,
-                interval,
-                timeout,
-                ..
-            } = &tracker.track.kind
-            {
-                script_tasks.push(track::spawn_script(
+            match &tracker.track.kind {
+                TrackKind::Script {
+                    path,
+                    interval,
+                    timeout,
+                    ..
+                } => script_tasks.push(track::spawn_script(
                     path.clone(),
                     *interval,
                     *timeout,
                     id,
                     t,
                     self.script_tx.clone(),
-                ));
+                )),
+                TrackKind::Tunnel(name) => {
+                    let pin_dir = self.pin_dir.clone().ok_or_else(|| {
+                        anyhow::anyhow!("track-tunnel {name}: no datapath to read it from")
+                    })?;
+                    script_tasks.push(track::spawn_tunnel_watch(
+                        pin_dir,
+                        name.clone(),
+                        id,
+                        t,
+                        self.script_tx.clone(),
+                    ));
+                }
+                TrackKind::Interface(_) => {}
             }
         }
         let cfg = def.engine_config(primary);
@@ -459,8 +474,11 @@ impl Vrrp {
                         continue;
                     };
                     let tr = &mut self.instances[i].trackers[t];
-                    let TrackKind::Script { rise, fall, .. } = tr.track.kind else {
-                        continue;
+                    let (rise, fall) = match tr.track.kind {
+                        TrackKind::Script { rise, fall, .. } => (rise, fall),
+                        // The prober already counted the losses.
+                        TrackKind::Tunnel(_) => (1, 1),
+                        TrackKind::Interface(_) => continue,
                     };
                     if tr.state.script_result(ok, rise, fall) {
                         self.retrack(i).await;

@@ -42,6 +42,49 @@ pub fn spawn_script(
     })
 }
 
+/// Sends whether tunnel `name`'s far end is up (not found dead by its
+/// prober: alive, not yet known, or not probed) whenever that changes,
+/// read from the pinned probe map every 100 ms: a tenth of the finest
+/// useful probe interval times its three losses, and one map read.
+pub fn spawn_tunnel_watch(
+    pin_dir: std::path::PathBuf,
+    name: String,
+    id: u64,
+    tracker: usize,
+    tx: mpsc::Sender<ScriptResult>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut last = true;
+        let mut map = None;
+        loop {
+            tick.tick().await;
+            // Opened (and the tunnel's slot found) again after any error:
+            // a reload may re-create the tunnel elsewhere.
+            if map.is_none() {
+                map = crate::tunnel::id_of(&pin_dir, &name)
+                    .ok()
+                    .flatten()
+                    .and_then(|i| Some((i, crate::tunnel::probe_map(&pin_dir).ok()?)));
+            }
+            let Some((slot, m)) = &map else { continue };
+            let up = match m.get(slot, 0) {
+                Ok(p) => p.state != greha_common::PROBE_DEAD,
+                Err(_) => {
+                    map = None;
+                    continue;
+                }
+            };
+            if up != last {
+                last = up;
+                if tx.send((id, tracker, up)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    })
+}
+
 /// Why a bounded run did not give an exit status.
 #[derive(Debug)]
 pub enum RunError {

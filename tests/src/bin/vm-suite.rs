@@ -28,6 +28,7 @@ fn main() -> std::process::ExitCode {
         ("vrrp-keepalived", vrrp_keepalived),
         ("restart-kept", restart_kept),
         ("kernel-peer", kernel_peer),
+        ("kernel-peer-liveness", kernel_peer_liveness),
     ];
     let mut failed = 0;
     for (name, check) in checks {
@@ -334,6 +335,43 @@ fn kernel_peer() -> Result<()> {
             format!("greha {mode} {greha_opts}, kernel {kernel_opts}, offload {offload}")
         })?;
     }
+    Ok(())
+}
+
+/// greha's daemon probes the far end of a tunnel whose other side is the
+/// kernel's gretap and nothing of greha's: alive, dead once the kernel's
+/// tunnel is down, alive again when it is back.
+fn kernel_peer_liveness() -> Result<()> {
+    let (lab, a, b) = linked_pair()?;
+    let mut cmd = lab.greha(&a);
+    cmd.args([
+        "run",
+        "--tunnel",
+        &format!(
+            "t1 mode gretap local {A_UNDERLAY} remote {B_UNDERLAY} address {A_INNER}/24 \
+             probe {B_INNER} probe-interval 0.2"
+        ),
+    ]);
+    let mut g = a.spawn(&lab, cmd, true)?;
+    g.wait_ready(LONG)?;
+    b.ip(&[
+        "link", "add", "t1", "type", "gretap", "local", B_UNDERLAY, "remote", A_UNDERLAY,
+    ])?;
+    b.ip(&["addr", "add", &format!("{B_INNER}/24"), "dev", "t1"])?;
+    b.ip(&["link", "set", "t1", "up"])?;
+    let far_end = |want: &str| -> Result<()> {
+        wait_until(LONG, &format!("the far end to be {want}"), || {
+            let v: serde_json::Value =
+                serde_json::from_str(&run(lab.greha(&a).args(["tunnel", "show", "--json"]))?)?;
+            Ok(v[0]["probe"]["state"] == want)
+        })
+    };
+    far_end("alive")?;
+    b.ip(&["link", "set", "t1", "down"])?;
+    far_end("dead")?;
+    b.ip(&["link", "set", "t1", "up"])?;
+    far_end("alive")?;
+    g.terminate(LONG)?;
     Ok(())
 }
 
