@@ -28,8 +28,12 @@ pub mod names {
     pub const MAP_TUNNELS: &str = "GREHA_TUNNELS";
     /// Hash: tunnel interface ifindex -> tunnel id (encapsulation).
     pub const MAP_TUNNEL_BY_DEV: &str = "GREHA_TUNNEL_BY_DEV";
-    /// Hash: [`super::Endpoints`] -> tunnel id (decapsulation).
+    /// Hash: [`super::Endpoints`] -> a tunnel id of that pair, to count
+    /// GRE with no tunnel's key against one of them.
     pub const MAP_TUNNEL_BY_ENDPOINTS: &str = "GREHA_TUNNEL_BY_ENDP";
+    /// Hash: [`super::KeyedEndpoints`] -> tunnel id (decapsulation): the
+    /// tunnels between two hosts are told apart by key, as the kernel's.
+    pub const MAP_TUNNEL_BY_KEY: &str = "GREHA_TUNNEL_BY_KEY";
     /// Hash: local underlay address -> a tunnel id, to count GRE from a
     /// wrong source against the tunnel it was aimed at.
     pub const MAP_TUNNEL_BY_LOCAL: &str = "GREHA_TUNNEL_BY_LOCAL";
@@ -62,6 +66,7 @@ pub mod names {
         MAP_TUNNELS,
         MAP_TUNNEL_BY_DEV,
         MAP_TUNNEL_BY_ENDPOINTS,
+        MAP_TUNNEL_BY_KEY,
         MAP_TUNNEL_BY_LOCAL,
         MAP_TUNNEL_COUNTERS,
         MAP_TUNNEL_SEQ,
@@ -218,6 +223,18 @@ pub struct Endpoints {
     pub remote: [u8; 4],
 }
 
+/// Key of the decapsulation lookup proper: the outer destination and
+/// source, and the GRE key the packet carries (`keyed` 1) or none
+/// (`keyed` 0, `key` 0), as the kernel's ip_tunnel_lookup matches them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct KeyedEndpoints {
+    pub local: [u8; 4],
+    pub remote: [u8; 4],
+    pub key: u32,
+    pub keyed: u32,
+}
+
 /// Per-tunnel counters. rx counts decapsulated frames (inner bytes), tx
 /// encapsulated ones (inner bytes, GSO segments counted one by one).
 #[repr(C)]
@@ -300,6 +317,7 @@ mod pod {
     unsafe impl aya::Pod for super::PacketCounters {}
     unsafe impl aya::Pod for super::TunnelConfig {}
     unsafe impl aya::Pod for super::Endpoints {}
+    unsafe impl aya::Pod for super::KeyedEndpoints {}
     unsafe impl aya::Pod for super::TunnelCounters {}
     unsafe impl aya::Pod for super::TunnelSeq {}
     unsafe impl aya::Pod for super::TunnelProbe {}
@@ -641,7 +659,10 @@ mod tests {
     fn layouts_have_no_padding() {
         assert_eq!(size_of::<TunnelConfig>(), 4 * 9 + 4 + 12 + 4 + 16);
         assert_eq!(size_of::<Endpoints>(), 8);
-        assert_eq!(size_of::<TunnelCounters>(), 13 * 8);
+        assert_eq!(size_of::<KeyedEndpoints>(), 16);
+        assert_eq!(size_of::<TunnelCounters>(), 14 * 8);
+        assert_eq!(size_of::<TunnelSeq>(), 12);
+        assert_eq!(size_of::<TunnelProbe>(), 4 + 4 + 3 * 8);
         assert_eq!(size_of::<PacketCounters>(), 16);
         assert_eq!(size_of::<VrrpKey>(), 8);
         assert_eq!(size_of::<VrrpCtl>(), 4 + 4 + 8 + 4 + 4 + 4 + 4);

@@ -31,8 +31,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use greha_common::{
-    Endpoints, GRE_PROTO_IPV4, GRE_PROTO_TEB, MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP,
-    TUNNEL_F_ICSUM, TUNNEL_F_IKEY, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ,
+    Endpoints, GRE_PROTO_IPV4, GRE_PROTO_TEB, KeyedEndpoints, MAX_TUNNELS, TUNNEL_F_ACTIVE,
+    TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ,
     TunnelConfig, TunnelCounters, TunnelProbe, TunnelSeq,
 };
 
@@ -42,6 +42,8 @@ static GREHA_TUNNELS: Array<TunnelConfig, { MAX_TUNNELS as usize }> = Array::new
 static GREHA_TUNNEL_BY_DEV: HashMap<u32, u32, { MAX_TUNNELS as usize }> = HashMap::new();
 #[btf_map]
 static GREHA_TUNNEL_BY_ENDP: HashMap<Endpoints, u32, { MAX_TUNNELS as usize }> = HashMap::new();
+#[btf_map]
+static GREHA_TUNNEL_BY_KEY: HashMap<KeyedEndpoints, u32, { MAX_TUNNELS as usize }> = HashMap::new();
 #[btf_map]
 static GREHA_TUNNEL_BY_LOCAL: HashMap<[u8; 4], u32, { MAX_TUNNELS as usize }> = HashMap::new();
 #[btf_map]
@@ -193,24 +195,36 @@ fn decap(ctx: &TcContext) -> i32 {
         c.rx_drop_truncated += 1;
         return TC_ACT_SHOT;
     }
-    let want_key = cfg.flags & TUNNEL_F_IKEY != 0;
-    if has_key != want_key {
-        c.rx_drop_wrong_key += 1;
-        return TC_ACT_SHOT;
-    }
-    if has_key {
+    // The tunnel proper: the one of this pair whose key the packet
+    // carries (or, with none, the keyless one); until here the checks
+    // counted against some tunnel of the pair.
+    let key = if has_key {
         let key_off = gre_off + 4 + if has_csum { 4 } else { 0 };
         match ctx.load::<[u8; 4]>(key_off) {
-            Ok(k) if u32::from_be_bytes(k) == cfg.ikey => {}
-            Ok(_) => {
-                c.rx_drop_wrong_key += 1;
-                return TC_ACT_SHOT;
-            }
+            Ok(k) => u32::from_be_bytes(k),
             Err(_) => {
                 c.rx_drop_truncated += 1;
                 return TC_ACT_SHOT;
             }
         }
+    } else {
+        0
+    };
+    let keyed = KeyedEndpoints {
+        local: endpoints.local,
+        remote: endpoints.remote,
+        key,
+        keyed: has_key as u32,
+    };
+    let Some(id) = (unsafe { GREHA_TUNNEL_BY_KEY.get(keyed) }).copied() else {
+        c.rx_drop_wrong_key += 1;
+        return TC_ACT_SHOT;
+    };
+    let (Some(cfg), Some(c)) = (tunnel(id), counters(id)) else {
+        return TC_ACT_OK;
+    };
+    if cfg.flags & TUNNEL_F_ACTIVE == 0 {
+        return TC_ACT_OK;
     }
     let gretap = cfg.flags & TUNNEL_F_GRETAP != 0;
     let want_proto = if gretap {

@@ -10,9 +10,10 @@ use std::{fmt, net::Ipv4Addr, path::Path, str::FromStr};
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{Array, HashMap, MapError, PerCpuArray, PerCpuValues};
 use greha_common::{
-    Endpoints, MAX_TUNNELS, PROBE_ALIVE, PROBE_DEAD, PROBE_UNKNOWN, TUNNEL_F_ACTIVE,
-    TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_IKEY, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY,
-    TUNNEL_F_OSEQ, TUNNEL_F_OWN_NEIGH, TunnelConfig, TunnelCounters, TunnelProbe, TunnelSeq, names,
+    Endpoints, KeyedEndpoints, MAX_TUNNELS, PROBE_ALIVE, PROBE_DEAD, PROBE_UNKNOWN,
+    TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_IKEY, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM,
+    TUNNEL_F_OKEY, TUNNEL_F_OSEQ, TUNNEL_F_OWN_NEIGH, TunnelConfig, TunnelCounters, TunnelProbe,
+    TunnelSeq, names,
 };
 use serde::Serialize;
 use tracing::{info, warn};
@@ -356,6 +357,18 @@ impl TunnelDef {
     }
 }
 
+/// The decapsulation key of a tunnel: its endpoints and the key it
+/// receives.
+fn keyed(cfg: &TunnelConfig) -> KeyedEndpoints {
+    let keyed = cfg.flags & TUNNEL_F_IKEY != 0;
+    KeyedEndpoints {
+        local: cfg.local,
+        remote: cfg.remote,
+        key: if keyed { cfg.ikey } else { 0 },
+        keyed: u32::from(keyed),
+    }
+}
+
 /// The internal peer's name: derived from the tunnel's so it is found again
 /// after a restart, hashed so any 15-byte name fits.
 pub fn peer_name(name: &str) -> String {
@@ -383,6 +396,7 @@ struct Maps {
     tunnels: Array<aya::maps::MapData, TunnelConfig>,
     by_dev: HashMap<aya::maps::MapData, u32, u32>,
     by_endp: HashMap<aya::maps::MapData, Endpoints, u32>,
+    by_key: HashMap<aya::maps::MapData, KeyedEndpoints, u32>,
     by_local: HashMap<aya::maps::MapData, [u8; 4], u32>,
     counters: PerCpuArray<aya::maps::MapData, TunnelCounters>,
     seq: Array<aya::maps::MapData, TunnelSeq>,
@@ -395,6 +409,7 @@ impl Maps {
             tunnels: dp.map(names::MAP_TUNNELS)?.try_into()?,
             by_dev: dp.map(names::MAP_TUNNEL_BY_DEV)?.try_into()?,
             by_endp: dp.map(names::MAP_TUNNEL_BY_ENDPOINTS)?.try_into()?,
+            by_key: dp.map(names::MAP_TUNNEL_BY_KEY)?.try_into()?,
             by_local: dp.map(names::MAP_TUNNEL_BY_LOCAL)?.try_into()?,
             counters: dp.map(names::MAP_TUNNEL_COUNTERS)?.try_into()?,
             seq: dp.map(names::MAP_TUNNEL_SEQ)?.try_into()?,
@@ -516,15 +531,20 @@ pub async fn add(def: &TunnelDef, pin_dir: &Path) -> Result<()> {
     let dp = Datapath::open(pin_dir)?;
     let mut maps = Maps::open(&dp)?;
     let active = maps.active()?;
-    if let Some((_, other)) = active
-        .iter()
-        .find(|(_, t)| t.local == def.local.octets() && t.remote == def.remote.octets())
-    {
+    // Tunnels between the same two hosts are told apart by the key they
+    // receive, as the kernel's: a second one needs an ikey of its own.
+    if let Some((_, other)) = active.iter().find(|(_, t)| {
+        t.local == def.local.octets()
+            && t.remote == def.remote.octets()
+            && (t.flags & TUNNEL_F_IKEY != 0).then_some(t.ikey) == def.ikey
+    }) {
         bail!(
-            "tunnel {name}: local/remote: tunnel {} already runs from {} to {}",
+            "tunnel {name}: local/remote: tunnel {} already runs from {} to {} with {}; \
+             another between them needs a key of its own",
             name_of(other),
             def.local,
-            def.remote
+            def.remote,
+            def.ikey.map_or("no key".to_owned(), |k| format!("key {k}"))
         );
     }
     let id = (0..MAX_TUNNELS)
@@ -634,7 +654,10 @@ async fn setup(
     };
     maps.tunnels.set(id, *cfg, 0)?;
     maps.by_dev.insert(cfg.dev_ifindex, id, 0)?;
-    maps.by_endp.insert(endpoints, id, 0)?;
+    maps.by_key.insert(keyed(cfg), id, 0)?;
+    if maps.by_endp.get(&endpoints, 0).is_err() {
+        maps.by_endp.insert(endpoints, id, 0)?;
+    }
     if maps.by_local.get(&cfg.local, 0).is_err() {
         maps.by_local.insert(cfg.local, id, 0)?;
     }
@@ -693,10 +716,24 @@ async fn teardown(
         .collect();
 
     ignore_missing(maps.by_dev.remove(&cfg.dev_ifindex))?;
-    ignore_missing(maps.by_endp.remove(&Endpoints {
+    // Only this tunnel's own entry: a failed setup may not have made it,
+    // and another tunnel of the pair may hold the same key.
+    if maps.by_key.get(&keyed(cfg), 0).ok() == Some(id) {
+        ignore_missing(maps.by_key.remove(&keyed(cfg)))?;
+    }
+    let endpoints = Endpoints {
         local: cfg.local,
         remote: cfg.remote,
-    }))?;
+    };
+    if maps.by_endp.get(&endpoints, 0).ok() == Some(id) {
+        match others
+            .iter()
+            .find(|(_, t)| t.local == cfg.local && t.remote == cfg.remote)
+        {
+            Some((other, _)) => maps.by_endp.insert(endpoints, *other, 0)?,
+            None => ignore_missing(maps.by_endp.remove(&endpoints))?,
+        }
+    }
     if maps.by_local.get(&cfg.local, 0).ok() == Some(id) {
         match others.iter().find(|(_, t)| t.local == cfg.local) {
             Some((other, _)) => maps.by_local.insert(cfg.local, *other, 0)?,

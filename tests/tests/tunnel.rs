@@ -611,6 +611,89 @@ fn checksums_and_sequence_numbers_are_sent_verified_and_required() -> Result<()>
     Ok(())
 }
 
+/// Several tunnels between the same two hosts, told apart by key as the
+/// kernel's are (two keyed, one without): each carries its own traffic,
+/// GRE with a key none of them has is counted against one of the pair, and
+/// removing the first leaves the others working and counting.
+#[test]
+fn tunnels_between_the_same_hosts_are_told_apart_by_key() -> Result<()> {
+    let pair = Pair::new()?;
+    let tunnels = [
+        ("t1", "key 1", "192.0.2.1", "192.0.2.2"),
+        ("t2", "ikey 2 okey 3", "192.0.2.65", "192.0.2.66"),
+        ("t3", "", "192.0.2.129", "192.0.2.130"),
+    ];
+    for (name, key, a_addr, b_addr) in tunnels {
+        // B receives what A sends: its ikey is A's okey.
+        let b_key = key.replace("ikey 2 okey 3", "ikey 3 okey 2");
+        for (host, pins, local, remote, addr, key) in [
+            (&pair.a, &pair.a_pins, A_UNDERLAY, B_UNDERLAY, a_addr, key),
+            (
+                &pair.b,
+                &pair.b_pins,
+                B_UNDERLAY,
+                A_UNDERLAY,
+                b_addr,
+                b_key.as_str(),
+            ),
+        ] {
+            let spec =
+                format!("{name} mode gretap local {local} remote {remote} {key} address {addr}/26");
+            greha(host, pins, &["tunnel", "add"], &spec)?;
+        }
+    }
+    let carries = |name: &str, to: &str| -> Result<()> {
+        let before = counter(&pair.b, &pair.b_pins, name, "rx_packets")?;
+        ping(&pair.a, to, 3, 56).with_context(|| format!("ping through {name}"))?;
+        let after = counter(&pair.b, &pair.b_pins, name, "rx_packets")?;
+        ensure!(after >= before + 3, "{name} did not count its pings");
+        Ok(())
+    };
+    for (name, _, _, b_addr) in tunnels {
+        carries(name, b_addr)?;
+    }
+    transfer(&pair, "192.0.2.66:5001", 1 << 20).context("1 MiB through t2")?;
+    for (name, ..) in tunnels {
+        no_drops(&pair, name)?;
+    }
+    // A key that no tunnel of the pair has: counted against one of them.
+    let a_mac = mac_of(&pair.a, "eth0")?;
+    let stray = || -> Result<()> {
+        pair.b.python(
+            &pair.lab,
+            &format!(
+                "from scapy.all import *\n\
+                 sendp(Ether(dst='{a_mac}')/IP(src='{B_UNDERLAY}', dst='{A_UNDERLAY}')\
+                 /GRE(key_present=1, key=9, proto=0x6558)/Ether()/IP()/ICMP(), \
+                 iface='eth0', verbose=False)\n"
+            ),
+        )?;
+        Ok(())
+    };
+    let wrong_keys = || -> Result<u64> {
+        let mut n = 0;
+        for (name, ..) in tunnels {
+            if let Ok(c) = counter(&pair.a, &pair.a_pins, name, "rx_drop_wrong_key") {
+                n += c;
+            }
+        }
+        Ok(n)
+    };
+    stray()?;
+    wait_until(SHORT, "the stray key counted", || Ok(wrong_keys()? == 1))?;
+    for (host, pins) in [(&pair.a, &pair.a_pins), (&pair.b, &pair.b_pins)] {
+        greha(host, pins, &["tunnel", "del", "t1"], "")?;
+    }
+    carries("t2", "192.0.2.66")?;
+    carries("t3", "192.0.2.130")?;
+    stray()?;
+    // t1's count went with it; the next one is another tunnel's.
+    wait_until(SHORT, "the stray key counted again", || {
+        Ok(wrong_keys()? == 1)
+    })?;
+    Ok(())
+}
+
 #[test]
 fn counters_match_the_traffic_through_bpftool() -> Result<()> {
     let pair = Pair::new()?;
@@ -768,7 +851,8 @@ fn bad_definitions_are_refused_before_anything_changes() -> Result<()> {
             "{spec}\n  got: {err}\n  want: {expected}"
         );
     }
-    // A duplicate: the second tunnel between the same endpoints.
+    // A duplicate: a second tunnel between the same endpoints with the
+    // same (no) key.
     greha(a, pins, &["tunnel", "add"], &format!("t1 {base}"))?;
     let err = greha_fails(a, pins, &format!("t2 {base}"))?;
     ensure!(

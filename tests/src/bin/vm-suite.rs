@@ -29,6 +29,7 @@ fn main() -> std::process::ExitCode {
         ("restart-kept", restart_kept),
         ("kernel-peer", kernel_peer),
         ("kernel-peer-liveness", kernel_peer_liveness),
+        ("kernel-peer-keys", kernel_peer_keys),
     ];
     let mut failed = 0;
     for (name, check) in checks {
@@ -372,6 +373,41 @@ fn kernel_peer_liveness() -> Result<()> {
     b.ip(&["link", "set", "t1", "up"])?;
     far_end("alive")?;
     g.terminate(LONG)?;
+    Ok(())
+}
+
+/// Two tunnels between the same two hosts, told apart by key, greha's
+/// against the kernel's: each pings through its own, and greha counts
+/// each one's traffic on it.
+fn kernel_peer_keys() -> Result<()> {
+    let (mut lab, a, b) = linked_pair()?;
+    let pins = lab.pin_dir("a");
+    for (name, key, net) in [("t1", "1", "192.0.2"), ("t2", "2", "203.0.113")] {
+        let spec = format!(
+            "{name} mode gretap local {A_UNDERLAY} remote {B_UNDERLAY} key {key} address {net}.1/24"
+        );
+        let words: Vec<&str> = spec.split_whitespace().collect();
+        greha(&a, &pins, &[&["tunnel", "add"], &words[..]].concat())?;
+        b.ip(&[
+            "link", "add", name, "type", "gretap", "local", B_UNDERLAY, "remote", A_UNDERLAY,
+            "key", key,
+        ])?;
+        b.ip(&["addr", "add", &format!("{net}.2/24"), "dev", name])?;
+        b.ip(&["link", "set", name, "up"])?;
+    }
+    for (name, to) in [("t1", "192.0.2.2"), ("t2", "203.0.113.2")] {
+        run(a.command("ping").args(["-c", "3", "-W", "5", to]))
+            .with_context(|| format!("ping through {name}"))?;
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&greha(&a, &pins, &["tunnel", "show", "--json"])?)?;
+    for t in v.as_array().context("tunnels")? {
+        ensure!(
+            t["counters"]["rx_packets"].as_u64() >= Some(3),
+            "{} counted too little: {t}",
+            t["name"]
+        );
+    }
     Ok(())
 }
 
