@@ -13,7 +13,7 @@
 //!   frame into the tunnel interface's ingress, as if received there.
 use core::mem::size_of;
 
-use crate::frame::{CHUNK, Scratch, fold, ones_sum};
+use crate::frame::{CHUNK, Frame as _, Scratch, fold, ones_sum};
 use aya_ebpf::{
     bindings,
     bindings::{
@@ -103,13 +103,16 @@ pub fn greha_gre_decap(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn decap(ctx: &TcContext) -> i32 {
-    let Ok(eth) = ctx.load::<[u8; ETH_LEN]>(0) else {
+    // The outer headers at fixed offsets by direct packet access (no
+    // helper call); the rest, at offsets the verifier cannot bound as
+    // well, through bpf_skb_load_bytes.
+    let Some(eth) = ctx.bytes::<ETH_LEN>(0) else {
         return TC_ACT_OK;
     };
     if u16::from_be_bytes([eth[12], eth[13]]) != ETH_P_IP {
         return TC_ACT_OK;
     }
-    let Ok(ip) = ctx.load::<[u8; IPV4_LEN]>(ETH_LEN) else {
+    let Some(ip) = ctx.bytes::<IPV4_LEN>(ETH_LEN) else {
         return TC_ACT_OK;
     };
     if ip[9] != IPPROTO_GRE || ip[0] >> 4 != 4 {
@@ -124,18 +127,50 @@ fn decap(ctx: &TcContext) -> i32 {
         local: [ip[16], ip[17], ip[18], ip[19]],
         remote: [ip[12], ip[13], ip[14], ip[15]],
     };
-    let id = match unsafe { GREHA_TUNNEL_BY_ENDP.get(endpoints) } {
-        Some(id) => *id,
-        None => {
-            // GRE aimed at one of our tunnel endpoints from a stranger.
-            if let Some(id) = unsafe { GREHA_TUNNEL_BY_LOCAL.get(endpoints.local) }
-                && let Some(c) = counters(*id)
-            {
-                c.rx_drop_wrong_source += 1;
-                return TC_ACT_SHOT;
+    // The tunnel, in one lookup for a valid packet: by the endpoints and
+    // the key the GRE header carries (or none), as the kernel's
+    // ip_tunnel_lookup tells the tunnels between two hosts apart. The
+    // header is read before it is checked; a malformed one fails the
+    // checks below, counted against the tunnel found (or one of the pair).
+    let gre_off = ETH_LEN + ((ip[0] & 0x0f) as usize) * 4;
+    // Flags, protocol and the next word (the key when there is no
+    // checksum) in one read.
+    let (key, keyed) = match ctx.load::<[u8; 8]>(gre_off) {
+        Ok(h) if u16::from_be_bytes([h[0], h[1]]) & GRE_K != 0 => {
+            if u16::from_be_bytes([h[0], h[1]]) & GRE_C == 0 {
+                (u32::from_be_bytes([h[4], h[5], h[6], h[7]]), 1)
+            } else {
+                match ctx.load::<[u8; 4]>(gre_off + 8) {
+                    Ok(k) => (u32::from_be_bytes(k), 1),
+                    Err(_) => (0, 1),
+                }
             }
-            return TC_ACT_OK;
         }
+        _ => (0, 0),
+    };
+    let by_key = KeyedEndpoints {
+        local: endpoints.local,
+        remote: endpoints.remote,
+        key,
+        keyed,
+    };
+    // A pair's tunnel without this key: checked like any, then dropped as
+    // of a wrong key.
+    let (id, stray_key) = match unsafe { GREHA_TUNNEL_BY_KEY.get(by_key) } {
+        Some(id) => (*id, false),
+        None => match unsafe { GREHA_TUNNEL_BY_ENDP.get(endpoints) } {
+            Some(id) => (*id, true),
+            None => {
+                // GRE aimed at one of our tunnel endpoints from a stranger.
+                if let Some(id) = unsafe { GREHA_TUNNEL_BY_LOCAL.get(endpoints.local) }
+                    && let Some(c) = counters(*id)
+                {
+                    c.rx_drop_wrong_source += 1;
+                    return TC_ACT_SHOT;
+                }
+                return TC_ACT_OK;
+            }
+        },
     };
     let (Some(cfg), Some(c)) = (tunnel(id), counters(id)) else {
         return TC_ACT_OK;
@@ -173,7 +208,6 @@ fn decap(ctx: &TcContext) -> i32 {
         c.rx_drop_truncated += 1;
         return TC_ACT_SHOT;
     }
-    let gre_off = ETH_LEN + ihl;
     let Ok(gre) = ctx.load::<[u8; 4]>(gre_off) else {
         c.rx_drop_truncated += 1;
         return TC_ACT_SHOT;
@@ -195,36 +229,9 @@ fn decap(ctx: &TcContext) -> i32 {
         c.rx_drop_truncated += 1;
         return TC_ACT_SHOT;
     }
-    // The tunnel proper: the one of this pair whose key the packet
-    // carries (or, with none, the keyless one); until here the checks
-    // counted against some tunnel of the pair.
-    let key = if has_key {
-        let key_off = gre_off + 4 + if has_csum { 4 } else { 0 };
-        match ctx.load::<[u8; 4]>(key_off) {
-            Ok(k) => u32::from_be_bytes(k),
-            Err(_) => {
-                c.rx_drop_truncated += 1;
-                return TC_ACT_SHOT;
-            }
-        }
-    } else {
-        0
-    };
-    let keyed = KeyedEndpoints {
-        local: endpoints.local,
-        remote: endpoints.remote,
-        key,
-        keyed: has_key as u32,
-    };
-    let Some(id) = (unsafe { GREHA_TUNNEL_BY_KEY.get(keyed) }).copied() else {
+    if stray_key {
         c.rx_drop_wrong_key += 1;
         return TC_ACT_SHOT;
-    };
-    let (Some(cfg), Some(c)) = (tunnel(id), counters(id)) else {
-        return TC_ACT_OK;
-    };
-    if cfg.flags & TUNNEL_F_ACTIVE == 0 {
-        return TC_ACT_OK;
     }
     let gretap = cfg.flags & TUNNEL_F_GRETAP != 0;
     let want_proto = if gretap {
@@ -454,7 +461,8 @@ fn encap(ctx: &TcContext) -> i32 {
     }
     let len = unsafe { (*skb).len } as usize;
     let gso_segs = unsafe { (*skb).gso_segs };
-    let Ok(eth) = ctx.load::<[u8; ETH_LEN]>(0) else {
+    // Fixed offsets by direct packet access, as in the decap.
+    let Some(eth) = ctx.bytes::<ETH_LEN>(0) else {
         c.tx_drop_error += 1;
         return TC_ACT_SHOT;
     };
@@ -664,13 +672,13 @@ fn outer_ttl_tos(ctx: &TcContext, cfg: &TunnelConfig, ethertype: u16) -> (u8, u8
         return (ttl, tos);
     }
     let (inner_ttl, inner_tos) = match ethertype {
-        ETH_P_IP => match ctx.load::<[u8; 9]>(ETH_LEN) {
-            Ok(h) => (h[8], h[1]),
-            Err(_) => (64, 0),
+        ETH_P_IP => match ctx.bytes::<9>(ETH_LEN) {
+            Some(h) => (h[8], h[1]),
+            None => (64, 0),
         },
-        ETH_P_IPV6 => match ctx.load::<[u8; 8]>(ETH_LEN) {
-            Ok(h) => (h[7], (h[0] << 4) | (h[1] >> 4)),
-            Err(_) => (64, 0),
+        ETH_P_IPV6 => match ctx.bytes::<8>(ETH_LEN) {
+            Some(h) => (h[7], (h[0] << 4) | (h[1] >> 4)),
+            None => (64, 0),
         },
         _ => (64, 0),
     };

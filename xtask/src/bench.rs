@@ -13,6 +13,12 @@ const A_GREHA: &str = "192.0.2.1";
 const B_GREHA: &str = "192.0.2.2";
 const A_VXLAN: &str = "203.0.113.1";
 const B_VXLAN: &str = "203.0.113.2";
+/// IPv6 on each path, for TCP over IPv6 inside (and on the underlay).
+const UNDERLAY6: (&str, &str) = ("2001:db8:0:1::1", "2001:db8:0:1::2");
+const GREHA6: (&str, &str) = ("2001:db8:0:2::1", "2001:db8:0:2::2");
+const VXLAN6: (&str, &str) = ("2001:db8:0:3::1", "2001:db8:0:3::2");
+/// Parallel UDP flows of the many-flow small-packet case.
+const FLOWS: &str = "8";
 /// Seconds per iperf3 measurement.
 const SECONDS: &str = "5";
 /// BPF_PROG_TEST_RUN calls per program.
@@ -54,12 +60,28 @@ pub fn tunnel(greha: &Path, out_dir: &Path) -> Result<()> {
         host.ip(&["addr", "add", &format!("{vx}/24"), "dev", "vx0"])?;
         host.ip(&["link", "set", "vx0", "up"])?;
     }
+    // The lab's hosts start with IPv6 off.
+    for (host, side) in [(&a, 0), (&b, 1)] {
+        for (dev, addrs) in [("eth0", UNDERLAY6), ("gretap1", GREHA6), ("vx0", VXLAN6)] {
+            host.sysctl(&format!("net.ipv6.conf.{dev}.disable_ipv6"), "0")?;
+            let addr = if side == 0 { addrs.0 } else { addrs.1 };
+            host.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ])?;
+        }
+    }
 
     let mut results = serde_json::Map::new();
-    for (key, dst) in [
-        ("underlay", B_UNDERLAY),
-        ("greha", B_GREHA),
-        ("vxlan", B_VXLAN),
+    for (key, dst, dst6) in [
+        ("underlay", B_UNDERLAY, UNDERLAY6.1),
+        ("greha", B_GREHA, GREHA6.1),
+        ("vxlan", B_VXLAN, VXLAN6.1),
     ] {
         eprintln!("bench: {key} TCP");
         let gbps = iperf3(&lab, &a, &b, dst, &[])?["end"]["sum_received"]["bits_per_second"]
@@ -74,6 +96,25 @@ pub fn tunnel(greha: &Path, out_dir: &Path) -> Result<()> {
             - sum["lost_packets"].as_f64().context("lost_packets")?;
         let pps = received / sum["seconds"].as_f64().context("seconds")?;
         results.insert(format!("{key}_udp_pps"), json!(pps.round()));
+        eprintln!("bench: {key} TCP over IPv6");
+        let gbps = iperf3(&lab, &a, &b, dst6, &[])?["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .context("no TCP throughput in iperf3's report")?
+            / 1e9;
+        results.insert(format!("{key}_tcp6_gbps"), json!(round(gbps, 2)));
+        eprintln!("bench: {key} UDP, 64-byte datagrams, {FLOWS} flows");
+        let udp = iperf3(
+            &lab,
+            &a,
+            &b,
+            dst,
+            &["-u", "-b", "0", "-l", "64", "-P", FLOWS],
+        )?;
+        let sum = &udp["end"]["sum"];
+        let received = sum["packets"].as_f64().context("packets")?
+            - sum["lost_packets"].as_f64().context("lost_packets")?;
+        let pps = received / sum["seconds"].as_f64().context("seconds")?;
+        results.insert(format!("{key}_udp_flows_pps"), json!(pps.round()));
     }
 
     eprintln!("bench: program cost under BPF_PROG_TEST_RUN");
@@ -145,13 +186,18 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 fn print_table(r: &Value) {
-    println!("{:<10} {:>10} {:>12}", "PATH", "TCP Gbit/s", "UDP64 pps");
+    println!(
+        "{:<10} {:>10} {:>11} {:>12} {:>14}",
+        "PATH", "TCP Gbit/s", "TCP6 Gbit/s", "UDP64 pps", "UDP64x8 pps"
+    );
     for key in ["underlay", "greha", "vxlan"] {
         println!(
-            "{:<10} {:>10} {:>12}",
+            "{:<10} {:>10} {:>11} {:>12} {:>14}",
             key,
             r[format!("{key}_tcp_gbps")],
-            r[format!("{key}_udp_pps")]
+            r[format!("{key}_tcp6_gbps")],
+            r[format!("{key}_udp_pps")],
+            r[format!("{key}_udp_flows_pps")]
         );
     }
     println!(
