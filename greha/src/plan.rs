@@ -80,8 +80,16 @@ pub fn plan(current: &Desired, want: &Desired) -> Plan {
     fn added<T: Clone + PartialEq>(from: &[T], to: &[T]) -> Vec<T> {
         to.iter().filter(|x| !from.contains(x)).cloned().collect()
     }
-    let tunnels_add = added(&current.tunnels, &want.tunnels);
-    let tunnels_del: Vec<String> = added(&want.tunnels, &current.tunnels)
+    // A tunnel is re-created only for what its datapath uses: a new probe
+    // address or interval only restarts its prober (every reload does).
+    let tunnels_added = |from: &[TunnelDef], to: &[TunnelDef]| -> Vec<TunnelDef> {
+        to.iter()
+            .filter(|t| !from.iter().any(|f| f.datapath_part() == t.datapath_part()))
+            .cloned()
+            .collect()
+    };
+    let tunnels_add = tunnels_added(&current.tunnels, &want.tunnels);
+    let tunnels_del: Vec<String> = tunnels_added(&want.tunnels, &current.tunnels)
         .into_iter()
         .map(|t| t.name)
         .collect();
@@ -202,6 +210,19 @@ mod tests {
                     ..Plan::default()
                 },
                 "tunnels added: t1; tunnels removed: t1; instances added: V1; instances removed: V1",
+            ),
+            (
+                "a tunnel's probe changed: its prober restarts, nothing else",
+                desired(
+                    &["eth0"],
+                    &[
+                        format!("{T1} probe 10.0.0.2 probe-interval 0.5").as_str(),
+                        T2,
+                    ],
+                    &[V1, V2],
+                ),
+                Plan::default(),
+                "no change",
             ),
             (
                 "a tunnel removed, counting moved",

@@ -94,6 +94,16 @@ pub struct TunnelDef {
 }
 
 impl TunnelDef {
+    /// The definition without what only the daemon's prober uses: what
+    /// re-creating the tunnel would change.
+    pub fn datapath_part(&self) -> Self {
+        Self {
+            probe: None,
+            probe_interval: std::time::Duration::from_secs(1),
+            ..self.clone()
+        }
+    }
+
     /// The optional 4-byte GRE fields this tunnel sends.
     fn gre_words(&self) -> u32 {
         u32::from(self.ocsum) + u32::from(self.okey.is_some()) + u32::from(self.oseq)
