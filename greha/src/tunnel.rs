@@ -322,6 +322,17 @@ impl TunnelDef {
                     def.mtu = Some(m);
                 }
                 "address" | "addr" => def.addresses.push(parse_cidr(&name, value()?)?),
+                // greha's tunnels always set DF and leave path MTU
+                // discovery to the inner sender: the kernel's default.
+                "pmtudisc" => {}
+                "nopmtudisc" | "ignore-df" => {
+                    return Err(err(
+                        &name,
+                        word,
+                        "is not supported: greha sets DF on every outer packet and never \
+                         fragments (pmtudisc, the kernel's default)",
+                    ));
+                }
                 "probe" => def.probe = Some(parse_value(&name, word, value()?, "an IPv4 address")?),
                 "probe-interval" => {
                     let v = value()?;

@@ -72,6 +72,15 @@ fn checksum_and_sequence_words_as_iproute2_reads_them() {
         let d = TunnelDef::parse(&words(&format!("{base} {extra}"))).unwrap();
         assert_eq!((d.icsum, d.ocsum, d.iseq, d.oseq), want, "{extra}");
     }
+    // pmtudisc is what greha does; its opposites are refused by name.
+    assert!(TunnelDef::parse(&words(&format!("{base} pmtudisc"))).is_ok());
+    for word in ["nopmtudisc", "ignore-df"] {
+        let e = err(&format!("{base} {word}"));
+        assert!(
+            e.contains(&format!("tunnel t: {word}: is not supported")),
+            "{e}"
+        );
+    }
     // Each sent field costs 4 bytes of MTU; a required one nothing.
     let d = TunnelDef::parse(&words(&format!("{base} key 1 ocsum oseq iseq"))).unwrap();
     assert_eq!(d.gre_words(), 3);
