@@ -20,7 +20,10 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::{io::unix::AsyncFd, task::JoinHandle};
 use tracing::{info, warn};
 
-use crate::tunnel::{self, TunnelDef};
+use crate::{
+    tunnel::{self, TunnelDef},
+    vrrp::packet::{fold, ones_complement_sum},
+};
 
 /// Probes in a row without an answer that make a tunnel dead (BFD's and
 /// keepalived's usual multiplier).
@@ -81,20 +84,9 @@ pub fn echo_request(id: u16, seq: u16) -> Vec<u8> {
     m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(&seq.to_be_bytes());
     m.extend_from_slice(b"greha tunnel probe");
-    let sum = !fold(
-        m.chunks(2)
-            .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-            .sum(),
-    );
+    let sum = !fold(ones_complement_sum(0, &m));
     m[2..4].copy_from_slice(&sum.to_be_bytes());
     m
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
 }
 
 /// From an IPv4 packet as a raw ICMP socket receives it: the source and
@@ -330,11 +322,7 @@ mod tests {
     fn echo_request_and_reply_round_trip() {
         let req = echo_request(0x1234, 7);
         // The checksum makes the message sum to all ones.
-        let sum: u32 = req
-            .chunks(2)
-            .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-            .sum();
-        assert_eq!(fold(sum), 0xffff);
+        assert_eq!(fold(ones_complement_sum(0, &req)), 0xffff);
         // The reply a peer makes of it: type 0, behind an IPv4 header.
         let mut packet = vec![
             0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 192, 0, 2, 2, 192, 0, 2, 1,

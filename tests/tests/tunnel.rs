@@ -211,6 +211,33 @@ fn iperf3_tcp(pair: &Pair) -> Result<f64> {
         .context("no throughput in iperf3's report")
 }
 
+/// tshark, an independent dissector, on B's underlay while `during` runs:
+/// the first `count` frames matching `filter`, as `fields` separated by
+/// commas (repeated fields, outer then inner, too).
+fn tshark_during(
+    pair: &Pair,
+    count: u32,
+    filter: &str,
+    fields: &[&str],
+    during: impl FnOnce() -> Result<()>,
+) -> Result<String> {
+    let mut c = pair.b.command("tshark");
+    c.args(["-i", "eth0", "-l", "-c", &count.to_string(), "-f", filter])
+        .args(["-T", "fields", "-E", "separator=,"]);
+    for f in fields {
+        c.args(["-e", f]);
+    }
+    let mut tshark = pair.b.spawn(&pair.lab, c, false)?;
+    // "Capturing on" comes before dumpcap captures; this comes after.
+    tshark.wait_for_output("Capture started", SHORT)?;
+    during()?;
+    let status = tshark
+        .wait(SHORT)
+        .with_context(|| format!("tshark:\n{}", tshark.log()))?;
+    ensure!(status.success(), "tshark failed:\n{}", tshark.log());
+    Ok(tshark.log())
+}
+
 /// Everything a working tunnel must carry, in either mode.
 fn check_traffic(pair: &Pair, name: &str) -> Result<()> {
     ping(&pair.a, B_INNER, 3, 56).context("ping through the tunnel")?;
@@ -268,50 +295,18 @@ fn gretap_with_key_carries_arp_ping_tcp_and_is_real_gre() -> Result<()> {
     ensure!(err.contains("mtu=1458"), "not refused for its size: {err}");
 
     // tshark, an independent dissector, sees GRE with the key and inner frame.
-    let mut tshark = pair.b.spawn(
-        &pair.lab,
-        {
-            let mut c = pair.b.command("tshark");
-            c.args([
-                "-i",
-                "eth0",
-                "-l",
-                "-c",
-                "2",
-                "-f",
-                "ip proto 47",
-                "-T",
-                "fields",
-                "-E",
-                "separator=,",
-                "-e",
-                "gre.proto",
-                "-e",
-                "gre.key",
-                "-e",
-                "eth.type",
-                "-e",
-                "ip.src",
-                "-e",
-                "icmp.type",
-            ]);
-            c
-        },
-        false,
+    let log = tshark_during(
+        &pair,
+        2,
+        "ip proto 47",
+        &["gre.proto", "gre.key", "eth.type", "ip.src", "icmp.type"],
+        || ping(&pair.a, B_INNER, 1, 56).map(drop),
     )?;
-    // "Capturing on" comes before dumpcap captures; this comes after.
-    tshark.wait_for_output("Capture started", SHORT)?;
-    ping(&pair.a, B_INNER, 1, 56)?;
-    let status = tshark
-        .wait(SHORT)
-        .with_context(|| format!("tshark:\n{}", tshark.log()))?;
-    ensure!(status.success(), "tshark failed:\n{}", tshark.log());
-    let line = tshark
-        .log()
+    let line = log
         .lines()
         .find(|l| l.starts_with("0x6558"))
         .map(str::to_owned)
-        .with_context(|| format!("tshark saw no gretap frame:\n{}", tshark.log()))?;
+        .with_context(|| format!("tshark saw no gretap frame:\n{log}"))?;
     // Outer then inner values, as tshark lists repeated fields.
     // tshark prints the key in hex: 0x2a is 42.
     assert_eq!(
@@ -351,45 +346,19 @@ fn ikey_okey_and_inherited_ttl_and_tos_are_on_the_wire() -> Result<()> {
         greha(host, pins, &["tunnel", "add"], &spec)?;
     }
     pin_tunnel_neighbours(&pair, "t1")?;
-    let mut tshark = pair.b.spawn(
-        &pair.lab,
-        {
-            let mut c = pair.b.command("tshark");
-            c.args([
-                "-i",
-                "eth0",
-                "-l",
-                "-c",
-                "2",
-                "-f",
-                "ip proto 47",
-                "-T",
-                "fields",
-                "-E",
-                "separator=,",
-                "-e",
-                "ip.src",
-                "-e",
-                "ip.ttl",
-                "-e",
-                "ip.dsfield",
-                "-e",
-                "gre.key",
-            ]);
-            c
+    let log = tshark_during(
+        &pair,
+        2,
+        "ip proto 47",
+        &["ip.src", "ip.ttl", "ip.dsfield", "gre.key"],
+        || {
+            run(pair
+                .a
+                .command("ping")
+                .args(["-c", "1", "-W", "2", "-t", "17", "-Q", "0x28", B_INNER]))
+            .map(drop)
         },
-        false,
     )?;
-    tshark.wait_for_output("Capture started", SHORT)?;
-    run(pair
-        .a
-        .command("ping")
-        .args(["-c", "1", "-W", "2", "-t", "17", "-Q", "0x28", B_INNER]))?;
-    let status = tshark
-        .wait(SHORT)
-        .with_context(|| format!("tshark:\n{}", tshark.log()))?;
-    ensure!(status.success(), "tshark failed:\n{}", tshark.log());
-    let log = tshark.log();
     // Outer then inner values, as tshark lists repeated fields: outer
     // TTL, outer TOS and the key of the frame from `src`.
     let outer = |src: &str| -> Option<(String, String, String)> {
@@ -502,40 +471,17 @@ fn checksums_and_sequence_numbers_are_sent_verified_and_required() -> Result<()>
     // there, so the frames on the wire are complete and tshark can check
     // greha's GRE checksum.
     run(pair.a.command("ethtool").args(["-K", "eth0", "tx", "off"]))?;
-    let mut tshark = pair.b.spawn(
-        &pair.lab,
-        {
-            let mut c = pair.b.command("tshark");
-            c.args([
-                "-i",
-                "eth0",
-                "-l",
-                "-c",
-                "40",
-                "-f",
-                &format!("ip proto 47 and src {A_UNDERLAY}"),
-                "-T",
-                "fields",
-                "-E",
-                "separator=,",
-                "-e",
-                "gre.checksum.status",
-                "-e",
-                "gre.sequence_number",
-                "-e",
-                "_ws.malformed",
-            ]);
-            c
-        },
-        false,
+    let log = tshark_during(
+        &pair,
+        40,
+        &format!("ip proto 47 and src {A_UNDERLAY}"),
+        &[
+            "gre.checksum.status",
+            "gre.sequence_number",
+            "_ws.malformed",
+        ],
+        || transfer_1mib(&pair).context("1 MiB with offload off"),
     )?;
-    tshark.wait_for_output("Capture started", SHORT)?;
-    transfer_1mib(&pair).context("1 MiB with offload off")?;
-    let status = tshark
-        .wait(SHORT)
-        .with_context(|| format!("tshark:\n{}", tshark.log()))?;
-    ensure!(status.success(), "tshark failed:\n{}", tshark.log());
-    let log = tshark.log();
     let frames: Vec<(String, u64)> = log
         .lines()
         .filter_map(|l| {

@@ -84,36 +84,17 @@ pub fn tunnel(greha: &Path, out_dir: &Path) -> Result<()> {
         ("vxlan", B_VXLAN, VXLAN6.1),
     ] {
         eprintln!("bench: {key} TCP");
-        let gbps = iperf3(&lab, &a, &b, dst, &[])?["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .context("no TCP throughput in iperf3's report")?
-            / 1e9;
+        let gbps = tcp_gbps(iperf3(&lab, &a, &b, dst, &[])?)?;
         results.insert(format!("{key}_tcp_gbps"), json!(round(gbps, 2)));
         eprintln!("bench: {key} UDP, 64-byte datagrams");
-        let udp = iperf3(&lab, &a, &b, dst, &["-u", "-b", "0", "-l", "64"])?;
-        let sum = &udp["end"]["sum"];
-        let received = sum["packets"].as_f64().context("packets")?
-            - sum["lost_packets"].as_f64().context("lost_packets")?;
-        let pps = received / sum["seconds"].as_f64().context("seconds")?;
+        let pps = udp_pps(iperf3(&lab, &a, &b, dst, &["-u", "-b", "0", "-l", "64"])?)?;
         results.insert(format!("{key}_udp_pps"), json!(pps.round()));
         eprintln!("bench: {key} TCP over IPv6");
-        let gbps = iperf3(&lab, &a, &b, dst6, &[])?["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .context("no TCP throughput in iperf3's report")?
-            / 1e9;
+        let gbps = tcp_gbps(iperf3(&lab, &a, &b, dst6, &[])?)?;
         results.insert(format!("{key}_tcp6_gbps"), json!(round(gbps, 2)));
         eprintln!("bench: {key} UDP, 64-byte datagrams, {FLOWS} flows");
-        let udp = iperf3(
-            &lab,
-            &a,
-            &b,
-            dst,
-            &["-u", "-b", "0", "-l", "64", "-P", FLOWS],
-        )?;
-        let sum = &udp["end"]["sum"];
-        let received = sum["packets"].as_f64().context("packets")?
-            - sum["lost_packets"].as_f64().context("lost_packets")?;
-        let pps = received / sum["seconds"].as_f64().context("seconds")?;
+        let flows = ["-u", "-b", "0", "-l", "64", "-P", FLOWS];
+        let pps = udp_pps(iperf3(&lab, &a, &b, dst, &flows)?)?;
         results.insert(format!("{key}_udp_flows_pps"), json!(pps.round()));
     }
 
@@ -204,6 +185,22 @@ fn print_table(r: &Value) {
         "decap {} ns, encap {} ns, nop {} ns per packet (BPF_PROG_TEST_RUN): decap x{}, encap x{}",
         r["decap_ns"], r["encap_ns"], r["nop_ns"], r["decap_cost_ratio"], r["encap_cost_ratio"]
     );
+}
+
+/// The received TCP throughput of an iperf3 report, in Gbit/s.
+fn tcp_gbps(report: Value) -> Result<f64> {
+    Ok(report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("no TCP throughput in iperf3's report")?
+        / 1e9)
+}
+
+/// The UDP datagrams a second that arrived, from an iperf3 report.
+fn udp_pps(report: Value) -> Result<f64> {
+    let sum = &report["end"]["sum"];
+    let received = sum["packets"].as_f64().context("packets")?
+        - sum["lost_packets"].as_f64().context("lost_packets")?;
+    Ok(received / sum["seconds"].as_f64().context("seconds")?)
 }
 
 /// One iperf3 run from `a` to `dst` on `b`; its JSON report.

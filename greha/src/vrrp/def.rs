@@ -314,21 +314,15 @@ impl InstanceDef {
                     let cs = parse_seconds_cs(&name, word, v)?;
                     d.garp_refresh = Duration::from_millis(u64::from(cs) * 10);
                 }
-                "track-interface" => {
+                "track-interface" | "track-tunnel" => {
                     let v = value()?;
-                    ifname(&name, "track-interface", v)?;
-                    d.track.push(Track {
-                        kind: TrackKind::Interface(v.to_owned()),
-                        weight: None,
-                    });
-                }
-                "track-tunnel" => {
-                    let v = value()?;
-                    ifname(&name, "track-tunnel", v)?;
-                    d.track.push(Track {
-                        kind: TrackKind::Tunnel(v.to_owned()),
-                        weight: None,
-                    });
+                    ifname(&name, word, v)?;
+                    let kind = if word == "track-interface" {
+                        TrackKind::Interface(v.to_owned())
+                    } else {
+                        TrackKind::Tunnel(v.to_owned())
+                    };
+                    d.track.push(Track { kind, weight: None });
                 }
                 "track-script" => d.track.push(Track {
                     kind: TrackKind::Script {

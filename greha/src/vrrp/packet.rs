@@ -104,7 +104,9 @@ impl std::fmt::Display for ParseError {
     }
 }
 
-fn ones_complement_sum(mut sum: u32, data: &[u8]) -> u32 {
+/// The RFC 1071 sum of `data` added to `sum`, unfolded (an odd last byte
+/// padded with zero).
+pub(crate) fn ones_complement_sum(mut sum: u32, data: &[u8]) -> u32 {
     let mut chunks = data.chunks_exact(2);
     for w in &mut chunks {
         sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
@@ -115,7 +117,7 @@ fn ones_complement_sum(mut sum: u32, data: &[u8]) -> u32 {
     sum
 }
 
-fn fold(mut sum: u32) -> u16 {
+pub(crate) fn fold(mut sum: u32) -> u16 {
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
