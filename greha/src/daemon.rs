@@ -54,6 +54,9 @@ pub struct Options {
     pub metrics: Option<std::net::SocketAddr>,
     /// Scripts run as transient systemd services (`--script-units`).
     pub script_units: bool,
+    /// A stop hands each master's VIPs over before releasing them (make
+    /// before break); `--no-handover` releases them at once.
+    pub handover: bool,
 }
 
 fn split(spec: &str) -> Vec<String> {
@@ -499,6 +502,13 @@ async fn serve_control(control: tokio::net::UnixListener, tx: mpsc::Sender<Reque
                     let _ = tx.send(Request::Reload(Some(reply))).await;
                     rx.await.unwrap_or_default()
                 }
+                (Ok(Ok(_)), line) if line.starts_with("demote ") || line.starts_with("resume ") => {
+                    let (verb, name) = line.split_once(' ').unwrap_or_default();
+                    let (reply, rx) = oneshot::channel();
+                    let req = Request::Demote(name.trim().to_owned(), verb == "demote", reply);
+                    let _ = tx.send(req).await;
+                    rx.await.unwrap_or_default()
+                }
                 _ => {
                     let (reply, rx) = oneshot::channel();
                     let _ = tx.send(Request::Status(reply)).await;
@@ -633,7 +643,7 @@ fn watchdog_period() -> Option<Duration> {
 /// Everything down: VRRP resigns and removes its VIPs, then the tunnels
 /// and counters go.
 async fn teardown(opts: &Options, current: &mut Desired, vrrp: &mut Vrrp) -> Result<()> {
-    vrrp.shutdown().await?;
+    vrrp.shutdown(opts.handover).await?;
     let tunnels = std::mem::take(&mut current.tunnels);
     del_tunnels(opts, &tunnels).await?;
     let count = std::mem::take(&mut current.count);

@@ -66,6 +66,12 @@ enum Command {
         /// on exit, for a restart that loses no packet.
         #[arg(long)]
         keep_datapath: bool,
+        /// Release the VIPs at once on a stop, as keepalived does. By
+        /// default a master resigns but keeps its VIPs until another
+        /// router is master (at most three advert intervals), so clients
+        /// lose nothing.
+        #[arg(long)]
+        no_handover: bool,
     },
     /// GRE tunnels (gretap, gre) on greha's eBPF datapath; they stay up
     /// after this command exits, as `ip link add` ones do.
@@ -76,6 +82,13 @@ enum Command {
     /// Reload the configuration (as SIGHUP does): unchanged tunnels and
     /// instances keep running untouched; an invalid file is refused.
     Reload,
+    /// Step an instance down for maintenance: as master it hands over
+    /// without a gap (its VIPs stay until another router is master), then
+    /// it runs with priority 1 until `greha resume`, across reloads.
+    Demote { instance: String },
+    /// Undo `greha demote`: the instance's own priority again (it
+    /// preempts if configured to).
+    Resume { instance: String },
     /// What the daemon is doing: VRRP instances (state, priority, master,
     /// statistics) and tunnels.
     Status {
@@ -145,6 +158,17 @@ fn ask(control: &std::path::Path, request: &str) -> anyhow::Result<String> {
     let mut answer = String::new();
     conn.read_to_string(&mut answer)?;
     Ok(answer)
+}
+
+/// `greha demote` and `greha resume`.
+fn demote(control: &std::path::Path, verb: &str, instance: &str) -> anyhow::Result<()> {
+    let reply = ask(control, &format!("{verb} {instance}"))?;
+    print!("{reply}");
+    if reply.starts_with("ok") {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("{verb} refused"))
+    }
 }
 
 fn print_status(doc: &greha::vrrp::status::StatusDoc, tunnels: &[tunnel::TunnelStatus]) {
@@ -262,6 +286,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             keep_datapath,
             no_fastpath,
             script_units,
+            no_handover,
         } => runtime()?.block_on(daemon::run(daemon::Options {
             pin_dir: cli.pin_dir,
             config,
@@ -275,6 +300,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             control: cli.control,
             metrics,
             script_units,
+            handover: !no_handover,
         })),
         Command::Reload => {
             let reply = ask(&cli.control, "reload")?;
@@ -285,6 +311,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 Err(anyhow::anyhow!("reload refused"))
             }
         }
+        Command::Demote { instance } => demote(&cli.control, "demote", &instance),
+        Command::Resume { instance } => demote(&cli.control, "resume", &instance),
         Command::Status { json } => {
             let text = ask(&cli.control, "status")?;
             let doc: greha::vrrp::status::StatusDoc = serde_json::from_str(&text)

@@ -73,6 +73,9 @@ pub enum Reason {
     Resumed,
     /// The fault cleared.
     FaultCleared,
+    /// Asked to step down (`greha demote`): handed over to the router
+    /// that took over, or became backup with priority 1.
+    Demoted,
 }
 
 /// What the shell must do, in order.
@@ -93,11 +96,31 @@ pub enum Action {
         to: State,
         reason: Reason,
     },
+    /// Say how a handover goes.
+    Handover(HandoverNote),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandoverNote {
+    /// Resigned; the VIPs stay until another router is master.
+    Began,
+    /// No router took over in time. A demote keeps the VIPs (the master
+    /// stays master); a stop releases them anyway.
+    AbandonedKeepingVips,
+    AbandonedReleasingVips,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Startup,
+    /// Hand the VIPs over before stopping: as master, resign (priority 0)
+    /// but keep the VIPs until another router is heard as master, then
+    /// go to Initialize. Other states are left alone; `Shutdown` follows.
+    HandOver,
+    /// Step down and stay down until `Undemote`: priority 1, and as
+    /// master a handover as for `HandOver`, ending in Backup.
+    Demote,
+    Undemote,
     /// Startup of a router that was master a moment ago (a restart with
     /// the datapath kept): Master at once, with an advert, so the backups
     /// never see the master go.
@@ -159,15 +182,45 @@ pub struct Instance {
     master_priority: u8,
     since: Time,
     stats: Stats,
+    /// The priority tracking gives; `priority` is 1 instead while demoted.
+    tracked_priority: u8,
+    demoted: bool,
+    /// A master resigning without dropping its VIPs yet.
+    handover: Option<Handover>,
 }
+
+/// Make before break: the VIPs stay with the resigning master until
+/// another router is master and has announced them.
+#[derive(Clone, Copy, Debug)]
+struct Handover {
+    /// Where the handover ends: Backup (demote) or Initialize (stop).
+    then: State,
+    /// No router took over by then: the handover is abandoned.
+    give_up_at: Time,
+    /// A new master was heard; the VIPs go at this time, when its
+    /// gratuitous ARPs, sent with its first advert, are out.
+    release_at: Option<Time>,
+}
+
+/// The longest a handover waits for another router to take over (within
+/// the shipped unit's TimeoutStopSec of 20 s).
+pub const HANDOVER_MAX: Duration = Duration::from_secs(15);
 
 /// One centisecond.
 const CS: Duration = Duration::from_millis(10);
+
+/// How long a resigning master keeps its VIPs after hearing the new
+/// master's first advert. The new master announces its VIPs in the same
+/// step as it sends that advert; this covers the announcement reaching
+/// the clients on a loaded host, and is short enough that few clients ask
+/// ARP for the VIP while both routers answer.
+pub const HANDOVER_GRACE: Duration = Duration::from_millis(50);
 
 impl Instance {
     pub fn new(cfg: Config) -> Self {
         Self {
             priority: cfg.priority,
+            tracked_priority: cfg.priority,
             master_adver_interval_cs: cfg.advert_interval_cs,
             cfg,
             state: State::Initialize,
@@ -178,7 +231,19 @@ impl Instance {
             master_priority: 0,
             since: Duration::ZERO,
             stats: Stats::default(),
+            demoted: false,
+            handover: None,
         }
+    }
+
+    /// Demoted (`greha demote`) and not resumed.
+    pub fn demoted(&self) -> bool {
+        self.demoted
+    }
+
+    /// A master resigning that still holds its VIPs.
+    pub fn handing_over(&self) -> bool {
+        self.handover.is_some()
     }
 
     pub fn config(&self) -> &Config {
@@ -240,10 +305,13 @@ impl Instance {
     /// The earliest pending timer: call `handle(deadline, Event::Timer)`
     /// when it comes.
     pub fn next_deadline(&self) -> Option<Time> {
-        match (self.adver_timer, self.master_down_timer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let handover = self
+            .handover
+            .map(|h| h.release_at.unwrap_or(h.give_up_at).min(h.give_up_at));
+        [self.adver_timer, self.master_down_timer, handover]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Skew_Time: v2 `(256 - Priority) / 256` s; v3 `((256 - Priority) *
@@ -344,7 +412,8 @@ impl Instance {
                 }
             }
             Event::Shutdown => {
-                if self.state == State::Master {
+                // A handover already resigned.
+                if self.state == State::Master && self.handover.take().is_none() {
                     self.send(0, &mut out);
                 }
                 self.adver_timer = None;
@@ -352,7 +421,7 @@ impl Instance {
                 self.transition(now, State::Initialize, Reason::Shutdown, &mut out);
             }
             Event::Fault(true) => {
-                if self.state == State::Master {
+                if self.state == State::Master && self.handover.take().is_none() {
                     // Resign, so a backup takes over after Skew_Time.
                     self.send(0, &mut out);
                 }
@@ -367,6 +436,34 @@ impl Instance {
                 }
             }
             Event::Priority(p) => self.set_priority(now, p, &mut out),
+            Event::HandOver => match &mut self.handover {
+                // A demote's handover ends in Initialize instead.
+                Some(h) => h.then = State::Initialize,
+                None if self.state == State::Master => {
+                    self.begin_handover(now, State::Initialize, &mut out);
+                }
+                None => {}
+            },
+            Event::Demote => {
+                if !self.demoted {
+                    self.demoted = true;
+                    if self.state == State::Master && self.handover.is_none() {
+                        self.begin_handover(now, State::Backup, &mut out);
+                    }
+                    self.apply_priority(now, false, &mut out);
+                }
+            }
+            Event::Undemote => {
+                if self.demoted {
+                    self.demoted = false;
+                    // Still master, handing over: stay, and say so at once.
+                    let stays = self.handover.is_some_and(|h| h.then == State::Backup);
+                    if stays {
+                        self.handover = None;
+                    }
+                    self.apply_priority(now, stays, &mut out);
+                }
+            }
             Event::Timer => self.timer(now, &mut out),
             Event::Heard => self.heard(now),
             Event::Advert { src, ttl, advert } => self.advert(now, src, ttl, &advert, &mut out),
@@ -377,24 +474,84 @@ impl Instance {
     fn set_priority(&mut self, now: Time, p: u8, out: &mut Vec<Action>) {
         // 255 belongs to the address owner alone; tracking cannot reach it
         // nor 0 (which means resigning).
-        let p = if self.cfg.priority == 255 {
+        self.tracked_priority = if self.cfg.priority == 255 {
             255
         } else {
             p.clamp(1, 254)
         };
-        if p == self.priority {
+        self.apply_priority(now, false, out);
+    }
+
+    /// Takes the tracked priority, or 1 while demoted (the lowest a backup
+    /// may have: it takes over only when no other router is left).
+    fn apply_priority(&mut self, now: Time, advertise: bool, out: &mut Vec<Action>) {
+        let p = if self.demoted {
+            1
+        } else {
+            self.tracked_priority
+        };
+        if p == self.priority && !advertise {
             return;
         }
         self.priority = p;
         // Tell the backups now: a lower priority may let one preempt. In
         // Backup, Skew_Time follows the new priority from the next advert.
-        if self.state == State::Master {
+        // A handover advertises 0 until it ends.
+        if self.state == State::Master && self.handover.is_none() {
             self.send(p, out);
             self.adver_timer = Some(now + self.advert_interval());
         }
     }
 
+    /// Resigns as master (priority 0, repeated each interval in case one
+    /// is lost) but keeps the VIPs until another router is master.
+    fn begin_handover(&mut self, now: Time, then: State, out: &mut Vec<Action>) {
+        self.send(0, out);
+        self.adver_timer = Some(now + self.advert_interval());
+        // A backup takes over Skew_Time (less than an interval) after a
+        // priority 0 advert; three intervals cover two of them lost. A
+        // stop must end before the service manager's patience does.
+        let bound = (self.advert_interval() * 3).min(HANDOVER_MAX);
+        self.handover = Some(Handover {
+            then,
+            give_up_at: now + bound,
+            release_at: None,
+        });
+        out.push(Action::Handover(HandoverNote::Began));
+    }
+
+    fn handover_timer(&mut self, now: Time, h: Handover, out: &mut Vec<Action>) -> bool {
+        let released = h.release_at.is_some_and(|t| now >= t);
+        if !released && now < h.give_up_at {
+            return false;
+        }
+        self.handover = None;
+        if !released {
+            if h.then == State::Backup {
+                out.push(Action::Handover(HandoverNote::AbandonedKeepingVips));
+                // Nobody to hand over to: stay master, and say so.
+                let p = self.priority;
+                self.send(p, out);
+                self.adver_timer = Some(now + self.advert_interval());
+                return true;
+            }
+            out.push(Action::Handover(HandoverNote::AbandonedReleasingVips));
+        }
+        self.adver_timer = None;
+        if h.then == State::Backup {
+            self.become_backup(now, Reason::Demoted, out);
+        } else {
+            self.transition(now, State::Initialize, Reason::Shutdown, out);
+        }
+        true
+    }
+
     fn timer(&mut self, now: Time, out: &mut Vec<Action>) {
+        if let Some(h) = self.handover
+            && self.handover_timer(now, h, out)
+        {
+            return;
+        }
         if self.master_down_timer.is_some_and(|t| now >= t) {
             let reason = if self.master.is_none() && self.stats.rcvd_pri_zero_packets > 0 {
                 Reason::MasterResigned
@@ -405,7 +562,11 @@ impl Instance {
             return;
         }
         if self.adver_timer.is_some_and(|t| now >= t) {
-            let p = self.priority;
+            let p = if self.handover.is_some() {
+                0
+            } else {
+                self.priority
+            };
             self.send(p, out);
             self.adver_timer = Some(now + self.advert_interval());
         }
@@ -490,6 +651,22 @@ impl Instance {
                 }
                 // else: a lower-priority master while preempting is not
                 // followed; Master_Down fires and this router takes over.
+            }
+            State::Master if self.handover.is_some() => {
+                // Another router advertising is master now (backups are
+                // silent): release the VIPs once its announcement is out.
+                if adv.priority > 0 {
+                    if self.cfg.version == Version::V3 {
+                        self.master_adver_interval_cs = adv.interval_cs;
+                    }
+                    self.master = Some(src);
+                    self.master_priority = adv.priority;
+                    if let Some(h) = &mut self.handover
+                        && h.release_at.is_none()
+                    {
+                        h.release_at = Some(now + HANDOVER_GRACE);
+                    }
+                }
             }
             State::Master => {
                 let theirs_wins = adv.priority > self.priority

@@ -524,3 +524,185 @@ fn a_healed_split_brain_reannounces_the_vips() {
         assert!(acts.contains(&Action::DelVips));
     }
 }
+
+/// Two routers on a virtual clock, 1 ms a step: A (150) master, B (100)
+/// backup; `ask` is given to A at 1 s. Returns, per step, whether A and B
+/// hold the VIPs (what a client on the LAN can reach).
+fn handover_run(ask: Event, b_alive: bool) -> (Instance, Instance, Vec<(Time, bool, bool)>) {
+    let ca = Config {
+        primary_ip: HIGH,
+        ..cfg(Version::V3, 150, 10)
+    };
+    let cb = Config {
+        primary_ip: LOW,
+        ..cfg(Version::V3, 100, 10)
+    };
+    let mut a = Instance::new(ca.clone());
+    let mut b = Instance::new(cb.clone());
+    let (mut a_vips, mut b_vips) = (false, false);
+    let mut wire: Vec<(bool, u8)> = Vec::new();
+    let mut seen = Vec::new();
+    let mut now = ms(0);
+    let mut step = |r: &mut Instance, is_a: bool, now: Time, e: Event, wire: &mut Vec<(bool, u8)>| {
+        let mut vips = None;
+        for act in r.handle(now, e) {
+            match act {
+                Action::SendAdvert { priority } => wire.push((is_a, priority)),
+                Action::AddVips => vips = Some(true),
+                Action::DelVips => vips = Some(false),
+                _ => {}
+            }
+        }
+        vips
+    };
+    for (r, is_a) in [(&mut a, true), (&mut b, false)] {
+        if is_a || b_alive {
+            step(r, is_a, now, Event::Startup, &mut wire);
+        }
+    }
+    let mut ask = Some(ask);
+    while now < ms(3000) {
+        if now == ms(1000) {
+            let e = ask.take().expect("once");
+            if let Some(v) = step(&mut a, true, now, e, &mut wire) {
+                a_vips = v;
+            }
+        }
+        for (from_a, prio) in std::mem::take(&mut wire) {
+            let (to, src, c, vips) = if from_a {
+                (&mut b, HIGH, &ca, &mut b_vips)
+            } else {
+                (&mut a, LOW, &cb, &mut a_vips)
+            };
+            if from_a && !b_alive {
+                continue;
+            }
+            if let Some(v) = step(to, !from_a, now, from(src, advert(c, prio)), &mut wire) {
+                *vips = v;
+            }
+        }
+        for (r, is_a, vips) in [(&mut a, true, &mut a_vips), (&mut b, false, &mut b_vips)] {
+            if (is_a || b_alive) && r.next_deadline().is_some_and(|d| d <= now) {
+                if let Some(v) = step(r, is_a, now, Event::Timer, &mut wire) {
+                    *vips = v;
+                }
+            }
+        }
+        seen.push((now, a_vips, b_vips));
+        now += ms(1);
+    }
+    (a, b, seen)
+}
+
+/// Make before break: from the moment A is asked to hand over until B is
+/// master, A keeps the VIPs; it releases them HANDOVER_GRACE after
+/// hearing B, and at no time does neither hold them.
+#[test]
+fn a_handover_keeps_the_vips_until_the_new_master_is_heard() {
+    for (ask, a_ends) in [
+        (Event::HandOver, State::Initialize),
+        (Event::Demote, State::Backup),
+    ] {
+        let (a, b, seen) = handover_run(ask.clone(), true);
+        assert_eq!((a.state(), b.state()), (a_ends, State::Master), "{ask:?}");
+        let after: Vec<_> = seen.iter().filter(|s| s.0 >= ms(990)).collect();
+        assert!(after.iter().all(|&&(_, a, b)| a || b), "{ask:?}: a gap");
+        let b_from = after.iter().find(|s| s.2).expect("B took over").0;
+        let a_until = after.iter().rev().find(|s| s.1).expect("A held").0;
+        // B takes over after Skew_Time (6 cs at 10 cs, p100).
+        assert_eq!(b_from, ms(1060), "{ask:?}");
+        // B's advert reaches A in the next step.
+        assert_eq!(a_until, b_from + HANDOVER_GRACE, "{ask:?}");
+        assert!(!a.handing_over());
+    }
+}
+
+/// Nobody takes over: a stop releases the VIPs after three intervals
+/// anyway and says so; a demote keeps them, stays master and says so.
+#[test]
+fn a_handover_nobody_answers_is_abandoned() {
+    for (ask, note) in [
+        (Event::HandOver, HandoverNote::AbandonedReleasingVips),
+        (Event::Demote, HandoverNote::AbandonedKeepingVips),
+    ] {
+        let mut a = started(cfg(Version::V3, 150, 10));
+        a.handle(ms(400), Event::Timer);
+        assert_eq!(a.state(), State::Master);
+        let out = a.handle(ms(1000), ask.clone());
+        assert_eq!(sends(&out), vec![0]);
+        assert!(!out.contains(&Action::DelVips));
+        // Priority 0 again each interval while waiting.
+        assert_eq!(a.next_deadline(), Some(ms(1100)));
+        assert_eq!(sends(&a.handle(ms(1100), Event::Timer)), vec![0]);
+        assert_eq!(sends(&a.handle(ms(1200), Event::Timer)), vec![0]);
+        let out = a.handle(ms(1300), Event::Timer);
+        assert!(out.contains(&Action::Handover(note)), "{out:?}");
+        if note == HandoverNote::AbandonedKeepingVips {
+            assert_eq!(sends(&out), vec![1]);
+            assert!(!out.contains(&Action::DelVips));
+            assert_eq!(a.state(), State::Master);
+        } else {
+            assert!(out.contains(&Action::DelVips));
+            assert_eq!(a.state(), State::Initialize);
+        }
+        assert!(!a.handing_over());
+    }
+}
+
+/// A demoted router runs with priority 1: it does not preempt back, and
+/// after `Undemote` it does (preempt on, a lower master is not followed).
+#[test]
+fn demoted_stays_backup_until_undemoted() {
+    let c = cfg(Version::V3, 150, 10);
+    let mut i = started(c.clone());
+    i.handle(ms(10), Event::Demote);
+    assert_eq!(i.priority(), 1);
+    i.handle(ms(20), from(LOW, advert(&c, 100)));
+    for t in (120..2000).step_by(100) {
+        i.handle(ms(t), from(LOW, advert(&c, 100)));
+        assert_eq!(i.state(), State::Backup);
+    }
+    // Tracking changes while demoted count once resumed.
+    i.handle(ms(2000), Event::Priority(140));
+    assert_eq!(i.priority(), 1);
+    i.handle(ms(2010), Event::Undemote);
+    assert_eq!(i.priority(), 140);
+    i.handle(ms(2100), from(LOW, advert(&c, 100)));
+    let due = i.next_deadline().expect("master down");
+    let out = i.handle(due, Event::Timer);
+    assert_eq!(i.state(), State::Master);
+    assert_eq!(sends(&out), vec![140]);
+}
+
+/// Resumed during its handover, a master stays master and advertises
+/// its priority at once; a fault or a stop ends the handover at once.
+#[test]
+fn a_handover_ends_on_undemote_fault_and_shutdown() {
+    let c = cfg(Version::V3, 150, 10);
+    let master = || {
+        let mut a = started(c.clone());
+        a.handle(ms(400), Event::Timer);
+        a.handle(ms(1000), Event::Demote);
+        assert!(a.handing_over());
+        a
+    };
+    let mut a = master();
+    let out = a.handle(ms(1010), Event::Undemote);
+    assert_eq!(sends(&out), vec![150]);
+    assert!(!a.handing_over() && a.state() == State::Master);
+    let mut a = master();
+    let out = a.handle(ms(1010), Event::Fault(true));
+    assert!(sends(&out).is_empty() && out.contains(&Action::DelVips));
+    assert!(!a.handing_over() && a.state() == State::Fault);
+    let mut a = master();
+    let out = a.handle(ms(1010), Event::Shutdown);
+    assert!(sends(&out).is_empty() && out.contains(&Action::DelVips));
+    assert!(!a.handing_over() && a.state() == State::Initialize);
+    // A stop during a demote's handover ends it in Initialize.
+    let mut a = master();
+    a.handle(ms(1010), Event::HandOver);
+    a.handle(ms(1020), from(LOW, advert(&c, 100)));
+    let out = a.handle(ms(1020) + HANDOVER_GRACE, Event::Timer);
+    assert!(out.contains(&Action::DelVips));
+    assert_eq!(a.state(), State::Initialize);
+}

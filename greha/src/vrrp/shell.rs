@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::{
     def::{InstanceDef, TrackKind},
-    engine::{Action, Event, Instance, State},
+    engine::{Action, Event, HandoverNote, Instance, State},
     fastpath::{self, Fast, FastPath, ctl_of},
     host::{self, Prepared, Vip},
     io::{self, Outlet, Received, VrrpSocket},
@@ -65,6 +65,8 @@ struct Running {
     fastpath_off: Option<String>,
     /// Start as master (a restart with the datapath kept).
     resume: bool,
+    /// For status: a handover under way, or how the last one ended.
+    handover: Option<String>,
 }
 
 impl Running {
@@ -93,6 +95,9 @@ pub enum Request {
     Shutdown,
     /// Answer, to prove the loop turns (systemd's watchdog).
     Ping(oneshot::Sender<()>),
+    /// `greha demote NAME` (true) and `greha resume NAME` (false); the
+    /// answer's text goes back.
+    Demote(String, bool, oneshot::Sender<String>),
 }
 
 /// Why `Vrrp::run` returned.
@@ -133,6 +138,9 @@ pub struct Vrrp {
     global: GlobalStats,
     /// Where the tunnels' probe results are, for `track-tunnel`.
     pin_dir: Option<std::path::PathBuf>,
+    /// Instances demoted by name: kept across reloads, even when one
+    /// restarts, until resumed.
+    demoted: std::collections::HashSet<String>,
 }
 
 impl Vrrp {
@@ -162,6 +170,7 @@ impl Vrrp {
             notifier: Notifier::start(),
             global: GlobalStats::default(),
             pin_dir,
+            demoted: Default::default(),
         })
     }
 
@@ -289,6 +298,7 @@ impl Vrrp {
             fast,
             fastpath_off,
             resume,
+            handover: None,
             engine: Instance::new(cfg),
             def,
             socket,
@@ -319,11 +329,15 @@ impl Vrrp {
             if r.resume {
                 info!(instance = %r.def.name, "resuming as master after a restart");
             }
+            let demoted = self.demoted.contains(&r.def.name);
             for e in events {
                 if e == Event::Fault(true) {
                     self.instances[i].faulted = true;
                 }
                 self.feed(i, e).await;
+            }
+            if demoted {
+                self.feed(i, Event::Demote).await;
             }
         }
     }
@@ -413,6 +427,8 @@ impl Vrrp {
                     fastpath,
                     fastpath_off: r.fastpath_off.clone(),
                     last_absorbed,
+                    demoted: r.engine.demoted(),
+                    handover: r.handover.clone(),
                 }
             })
             .collect::<Vec<_>>();
@@ -454,6 +470,9 @@ impl Vrrp {
                     Some(Request::Ping(reply)) => {
                         let _ = reply.send(());
                     }
+                    Some(Request::Demote(name, demote, reply)) => {
+                        let _ = reply.send(self.demote(&name, demote).await);
+                    }
                 },
                 Some((sock, r)) = self.rx.recv() => self.received(sock, r).await,
                 Some((ifindex, up)) = recv_opt(&mut self.links) => {
@@ -484,35 +503,82 @@ impl Vrrp {
                         self.retrack(i).await;
                     }
                 }
-                () = sleep => {
-                    // Adverts that arrived before the deadline go first:
-                    // a timer must not run ahead of an advert already here.
-                    while let Ok((sock, r)) = self.rx.try_recv() {
-                        self.received(sock, r).await;
-                    }
-                    let now = self.now();
-                    self.outbox = Some(Vec::new());
-                    for i in 0..self.instances.len() {
-                        // Master_Down may only look due: the fast path may
-                        // have absorbed the master's adverts. Every
-                        // instance takes its newest one now, due or not (a
-                        // read of shared memory): their timers then fall
-                        // due together, and the daemon wakes once for all
-                        // rather than once per group of instances.
-                        self.fastpath_absorbed(i).await;
-                        if self.instances[i].engine.next_deadline().is_some_and(|d| d <= now) {
-                            self.feed(i, Event::Timer).await;
-                        }
-                    }
-                    self.flush();
-                }
+                () = sleep => self.tick().await,
             }
         }
     }
 
+    /// The timers' turn: what is due runs, after the adverts already here.
+    async fn tick(&mut self) {
+        // Adverts that arrived before the deadline go first: a timer must
+        // not run ahead of an advert already here.
+        while let Ok((sock, r)) = self.rx.try_recv() {
+            self.received(sock, r).await;
+        }
+        let now = self.now();
+        self.outbox = Some(Vec::new());
+        for i in 0..self.instances.len() {
+            // Master_Down may only look due: the fast path may have
+            // absorbed the master's adverts. Every instance takes its
+            // newest one now, due or not (a read of shared memory): their
+            // timers then fall due together, and the daemon wakes once for
+            // all rather than once per group of instances.
+            self.fastpath_absorbed(i).await;
+            if self.instances[i].engine.next_deadline().is_some_and(|d| d <= now) {
+                self.feed(i, Event::Timer).await;
+            }
+        }
+        self.flush();
+    }
+
+    /// Demotes (or resumes) the instance `name`; the answer for the CLI.
+    async fn demote(&mut self, name: &str, demote: bool) -> String {
+        let Some(i) = self.instances.iter().position(|r| r.def.name == name) else {
+            return format!("error: no VRRP instance is named {name:?}\n");
+        };
+        if demote {
+            self.demoted.insert(name.to_owned());
+            self.feed(i, Event::Demote).await;
+        } else {
+            self.demoted.remove(name);
+            self.feed(i, Event::Undemote).await;
+        }
+        let e = &self.instances[i].engine;
+        let doing = match (demote, e.state(), e.handing_over()) {
+            (true, _, true) => "handing over: it keeps the VIPs until another router is master",
+            (true, _, false) => "priority 1 until resumed",
+            (false, State::Master, _) => "master, with its own priority",
+            (false, _, _) => "its own priority again; it preempts if configured to",
+        };
+        info!(instance = %name, demote, "{doing}");
+        format!(
+            "ok: {name} {}: {doing}\n",
+            if demote { "demoted" } else { "resumed" }
+        )
+    }
+
     /// Resigns every instance, then waits (bounded) for the notify
-    /// commands of the shutdown.
-    pub async fn shutdown(&mut self) -> Result<()> {
+    /// commands of the shutdown. With `handover`, masters first hand their
+    /// VIPs over: they keep them until another router is master (at most
+    /// [`super::engine::HANDOVER_MAX`]), so clients lose nothing.
+    pub async fn shutdown(&mut self, handover: bool) -> Result<()> {
+        if handover {
+            for i in 0..self.instances.len() {
+                self.feed(i, Event::HandOver).await;
+            }
+            while let Some(deadline) = self
+                .instances
+                .iter()
+                .filter(|r| r.engine.handing_over())
+                .filter_map(|r| r.engine.next_deadline())
+                .min()
+            {
+                tokio::select! {
+                    Some((sock, r)) = self.rx.recv() => self.received(sock, r).await,
+                    () = tokio::time::sleep_until((self.epoch + deadline).into()) => self.tick().await,
+                }
+            }
+        }
         for i in 0..self.instances.len() {
             self.feed(i, Event::Shutdown).await;
         }
@@ -760,7 +826,28 @@ impl Vrrp {
                     self.nl.del_address(ifindex, addr).await?;
                 }
             }
+            Action::Handover(note) => {
+                let name = &r.def.name;
+                let text = match note {
+                    HandoverNote::Began => {
+                        info!(instance = %name, "handing over: resigned, keeping the VIPs until another router is master");
+                        "handing over".to_owned()
+                    }
+                    HandoverNote::AbandonedKeepingVips => {
+                        warn!(instance = %name, "handover abandoned: no router took over; staying master with the VIPs");
+                        format!("abandoned at {} (Unix ms): no router took over; the VIPs stayed", unix_ms_now())
+                    }
+                    HandoverNote::AbandonedReleasingVips => {
+                        warn!(instance = %name, "handover abandoned: no router took over; the VIPs go with the stop");
+                        format!("abandoned at {} (Unix ms): no router took over; the VIPs went with the stop", unix_ms_now())
+                    }
+                };
+                r.handover = Some(text);
+            }
             Action::Transition { from, to, reason } => {
+                if r.handover.as_deref() == Some("handing over") {
+                    r.handover = None;
+                }
                 r.transitions.push(TransitionRecord {
                     at_unix_ms: unix_ms_now(),
                     from,

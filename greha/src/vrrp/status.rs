@@ -54,6 +54,12 @@ pub struct InstanceStatus {
     /// plus one per Master_Down check that found absorbed ones. Without a
     /// fast path, every advert.
     pub daemon_adverts: u64,
+    /// Demoted (`greha demote`) until `greha resume`: priority 1.
+    pub demoted: bool,
+    /// "handing over" while a resigning master keeps its VIPs for the new
+    /// master's arrival; what became of the last one that found no new
+    /// master; null otherwise.
+    pub handover: Option<String>,
 }
 
 /// A steady advert as the fast path recorded it.
