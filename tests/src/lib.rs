@@ -18,6 +18,8 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
+
+pub mod probe;
 use nix::{
     sched::{CloneFlags, setns},
     sys::signal::{Signal, kill},

@@ -543,18 +543,19 @@ fn handover_run(ask: Event, b_alive: bool) -> (Instance, Instance, Vec<(Time, bo
     let mut wire: Vec<(bool, u8)> = Vec::new();
     let mut seen = Vec::new();
     let mut now = ms(0);
-    let mut step = |r: &mut Instance, is_a: bool, now: Time, e: Event, wire: &mut Vec<(bool, u8)>| {
-        let mut vips = None;
-        for act in r.handle(now, e) {
-            match act {
-                Action::SendAdvert { priority } => wire.push((is_a, priority)),
-                Action::AddVips => vips = Some(true),
-                Action::DelVips => vips = Some(false),
-                _ => {}
+    let mut step =
+        |r: &mut Instance, is_a: bool, now: Time, e: Event, wire: &mut Vec<(bool, u8)>| {
+            let mut vips = None;
+            for act in r.handle(now, e) {
+                match act {
+                    Action::SendAdvert { priority } => wire.push((is_a, priority)),
+                    Action::AddVips => vips = Some(true),
+                    Action::DelVips => vips = Some(false),
+                    _ => {}
+                }
             }
-        }
-        vips
-    };
+            vips
+        };
     for (r, is_a) in [(&mut a, true), (&mut b, false)] {
         if is_a || b_alive {
             step(r, is_a, now, Event::Startup, &mut wire);

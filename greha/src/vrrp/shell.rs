@@ -524,7 +524,11 @@ impl Vrrp {
             // timers then fall due together, and the daemon wakes once for
             // all rather than once per group of instances.
             self.fastpath_absorbed(i).await;
-            if self.instances[i].engine.next_deadline().is_some_and(|d| d <= now) {
+            if self.instances[i]
+                .engine
+                .next_deadline()
+                .is_some_and(|d| d <= now)
+            {
                 self.feed(i, Event::Timer).await;
             }
         }
@@ -835,11 +839,17 @@ impl Vrrp {
                     }
                     HandoverNote::AbandonedKeepingVips => {
                         warn!(instance = %name, "handover abandoned: no router took over; staying master with the VIPs");
-                        format!("abandoned at {} (Unix ms): no router took over; the VIPs stayed", unix_ms_now())
+                        format!(
+                            "abandoned at {} (Unix ms): no router took over; the VIPs stayed",
+                            unix_ms_now()
+                        )
                     }
                     HandoverNote::AbandonedReleasingVips => {
                         warn!(instance = %name, "handover abandoned: no router took over; the VIPs go with the stop");
-                        format!("abandoned at {} (Unix ms): no router took over; the VIPs went with the stop", unix_ms_now())
+                        format!(
+                            "abandoned at {} (Unix ms): no router took over; the VIPs went with the stop",
+                            unix_ms_now()
+                        )
                     }
                 };
                 r.handover = Some(text);

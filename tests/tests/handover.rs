@@ -1,0 +1,192 @@
+//! A planned handover as a client sees it, at 1 ms: greha (A) stopped or
+//! demoted hands the VIP to keepalived 2.2.7 (B) without a lost probe,
+//! where releasing at once (keepalived's own way) loses Skew_Time.
+use std::{
+    fs,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, ensure};
+use greha_tests::{
+    Host, Lab, Proc, SHORT,
+    probe::{ECHO_PORT, Echo, Gap, Prober, gap},
+    wait_until,
+};
+
+const VIP: &str = "203.0.113.10";
+
+struct Lan {
+    lab: Lab,
+    a: Host,
+    b: Host,
+    client: Host,
+    a_if: String,
+    b_if: String,
+}
+
+/// A, B and a client on one switch.
+fn lan() -> Result<Lan> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    let client = lab.host("client")?;
+    let sw = lab.switch("lan")?;
+    let a_if = lab.plug(&a, "203.0.113.2/24", &sw)?;
+    let b_if = lab.plug(&b, "203.0.113.3/24", &sw)?;
+    lab.plug(&client, "203.0.113.100/24", &sw)?;
+    Ok(Lan {
+        lab,
+        a,
+        b,
+        client,
+        a_if,
+        b_if,
+    })
+}
+
+fn holds_vip(host: &Host, dev: &str) -> Result<bool> {
+    Ok(host
+        .ip(&["-br", "-4", "addr", "show", "dev", dev])?
+        .contains(&format!("{VIP}/24")))
+}
+
+/// greha on A, VRRPv3 at 100 ms, priority 150, with `flags` for `run`.
+fn greha(l: &Lan, flags: &[&str]) -> Result<Proc> {
+    let mut cmd = l.lab.greha(&l.a);
+    cmd.args(["run", "--vrrp"])
+        .arg(format!(
+            "VI_1 interface {} vrid 51 priority 150 version 3 advert-int 0.1 vip {VIP}/24",
+            l.a_if
+        ))
+        .args(flags);
+    let mut g = l.a.spawn(&l.lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    Ok(g)
+}
+
+/// keepalived on B, VRRPv3 at 100 ms, priority 100.
+fn keepalived(l: &Lan) -> Result<Proc> {
+    let dir = l.lab.tmp().join("keepalived");
+    fs::create_dir_all(&dir)?;
+    let conf = dir.join("keepalived.conf");
+    fs::write(
+        &conf,
+        format!(
+            "vrrp_instance VI_1 {{\n  state BACKUP\n  interface {}\n  virtual_router_id 51\n  \
+             priority 100\n  advert_int 0.1\n  version 3\n  \
+             virtual_ipaddress {{\n    {VIP}/24 dev {}\n  }}\n}}\n",
+            l.b_if, l.b_if
+        ),
+    )?;
+    let mut cmd = l.b.command("keepalived");
+    cmd.args(["-n", "-l", "-P", "-D", "-f"])
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir.join("keepalived.pid"))
+        .arg("-r")
+        .arg(dir.join("vrrp.pid"));
+    let mut k = l.b.spawn(&l.lab, cmd, false)?;
+    k.wait_for_output("(VI_1) Entering BACKUP STATE", SHORT)?;
+    Ok(k)
+}
+
+/// A master, B backup, the client's probes answered by A.
+fn steady(l: &Lan, flags: &[&str]) -> Result<(Proc, Proc, Echo, Echo, Prober)> {
+    let echo_a = Echo::start(&l.a, 'A')?;
+    let echo_b = Echo::start(&l.b, 'B')?;
+    let g = greha(l, flags)?;
+    wait_until(SHORT, "A to hold the VIP", || holds_vip(&l.a, &l.a_if))?;
+    let k = keepalived(l)?;
+    let target: SocketAddr = format!("{VIP}:{ECHO_PORT}").parse()?;
+    let prober = Prober::start(&l.client, target, Duration::from_millis(1))?;
+    prober.wait_for('A', Instant::now(), SHORT)?;
+    Ok((g, k, echo_a, echo_b, prober))
+}
+
+/// What the client saw from `event` until B answered.
+fn seen(prober: Prober, event: Instant) -> Result<Gap> {
+    prober.wait_for('B', event, SHORT)?;
+    let probes = prober.finish();
+    gap(&probes, event, 'B').context("no answer from A before, or from B after, the event")
+}
+
+#[test]
+fn a_stop_hands_over_to_keepalived_without_a_lost_probe() -> Result<()> {
+    // Released at once: the client loses what keepalived takes to notice
+    // (Skew_Time, 60 ms at priority 100) plus its announcement.
+    let l = lan()?;
+    let (mut g, _k, _ea, _eb, prober) = steady(&l, &["--no-handover"])?;
+    let event = Instant::now();
+    ensure!(g.terminate(SHORT)?.success(), "greha:\n{}", g.log());
+    let at_once = seen(prober, event)?;
+    ensure!(
+        at_once.lost >= 20,
+        "releasing at once lost only {at_once:?}: the lab cannot tell a gap"
+    );
+
+    // Make before break (the default): none lost.
+    let l = lan()?;
+    let (mut g, _k, _ea, _eb, prober) = steady(&l, &[])?;
+    let event = Instant::now();
+    ensure!(g.terminate(SHORT)?.success(), "greha:\n{}", g.log());
+    ensure!(!holds_vip(&l.a, &l.a_if)?, "greha left its VIP behind");
+    ensure!(holds_vip(&l.b, &l.b_if)?, "keepalived is not master");
+    let handed = seen(prober, event)?;
+    ensure!(
+        handed.lost == 0,
+        "the handover lost {handed:?} (at once: {at_once:?})\n{}",
+        g.log()
+    );
+    Ok(())
+}
+
+#[test]
+fn demote_hands_over_without_a_lost_probe_and_resume_takes_back() -> Result<()> {
+    let l = lan()?;
+    let (_g, _k, _ea, _eb, prober) = steady(&l, &[])?;
+    let event = Instant::now();
+    let out = greha_tests::run(l.lab.greha(&l.a).args(["demote", "VI_1"]))?;
+    ensure!(out.starts_with("ok: VI_1 demoted"), "{out}");
+    wait_until(SHORT, "keepalived to take over", || {
+        holds_vip(&l.b, &l.b_if)
+    })?;
+    wait_until(SHORT, "A to release the VIP", || {
+        Ok(!holds_vip(&l.a, &l.a_if)?)
+    })?;
+    let s = &l.lab.greha_status(&l.a)?["vrrp"][0];
+    ensure!(
+        s["state"] == "backup" && s["priority"] == 1 && s["demoted"] == true,
+        "{s}"
+    );
+    ensure!(
+        s["transitions"]
+            .as_array()
+            .and_then(|t| t.last())
+            .is_some_and(|t| t["reason"] == "demoted"),
+        "{s}"
+    );
+    // Demoted, it does not preempt keepalived (priority 100 > 1).
+    std::thread::sleep(Duration::from_millis(500));
+    ensure!(
+        !holds_vip(&l.a, &l.a_if)?,
+        "a demoted greha took the VIP back"
+    );
+    let handed = seen(prober, event)?;
+    ensure!(handed.lost == 0, "the demote lost {handed:?}");
+
+    let out = greha_tests::run(l.lab.greha(&l.a).args(["resume", "VI_1"]))?;
+    ensure!(out.starts_with("ok: VI_1 resumed"), "{out}");
+    wait_until(SHORT, "A to preempt keepalived again", || {
+        holds_vip(&l.a, &l.a_if)
+    })?;
+    let s = &l.lab.greha_status(&l.a)?["vrrp"][0];
+    ensure!(s["priority"] == 150 && s["demoted"] == false, "{s}");
+    let bad = greha_tests::run(l.lab.greha(&l.a).args(["demote", "VI_9"]));
+    ensure!(
+        bad.as_ref()
+            .is_err_and(|e| format!("{e:#}").contains("VI_9")),
+        "{bad:?}"
+    );
+    Ok(())
+}
