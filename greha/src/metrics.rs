@@ -6,7 +6,7 @@ use crate::{
     tunnel::TunnelStatus,
     vrrp::{
         engine::State,
-        status::{GlobalStats, InstanceStatus},
+        status::{GlobalStats, HANDING_OVER, InstanceStatus},
     },
 };
 
@@ -59,6 +59,34 @@ pub fn render(vrrp: &[InstanceStatus], global: &GlobalStats, tunnels: &[TunnelSt
             "greha_vrrp_priority{{instance=\"{}\"}} {}",
             esc(&i.name),
             i.priority
+        );
+    }
+    family(
+        &mut out,
+        "greha_vrrp_demoted",
+        "gauge",
+        "1 while the instance is demoted (greha demote, until greha resume).",
+    );
+    for i in vrrp {
+        let _ = writeln!(
+            out,
+            "greha_vrrp_demoted{{instance=\"{}\"}} {}",
+            esc(&i.name),
+            u8::from(i.demoted)
+        );
+    }
+    family(
+        &mut out,
+        "greha_vrrp_handing_over",
+        "gauge",
+        "1 while a resigning master keeps its VIPs for the new master.",
+    );
+    for i in vrrp {
+        let _ = writeln!(
+            out,
+            "greha_vrrp_handing_over{{instance=\"{}\"}} {}",
+            esc(&i.name),
+            u8::from(i.handover.as_deref() == Some(HANDING_OVER))
         );
     }
     let counters: &[(&str, &str, Getter)] = &[

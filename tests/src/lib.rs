@@ -20,6 +20,7 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 
 pub mod probe;
+pub mod web;
 use nix::{
     sched::{CloneFlags, setns},
     sys::signal::{Signal, kill},

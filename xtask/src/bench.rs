@@ -1,11 +1,27 @@
 //! `cargo xtask bench tunnel`: greha's GRE tunnel against the plain
 //! underlay and a kernel VXLAN tunnel, in one lab and one run, plus the
 //! per-packet cost of the datapath programs under BPF_PROG_TEST_RUN.
-use std::{fs, path::Path, time::Duration};
+use std::{
+    fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, bail};
-use greha_tests::{Host, Lab, SHORT, progs_dir, run, wait_until};
+use greha_tests::{
+    Host, Lab, Proc, SHORT,
+    probe::{ECHO_PORT, Echo, Gap, Probe, Prober, gap},
+    progs_dir, run, wait_until,
+    web::{fetch, http_service},
+};
 use serde_json::{Value, json};
+
+use crate::timeline::{Timeline, write_svg};
 
 const A_UNDERLAY: &str = "198.51.100.1";
 const B_UNDERLAY: &str = "198.51.100.2";
@@ -279,18 +295,30 @@ fn gre_frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: &str, dst: &str, inner: &[
     f
 }
 
-/// `cargo xtask bench failover`: time from stopping the master to the VIP
-/// on the backup, greha and keepalived with the same settings in one run.
+/// The failover modes: (name, VRRP version, advert interval in cs).
+const MODES: [(&str, u8, u32); 3] = [("v2_1s", 2, 100), ("v3_100ms", 3, 10), ("v3_10ms", 3, 1)];
+
+/// Skew_Time and Master_Down_Interval of the backup (priority 100), in ns.
+fn rfc_ns(version: u8, adv_cs: u32) -> (u64, u64) {
+    let skew = if version == 2 {
+        156 * 1_000_000_000u64 / 256
+    } else {
+        u64::from(156 * adv_cs / 256) * 10_000_000
+    };
+    (skew, u64::from(adv_cs) * 30_000_000 + skew)
+}
+
+/// `cargo xtask bench failover`: each failover measured twice, greha and
+/// keepalived with the same settings in one run: by the RFC's clock (from
+/// the advert it counts from to the VIP on the backup) and by a client's
+/// (its 1 ms probes of the VIP); then a planned handover's lost requests.
+/// Timelines of what the client saw go to `out_dir/timelines/`.
 pub fn failover(greha: &Path, out_dir: &Path) -> Result<()> {
+    let pictures = out_dir.join("timelines");
+    fs::create_dir_all(&pictures)?;
     let mut results = serde_json::Map::new();
-    for (mode, version, adv_cs) in [("v2_1s", 2, 100u32), ("v3_100ms", 3, 10)] {
-        // Priority 100 on the backup: Skew_Time and Master_Down_Interval.
-        let skew_ns = if version == 2 {
-            156 * 1_000_000_000u64 / 256
-        } else {
-            u64::from(156 * adv_cs / 256) * 10_000_000
-        };
-        let mdi_ns = u64::from(adv_cs) * 30_000_000 + skew_ns;
+    for (mode, version, adv_cs) in MODES {
+        let (skew_ns, mdi_ns) = rfc_ns(version, adv_cs);
         results.insert(format!("rfc_kill_{mode}_ms"), json!(mdi_ns as f64 / 1e6));
         results.insert(
             format!("rfc_graceful_{mode}_ms"),
@@ -299,22 +327,48 @@ pub fn failover(greha: &Path, out_dir: &Path) -> Result<()> {
         for stop in ["kill", "graceful"] {
             for imp in ["greha", "greha_nofastpath", "keepalived"] {
                 eprintln!("bench: {imp} {stop} {mode}");
-                let ms = failover_once(greha, imp, version, adv_cs, stop == "kill")?;
+                let kill = stop == "kill";
+                let bound = Duration::from_nanos(if kill { mdi_ns } else { skew_ns });
+                let (ms, seen) = failover_once(greha, imp, version, adv_cs, kill)?;
                 results.insert(format!("{imp}_{stop}_{mode}_ms"), json!(round(ms, 1)));
+                results.insert(
+                    format!("{imp}_{stop}_{mode}_client_ms"),
+                    json!(round(seen.gap.longest.as_secs_f64() * 1e3, 1)),
+                );
+                write_svg(
+                    &pictures.join(format!("{imp}_{stop}_{mode}.svg")),
+                    &Timeline {
+                        title: &format!(
+                            "{imp}, {stop}, {mode}: {:.0} ms without answers",
+                            seen.gap.longest.as_secs_f64() * 1e3
+                        ),
+                        probes: &seen.probes,
+                        event: seen.event,
+                        from: seen.gap.from,
+                        until: seen.gap.until,
+                        bound_ms: Some(bound.as_secs_f64() * 1e3),
+                    },
+                )?;
             }
         }
     }
+    for imp in ["greha", "keepalived"] {
+        eprintln!("bench: {imp} planned handover, a new HTTP request every 10 ms");
+        let (lost, total) = handover_once(greha, imp)?;
+        results.insert(format!("{imp}_handover_lost_requests"), json!(lost));
+        results.insert(format!("{imp}_handover_requests"), json!(total));
+    }
     let results = Value::Object(results);
-    fs::create_dir_all(out_dir)?;
     let path = out_dir.join("failover.json");
     fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
+    let ms = |key: String| results[key].as_f64().unwrap_or(f64::NAN);
+    println!("By the RFC's clock (advert to VIP), ms:");
     println!(
         "{:<10} {:<9} {:>10} {:>16} {:>14} {:>10}",
-        "MODE", "STOP", "greha ms", "no fast path ms", "keepalived ms", "RFC ms"
+        "MODE", "STOP", "greha", "no fast path", "keepalived", "RFC"
     );
-    for mode in ["v2_1s", "v3_100ms"] {
+    for (mode, _, _) in MODES {
         for stop in ["kill", "graceful"] {
-            let ms = |key: String| results[key].as_f64().unwrap_or(f64::NAN);
             println!(
                 "{:<10} {:<9} {:>10.1} {:>16.1} {:>14.1} {:>10.3}",
                 mode,
@@ -326,44 +380,94 @@ pub fn failover(greha: &Path, out_dir: &Path) -> Result<()> {
             );
         }
     }
-    println!("written: {}", path.display());
+    println!("By the client's clock (longest stretch without answers, 1 ms probes), ms:");
+    for (mode, _, _) in MODES {
+        for stop in ["kill", "graceful"] {
+            println!(
+                "{:<10} {:<9} {:>10.1} {:>16.1} {:>14.1} {:>10.3}",
+                mode,
+                stop,
+                ms(format!("greha_{stop}_{mode}_client_ms")),
+                ms(format!("greha_nofastpath_{stop}_{mode}_client_ms")),
+                ms(format!("keepalived_{stop}_{mode}_client_ms")),
+                ms(format!("rfc_{stop}_{mode}_ms")),
+            );
+        }
+    }
+    println!(
+        "Planned handover (graceful stop, v2 1 s), requests lost: greha {} of {}, keepalived {} of {}",
+        results["greha_handover_lost_requests"],
+        results["greha_handover_requests"],
+        results["keepalived_handover_lost_requests"],
+        results["keepalived_handover_requests"],
+    );
+    println!("written: {} and {}", path.display(), pictures.display());
     Ok(())
 }
 
-/// One failover: master (priority 150) on A, backup (100) on B, both `imp`;
-/// returns milliseconds to the VIP on B from what the RFC counts from: A's
-/// last advert heard by B (a crash) or its priority 0 advert (a graceful
-/// stop).
-fn failover_once(greha: &Path, imp: &str, version: u8, adv_cs: u32, kill: bool) -> Result<f64> {
-    const VIP: &str = "203.0.113.10";
-    let mut lab = Lab::new()?;
-    let a = lab.host("a")?;
-    let b = lab.host("b")?;
-    lab.link(
-        &a,
-        &format!("{A_UNDERLAY}/24"),
-        &b,
-        &format!("{B_UNDERLAY}/24"),
-    )?;
-    let adv = f64::from(adv_cs) / 100.0;
-    let pins = [lab.pin_dir("a"), lab.pin_dir("b")];
-    let start = |host: &Host, name: &str, priority: u8| -> Result<greha_tests::Proc> {
+/// The failover lab: A and B (the routers) and a client on one switch,
+/// each router with the echo service the client probes.
+struct FailoverLab {
+    greha: PathBuf,
+    lab: Lab,
+    a: Host,
+    b: Host,
+    client: Host,
+    a_if: String,
+    b_if: String,
+    pins: [PathBuf; 2],
+}
+
+const VIP: &str = "203.0.113.10";
+
+impl FailoverLab {
+    fn new(greha: &Path) -> Result<Self> {
+        let mut lab = Lab::new()?;
+        let a = lab.host("a")?;
+        let b = lab.host("b")?;
+        let client = lab.host("client")?;
+        let sw = lab.switch("lan")?;
+        let a_if = lab.plug(&a, &format!("{A_UNDERLAY}/24"), &sw)?;
+        let b_if = lab.plug(&b, &format!("{B_UNDERLAY}/24"), &sw)?;
+        // The client is on the VIP's subnet, as the seed's clients are.
+        lab.plug(&client, "203.0.113.100/24", &sw)?;
+        let pins = [lab.pin_dir("a"), lab.pin_dir("b")];
+        Ok(Self {
+            greha: greha.to_owned(),
+            lab,
+            a,
+            b,
+            client,
+            a_if,
+            b_if,
+            pins,
+        })
+    }
+
+    /// `imp` (greha, greha_nofastpath or keepalived) on A or B.
+    fn start(&self, imp: &str, on_b: bool, priority: u8, version: u8, adv_cs: u32) -> Result<Proc> {
+        let (host, name, ifname) = if on_b {
+            (&self.b, "b", &self.b_if)
+        } else {
+            (&self.a, "a", &self.a_if)
+        };
+        let adv = f64::from(adv_cs) / 100.0;
         if imp.starts_with("greha") {
             let auth = if version == 2 { " auth-pass 1111" } else { "" };
             let fastpath = if imp == "greha" { "" } else { " no-fastpath" };
-            let mut cmd = host.command(greha);
+            let mut cmd = host.command(&self.greha);
             cmd.arg("--pin-dir")
-                .arg(&pins[usize::from(name == "b")])
+                .arg(&self.pins[usize::from(on_b)])
                 .arg("--control")
-                .arg(lab.tmp().join(format!("{name}.sock")))
+                .arg(self.lab.tmp().join(format!("{name}.sock")))
                 .args([
                     "run",
                     "--vrrp",
                     &format!(
-                        "VI_1 interface eth0 vrid 51 priority {priority} version {version} advert-int {adv}{auth}{fastpath} vip {VIP}/24"
+                        "VI_1 interface {ifname} vrid 51 priority {priority} version {version} advert-int {adv}{auth}{fastpath} vip {VIP}/24"
                     ),
                 ]);
-            let mut p = host.spawn(&lab, cmd, true)?;
+            let mut p = host.spawn(&self.lab, cmd, true)?;
             p.wait_ready(SHORT)?;
             Ok(p)
         } else {
@@ -373,29 +477,87 @@ fn failover_once(greha: &Path, imp: &str, version: u8, adv_cs: u32, kill: bool) 
                 ""
             };
             greha_tests::start_keepalived(
-                &lab,
+                &self.lab,
                 host,
                 name,
                 &format!(
-                    "state BACKUP\n interface eth0\n virtual_router_id 51\n \
+                    "state BACKUP\n interface {ifname}\n virtual_router_id 51\n \
                      priority {priority}\n advert_int {adv}\n version {version}\n {auth}\n \
-                     virtual_ipaddress {{\n {VIP}/24 dev eth0\n }}"
+                     virtual_ipaddress {{\n {VIP}/24 dev {ifname}\n }}"
                 ),
                 "(VI_1) Entering BACKUP STATE",
             )
         }
-    };
-    let has_vip = |host: &Host| -> Result<bool> {
+    }
+
+    fn has_vip(&self, on_b: bool) -> Result<bool> {
+        let (host, ifname) = if on_b {
+            (&self.b, &self.b_if)
+        } else {
+            (&self.a, &self.a_if)
+        };
         Ok(host
-            .ip(&["-br", "-4", "addr", "show", "dev", "eth0"])?
+            .ip(&["-br", "-4", "addr", "show", "dev", ifname])?
             .contains(VIP))
-    };
-    let mut master = start(&a, "a", 150)?;
-    wait_until(Duration::from_secs(10), "A to take the VIP", || has_vip(&a))?;
-    let _backup = start(&b, "b", 100)?;
+    }
+
+    /// Stops the master on A: kill -9 (the server dies: off the LAN first,
+    /// so no client reaches it from then on) or SIGTERM.
+    fn stop_master(&self, master: &mut Proc, imp: &str, kill: bool) -> Result<()> {
+        if kill {
+            self.a.ip(&["link", "set", &self.a_if, "down"])?;
+        }
+        let sig = if kill {
+            nix::sys::signal::Signal::SIGKILL
+        } else {
+            nix::sys::signal::Signal::SIGTERM
+        };
+        if imp == "keepalived" && kill {
+            // Freeze the parent so it neither respawns nor gracefully
+            // stops the VRRP child, then kill both.
+            master.signal(nix::sys::signal::Signal::SIGSTOP)?;
+            let child: i32 = fs::read_to_string(self.lab.tmp().join("ka-a/v.pid"))?
+                .trim()
+                .parse()?;
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), sig)?;
+        }
+        master.signal(sig)?;
+        Ok(())
+    }
+}
+
+/// What the client saw of one failover.
+struct Seen {
+    event: Instant,
+    probes: Vec<Probe>,
+    gap: Gap,
+}
+
+/// One failover: master (priority 150) on A, backup (100) on B, both `imp`;
+/// returns milliseconds to the VIP on B from what the RFC counts from: A's
+/// last advert heard by B (a crash) or its priority 0 advert (a graceful
+/// stop); and what the client saw.
+fn failover_once(
+    greha: &Path,
+    imp: &str,
+    version: u8,
+    adv_cs: u32,
+    kill: bool,
+) -> Result<(f64, Seen)> {
+    let l = FailoverLab::new(greha)?;
+    let _echo_a = Echo::start(&l.a, 'A')?;
+    let _echo_b = Echo::start(&l.b, 'B')?;
+    let mut master = l.start(imp, false, 150, version, adv_cs)?;
+    wait_until(Duration::from_secs(10), "A to take the VIP", || {
+        l.has_vip(false)
+    })?;
+    let _backup = l.start(imp, true, 100, version, adv_cs)?;
+    let target: SocketAddr = format!("{VIP}:{ECHO_PORT}").parse()?;
+    let prober = Prober::start(&l.client, target, Duration::from_millis(1))?;
+    prober.wait_for('A', Instant::now(), SHORT)?;
     // The backup has heard the master for two Master_Down_Intervals.
     std::thread::sleep(Duration::from_millis(u64::from(adv_cs) * 10 * 8));
-    if has_vip(&b)? {
+    if l.has_vip(true)? {
         bail!("{imp}: B holds the VIP while A is master");
     }
     // Watch the adverts on the link itself, where no datapath filters
@@ -404,70 +566,60 @@ fn failover_once(greha: &Path, imp: &str, version: u8, adv_cs: u32, kill: bool) 
     // them). B's addresses are watched from B's namespace; the socket,
     // once open, keeps working there.
     let (ns_a, ns_b) = (
-        fs::File::open(a.netns_path())?,
-        fs::File::open(b.netns_path())?,
+        fs::File::open(l.a.netns_path())?,
+        fs::File::open(l.b.netns_path())?,
     );
-    let watcher = std::thread::spawn(
-        move || -> Result<(std::time::Instant, Vec<(std::time::Instant, u8)>)> {
-            nix::sched::setns(&ns_a, nix::sched::CloneFlags::CLONE_NEWNET)?;
-            let sock = link_capture("eth0")?;
-            nix::sched::setns(&ns_b, nix::sched::CloneFlags::CLONE_NEWNET)?;
-            let vip: std::net::Ipv4Addr = VIP.parse()?;
-            let from_a: std::net::Ipv4Addr = A_UNDERLAY.parse()?;
-            let mut adverts = Vec::new();
-            let deadline = std::time::Instant::now() + Duration::from_secs(15);
-            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
-            while std::time::Instant::now() < deadline {
-                while let Ok(n) = sock.recv(&mut buf) {
-                    // SAFETY: recv initialized the first n bytes.
-                    let d: Vec<u8> = buf[..n]
-                        .iter()
-                        .map(|b| unsafe { b.assume_init() })
-                        .collect();
-                    // Ethernet (IPv4), then IPv4 with protocol 112 from A.
-                    if d.get(12..14) != Some(&[0x08, 0x00][..]) {
-                        continue;
-                    }
-                    let Some(ip) = d.get(14..) else { continue };
-                    let ihl = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
-                    if ip.len() > ihl + 2 && ip[9] == 112 && ip[12..16] == from_a.octets() {
-                        adverts.push((std::time::Instant::now(), ip[ihl + 2]));
-                    }
+    let a_if = l.a_if.clone();
+    let watcher = std::thread::spawn(move || -> Result<(Instant, Vec<(Instant, u8)>)> {
+        nix::sched::setns(&ns_a, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let sock = link_capture(&a_if)?;
+        nix::sched::setns(&ns_b, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let vip: std::net::Ipv4Addr = VIP.parse()?;
+        let from_a: std::net::Ipv4Addr = A_UNDERLAY.parse()?;
+        let mut adverts = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
+        while Instant::now() < deadline {
+            while let Ok(n) = sock.recv(&mut buf) {
+                // SAFETY: recv initialized the first n bytes.
+                let d: Vec<u8> = buf[..n]
+                    .iter()
+                    .map(|b| unsafe { b.assume_init() })
+                    .collect();
+                // Ethernet (IPv4), then IPv4 with protocol 112 from A.
+                if d.get(12..14) != Some(&[0x08, 0x00][..]) {
+                    continue;
                 }
-                let found = nix::ifaddrs::getifaddrs()?.any(|i| {
-                    i.address
-                        .and_then(|a| a.as_sockaddr_in().map(|s| s.ip() == vip))
-                        .unwrap_or(false)
-                });
-                if found {
-                    return Ok((std::time::Instant::now(), adverts));
+                let Some(ip) = d.get(14..) else { continue };
+                let ihl = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
+                if ip.len() > ihl + 2 && ip[9] == 112 && ip[12..16] == from_a.octets() {
+                    adverts.push((Instant::now(), ip[ihl + 2]));
                 }
-                std::thread::sleep(Duration::from_micros(200));
             }
-            bail!("B never took the VIP")
-        },
-    );
+            let found = nix::ifaddrs::getifaddrs()?.any(|i| {
+                i.address
+                    .and_then(|a| a.as_sockaddr_in().map(|s| s.ip() == vip))
+                    .unwrap_or(false)
+            });
+            if found {
+                return Ok((Instant::now(), adverts));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        bail!("B never took the VIP")
+    });
     // Let the watcher see at least one advert before the stop.
     std::thread::sleep(Duration::from_millis(u64::from(adv_cs) * 10 * 2));
-    let sig = if kill {
-        nix::sys::signal::Signal::SIGKILL
-    } else {
-        nix::sys::signal::Signal::SIGTERM
-    };
-    if imp == "keepalived" && kill {
-        // Freeze the parent so it neither respawns nor gracefully stops
-        // the VRRP child, then kill both.
-        master.signal(nix::sys::signal::Signal::SIGSTOP)?;
-        let child: i32 = fs::read_to_string(lab.tmp().join("ka-a/v.pid"))?
-            .trim()
-            .parse()?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), sig)?;
-    }
-    master.signal(sig)?;
+    let event = Instant::now();
+    l.stop_master(&mut master, imp, kill)?;
     let (t1, adverts) = watcher.join().expect("watcher panicked")?;
     if !(imp == "keepalived" && kill) {
         master.wait(SHORT)?;
     }
+    prober.wait_for('B', event, SHORT)?;
+    let probes = prober.finish();
+    let gap =
+        gap(&probes, event, 'B').with_context(|| format!("{imp}: the client saw no failover"))?;
     // What the RFC's figures count from: a crash, from the last advert the
     // backup heard; a graceful stop, from the priority 0 advert.
     let from = if kill {
@@ -481,7 +633,72 @@ fn failover_once(greha: &Path, imp: &str, version: u8, adv_cs: u32, kill: bool) 
             if kill { "" } else { "priority 0" }
         )
     })?;
-    Ok(t1.duration_since(from).as_secs_f64() * 1000.0)
+    Ok((
+        t1.duration_since(from).as_secs_f64() * 1000.0,
+        Seen { event, probes, gap },
+    ))
+}
+
+/// A planned handover at the seed's settings (VRRPv2, 1 s): the master on
+/// A stopped gracefully while a client opens a new HTTP connection to the
+/// VIP every 10 ms. Returns the requests lost and made, from the stop
+/// until a second after B first answered.
+fn handover_once(greha: &Path, imp: &str) -> Result<(usize, usize)> {
+    let l = FailoverLab::new(greha)?;
+    let _www_a = http_service(&l.lab, &l.a, 'A')?;
+    let _www_b = http_service(&l.lab, &l.b, 'B')?;
+    let mut master = l.start(imp, false, 150, 2, 100)?;
+    wait_until(Duration::from_secs(10), "A to take the VIP", || {
+        l.has_vip(false)
+    })?;
+    let _backup = l.start(imp, true, 100, 2, 100)?;
+    std::thread::sleep(Duration::from_secs(4));
+    let web: SocketAddr = format!("{VIP}:80").parse()?;
+    let ns = fs::File::open(l.client.netns_path())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = Arc::clone(&stop);
+    // Threads inherit the namespace of the thread that starts them.
+    let client = std::thread::spawn(move || -> Result<Vec<(Instant, Option<char>)>> {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let mut requests = Vec::new();
+        let start = Instant::now();
+        let mut n = 0u32;
+        while !st.load(Ordering::Relaxed) {
+            let due = start + Duration::from_millis(10) * n;
+            if let Some(w) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(w);
+            }
+            let t = Instant::now();
+            requests.push((
+                t,
+                std::thread::spawn(move || fetch(&web, Duration::from_secs(1))),
+            ));
+            n += 1;
+        }
+        Ok(requests
+            .into_iter()
+            .map(|(t, h)| (t, h.join().unwrap_or(None)))
+            .collect())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let event = Instant::now();
+    l.stop_master(&mut master, imp, false)?;
+    master.wait(SHORT)?;
+    wait_until(SHORT, "B to take the VIP", || l.has_vip(true))?;
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let requests = client.join().expect("client panicked")?;
+    let first_b = requests
+        .iter()
+        .find(|(t, by)| *t >= event && *by == Some('B'))
+        .map(|(t, _)| *t)
+        .context("B never answered a request")?;
+    let during: Vec<_> = requests
+        .iter()
+        .filter(|(t, _)| *t >= event && *t <= first_b + Duration::from_secs(1))
+        .collect();
+    let lost = during.iter().filter(|(_, by)| by.is_none()).count();
+    Ok((lost, during.len()))
 }
 
 /// A packet socket on `ifname` (in the calling thread's namespace) that

@@ -3,6 +3,7 @@ mod bench;
 mod bootstrap;
 mod demo;
 mod soak;
+mod timeline;
 mod vm;
 
 use std::{
@@ -147,6 +148,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 &demo::Options {
                     keep,
                     advert_interval,
+                    out_dir: workspace_root().join("target/demo"),
                 },
             )
         }),
@@ -241,14 +243,17 @@ fn test() -> Result<()> {
             "--test",
             "vrrp_keepalived",
         ]))?;
-    eprintln!("xtask: the demo (the README's first command)");
-    demo::run_demo(
-        &greha,
-        &demo::Options {
-            keep: false,
-            advert_interval: 1.0,
-        },
-    )?;
+    eprintln!("xtask: the demo (the README's first command), at 1 s and at 10 ms");
+    for advert_interval in [1.0, 0.01] {
+        demo::run_demo(
+            &greha,
+            &demo::Options {
+                keep: false,
+                advert_interval,
+                out_dir: workspace_root().join("target/demo"),
+            },
+        )?;
+    }
     eprintln!("xtask: the guest suite on Debian's 5.10, 6.1 and 6.12 kernels (qemu)");
     vmtest("all", Lane::All)?;
     eprintln!("xtask: a short soak (cargo xtask soak runs longer ones)");

@@ -543,19 +543,18 @@ fn handover_run(ask: Event, b_alive: bool) -> (Instance, Instance, Vec<(Time, bo
     let mut wire: Vec<(bool, u8)> = Vec::new();
     let mut seen = Vec::new();
     let mut now = ms(0);
-    let mut step =
-        |r: &mut Instance, is_a: bool, now: Time, e: Event, wire: &mut Vec<(bool, u8)>| {
-            let mut vips = None;
-            for act in r.handle(now, e) {
-                match act {
-                    Action::SendAdvert { priority } => wire.push((is_a, priority)),
-                    Action::AddVips => vips = Some(true),
-                    Action::DelVips => vips = Some(false),
-                    _ => {}
-                }
+    let step = |r: &mut Instance, is_a: bool, now: Time, e: Event, wire: &mut Vec<(bool, u8)>| {
+        let mut vips = None;
+        for act in r.handle(now, e) {
+            match act {
+                Action::SendAdvert { priority } => wire.push((is_a, priority)),
+                Action::AddVips => vips = Some(true),
+                Action::DelVips => vips = Some(false),
+                _ => {}
             }
-            vips
-        };
+        }
+        vips
+    };
     for (r, is_a) in [(&mut a, true), (&mut b, false)] {
         if is_a || b_alive {
             step(r, is_a, now, Event::Startup, &mut wire);
@@ -583,10 +582,11 @@ fn handover_run(ask: Event, b_alive: bool) -> (Instance, Instance, Vec<(Time, bo
             }
         }
         for (r, is_a, vips) in [(&mut a, true, &mut a_vips), (&mut b, false, &mut b_vips)] {
-            if (is_a || b_alive) && r.next_deadline().is_some_and(|d| d <= now) {
-                if let Some(v) = step(r, is_a, now, Event::Timer, &mut wire) {
-                    *vips = v;
-                }
+            if (is_a || b_alive)
+                && r.next_deadline().is_some_and(|d| d <= now)
+                && let Some(v) = step(r, is_a, now, Event::Timer, &mut wire)
+            {
+                *vips = v;
             }
         }
         seen.push((now, a_vips, b_vips));

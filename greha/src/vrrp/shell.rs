@@ -26,7 +26,10 @@ use super::{
     notify::Notifier,
     packet::{Advert, MULTICAST},
     router::{self, Delivery, InstanceCounter, Packet, RouteKey, TrackerState},
-    status::{GlobalStats, InstanceStatus, StatusDoc, TransitionRecord, Transitions, unix_ms_now},
+    status::{
+        GlobalStats, HANDING_OVER, InstanceStatus, StatusDoc, TransitionRecord, Transitions,
+        unix_ms_now,
+    },
     track::{self, ScriptResult, Tracker},
 };
 use crate::netlink::{self, Netlink};
@@ -835,7 +838,7 @@ impl Vrrp {
                 let text = match note {
                     HandoverNote::Began => {
                         info!(instance = %name, "handing over: resigned, keeping the VIPs until another router is master");
-                        "handing over".to_owned()
+                        HANDING_OVER.to_owned()
                     }
                     HandoverNote::AbandonedKeepingVips => {
                         warn!(instance = %name, "handover abandoned: no router took over; staying master with the VIPs");
@@ -855,7 +858,7 @@ impl Vrrp {
                 r.handover = Some(text);
             }
             Action::Transition { from, to, reason } => {
-                if r.handover.as_deref() == Some("handing over") {
+                if r.handover.as_deref() == Some(HANDING_OVER) {
                     r.handover = None;
                 }
                 r.transitions.push(TransitionRecord {

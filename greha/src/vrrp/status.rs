@@ -62,6 +62,9 @@ pub struct InstanceStatus {
     pub handover: Option<String>,
 }
 
+/// `InstanceStatus::handover` while a handover is under way.
+pub const HANDING_OVER: &str = "handing over";
+
 /// A steady advert as the fast path recorded it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LastAbsorbed {
