@@ -211,6 +211,17 @@ fn print_status(doc: &greha::vrrp::status::StatusDoc, tunnels: &[tunnel::TunnelS
         );
     }
     for i in &doc.vrrp {
+        if i.demoted {
+            println!(
+                "{}: demoted (priority 1) until greha resume {}",
+                i.name, i.name
+            );
+        }
+        if let Some(h) = &i.handover {
+            println!("{}: handover: {h}", i.name);
+        }
+    }
+    for i in &doc.vrrp {
         if let Some(why) = &i.fastpath_off {
             println!("{}: fast path off: {why}", i.name);
         }

@@ -31,18 +31,48 @@ pub fn http_service(lab: &Lab, host: &Host, name: char) -> Result<Proc> {
     Ok(p)
 }
 
-/// One GET on a new connection (from the calling thread's namespace):
-/// the name of the server that answered, None if none did within
-/// `timeout` per step.
-pub fn fetch(addr: &SocketAddr, timeout: Duration) -> Option<char> {
-    let mut conn = TcpStream::connect_timeout(addr, timeout).ok()?;
-    conn.set_read_timeout(Some(timeout)).ok()?;
-    conn.write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
-        .ok()?;
+/// How one request went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// This server answered.
+    Server(char),
+    /// No connection: nobody answered the SYN in time (the VIP was
+    /// nowhere the client's ARP entry pointed).
+    Unreachable,
+    /// Connected, then reset or silent: the connection was opened with one
+    /// server and its later segments reached another (the client's ARP
+    /// entry changed mid-request), or the server went away.
+    Broken,
+}
+
+impl Answer {
+    pub fn server(self) -> Option<char> {
+        match self {
+            Self::Server(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// One GET on a new connection (from the calling thread's namespace),
+/// each step waiting at most `timeout`.
+pub fn fetch(addr: &SocketAddr, timeout: Duration) -> Answer {
+    let Ok(mut conn) = TcpStream::connect_timeout(addr, timeout) else {
+        return Answer::Unreachable;
+    };
     let mut body = String::new();
-    conn.read_to_string(&mut body).ok()?;
-    body.lines()
+    let done = conn.set_read_timeout(Some(timeout)).is_ok()
+        && conn
+            .write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+            .is_ok()
+        && conn.read_to_string(&mut body).is_ok();
+    let server = body
+        .lines()
         .last()
         .and_then(|l| l.strip_prefix("server "))
-        .and_then(|n| n.chars().next())
+        .and_then(|n| n.chars().next());
+    match server {
+        Some(c) if done => Answer::Server(c),
+        _ => Answer::Broken,
+    }
 }

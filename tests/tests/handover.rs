@@ -166,6 +166,11 @@ fn demote_hands_over_without_a_lost_probe_and_resume_takes_back() -> Result<()> 
             .is_some_and(|t| t["reason"] == "demoted"),
         "{s}"
     );
+    // A reload keeps it demoted.
+    let out = greha_tests::run(l.lab.greha(&l.a).arg("reload"))?;
+    ensure!(out.starts_with("ok"), "{out}");
+    let s = &l.lab.greha_status(&l.a)?["vrrp"][0];
+    ensure!(s["demoted"] == true && s["priority"] == 1, "{s}");
     // Demoted, it does not preempt keepalived (priority 100 > 1).
     std::thread::sleep(Duration::from_millis(500));
     ensure!(

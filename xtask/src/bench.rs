@@ -17,7 +17,7 @@ use greha_tests::{
     Host, Lab, Proc, SHORT,
     probe::{ECHO_PORT, Echo, Gap, Probe, Prober, gap},
     progs_dir, run, wait_until,
-    web::{fetch, http_service},
+    web::{Answer, fetch, http_service},
 };
 use serde_json::{Value, json};
 
@@ -354,9 +354,13 @@ pub fn failover(greha: &Path, out_dir: &Path) -> Result<()> {
     }
     for imp in ["greha", "keepalived"] {
         eprintln!("bench: {imp} planned handover, a new HTTP request every 10 ms");
-        let (lost, total) = handover_once(greha, imp)?;
-        results.insert(format!("{imp}_handover_lost_requests"), json!(lost));
-        results.insert(format!("{imp}_handover_requests"), json!(total));
+        let h = handover_once(greha, imp)?;
+        results.insert(format!("{imp}_handover_requests"), json!(h.made));
+        results.insert(format!("{imp}_handover_lost_requests"), json!(h.lost));
+        results.insert(
+            format!("{imp}_handover_unreachable_requests"),
+            json!(h.unreachable),
+        );
     }
     let results = Value::Object(results);
     let path = out_dir.join("failover.json");
@@ -394,13 +398,14 @@ pub fn failover(greha: &Path, out_dir: &Path) -> Result<()> {
             );
         }
     }
-    println!(
-        "Planned handover (graceful stop, v2 1 s), requests lost: greha {} of {}, keepalived {} of {}",
-        results["greha_handover_lost_requests"],
-        results["greha_handover_requests"],
-        results["keepalived_handover_lost_requests"],
-        results["keepalived_handover_requests"],
-    );
+    for imp in ["greha", "keepalived"] {
+        println!(
+            "Planned handover (graceful stop, v2 1 s), {imp}: {} of {} requests lost, {} of them unreachable",
+            results[format!("{imp}_handover_lost_requests")],
+            results[format!("{imp}_handover_requests")],
+            results[format!("{imp}_handover_unreachable_requests")],
+        );
+    }
     println!("written: {} and {}", path.display(), pictures.display());
     Ok(())
 }
@@ -570,6 +575,7 @@ fn failover_once(
         fs::File::open(l.b.netns_path())?,
     );
     let a_if = l.a_if.clone();
+    let (heard_tx, heard) = std::sync::mpsc::channel();
     let watcher = std::thread::spawn(move || -> Result<(Instant, Vec<(Instant, u8)>)> {
         nix::sched::setns(&ns_a, nix::sched::CloneFlags::CLONE_NEWNET)?;
         let sock = link_capture(&a_if)?;
@@ -594,6 +600,7 @@ fn failover_once(
                 let ihl = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
                 if ip.len() > ihl + 2 && ip[9] == 112 && ip[12..16] == from_a.octets() {
                     adverts.push((Instant::now(), ip[ihl + 2]));
+                    let _ = heard_tx.send(());
                 }
             }
             let found = nix::ifaddrs::getifaddrs()?.any(|i| {
@@ -608,8 +615,17 @@ fn failover_once(
         }
         bail!("B never took the VIP")
     });
-    // Let the watcher see at least one advert before the stop.
+    // Let the watcher see at least one advert before the stop. A crash
+    // comes right after an advert, so every implementation's client gap is
+    // a whole Master_Down_Interval, comparable across them (at a random
+    // phase it is anything down to three intervals less).
     std::thread::sleep(Duration::from_millis(u64::from(adv_cs) * 10 * 2));
+    if kill {
+        while heard.try_recv().is_ok() {}
+        heard
+            .recv_timeout(Duration::from_millis(u64::from(adv_cs) * 10 * 3))
+            .with_context(|| format!("{imp}: A sent no advert"))?;
+    }
     let event = Instant::now();
     l.stop_master(&mut master, imp, kill)?;
     let (t1, adverts) = watcher.join().expect("watcher panicked")?;
@@ -639,11 +655,19 @@ fn failover_once(
     ))
 }
 
+/// A planned handover's requests: lost in all, and of those, how many
+/// found nobody (the rest broke mid-request).
+struct Handover {
+    made: usize,
+    lost: usize,
+    unreachable: usize,
+}
+
 /// A planned handover at the seed's settings (VRRPv2, 1 s): the master on
 /// A stopped gracefully while a client opens a new HTTP connection to the
-/// VIP every 10 ms. Returns the requests lost and made, from the stop
-/// until a second after B first answered.
-fn handover_once(greha: &Path, imp: &str) -> Result<(usize, usize)> {
+/// VIP every 10 ms. Counts the requests from the stop until a second after
+/// B first answered.
+fn handover_once(greha: &Path, imp: &str) -> Result<Handover> {
     let l = FailoverLab::new(greha)?;
     let _www_a = http_service(&l.lab, &l.a, 'A')?;
     let _www_b = http_service(&l.lab, &l.b, 'B')?;
@@ -658,7 +682,7 @@ fn handover_once(greha: &Path, imp: &str) -> Result<(usize, usize)> {
     let stop = Arc::new(AtomicBool::new(false));
     let st = Arc::clone(&stop);
     // Threads inherit the namespace of the thread that starts them.
-    let client = std::thread::spawn(move || -> Result<Vec<(Instant, Option<char>)>> {
+    let client = std::thread::spawn(move || -> Result<Vec<(Instant, Answer)>> {
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
         let mut requests = Vec::new();
         let start = Instant::now();
@@ -677,7 +701,7 @@ fn handover_once(greha: &Path, imp: &str) -> Result<(usize, usize)> {
         }
         Ok(requests
             .into_iter()
-            .map(|(t, h)| (t, h.join().unwrap_or(None)))
+            .map(|(t, h)| (t, h.join().unwrap_or(Answer::Broken)))
             .collect())
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -690,15 +714,21 @@ fn handover_once(greha: &Path, imp: &str) -> Result<(usize, usize)> {
     let requests = client.join().expect("client panicked")?;
     let first_b = requests
         .iter()
-        .find(|(t, by)| *t >= event && *by == Some('B'))
+        .find(|(t, a)| *t >= event && *a == Answer::Server('B'))
         .map(|(t, _)| *t)
         .context("B never answered a request")?;
     let during: Vec<_> = requests
         .iter()
         .filter(|(t, _)| *t >= event && *t <= first_b + Duration::from_secs(1))
         .collect();
-    let lost = during.iter().filter(|(_, by)| by.is_none()).count();
-    Ok((lost, during.len()))
+    Ok(Handover {
+        made: during.len(),
+        lost: during.iter().filter(|(_, a)| a.server().is_none()).count(),
+        unreachable: during
+            .iter()
+            .filter(|(_, a)| *a == Answer::Unreachable)
+            .count(),
+    })
 }
 
 /// A packet socket on `ifname` (in the calling thread's namespace) that

@@ -200,7 +200,7 @@ pub fn run_demo(greha: &Path, opts: &Options) -> Result<()> {
     let prober = Prober::start(&client, vip, Duration::from_millis(1))?;
     prober.wait_for('A', Instant::now(), SHORT)?;
     let serves = |want: char| -> Result<()> {
-        let got = client.enter(|| fetch(&web, Duration::from_secs(2)))?;
+        let got = client.enter(|| fetch(&web, Duration::from_secs(2)).server())?;
         ensure!(
             got == Some(want),
             "http://{VIP}/ answered by {got:?}, not {want}"
