@@ -1,6 +1,7 @@
-//! A planned handover as a client sees it, at 1 ms: greha (A) stopped or
+//! Planned changes as a client sees them, at 1 ms: greha (A) stopped or
 //! demoted hands the VIP to keepalived 2.2.7 (B) without a lost probe,
-//! where releasing at once (keepalived's own way) loses Skew_Time.
+//! where releasing at once (keepalived's own way) loses Skew_Time; a
+//! reload that changes A's priority or VIPs keeps A master, unnoticed.
 use std::{
     fs,
     net::SocketAddr,
@@ -194,4 +195,123 @@ fn demote_hands_over_without_a_lost_probe_and_resume_takes_back() -> Result<()> 
         "{bad:?}"
     );
     Ok(())
+}
+
+/// greha's configuration on A: VI_1 at `priority` with these VIPs.
+fn config(l: &Lan, priority: u8, vips: &[&str]) -> String {
+    let mut c = format!(
+        "[[vrrp]]\nname = \"VI_1\"\ninterface = \"{}\"\nvrid = 51\npriority = {priority}\n\
+         version = 3\nadvert_int = 0.1\n",
+        l.a_if
+    );
+    for v in vips {
+        c += &format!("\n[[vrrp.vip]]\naddress = \"{v}/24\"\n");
+    }
+    c
+}
+
+/// greha on A from a configuration file, master; the peer on B is
+/// keepalived or (`greha_peer`) greha; the client's probes answered by A.
+fn from_file(
+    l: &Lan,
+    greha_peer: bool,
+) -> Result<(std::path::PathBuf, Vec<Proc>, Vec<Echo>, Prober)> {
+    let file = l.lab.tmp().join("greha.toml");
+    fs::write(&file, config(l, 150, &[VIP]))?;
+    let echoes = vec![Echo::start(&l.a, 'A')?, Echo::start(&l.b, 'B')?];
+    let mut cmd = l.lab.greha(&l.a);
+    cmd.arg("run").arg("--config").arg(&file);
+    let mut g = l.a.spawn(&l.lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    wait_until(SHORT, "A to hold the VIP", || holds_vip(&l.a, &l.a_if))?;
+    let peer = if greha_peer {
+        let mut cmd = l.lab.greha(&l.b);
+        cmd.args(["run", "--vrrp"]).arg(format!(
+            "VI_1 interface {} vrid 51 priority 100 version 3 advert-int 0.1 vip {VIP}/24",
+            l.b_if
+        ));
+        let mut p = l.b.spawn(&l.lab, cmd, true)?;
+        p.wait_ready(SHORT)?;
+        p
+    } else {
+        keepalived(l)?
+    };
+    let target: SocketAddr = format!("{VIP}:{ECHO_PORT}").parse()?;
+    let prober = Prober::start(&l.client, target, Duration::from_millis(1))?;
+    prober.wait_for('A', Instant::now(), SHORT)?;
+    Ok((file, vec![g, peer], echoes, prober))
+}
+
+/// Reloads A with `priority` and `vips`, waits long enough for the peer
+/// to take over had A resigned (Skew_Time, 60 ms, then its announcement),
+/// and checks that A is master with the new priority and no new
+/// transition.
+fn reload_stays_master(
+    l: &Lan,
+    file: &std::path::Path,
+    priority: u8,
+    vips: &[&str],
+    before: &serde_json::Value,
+) -> Result<()> {
+    fs::write(file, config(l, priority, vips))?;
+    let out = greha_tests::run(l.lab.greha(&l.a).arg("reload"))?;
+    ensure!(out.starts_with("ok"), "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    let s = &l.lab.greha_status(&l.a)?["vrrp"][0];
+    ensure!(s["state"] == "master" && s["priority"] == priority, "{s}");
+    ensure!(&s["transitions"] == before, "A changed state: {s}");
+    Ok(())
+}
+
+/// No probe after `event` went unanswered by A.
+fn all_answered_by_a(prober: Prober, event: Instant) -> Result<()> {
+    let probes = prober.finish();
+    let lost = probes
+        .iter()
+        .filter(|p| p.sent >= event && p.by != Some('A'))
+        .count();
+    ensure!(
+        lost == 0,
+        "{lost} probes after the reload not answered by A"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_reload_that_changes_the_priority_keeps_the_master_against_keepalived() -> Result<()> {
+    let l = lan()?;
+    let (file, procs, _echoes, prober) = from_file(&l, false)?;
+    let before = l.lab.greha_status(&l.a)?["vrrp"][0]["transitions"].clone();
+    let event = Instant::now();
+    reload_stays_master(&l, &file, 160, &[VIP], &before)?;
+    reload_stays_master(&l, &file, 120, &[VIP], &before)?;
+    ensure!(
+        !procs[1].log().contains("Entering MASTER STATE"),
+        "keepalived became master during a reload:\n{}",
+        procs[1].log()
+    );
+    all_answered_by_a(prober, event)
+}
+
+/// keepalived drops adverts whose address count differs from its own
+/// configuration, so a VIP change is tried against greha as the peer (it
+/// counts them as address list errors and keeps following).
+#[test]
+fn a_reload_that_adds_and_removes_a_vip_keeps_the_master() -> Result<()> {
+    let l = lan()?;
+    let (file, _procs, _echoes, prober) = from_file(&l, true)?;
+    let before = l.lab.greha_status(&l.a)?["vrrp"][0]["transitions"].clone();
+    let extra = "203.0.113.11";
+    let has = |addr: &str| -> Result<bool> {
+        Ok(l.a
+            .ip(&["-br", "-4", "addr", "show", "dev", &l.a_if])?
+            .contains(&format!("{addr}/24")))
+    };
+    let event = Instant::now();
+    reload_stays_master(&l, &file, 150, &[VIP, extra], &before)?;
+    ensure!(has(extra)?, "the new VIP is not on A");
+    reload_stays_master(&l, &file, 150, &[VIP], &before)?;
+    ensure!(!has(extra)?, "the removed VIP is still on A");
+    ensure!(!holds_vip(&l.b, &l.b_if)?, "B took over");
+    all_answered_by_a(prober, event)
 }

@@ -236,6 +236,19 @@ impl Instance {
         }
     }
 
+    /// Takes a changed configuration in place (a reload that kept the
+    /// VRID, interface, family and ownership): state, timers and
+    /// statistics stay, so a master stays master and no backup notices. A
+    /// new priority arrives as `Event::Priority` (it goes through
+    /// tracking); the shell moves the VIPs.
+    pub fn reconfigure(&mut self, cfg: Config) {
+        // A backup keeps the interval it learned from the master (v3).
+        if self.state != State::Backup || cfg.version == Version::V2 {
+            self.master_adver_interval_cs = cfg.advert_interval_cs;
+        }
+        self.cfg = cfg;
+    }
+
     /// Demoted (`greha demote`) and not resumed.
     pub fn demoted(&self) -> bool {
         self.demoted

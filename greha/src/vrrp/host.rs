@@ -14,6 +14,7 @@ use super::{
 use crate::netlink::{self, Netlink};
 
 /// A virtual address and the interface it goes on.
+#[derive(Clone)]
 pub struct Vip {
     pub addr: Ipv4Addr,
     pub prefix: u8,

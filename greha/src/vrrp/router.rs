@@ -9,6 +9,7 @@ use std::{net::Ipv4Addr, time::Duration};
 use greha_common::{AdvertSummary, VrrpCtl, VrrpSeen, vrrp_steady};
 
 use super::{
+    def::InstanceDef,
     engine::Event,
     packet::{Advert, ChecksumForm, ParseError, Version},
     status::GlobalStats,
@@ -265,6 +266,41 @@ pub fn absorbed(ctl: &VrrpCtl, seen: &VrrpSeen, fed_ns: u64, epoch_ns: u64) -> O
     };
     (seen.last_ns > fed_ns && seen.last_ns >= epoch_ns && vrrp_steady(ctl, &advert))
         .then(|| Duration::from_nanos(seen.last_ns - epoch_ns))
+}
+
+/// Whether a reload's change from `old` to `new` (same name) needs the
+/// instance restarted: a different virtual router (VRID, interface,
+/// family), other sockets (unicast peers or source), the fast path turned
+/// on or off, or ownership (priority 255) gained or lost. Anything else
+/// (priority, VIPs, timers, trackers, scripts, authentication) is taken in
+/// place, so a master stays master.
+pub fn restarts(old: &InstanceDef, new: &InstanceDef) -> bool {
+    old.interface != new.interface
+        || old.vrid != new.vrid
+        || old.version != new.version
+        || old.unicast_peers != new.unicast_peers
+        || old.unicast_src != new.unicast_src
+        || old.fastpath != new.fastpath
+        || (old.priority == 255) != (new.priority == 255)
+}
+
+/// A VIP where it lives: (interface index, address).
+pub type VipAt = (u32, Ipv4Addr);
+
+/// A master's VIPs after an in-place change: which of those it `added`
+/// go, and which of `want` are new.
+pub fn vip_changes(added: &[VipAt], want: &[VipAt]) -> (Vec<VipAt>, Vec<VipAt>) {
+    let gone = added
+        .iter()
+        .filter(|a| !want.contains(a))
+        .copied()
+        .collect();
+    let new = want
+        .iter()
+        .filter(|w| !added.contains(w))
+        .copied()
+        .collect();
+    (gone, new)
 }
 
 #[cfg(test)]
@@ -633,5 +669,73 @@ mod tests {
             "an earlier run's"
         );
         assert_eq!(absorbed(&ctl, &VrrpSeen::default(), 0, 0), None, "empty");
+    }
+
+    fn def(spec: &str) -> InstanceDef {
+        let words: Vec<String> = spec.split_whitespace().map(String::from).collect();
+        InstanceDef::parse(&words).expect("valid spec")
+    }
+
+    /// What a reload may change in place, and what restarts the instance.
+    #[test]
+    fn a_reload_restarts_only_another_virtual_router() {
+        const OLD: &str =
+            "VI_1 interface eth0 vrid 51 priority 150 version 3 advert-int 0.1 vip 203.0.113.10/24";
+        let table = [
+            (
+                "VI_1 interface eth0 vrid 51 priority 160 version 3 advert-int 0.1 vip 203.0.113.10/24",
+                false,
+            ),
+            (
+                "VI_1 interface eth0 vrid 51 priority 150 version 3 advert-int 0.1 vip 203.0.113.10/24 vip 203.0.113.11/24",
+                false,
+            ),
+            (
+                "VI_1 interface eth0 vrid 51 priority 150 version 3 advert-int 1 nopreempt vip 203.0.113.10/24",
+                false,
+            ),
+            (
+                "VI_1 interface eth0 vrid 51 priority 150 version 3 advert-int 0.1 vip 203.0.113.10/24 track-interface eth1",
+                false,
+            ),
+            (
+                "VI_1 interface eth0 vrid 52 priority 150 version 3 advert-int 0.1 vip 203.0.113.10/24",
+                true,
+            ),
+            (
+                "VI_1 interface eth1 vrid 51 priority 150 version 3 advert-int 0.1 vip 203.0.113.10/24",
+                true,
+            ),
+            (
+                "VI_1 interface eth0 vrid 51 priority 150 version 2 advert-int 1 vip 203.0.113.10/24",
+                true,
+            ),
+            (
+                "VI_1 interface eth0 vrid 51 priority 255 version 3 advert-int 0.1 vip 203.0.113.10/24",
+                true,
+            ),
+            (
+                "VI_1 interface eth0 vrid 51 priority 150 version 3 advert-int 0.1 no-fastpath vip 203.0.113.10/24",
+                true,
+            ),
+            (
+                "VI_1 interface eth0 vrid 51 priority 150 version 3 advert-int 0.1 unicast-peer 198.51.100.2 vip 203.0.113.10/24",
+                true,
+            ),
+        ];
+        for (new, restart) in table {
+            assert_eq!(restarts(&def(OLD), &def(new)), restart, "{new}");
+        }
+    }
+
+    #[test]
+    fn vip_changes_in_place() {
+        let a = |n: u8| (2, Ipv4Addr::new(203, 0, 113, n));
+        let (gone, new) = vip_changes(
+            &[a(10), a(11)],
+            &[a(11), a(12), (3, Ipv4Addr::new(203, 0, 113, 10))],
+        );
+        assert_eq!(gone, vec![a(10)]);
+        assert_eq!(new, vec![a(12), (3, Ipv4Addr::new(203, 0, 113, 10))]);
     }
 }

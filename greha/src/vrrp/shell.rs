@@ -198,6 +198,41 @@ impl Vrrp {
         self.instances.iter().map(|r| r.def.clone()).collect()
     }
 
+    /// Starts the loops of instance `id`'s script and tunnel trackers.
+    fn spawn_trackers(&self, id: u64, trackers: &[Tracker]) -> Vec<JoinHandle<()>> {
+        let mut script_tasks = Vec::new();
+        for (t, tracker) in trackers.iter().enumerate() {
+            match &tracker.track.kind {
+                TrackKind::Script {
+                    path,
+                    interval,
+                    timeout,
+                    ..
+                } => script_tasks.push(track::spawn_script(
+                    path.clone(),
+                    *interval,
+                    *timeout,
+                    id,
+                    t,
+                    self.script_tx.clone(),
+                )),
+                TrackKind::Tunnel(name) => match self.pin_dir.clone() {
+                    Some(pin_dir) => script_tasks.push(track::spawn_tunnel_watch(
+                        pin_dir,
+                        name.clone(),
+                        id,
+                        t,
+                        self.script_tx.clone(),
+                    )),
+                    // The daemon always has one; a tunnel tracker stays up.
+                    None => warn!("track-tunnel {name}: no datapath to read it from"),
+                },
+                TrackKind::Interface(_) => {}
+            }
+        }
+        script_tasks
+    }
+
     /// Starts a prepared instance (its engine waits for `start_engines`).
     async fn add(&mut self, p: Prepared) -> Result<()> {
         let Prepared {
@@ -249,37 +284,7 @@ impl Vrrp {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let mut script_tasks = Vec::new();
-        for (t, tracker) in trackers.iter().enumerate() {
-            match &tracker.track.kind {
-                TrackKind::Script {
-                    path,
-                    interval,
-                    timeout,
-                    ..
-                } => script_tasks.push(track::spawn_script(
-                    path.clone(),
-                    *interval,
-                    *timeout,
-                    id,
-                    t,
-                    self.script_tx.clone(),
-                )),
-                TrackKind::Tunnel(name) => {
-                    let pin_dir = self.pin_dir.clone().ok_or_else(|| {
-                        anyhow::anyhow!("track-tunnel {name}: no datapath to read it from")
-                    })?;
-                    script_tasks.push(track::spawn_tunnel_watch(
-                        pin_dir,
-                        name.clone(),
-                        id,
-                        t,
-                        self.script_tx.clone(),
-                    ));
-                }
-                TrackKind::Interface(_) => {}
-            }
-        }
+        let script_tasks = self.spawn_trackers(id, &trackers);
         let cfg = def.engine_config(primary);
         let fast = if def.fastpath {
             let used: Vec<u32> = self
@@ -371,19 +376,106 @@ impl Vrrp {
             .filter(|d| !remove.contains(&d.name))
             .collect();
         let prepared = host::prepare(&self.nl, &add, &kept).await?;
-        while let Some(i) = self
-            .instances
-            .iter()
-            .position(|r| remove.contains(&r.def.name))
-        {
+        // A changed instance that stays the same virtual router takes the
+        // change in place: no resignation, no second failover back.
+        let (in_place, fresh): (Vec<Prepared>, Vec<Prepared>) =
+            prepared.into_iter().partition(|p| {
+                self.instances.iter().any(|r| {
+                    r.def.name == p.def.name
+                        && remove.contains(&r.def.name)
+                        && !router::restarts(&r.def, &p.def)
+                })
+            });
+        while let Some(i) = self.instances.iter().position(|r| {
+            remove.contains(&r.def.name) && !in_place.iter().any(|p| p.def.name == r.def.name)
+        }) {
             self.remove(i).await;
         }
+        for p in in_place {
+            if let Some(i) = self.instances.iter().position(|r| r.def.name == p.def.name) {
+                self.reconfigure(i, p).await;
+            }
+        }
         let first = self.instances.len();
-        for p in prepared {
+        for p in fresh {
             self.add(p).await?;
         }
         self.start_engines(first).await;
         Ok(())
+    }
+
+    /// Gives running instance `i` its changed definition in place
+    /// ([`router::restarts`] said it may): new trackers and scripts, the
+    /// VIPs moved if it is master, the priority through tracking.
+    async fn reconfigure(&mut self, i: usize, p: Prepared) {
+        let Prepared {
+            def,
+            vips,
+            trackers,
+            ..
+        } = p;
+        info!(instance = %def.name, "changed in place");
+        let id = self.instances[i].id;
+        let script_tasks = self.spawn_trackers(id, &trackers);
+        if self.links.is_none() && trackers.iter().any(|t| t.ifindex != 0) {
+            match netlink::watch_links() {
+                Ok(l) => self.links = Some(l),
+                Err(e) => warn!(instance = %def.name, "cannot watch links: {e:#}"),
+            }
+        }
+        let r = &mut self.instances[i];
+        for t in std::mem::replace(&mut r.script_tasks, script_tasks) {
+            t.abort();
+        }
+        r.trackers = trackers;
+        r.engine.reconfigure(def.engine_config(r.primary));
+        r.def = def;
+        r.vips = vips;
+        if r.engine.state() == State::Master {
+            let want: Vec<(u32, Ipv4Addr)> = r.vips.iter().map(|v| (v.ifindex, v.addr)).collect();
+            let (gone, new) = router::vip_changes(&r.added, &want);
+            for (ifindex, addr) in gone {
+                if let Err(e) = self.nl.del_address(ifindex, addr).await {
+                    warn!(instance = %self.instances[i].def.name, "removing VIP {addr}: {e:#}");
+                }
+                self.instances[i].added.retain(|a| *a != (ifindex, addr));
+            }
+            let r = &self.instances[i];
+            let adds: Vec<Vip> = r
+                .vips
+                .iter()
+                .filter(|v| new.contains(&(v.ifindex, v.addr)))
+                .cloned()
+                .collect();
+            for v in adds {
+                match self
+                    .nl
+                    .add_address_labeled(v.ifindex, v.addr, v.prefix, v.label.as_deref())
+                    .await
+                {
+                    Ok(_) => self.instances[i].added.push((v.ifindex, v.addr)),
+                    Err(e) => {
+                        warn!(instance = %self.instances[i].def.name, "adding VIP {}: {e:#}", v.addr);
+                    }
+                }
+            }
+            if !new.is_empty() {
+                // Announce the VIP list anew (the refresh task held the
+                // old one).
+                let r = &self.instances[i];
+                let rounds = io::Rounds {
+                    repeat: r.def.garp_repeat,
+                    delay: r.def.garp_delay,
+                    refresh: r.def.garp_refresh,
+                };
+                let task = self.announce(i, rounds);
+                if let Some(old) = self.instances[i].garp.replace(task) {
+                    old.abort();
+                }
+            }
+        }
+        self.retrack(i).await;
+        self.fastpath_sync(i);
     }
 
     fn now(&self) -> Duration {
