@@ -59,8 +59,11 @@ pub struct Options {
     pub handover: bool,
 }
 
-fn split(spec: &str) -> Vec<String> {
-    spec.split_whitespace().map(str::to_owned).collect()
+/// A `--tunnel` or `--vrrp` spec's words: blanks separate them, quotes
+/// group them, as in a script's command line (`track-script 'killall -0
+/// haproxy'`).
+fn split(spec: &str) -> Result<Vec<String>> {
+    crate::vrrp::command::split(spec).map_err(|e| anyhow::anyhow!("{spec:?}: {e}"))
 }
 
 /// Reads and checks everything the daemon is to run; nothing on the host
@@ -74,10 +77,10 @@ pub fn desired(config: Option<&Path>, extra: &Extra) -> Result<Desired> {
     };
     d.count.extend(extra.count.iter().cloned());
     for spec in &extra.tunnels {
-        d.tunnels.push(TunnelDef::parse(&split(spec))?);
+        d.tunnels.push(TunnelDef::parse(&split(spec)?)?);
     }
     for spec in &extra.vrrp {
-        d.vrrp.push(InstanceDef::parse(&split(spec))?);
+        d.vrrp.push(InstanceDef::parse(&split(spec)?)?);
     }
     if extra.no_fastpath {
         for v in &mut d.vrrp {

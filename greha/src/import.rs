@@ -274,18 +274,11 @@ fn instance(
         }
         match key {
             "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
-                if let [prog] = c.args.as_slice()
-                    && !prog.contains(char::is_whitespace)
-                {
-                    t.insert(key.into(), string(prog));
-                } else {
-                    dropped.push((
-                        c.line,
-                        format!(
-                            "{key}: greha runs a program without arguments; put {:?} in a script",
-                            c.args.join(" ")
-                        ),
-                    ));
+                match notify_line(&c.args) {
+                    Ok(line) => {
+                        t.insert(key.into(), string(&line));
+                    }
+                    Err(why) => dropped.push((c.line, format!("{key}: {why}"))),
                 }
             }
             "nopreempt" => {
@@ -382,6 +375,22 @@ fn instance(
     t
 }
 
+/// A script or notify command as greha writes it: keepalived's quoted
+/// string (`"killall -0 haproxy"`, one word here, split as keepalived
+/// splits it) as it is, or its unquoted words joined so they split back
+/// into the same words.
+fn notify_line(args: &[String]) -> Result<String, String> {
+    let line = match args {
+        [] => return Err("no program given".into()),
+        [one] => one.clone(),
+        words => crate::vrrp::command::join(words),
+    };
+    match crate::vrrp::command::split(&line) {
+        Ok(_) => Ok(line),
+        Err(why) => Err(format!("{line:?}: {why}")),
+    }
+}
+
 /// A vrrp_script used by an instance's track_script entry `ts`; none if
 /// it cannot be carried over (reported).
 fn script(s: &Node, ts: &Node, dropped: &mut Vec<(usize, String)>) -> Option<Table> {
@@ -389,13 +398,15 @@ fn script(s: &Node, ts: &Node, dropped: &mut Vec<(usize, String)>) -> Option<Tab
     let mut weight = None;
     for c in &s.children {
         match (c.keyword.as_str(), c.args.as_slice()) {
-            ("script", [cmd]) if !cmd.contains(' ') => {
-                track.insert("path".into(), string(cmd));
-            }
-            ("script", args) => {
-                dropped.push((c.line, format!("vrrp_script: script {:?}: greha runs a program without arguments; put it in a script", args.join(" "))));
-                return None;
-            }
+            ("script", args) => match notify_line(args) {
+                Ok(line) => {
+                    track.insert("path".into(), string(&line));
+                }
+                Err(why) => {
+                    dropped.push((c.line, format!("vrrp_script: script: {why}")));
+                    return None;
+                }
+            },
             ("interval" | "timeout" | "rise" | "fall", [v]) => {
                 track.insert(c.keyword.clone(), number(v));
             }
@@ -429,7 +440,7 @@ pub fn import_file(path: &Path) -> Result<Imported> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use crate::{config, vrrp::def::TrackKind};
 
     /// The seed's keepalived.conf, as it stands in the post (its VIP is the
     /// placeholder `$virtual_third_ip`, defined here as keepalived allows).
@@ -561,9 +572,15 @@ virtual_server 203.0.113.20 80 {
             (7, 150, 10, false)
         );
         assert_eq!(v.unicast_peers.len(), 2);
-        assert_eq!(v.track.len(), 3);
+        assert_eq!(v.track.len(), 4);
         assert_eq!(v.track[1].weight, Some(-10));
         assert_eq!(v.track[2].weight, Some(-20));
+        assert!(
+            matches!(&v.track[3].kind, TrackKind::Script { path, .. } if path == "/bin/check --deep"),
+            "{:?}",
+            v.track[3]
+        );
+        assert_eq!(v.notify.any.as_deref(), Some("/usr/local/bin/event arg"));
         assert_eq!(v.vips.len(), 2);
         assert_eq!(v.vips[0].label.as_deref(), Some("eth0:1"));
         assert_eq!(v.notify.master.as_deref(), Some("/usr/local/bin/master"));
@@ -573,8 +590,6 @@ virtual_server 203.0.113.20 80 {
             .map(|(l, m)| format!("{l}: {m}"))
             .collect();
         for want in [
-            "11: vrrp_script: script \"/bin/check --deep\"",
-            "34: notify: greha runs a program without arguments",
             "35: vrrp_instance VI_2: smtp_alert: not supported",
             "38: virtual_ipaddress 203.0.113.21: brd: not supported",
             "41: virtual_server: not supported",
@@ -584,5 +599,68 @@ virtual_server 203.0.113.20 80 {
                 "{want} not in {dropped:#?}"
             );
         }
+    }
+
+    /// keepalived's everyday script and notify lines carry over with their
+    /// arguments, and greha runs exactly the words keepalived would.
+    #[test]
+    fn scripts_and_notifies_with_arguments() {
+        let text = r#"
+vrrp_script chk_haproxy {
+    script "killall -0 haproxy"
+}
+vrrp_script chk_sh {
+    script "/bin/sh -c 'pidof nginx || exit 1'"
+}
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    priority 100
+    track_script {
+        chk_haproxy
+        chk_sh
+    }
+    notify_master "/usr/local/bin/vrrp.sh MASTER VI_1"
+    notify_backup /usr/local/bin/vrrp.sh BACKUP "VI 1"
+    notify "/usr/local/bin/event"
+    virtual_ipaddress {
+        203.0.113.10/24
+    }
+}
+"#;
+        let out = import(text);
+        assert!(out.dropped.is_empty(), "{:?}", out.dropped);
+        let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
+        let v = &cfg.vrrp[0];
+        let argv = |line: &str| crate::vrrp::command::split(line).expect("splits");
+        let scripts: Vec<Vec<String>> = v
+            .track
+            .iter()
+            .filter_map(|t| match &t.kind {
+                TrackKind::Script { path, .. } => Some(argv(path)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            scripts,
+            vec![
+                vec!["killall", "-0", "haproxy"],
+                vec!["/bin/sh", "-c", "pidof nginx || exit 1"],
+            ]
+        );
+        let cmds = v
+            .notify
+            .commands("VI_1", crate::vrrp::engine::State::Master, 100);
+        assert_eq!(
+            cmds,
+            vec![
+                vec!["/usr/local/bin/vrrp.sh", "MASTER", "VI_1"],
+                vec!["/usr/local/bin/event", "INSTANCE", "VI_1", "MASTER", "100"],
+            ]
+        );
+        let cmds = v
+            .notify
+            .commands("VI_1", crate::vrrp::engine::State::Backup, 100);
+        assert_eq!(cmds[0], vec!["/usr/local/bin/vrrp.sh", "BACKUP", "VI 1"]);
     }
 }

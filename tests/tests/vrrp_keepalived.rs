@@ -367,26 +367,23 @@ fn seed_topology_vrrp_over_a_greha_tunnel_with_the_vip_on_the_lan() -> Result<()
 /// gives greha the VIP back.
 #[test]
 fn a_failing_check_script_lowers_the_priority_and_keepalived_preempts() -> Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
     let p = pair()?;
+    // A check with arguments, as keepalived's `script "test -e FILE"`.
     let healthy = p.lab.tmp().join("healthy");
     fs::write(&healthy, "")?;
-    let check = p.lab.tmp().join("check.sh");
-    fs::write(
-        &check,
-        format!("#!/bin/sh\ntest -e {}\n", healthy.display()),
-    )?;
-    fs::set_permissions(&check, fs::Permissions::from_mode(0o755))?;
     let _ka = Keepalived::start(&p, 100, "0.1", "version 3")?;
     let _g = greha(
         &p,
         &format!(
             "VI_1 interface eth0 vrid 51 priority 150 version 3 advert-int 0.1 vip {VIP}/24 \
-             track-script {} interval 0.1 rise 2 fall 2 weight -60",
-            check.display()
+             track-script 'test -e {}' interval 0.1 rise 2 fall 2 weight -60",
+            healthy.display()
         ),
     )?;
     takes_over(&p.a, SHORT)?;
+    // keepalived may have become master first (it started first); it
+    // yields on A's first advert.
+    wait_until(SHORT, "keepalived to yield", || Ok(!holds_vip(&p.b)?))?;
     never_two_masters(&p, Duration::from_secs(1), Duration::ZERO)?;
     fs::remove_file(&healthy)?;
     takes_over(&p.b, SHORT)?;

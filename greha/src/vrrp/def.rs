@@ -5,6 +5,7 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use super::{
+    command,
     engine::{Config, State},
     packet::{Auth, ChecksumForm, Version},
 };
@@ -91,6 +92,8 @@ pub enum TrackKind {
     /// Run every `interval` (killed after `timeout`); `rise` successes in a
     /// row make it up, `fall` failures down. It starts up.
     Script {
+        /// The program and its arguments, quoted as keepalived quotes
+        /// them (see [`super::command`]).
         path: String,
         interval: Duration,
         timeout: Duration,
@@ -102,7 +105,8 @@ pub enum TrackKind {
     Tunnel(String),
 }
 
-/// Notify commands of an instance (each a program path).
+/// Notify commands of an instance (each a program and its arguments,
+/// quoted as keepalived quotes them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Notify {
     pub master: Option<String>,
@@ -121,21 +125,33 @@ impl Notify {
             State::Fault => (&self.fault, "FAULT"),
             State::Initialize => (&self.stop, "STOP"),
         };
+        // Checked when parsed; a line that no longer splits runs as one
+        // program name, which then fails to start and is logged.
+        let argv = |cmd: &String| command::split(cmd).unwrap_or_else(|_| vec![cmd.clone()]);
         let mut out = Vec::new();
         if let Some(cmd) = specific {
-            out.push(vec![cmd.clone()]);
+            out.push(argv(cmd));
         }
         if let Some(cmd) = &self.any {
-            out.push(vec![
-                cmd.clone(),
+            let mut a = argv(cmd);
+            a.extend([
                 "INSTANCE".into(),
                 name.into(),
                 word.into(),
                 priority.to_string(),
             ]);
+            out.push(a);
         }
         out
     }
+}
+
+/// A script or notify command line, checked to split into a program and
+/// its arguments.
+fn command_line(name: &str, field: &str, value: &str) -> Result<String, SpecError> {
+    command::split(value)
+        .map(|_| value.to_owned())
+        .map_err(|why| bad(name, field, value, &why))
 }
 
 fn bad(name: &str, field: &str, value: &str, what: &str) -> SpecError {
@@ -326,7 +342,7 @@ impl InstanceDef {
                 }
                 "track-script" => d.track.push(Track {
                     kind: TrackKind::Script {
-                        path: value()?.to_owned(),
+                        path: command_line(&name, word, value()?)?,
                         interval: Duration::from_secs(1),
                         timeout: Duration::from_secs(1),
                         rise: 1,
@@ -391,11 +407,11 @@ impl InstanceDef {
                         }
                     }
                 }
-                "notify-master" => d.notify.master = Some(value()?.to_owned()),
-                "notify-backup" => d.notify.backup = Some(value()?.to_owned()),
-                "notify-fault" => d.notify.fault = Some(value()?.to_owned()),
-                "notify-stop" => d.notify.stop = Some(value()?.to_owned()),
-                "notify" => d.notify.any = Some(value()?.to_owned()),
+                "notify-master" => d.notify.master = Some(command_line(&name, word, value()?)?),
+                "notify-backup" => d.notify.backup = Some(command_line(&name, word, value()?)?),
+                "notify-fault" => d.notify.fault = Some(command_line(&name, word, value()?)?),
+                "notify-stop" => d.notify.stop = Some(command_line(&name, word, value()?)?),
+                "notify" => d.notify.any = Some(command_line(&name, word, value()?)?),
                 "garp-delay" => {
                     let v = value()?;
                     let cs = parse_seconds_cs(&name, word, v)?;

@@ -156,8 +156,11 @@ pub async fn prepare(
 /// (keepalived's enable_script_security): the file and every directory
 /// above it belong to root and are not writable by others (a directory
 /// with the sticky bit, /tmp, may be), nor by a group other than root's.
-pub fn script_is_secure(path: &str) -> Result<()> {
+pub fn script_is_secure(line: &str) -> Result<()> {
     use std::os::unix::fs::MetadataExt as _;
+    // The program of the command line; its arguments are data.
+    let argv = super::command::split(line).map_err(|e| anyhow!("{line:?}: {e}"))?;
+    let path = argv[0].as_str();
     let resolved = if path.contains('/') {
         std::path::PathBuf::from(path)
     } else {
@@ -240,6 +243,11 @@ mod tests {
             assert_eq!(got.is_err(), refused, "{what}: {got:?}");
         }
         assert!(script_is_secure("sh").is_ok(), "found in PATH");
+        assert!(
+            script_is_secure("sh -c 'exit 0'").is_ok(),
+            "the program counts"
+        );
+        assert!(script_is_secure("no-such-program-here sh").is_err());
         assert!(script_is_secure("no-such-program-here").is_err());
         std::fs::remove_dir_all(&base).unwrap();
     }

@@ -8,7 +8,9 @@
 //! - [`shell`]: the loop that runs the engines on a host, with [`io`]
 //!   (sockets, gratuitous ARP), [`host`] (definitions checked against the
 //!   host), [`fastpath`] (the eBPF fast path's maps),
-//!   [`track`] (check scripts) and [`notify`] (notify commands).
+//!   [`track`] (check scripts), [`notify`] (notify commands) and
+//!   [`command`] (their command lines).
+pub mod command;
 pub mod def;
 pub mod engine;
 pub mod fastpath;

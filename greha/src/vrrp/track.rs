@@ -29,11 +29,11 @@ pub fn spawn_script(
     tracker: usize,
     tx: mpsc::Sender<ScriptResult>,
 ) -> JoinHandle<()> {
+    // Checked when parsed, as for notify commands.
+    let argv = super::command::split(&path).unwrap_or_else(|_| vec![path.clone()]);
     tokio::spawn(async move {
         loop {
-            let ok = run_bounded(std::slice::from_ref(&path), timeout)
-                .await
-                .is_ok_and(|s| s.success());
+            let ok = run_bounded(&argv, timeout).await.is_ok_and(|s| s.success());
             if tx.send((id, tracker, ok)).await.is_err() {
                 break;
             }
