@@ -505,6 +505,19 @@ async fn serve_control(control: tokio::net::UnixListener, tx: mpsc::Sender<Reque
                     let _ = tx.send(Request::Reload(Some(reply))).await;
                     rx.await.unwrap_or_default()
                 }
+                (Ok(Ok(_)), "events") => {
+                    let (events_tx, mut events) = mpsc::unbounded_channel();
+                    if tx.send(Request::Subscribe(events_tx)).await.is_err() {
+                        return;
+                    }
+                    // Until the client or the daemon goes.
+                    while let Some(line) = events.recv().await {
+                        if conn.get_mut().write_all(line.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                }
                 (Ok(Ok(_)), line) if line.starts_with("demote ") || line.starts_with("resume ") => {
                     let (verb, name) = line.split_once(' ').unwrap_or_default();
                     let (reply, rx) = oneshot::channel();

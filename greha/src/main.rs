@@ -89,6 +89,10 @@ enum Command {
     /// Undo `greha demote`: the instance's own priority again (it
     /// preempts if configured to).
     Resume { instance: String },
+    /// Follow the daemon's VRRP events as they happen: one JSON line per
+    /// transition, priority change and handover, in order (the
+    /// `EventLine` type of docs/events.schema.json).
+    Events,
     /// What the daemon is doing: VRRP instances (state, priority, master,
     /// statistics) and tunnels.
     Status {
@@ -158,6 +162,25 @@ fn ask(control: &std::path::Path, request: &str) -> anyhow::Result<String> {
     let mut answer = String::new();
     conn.read_to_string(&mut answer)?;
     Ok(answer)
+}
+
+/// `greha events`: the daemon's event lines, copied to stdout as they
+/// come, until the daemon stops.
+fn events(control: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    let mut conn = std::os::unix::net::UnixStream::connect(control).map_err(|e| {
+        anyhow::anyhow!(
+            "greha is not running (no answer on {}: {e})",
+            control.display()
+        )
+    })?;
+    conn.write_all(b"events\n")?;
+    let mut out = std::io::stdout().lock();
+    for line in std::io::BufReader::new(conn).lines() {
+        writeln!(out, "{}", line?)?;
+        out.flush()?;
+    }
+    Ok(())
 }
 
 /// `greha demote` and `greha resume`.
@@ -324,6 +347,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demote { instance } => demote(&cli.control, "demote", &instance),
         Command::Resume { instance } => demote(&cli.control, "resume", &instance),
+        Command::Events => events(&cli.control),
         Command::Status { json } => {
             let text = ask(&cli.control, "status")?;
             let doc: greha::vrrp::status::StatusDoc = serde_json::from_str(&text)

@@ -142,10 +142,84 @@ fn a_stop_hands_over_to_keepalived_without_a_lost_probe() -> Result<()> {
     Ok(())
 }
 
+/// `greha events` on A, its lines gathered as they come.
+struct Events {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl Events {
+    fn follow(l: &Lan) -> Result<Self> {
+        use std::io::BufRead as _;
+        let mut child = l
+            .lab
+            .greha(&l.a)
+            .arg("events")
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let out = child.stdout.take().context("stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Ok(Self { child, lines })
+    }
+
+    /// Waits for the next lines to be `want` (fields compared as given),
+    /// in this order, skipping none; each line must also be valid by
+    /// docs/events.schema.json.
+    fn expect(&self, l: &Lan, want: &[serde_json::Value]) -> Result<()> {
+        let mut seen = Vec::new();
+        for w in want {
+            let got = self
+                .lines
+                .recv_timeout(SHORT)
+                .with_context(|| format!("no event line; wanted {w}"))?;
+            let fits = w
+                .as_object()
+                .context("an object")?
+                .iter()
+                .all(|(k, v)| &got[k] == v);
+            ensure!(fits, "event {got} where {w} was due");
+            seen.push(got);
+        }
+        let file = l.lab.tmp().join("events.json");
+        fs::write(&file, serde_json::Value::Array(seen).to_string())?;
+        let schema =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/events.schema.json");
+        greha_tests::run(
+            std::process::Command::new("/usr/bin/python3")
+                .arg("-c")
+                .arg(
+                    "import json, sys, jsonschema\n\
+                     s = json.load(open(sys.argv[2]))\n\
+                     for e in json.load(open(sys.argv[1])): jsonschema.validate(e, s)",
+                )
+                .arg(&file)
+                .arg(schema),
+        )?;
+        Ok(())
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn demote_hands_over_without_a_lost_probe_and_resume_takes_back() -> Result<()> {
     let l = lan()?;
     let (_g, _k, _ea, _eb, prober) = steady(&l, &[])?;
+    let events = Events::follow(&l)?;
+    // Subscribed once the daemon answers a request after it.
+    l.lab.greha_status(&l.a)?;
     let event = Instant::now();
     let out = greha_tests::run(l.lab.greha(&l.a).args(["demote", "VI_1"]))?;
     ensure!(out.starts_with("ok: VI_1 demoted"), "{out}");
@@ -188,6 +262,16 @@ fn demote_hands_over_without_a_lost_probe_and_resume_takes_back() -> Result<()> 
     })?;
     let s = &l.lab.greha_status(&l.a)?["vrrp"][0];
     ensure!(s["priority"] == 150 && s["demoted"] == false, "{s}");
+    use serde_json::json;
+    events.expect(
+        &l,
+        &[
+        json!({"event": "handover", "instance": "VI_1", "note": "handing over"}),
+        json!({"event": "priority", "instance": "VI_1", "from": 150, "to": 1}),
+        json!({"event": "transition", "from": "master", "to": "backup", "reason": "demoted", "priority": 1}),
+        json!({"event": "priority", "from": 1, "to": 150}),
+        json!({"event": "transition", "from": "backup", "to": "master", "reason": "master_down", "priority": 150}),
+    ])?;
     let bad = greha_tests::run(l.lab.greha(&l.a).args(["demote", "VI_9"]));
     ensure!(
         bad.as_ref()

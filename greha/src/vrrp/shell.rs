@@ -27,8 +27,8 @@ use super::{
     packet::{Advert, MULTICAST},
     router::{self, Delivery, InstanceCounter, Packet, RouteKey, TrackerState},
     status::{
-        GlobalStats, HANDING_OVER, InstanceStatus, StatusDoc, TransitionRecord, Transitions,
-        unix_ms_now,
+        EventLine, GlobalStats, HANDING_OVER, InstanceStatus, StatusDoc, TransitionRecord,
+        Transitions, unix_ms_now,
     },
     track::{self, ScriptResult, Tracker},
 };
@@ -101,6 +101,9 @@ pub enum Request {
     /// `greha demote NAME` (true) and `greha resume NAME` (false); the
     /// answer's text goes back.
     Demote(String, bool, oneshot::Sender<String>),
+    /// `greha events`: every event from now on, one JSON line each, until
+    /// the receiver goes.
+    Subscribe(mpsc::UnboundedSender<String>),
 }
 
 /// Why `Vrrp::run` returned.
@@ -144,6 +147,8 @@ pub struct Vrrp {
     /// Instances demoted by name: kept across reloads, even when one
     /// restarts, until resumed.
     demoted: std::collections::HashSet<String>,
+    /// `greha events` subscribers.
+    subscribers: Vec<mpsc::UnboundedSender<String>>,
 }
 
 impl Vrrp {
@@ -174,6 +179,7 @@ impl Vrrp {
             global: GlobalStats::default(),
             pin_dir,
             demoted: Default::default(),
+            subscribers: Vec::new(),
         })
     }
 
@@ -568,6 +574,7 @@ impl Vrrp {
                     Some(Request::Demote(name, demote, reply)) => {
                         let _ = reply.send(self.demote(&name, demote).await);
                     }
+                    Some(Request::Subscribe(tx)) => self.subscribers.push(tx),
                 },
                 Some((sock, r)) = self.rx.recv() => self.received(sock, r).await,
                 Some((ifindex, up)) = recv_opt(&mut self.links) => {
@@ -733,6 +740,7 @@ impl Vrrp {
 
     /// Gives instance `i` an event and carries out what it answers.
     async fn feed(&mut self, i: usize, event: Event) {
+        let before = self.instances[i].engine.priority();
         let mut next = Some(event);
         while let Some(event) = next.take() {
             let now = self.now();
@@ -746,6 +754,16 @@ impl Vrrp {
                 r.faulted = true;
                 next = Some(Event::Fault(true));
             }
+        }
+        let r = &self.instances[i];
+        if r.engine.priority() != before {
+            let line = EventLine::Priority {
+                at_unix_ms: unix_ms_now(),
+                instance: r.def.name.clone(),
+                from: before,
+                to: r.engine.priority(),
+            };
+            publish(&mut self.subscribers, &line);
         }
         self.fastpath_sync(i);
     }
@@ -947,7 +965,13 @@ impl Vrrp {
                         )
                     }
                 };
+                let line = EventLine::Handover {
+                    at_unix_ms: unix_ms_now(),
+                    instance: r.def.name.clone(),
+                    note: text.clone(),
+                };
                 r.handover = Some(text);
+                publish(&mut self.subscribers, &line);
             }
             Action::Transition { from, to, reason } => {
                 if r.handover.as_deref() == Some(HANDING_OVER) {
@@ -967,10 +991,28 @@ impl Vrrp {
                     instance = %r.def.name, vrid = r.def.vrid, ?from, ?to, ?reason,
                     priority = r.engine.priority(), "transition"
                 );
+                let line = EventLine::Transition {
+                    at_unix_ms: unix_ms_now(),
+                    instance: r.def.name.clone(),
+                    from,
+                    to,
+                    reason,
+                    priority: r.engine.priority(),
+                };
+                publish(&mut self.subscribers, &line);
             }
         }
         Ok(())
     }
+}
+
+/// Sends `line` to every subscriber still listening.
+fn publish(subscribers: &mut Vec<mpsc::UnboundedSender<String>>, line: &EventLine) {
+    if subscribers.is_empty() {
+        return;
+    }
+    let text = serde_json::to_string(line).unwrap_or_default() + "\n";
+    subscribers.retain(|s| s.send(text.clone()).is_ok());
 }
 
 async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {

@@ -99,6 +99,34 @@ pub struct StatusDoc {
     pub vrrp_global: GlobalStats,
 }
 
+/// One line of `greha events`: what changed, as it happened, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventLine {
+    /// A state change, with the priority at that moment.
+    Transition {
+        at_unix_ms: u128,
+        instance: String,
+        from: State,
+        to: State,
+        reason: Reason,
+        priority: u8,
+    },
+    /// The effective priority changed (tracking, demote, resume, reload).
+    Priority {
+        at_unix_ms: u128,
+        instance: String,
+        from: u8,
+        to: u8,
+    },
+    /// A handover began, or ended with no router taking over.
+    Handover {
+        at_unix_ms: u128,
+        instance: String,
+        note: String,
+    },
+}
+
 /// Transitions kept per instance for status output.
 pub const TRANSITIONS_KEPT: usize = 16;
 
