@@ -325,6 +325,7 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
             ("preempt", "", "nopreempt"),
             ("fastpath", "", "no-fastpath"),
             ("higher_prio_send_advert", "", "no-higher-prio-send-advert"),
+            ("dont_track_primary", "dont-track-primary", ""),
         ],
         &[("unicast_peers", "unicast-peer")],
         &mut w,

@@ -284,6 +284,9 @@ fn instance(
             "nopreempt" => {
                 t.insert("preempt".into(), Value::Boolean(false));
             }
+            "dont_track_primary" => {
+                t.insert("dont_track_primary".into(), Value::Boolean(true));
+            }
             "state" => dropped.push((
                 c.line,
                 "state: greha always starts as backup, as RFC 3768/5798 do (priority decides)"
@@ -623,6 +626,7 @@ vrrp_instance VI_1 {
     notify_master "/usr/local/bin/vrrp.sh MASTER VI_1"
     notify_backup /usr/local/bin/vrrp.sh BACKUP "VI 1"
     notify "/usr/local/bin/event"
+    dont_track_primary
     virtual_ipaddress {
         203.0.113.10/24
     }
@@ -632,6 +636,7 @@ vrrp_instance VI_1 {
         assert!(out.dropped.is_empty(), "{:?}", out.dropped);
         let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
         let v = &cfg.vrrp[0];
+        assert!(!v.track_primary);
         let argv = |line: &str| crate::vrrp::command::split(line).expect("splits");
         let scripts: Vec<Vec<String>> = v
             .track

@@ -440,3 +440,47 @@ fn unicast_peers_interoperate_both_ways() -> Result<()> {
     );
     Ok(())
 }
+
+/// keepalived's default, track the VRRP interface: greha's interface going
+/// down puts VI_1 in Fault (VIP gone, keepalived master); back up, greha
+/// preempts again. `dont-track-primary` would leave it master on a dead
+/// link.
+#[test]
+fn the_vrrp_interface_going_down_is_a_fault_as_in_keepalived() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    let sw = lab.switch("lan")?;
+    let a_if = lab.plug(&a, &format!("{A}/24"), &sw)?;
+    let b_if = lab.plug(&b, &format!("{B}/24"), &sw)?;
+    let _ka = Keepalived::start_on(&lab, &b, &b_if, &b_if, 100, "0.1", "version 3")?;
+    let mut cmd = lab.greha(&a);
+    cmd.args([
+        "run",
+        "--vrrp",
+        &mode(&format!(
+            "VI_1 interface {a_if} vrid 51 priority 150 version 3 advert-int 0.1 vip {VIP}/24"
+        )),
+    ]);
+    let mut g = a.spawn(&lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    let state = || -> Result<String> {
+        Ok(lab.greha_status(&a)?["vrrp"][0]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned())
+    };
+    let has_vip = |h: &Host, dev: &str| -> Result<bool> {
+        Ok(h.ip(&["-br", "-4", "addr", "show", "dev", dev])?
+            .contains(&format!("{VIP}/24")))
+    };
+    wait_until(SHORT, "A master", || Ok(state()? == "master"))?;
+    a.ip(&["link", "set", &a_if, "down"])?;
+    wait_until(SHORT, "A in fault", || Ok(state()? == "fault"))?;
+    ensure!(!has_vip(&a, &a_if)?, "A kept the VIP on a dead link");
+    wait_until(SHORT, "keepalived to take over", || has_vip(&b, &b_if))?;
+    a.ip(&["link", "set", &a_if, "up"])?;
+    wait_until(SHORT, "A master again", || Ok(state()? == "master"))?;
+    wait_until(SHORT, "keepalived to yield", || Ok(!has_vip(&b, &b_if)?))?;
+    Ok(())
+}

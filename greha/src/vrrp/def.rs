@@ -72,6 +72,9 @@ pub struct InstanceDef {
     /// Let the XDP fast path check adverts and absorb the steady ones
     /// (`no-fastpath` turns it off: the daemon then sees every advert).
     pub fastpath: bool,
+    /// The VRRP interface going down puts the instance in Fault, as
+    /// keepalived does by default (`dont-track-primary` turns it off).
+    pub track_primary: bool,
 }
 
 /// Something whose failure lowers the priority (`weight`) or, without a
@@ -230,6 +233,7 @@ impl InstanceDef {
             garp_lower_prio_delay: Duration::from_secs(5),
             higher_prio_send_advert: true,
             fastpath: true,
+            track_primary: true,
         };
         let mut vrid = None;
         while let Some(word) = it.next() {
@@ -311,6 +315,7 @@ impl InstanceDef {
                     d.garp_lower_prio_delay = Duration::from_millis(u64::from(cs) * 10);
                 }
                 "no-higher-prio-send-advert" => d.higher_prio_send_advert = false,
+                "dont-track-primary" => d.track_primary = false,
                 "unicast-peer" => {
                     let v = value()?;
                     d.unicast_peers.push(

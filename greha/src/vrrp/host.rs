@@ -7,7 +7,7 @@ use std::{collections::HashMap, net::Ipv4Addr};
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use super::{
-    def::{InstanceDef, TrackKind},
+    def::{InstanceDef, Track, TrackKind},
     router::TrackerState,
     track::Tracker,
 };
@@ -123,8 +123,16 @@ pub async fn prepare(
                     .with_context(|| format!("vrrp instance {name}: track-script"))?;
             }
         }
+        // keepalived's default: the VRRP interface itself is tracked
+        // (down: Fault), unless tracked explicitly already.
+        let primary_track = Track {
+            kind: TrackKind::Interface(def.interface.clone()),
+            weight: None,
+        };
+        let explicit = def.track.iter().any(|t| t.kind == primary_track.kind);
+        let implicit = (def.track_primary && !explicit).then_some(&primary_track);
         let mut trackers = Vec::new();
-        for t in &def.track {
+        for t in def.track.iter().chain(implicit) {
             let (ifindex, up) = match &t.kind {
                 TrackKind::Interface(ifname) => {
                     let l = nl.link_by_name(ifname).await?.ok_or_else(|| {
