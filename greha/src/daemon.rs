@@ -26,7 +26,7 @@ use crate::{
     tunnel::{self, TunnelDef},
     vrrp::{
         def::InstanceDef,
-        shell::{Exit, Request, Vrrp},
+        shell::{Exit, Maintenance, Request, Vrrp},
     },
 };
 
@@ -518,10 +518,15 @@ async fn serve_control(control: tokio::net::UnixListener, tx: mpsc::Sender<Reque
                     }
                     return;
                 }
-                (Ok(Ok(_)), line) if line.starts_with("demote ") || line.starts_with("resume ") => {
+                (Ok(Ok(_)), line)
+                    if line
+                        .split_once(' ')
+                        .is_some_and(|(verb, _)| Maintenance::parse(verb).is_some()) =>
+                {
                     let (verb, name) = line.split_once(' ').unwrap_or_default();
+                    let what = Maintenance::parse(verb).expect("checked");
                     let (reply, rx) = oneshot::channel();
-                    let req = Request::Demote(name.trim().to_owned(), verb == "demote", reply);
+                    let req = Request::Maintain(name.trim().to_owned(), what, reply);
                     let _ = tx.send(req).await;
                     rx.await.unwrap_or_default()
                 }

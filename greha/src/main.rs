@@ -86,8 +86,12 @@ enum Command {
     /// without a gap (its VIPs stay until another router is master), then
     /// it runs with priority 1 until `greha resume`, across reloads.
     Demote { instance: String },
-    /// Undo `greha demote`: the instance's own priority again (it
-    /// preempts if configured to).
+    /// Take an instance out of service for maintenance (FRR's `vrrp N
+    /// shutdown`): as master it hands over without a gap, then it stays
+    /// in Initialize, across reloads, until `greha resume`.
+    Shutdown { instance: String },
+    /// Undo `greha demote` or `greha shutdown`: in service with its own
+    /// priority again (it preempts if configured to).
     Resume { instance: String },
     /// Follow the daemon's VRRP events as they happen: one JSON line per
     /// transition, priority change and handover, in order (the
@@ -183,7 +187,7 @@ fn events(control: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `greha demote` and `greha resume`.
+/// `greha demote`, `greha shutdown` and `greha resume`.
 fn demote(control: &std::path::Path, verb: &str, instance: &str) -> anyhow::Result<()> {
     let reply = ask(control, &format!("{verb} {instance}"))?;
     print!("{reply}");
@@ -234,6 +238,9 @@ fn print_status(doc: &greha::vrrp::status::StatusDoc, tunnels: &[tunnel::TunnelS
         );
     }
     for i in &doc.vrrp {
+        if i.shut_down {
+            println!("{}: shut down until greha resume {}", i.name, i.name);
+        }
         if i.demoted {
             println!(
                 "{}: demoted (priority 1) until greha resume {}",
@@ -346,6 +353,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Demote { instance } => demote(&cli.control, "demote", &instance),
+        Command::Shutdown { instance } => demote(&cli.control, "shutdown", &instance),
         Command::Resume { instance } => demote(&cli.control, "resume", &instance),
         Command::Events => events(&cli.control),
         Command::Status { json } => {

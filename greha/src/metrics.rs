@@ -77,6 +77,20 @@ pub fn render(vrrp: &[InstanceStatus], global: &GlobalStats, tunnels: &[TunnelSt
     }
     family(
         &mut out,
+        "greha_vrrp_shut_down",
+        "gauge",
+        "1 while the instance is out of service (greha shutdown, until greha resume).",
+    );
+    for i in vrrp {
+        let _ = writeln!(
+            out,
+            "greha_vrrp_shut_down{{instance=\"{}\"}} {}",
+            esc(&i.name),
+            u8::from(i.shut_down)
+        );
+    }
+    family(
+        &mut out,
         "greha_vrrp_handing_over",
         "gauge",
         "1 while a resigning master keeps its VIPs for the new master.",

@@ -399,3 +399,39 @@ fn a_reload_that_adds_and_removes_a_vip_keeps_the_master() -> Result<()> {
     ensure!(!holds_vip(&l.b, &l.b_if)?, "B took over");
     all_answered_by_a(prober, event)
 }
+
+/// `greha shutdown` (FRR's `vrrp N shutdown`): A hands the VIP to
+/// keepalived without a lost probe, then stays out of service (also
+/// across a reload, with keepalived's lower priority on the wire) until
+/// `greha resume`, when it starts again and preempts.
+#[test]
+fn shutdown_hands_over_and_stays_out_until_resumed() -> Result<()> {
+    let l = lan()?;
+    let (_g, _k, _ea, _eb, prober) = steady(&l, &[])?;
+    let event = Instant::now();
+    let out = greha_tests::run(l.lab.greha(&l.a).args(["shutdown", "VI_1"]))?;
+    ensure!(out.starts_with("ok: VI_1 shut down"), "{out}");
+    wait_until(SHORT, "keepalived to take over", || {
+        holds_vip(&l.b, &l.b_if)
+    })?;
+    wait_until(SHORT, "A to release the VIP", || {
+        Ok(!holds_vip(&l.a, &l.a_if)?)
+    })?;
+    let out = greha_tests::run(l.lab.greha(&l.a).arg("reload"))?;
+    ensure!(out.starts_with("ok"), "{out}");
+    // Long enough for A to preempt keepalived, were it in service.
+    std::thread::sleep(Duration::from_millis(600));
+    let s = &l.lab.greha_status(&l.a)?["vrrp"][0];
+    ensure!(s["state"] == "initialize" && s["shut_down"] == true, "{s}");
+    ensure!(!holds_vip(&l.a, &l.a_if)?, "a shut down greha took the VIP");
+    let handed = seen(prober, event)?;
+    ensure!(handed.lost == 0, "the shutdown lost {handed:?}");
+    let out = greha_tests::run(l.lab.greha(&l.a).args(["resume", "VI_1"]))?;
+    ensure!(out.starts_with("ok: VI_1 resumed"), "{out}");
+    wait_until(SHORT, "A to preempt keepalived again", || {
+        holds_vip(&l.a, &l.a_if)
+    })?;
+    let s = &l.lab.greha_status(&l.a)?["vrrp"][0];
+    ensure!(s["state"] == "master" && s["shut_down"] == false, "{s}");
+    Ok(())
+}

@@ -76,6 +76,8 @@ pub enum Reason {
     /// Asked to step down (`greha demote`): handed over to the router
     /// that took over, or became backup with priority 1.
     Demoted,
+    /// Taken out of service (`greha shutdown`) until `greha resume`.
+    Disabled,
 }
 
 /// What the shell must do, in order.
@@ -121,6 +123,14 @@ pub enum Event {
     /// master a handover as for `HandOver`, ending in Backup.
     Demote,
     Undemote,
+    /// Out of service until `Enable` (FRR's `vrrp N shutdown`): as master
+    /// a handover first, then Initialize; no startup, fault or advert
+    /// moves it meanwhile.
+    Disable,
+    /// Back in service: Fault if a tracker says so, else a start.
+    Enable {
+        fault: bool,
+    },
     /// Startup of a router that was master a moment ago (a restart with
     /// the datapath kept): Master at once, with an advert, so the backups
     /// never see the master go.
@@ -185,6 +195,7 @@ pub struct Instance {
     /// The priority tracking gives; `priority` is 1 instead while demoted.
     tracked_priority: u8,
     demoted: bool,
+    disabled: bool,
     /// A master resigning without dropping its VIPs yet.
     handover: Option<Handover>,
 }
@@ -232,8 +243,14 @@ impl Instance {
             since: Duration::ZERO,
             stats: Stats::default(),
             demoted: false,
+            disabled: false,
             handover: None,
         }
+    }
+
+    /// Out of service (`greha shutdown`) and not resumed.
+    pub fn disabled(&self) -> bool {
+        self.disabled
     }
 
     /// Takes a changed configuration in place (a reload that kept the
@@ -411,6 +428,15 @@ impl Instance {
 
     pub fn handle(&mut self, now: Time, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
+        if self.disabled
+            && matches!(
+                event,
+                Event::Startup | Event::Resume | Event::Fault(_) | Event::HandOver
+            )
+        {
+            // Out of service: only Enable brings it back.
+            return out;
+        }
         match event {
             Event::Startup => {
                 if self.state == State::Initialize {
@@ -464,6 +490,39 @@ impl Instance {
                         self.begin_handover(now, State::Backup, &mut out);
                     }
                     self.apply_priority(now, false, &mut out);
+                }
+            }
+            Event::Disable => {
+                if !self.disabled {
+                    self.disabled = true;
+                    match (&mut self.handover, self.state) {
+                        (Some(h), _) => h.then = State::Initialize,
+                        (None, State::Master) => {
+                            self.begin_handover(now, State::Initialize, &mut out);
+                        }
+                        (None, _) => {
+                            self.adver_timer = None;
+                            self.master_down_timer = None;
+                            self.transition(now, State::Initialize, Reason::Disabled, &mut out);
+                        }
+                    }
+                }
+            }
+            Event::Enable { fault } => {
+                if self.disabled {
+                    self.disabled = false;
+                    if self.handover.take().is_some() {
+                        // Still master: stay, and say so at once.
+                        let p = self.priority;
+                        self.send(p, &mut out);
+                        self.adver_timer = Some(now + self.advert_interval());
+                    } else if self.state == State::Initialize {
+                        if fault {
+                            self.transition(now, State::Fault, Reason::Fault, &mut out);
+                        } else {
+                            self.start(now, Reason::Startup, &mut out);
+                        }
+                    }
                 }
             }
             Event::Undemote => {
@@ -554,7 +613,12 @@ impl Instance {
         if h.then == State::Backup {
             self.become_backup(now, Reason::Demoted, out);
         } else {
-            self.transition(now, State::Initialize, Reason::Shutdown, out);
+            let reason = if self.disabled {
+                Reason::Disabled
+            } else {
+                Reason::Shutdown
+            };
+            self.transition(now, State::Initialize, reason, out);
         }
         true
     }

@@ -707,3 +707,49 @@ fn a_handover_ends_on_undemote_fault_and_shutdown() {
     assert!(out.contains(&Action::DelVips));
     assert_eq!(a.state(), State::Initialize);
 }
+
+/// Shut down (FRR's `vrrp N shutdown`): a master hands over first, then
+/// nothing moves it (startup, faults, adverts) until Enable, which starts
+/// it (or puts it in Fault if a tracker is down).
+#[test]
+fn disabled_stays_out_of_service_until_enabled() {
+    let (a, b, seen) = handover_run(Event::Disable, true);
+    assert_eq!((a.state(), b.state()), (State::Initialize, State::Master));
+    assert!(a.disabled());
+    assert!(
+        seen.iter()
+            .filter(|s| s.0 >= ms(990))
+            .all(|&(_, a, b)| a || b)
+    );
+
+    let c = cfg(Version::V3, 150, 10);
+    let mut i = started(c.clone());
+    let out = i.handle(ms(10), Event::Disable);
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Transition {
+            to: State::Initialize,
+            reason: Reason::Disabled,
+            ..
+        }
+    )));
+    assert_eq!(i.next_deadline(), None);
+    for e in [
+        Event::Startup,
+        Event::Fault(true),
+        Event::Fault(false),
+        Event::HandOver,
+    ] {
+        assert!(i.handle(ms(20), e).is_empty());
+        assert_eq!(i.state(), State::Initialize);
+    }
+    i.handle(ms(30), from(LOW, advert(&c, 100)));
+    assert_eq!(i.state(), State::Initialize);
+    i.handle(ms(40), Event::Enable { fault: true });
+    assert_eq!(i.state(), State::Fault);
+    let mut i = started(c.clone());
+    i.handle(ms(10), Event::Disable);
+    i.handle(ms(50), Event::Enable { fault: false });
+    assert_eq!(i.state(), State::Backup);
+    assert!(!i.disabled());
+}

@@ -98,12 +98,33 @@ pub enum Request {
     Shutdown,
     /// Answer, to prove the loop turns (systemd's watchdog).
     Ping(oneshot::Sender<()>),
-    /// `greha demote NAME` (true) and `greha resume NAME` (false); the
-    /// answer's text goes back.
-    Demote(String, bool, oneshot::Sender<String>),
+    /// `greha demote|shutdown|resume NAME`; the answer's text goes back.
+    Maintain(String, Maintenance, oneshot::Sender<String>),
     /// `greha events`: every event from now on, one JSON line each, until
     /// the receiver goes.
     Subscribe(mpsc::UnboundedSender<String>),
+}
+
+/// What an operator asks of one instance at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Maintenance {
+    /// Hand over, then priority 1 (a backup of last resort).
+    Demote,
+    /// Hand over, then out of service (Initialize).
+    Shutdown,
+    /// Undo either.
+    Resume,
+}
+
+impl Maintenance {
+    pub fn parse(verb: &str) -> Option<Self> {
+        match verb {
+            "demote" => Some(Self::Demote),
+            "shutdown" => Some(Self::Shutdown),
+            "resume" => Some(Self::Resume),
+            _ => None,
+        }
+    }
 }
 
 /// Why `Vrrp::run` returned.
@@ -147,6 +168,8 @@ pub struct Vrrp {
     /// Instances demoted by name: kept across reloads, even when one
     /// restarts, until resumed.
     demoted: std::collections::HashSet<String>,
+    /// Instances shut down by name, kept the same way.
+    disabled: std::collections::HashSet<String>,
     /// `greha events` subscribers.
     subscribers: Vec<mpsc::UnboundedSender<String>>,
 }
@@ -179,6 +202,7 @@ impl Vrrp {
             global: GlobalStats::default(),
             pin_dir,
             demoted: Default::default(),
+            disabled: Default::default(),
             subscribers: Vec::new(),
         })
     }
@@ -344,6 +368,11 @@ impl Vrrp {
                 info!(instance = %r.def.name, "resuming as master after a restart");
             }
             let demoted = self.demoted.contains(&r.def.name);
+            if self.disabled.contains(&r.def.name) {
+                // Out of service before it starts: the start events are
+                // then ignored.
+                self.feed(i, Event::Disable).await;
+            }
             for e in events {
                 if e == Event::Fault(true) {
                     self.instances[i].faulted = true;
@@ -529,6 +558,7 @@ impl Vrrp {
                     fastpath_off: r.fastpath_off.clone(),
                     last_absorbed,
                     demoted: r.engine.demoted(),
+                    shut_down: r.engine.disabled(),
                     handover: r.handover.clone(),
                 }
             })
@@ -571,8 +601,8 @@ impl Vrrp {
                     Some(Request::Ping(reply)) => {
                         let _ = reply.send(());
                     }
-                    Some(Request::Demote(name, demote, reply)) => {
-                        let _ = reply.send(self.demote(&name, demote).await);
+                    Some(Request::Maintain(name, what, reply)) => {
+                        let _ = reply.send(self.maintain(&name, what).await);
                     }
                     Some(Request::Subscribe(tx)) => self.subscribers.push(tx),
                 },
@@ -637,30 +667,46 @@ impl Vrrp {
         self.flush();
     }
 
-    /// Demotes (or resumes) the instance `name`; the answer for the CLI.
-    async fn demote(&mut self, name: &str, demote: bool) -> String {
+    /// Demotes, shuts down or resumes the instance `name`; the answer for
+    /// the CLI.
+    async fn maintain(&mut self, name: &str, what: Maintenance) -> String {
         let Some(i) = self.instances.iter().position(|r| r.def.name == name) else {
             return format!("error: no VRRP instance is named {name:?}\n");
         };
-        if demote {
-            self.demoted.insert(name.to_owned());
-            self.feed(i, Event::Demote).await;
-        } else {
-            self.demoted.remove(name);
-            self.feed(i, Event::Undemote).await;
+        match what {
+            Maintenance::Demote => {
+                self.demoted.insert(name.to_owned());
+                self.feed(i, Event::Demote).await;
+            }
+            Maintenance::Shutdown => {
+                self.disabled.insert(name.to_owned());
+                self.feed(i, Event::Disable).await;
+            }
+            Maintenance::Resume => {
+                self.demoted.remove(name);
+                self.disabled.remove(name);
+                let fault = self.instances[i].faulted;
+                self.feed(i, Event::Enable { fault }).await;
+                self.feed(i, Event::Undemote).await;
+            }
         }
         let e = &self.instances[i].engine;
-        let doing = match (demote, e.state(), e.handing_over()) {
-            (true, _, true) => "handing over: it keeps the VIPs until another router is master",
-            (true, _, false) => "priority 1 until resumed",
-            (false, State::Master, _) => "master, with its own priority",
-            (false, _, _) => "its own priority again; it preempts if configured to",
+        let doing = match (what, e.state(), e.handing_over()) {
+            (Maintenance::Resume, State::Master, _) => "master, with its own priority",
+            (Maintenance::Resume, _, _) => {
+                "in service with its own priority; it preempts if configured to"
+            }
+            (_, _, true) => "handing over: it keeps the VIPs until another router is master",
+            (Maintenance::Demote, _, _) => "priority 1 until resumed",
+            (Maintenance::Shutdown, _, _) => "out of service until resumed",
         };
-        info!(instance = %name, demote, "{doing}");
-        format!(
-            "ok: {name} {}: {doing}\n",
-            if demote { "demoted" } else { "resumed" }
-        )
+        info!(instance = %name, ?what, "{doing}");
+        let done = match what {
+            Maintenance::Demote => "demoted",
+            Maintenance::Shutdown => "shut down",
+            Maintenance::Resume => "resumed",
+        };
+        format!("ok: {name} {done}: {doing}\n")
     }
 
     /// Resigns every instance, then waits (bounded) for the notify

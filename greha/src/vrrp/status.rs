@@ -56,6 +56,8 @@ pub struct InstanceStatus {
     pub daemon_adverts: u64,
     /// Demoted (`greha demote`) until `greha resume`: priority 1.
     pub demoted: bool,
+    /// Shut down (`greha shutdown`) until `greha resume`: Initialize.
+    pub shut_down: bool,
     /// "handing over" while a resigning master keeps its VIPs for the new
     /// master's arrival; what became of the last one that found no new
     /// master; null otherwise.
