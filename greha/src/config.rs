@@ -170,7 +170,7 @@ fn words(
             push(out, &key.replace('_', "-"), scalar(src, key, v)?);
         } else if !matches!(
             key,
-            "vip" | "track_interface" | "track_script" | "track_tunnel"
+            "vip" | "track_interface" | "track_script" | "track_tunnel" | "track_file"
         ) {
             return Err(src.err(
                 &k.span(),
@@ -362,6 +362,11 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
             "path",
             &["path", "interval", "timeout", "rise", "fall", "weight"][..],
         ),
+        (
+            "track_file",
+            "path",
+            &["path", "weight", "reverse", "init", "overwrite"][..],
+        ),
     ] {
         for e in sub(kind)? {
             let head = e.get_ref().get(first).ok_or_else(|| {
@@ -374,6 +379,7 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
                 "vip" => "vip",
                 "track_interface" => "track-interface",
                 "track_tunnel" => "track-tunnel",
+                "track_file" => "track-file",
                 _ => "track-script",
             };
             push(
@@ -392,6 +398,17 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
                         &k.span(),
                         format!("vrrp instance {name}: {kind}: unknown key {key:?}"),
                     ));
+                }
+                // A flag (reverse, overwrite): its word when true.
+                if let Some(on) = v.get_ref().as_bool() {
+                    if on {
+                        w.push(Word {
+                            text: key.to_owned(),
+                            line: src.line(&k.span()),
+                            key: key.to_owned(),
+                        });
+                    }
+                    continue;
                 }
                 push(&mut w, src.line(&k.span()), key, scalar(src, key, v)?);
             }
@@ -483,6 +500,7 @@ pub fn summary(cfg: &Config) -> String {
                 TrackKind::Interface(i) => i.clone(),
                 TrackKind::Script { path, .. } => path.clone(),
                 TrackKind::Tunnel(t) => format!("tunnel {t}"),
+                TrackKind::File { path, .. } => format!("file {path}"),
             })
             .collect::<Vec<_>>();
         let _ = writeln!(

@@ -189,6 +189,11 @@ pub fn import(text: &str) -> Imported {
         .filter(|n| n.keyword == "vrrp_script")
         .filter_map(|n| n.args.first().map(|name| (name.as_str(), n)))
         .collect();
+    let files: HashMap<&str, &Node> = tree
+        .iter()
+        .filter(|n| matches!(n.keyword.as_str(), "track_file" | "vrrp_track_file"))
+        .filter_map(|n| n.args.first().map(|name| (name.as_str(), n)))
+        .collect();
     // keepalived speaks VRRPv2 unless told otherwise; greha's default is 3.
     let mut default_version = "2".to_owned();
     for g in tree.iter().filter(|n| n.keyword == "global_defs") {
@@ -202,11 +207,12 @@ pub fn import(text: &str) -> Imported {
     for n in &tree {
         match n.keyword.as_str() {
             "vrrp_instance" => {
-                let t = instance(n, &scripts, &default_version, &mut out.dropped);
+                let t = instance(n, &scripts, &files, &default_version, &mut out.dropped);
                 push(&mut config, "vrrp", t);
             }
-            // Turned into track_script entries where an instance uses it.
-            "vrrp_script" => {}
+            // Turned into track_script and track_file entries where an
+            // instance uses them.
+            "vrrp_script" | "track_file" | "vrrp_track_file" => {}
             "global_defs" => {
                 for c in n.children.iter().filter(|c| c.keyword != "vrrp_version") {
                     out.dropped.push((
@@ -232,6 +238,7 @@ pub fn import(text: &str) -> Imported {
 fn instance(
     n: &Node,
     scripts: &HashMap<&str, &Node>,
+    files: &HashMap<&str, &Node>,
     default_version: &str,
     dropped: &mut Vec<(usize, String)>,
 ) -> Table {
@@ -362,6 +369,20 @@ fn instance(
                     }
                 }
             }
+            "track_file" => {
+                for tf in &c.children {
+                    let Some(f) = files.get(tf.keyword.as_str()) else {
+                        dropped.push((
+                            tf.line,
+                            format!("track_file: no track_file {:?}", tf.keyword),
+                        ));
+                        continue;
+                    };
+                    if let Some(track) = track_file(f, tf, dropped) {
+                        push(&mut tracks, "track_file", track);
+                    }
+                }
+            }
             other => dropped.push((
                 c.line,
                 format!("vrrp_instance {name}: {other}: not supported by greha"),
@@ -425,6 +446,69 @@ fn script(s: &Node, ts: &Node, dropped: &mut Vec<(usize, String)>) -> Option<Tab
     }
     if let Some(w) = weight {
         track.insert("weight".into(), number(&w));
+    }
+    Some(track)
+}
+
+/// A track_file used by an instance's track_file entry `tf`; none if it
+/// cannot be carried over (reported).
+fn track_file(f: &Node, tf: &Node, dropped: &mut Vec<(usize, String)>) -> Option<Table> {
+    let mut track = Table::new();
+    let mut weight: Option<(&str, bool)> = None;
+    let weight_of = |args: &[String]| -> Option<(String, bool)> {
+        match args {
+            [w] => Some((w.clone(), false)),
+            [w, r] if r == "reverse" => Some((w.clone(), true)),
+            [w, r] if r == "noreverse" => Some((w.clone(), false)),
+            _ => None,
+        }
+    };
+    let mut own = None;
+    for c in &f.children {
+        match (c.keyword.as_str(), c.args.as_slice()) {
+            ("file", [path]) => {
+                track.insert("path".into(), string(path));
+            }
+            ("weight", args) if weight_of(args).is_some() => own = weight_of(args),
+            ("init_file", args) => {
+                let (value, overwrite) = match args {
+                    [] => ("0", false),
+                    [o] if o == "overwrite" => ("0", true),
+                    [v] => (v.as_str(), false),
+                    [v, o] if o == "overwrite" => (v.as_str(), true),
+                    _ => {
+                        dropped.push((c.line, "track_file: init_file: not understood".into()));
+                        return None;
+                    }
+                };
+                track.insert("init".into(), number(value));
+                if overwrite {
+                    track.insert("overwrite".into(), Value::Boolean(true));
+                }
+            }
+            (k, _) => {
+                dropped.push((c.line, format!("track_file: {k}: not supported")));
+                return None;
+            }
+        }
+    }
+    if !track.contains_key("path") {
+        dropped.push((f.line, "track_file: no file given".into()));
+        return None;
+    }
+    // The instance's weight overrides the file's, as in keepalived.
+    let over = match tf.args.as_slice() {
+        [w, rest @ ..] if w == "weight" => weight_of(rest),
+        _ => None,
+    };
+    if let Some((w, reverse)) = over.as_ref().or(own.as_ref()) {
+        weight = Some((w.as_str(), *reverse));
+    }
+    if let Some((w, reverse)) = weight {
+        track.insert("weight".into(), number(w));
+        if reverse {
+            track.insert("reverse".into(), Value::Boolean(true));
+        }
     }
     Some(track)
 }
@@ -602,6 +686,66 @@ virtual_server 203.0.113.20 80 {
                 "{want} not in {dropped:#?}"
             );
         }
+    }
+
+    /// track_file as keepalived.conf(5) writes it, with the instance's
+    /// weight overriding the file's.
+    #[test]
+    fn track_files_carry_over() {
+        let text = r#"
+track_file maint {
+    file "/run/greha-maint"
+    weight -10 reverse
+    init_file 0 overwrite
+}
+vrrp_track_file down {
+    file "/run/down"
+    weight 0
+}
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    priority 100
+    track_file {
+        maint
+        down weight 0
+    }
+    virtual_ipaddress {
+        203.0.113.10/24
+    }
+}
+"#;
+        let out = import(text);
+        assert!(out.dropped.is_empty(), "{:?}", out.dropped);
+        let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
+        let files: Vec<(&TrackKind, Option<i32>)> = cfg.vrrp[0]
+            .track
+            .iter()
+            .map(|t| (&t.kind, t.weight))
+            .collect();
+        assert_eq!(
+            files,
+            vec![
+                (
+                    &TrackKind::File {
+                        path: "/run/greha-maint".into(),
+                        reverse: true,
+                        init: Some(0),
+                        overwrite: true
+                    },
+                    Some(-10)
+                ),
+                (
+                    &TrackKind::File {
+                        path: "/run/down".into(),
+                        reverse: false,
+                        init: None,
+                        overwrite: false
+                    },
+                    Some(0)
+                ),
+            ]
+        );
     }
 
     /// keepalived's everyday script and notify lines carry over with their

@@ -484,3 +484,44 @@ fn the_vrrp_interface_going_down_is_a_fault_as_in_keepalived() -> Result<()> {
     wait_until(SHORT, "keepalived to yield", || Ok(!has_vip(&b, &b_if)?))?;
     Ok(())
 }
+
+/// keepalived's track_file: a number in a file times the weight moves the
+/// priority (keepalived preempts when it falls below its own), and with
+/// weight 0 any number but 0 is Fault.
+#[test]
+fn tracked_files_move_the_priority_and_fault() -> Result<()> {
+    let p = pair()?;
+    let maint = p.lab.tmp().join("maint");
+    let down = p.lab.tmp().join("down");
+    fs::write(&down, "0\n")?;
+    let _ka = Keepalived::start(&p, 100, "0.1", "version 3")?;
+    let _g = greha(
+        &p,
+        &format!(
+            "VI_1 interface eth0 vrid 51 priority 150 version 3 advert-int 0.1 vip {VIP}/24 \
+             track-file {} weight -60 init 0 track-file {} weight 0",
+            maint.display(),
+            down.display()
+        ),
+    )?;
+    takes_over(&p.a, SHORT)?;
+    wait_until(SHORT, "keepalived to yield", || Ok(!holds_vip(&p.b)?))?;
+    ensure!(
+        fs::read_to_string(&maint)?.trim() == "0",
+        "init not written"
+    );
+    fs::write(&maint, "1\n")?;
+    takes_over(&p.b, SHORT)?;
+    let v = status(&p)?;
+    ensure!(v["vrrp"][0]["priority"] == 90, "{v}");
+    fs::write(&maint, "0\n")?;
+    takes_over(&p.a, SHORT)?;
+    fs::write(&down, "1\n")?;
+    wait_until(SHORT, "A in fault", || {
+        Ok(status(&p)?["vrrp"][0]["state"] == "fault")
+    })?;
+    ensure!(!holds_vip(&p.a)?, "a faulted greha kept the VIP");
+    fs::write(&down, "0\n")?;
+    takes_over(&p.a, SHORT)?;
+    Ok(())
+}

@@ -106,6 +106,17 @@ pub enum TrackKind {
     /// A greha tunnel with a `probe` address: down while its far end is
     /// dead (see [`crate::probe`]).
     Tunnel(String),
+    /// keepalived's track_file: a number read from `path` whenever it
+    /// changes, times the weight (1 by default; `reverse` negates it), is
+    /// added to the priority; below -253 it is Fault. With weight 0, any
+    /// number but 0 is Fault. `init` is written at start if the file does
+    /// not exist (or always, with `overwrite`).
+    File {
+        path: String,
+        reverse: bool,
+        init: Option<i64>,
+        overwrite: bool,
+    },
 }
 
 /// Notify commands of an instance (each a program and its arguments,
@@ -355,6 +366,47 @@ impl InstanceDef {
                     },
                     weight: None,
                 }),
+                "track-file" => {
+                    let v = value()?;
+                    if !v.starts_with('/') {
+                        return Err(bad(&name, word, v, "is not an absolute path"));
+                    }
+                    d.track.push(Track {
+                        kind: TrackKind::File {
+                            path: v.to_owned(),
+                            reverse: false,
+                            init: None,
+                            overwrite: false,
+                        },
+                        weight: Some(1),
+                    });
+                }
+                "reverse" | "overwrite" | "init" => {
+                    let Some(Track {
+                        kind:
+                            TrackKind::File {
+                                reverse,
+                                init,
+                                overwrite,
+                                ..
+                            },
+                        ..
+                    }) = d.track.last_mut()
+                    else {
+                        return Err(err(&name, word, "belongs after a track-file"));
+                    };
+                    match word {
+                        "reverse" => *reverse = true,
+                        "overwrite" => *overwrite = true,
+                        _ => {
+                            let v = value()?;
+                            *init = Some(
+                                v.parse()
+                                    .map_err(|_| bad(&name, word, v, "is not a whole number"))?,
+                            );
+                        }
+                    }
+                }
                 "weight" => {
                     let v = value()?;
                     let w: i32 = v
@@ -368,7 +420,7 @@ impl InstanceDef {
                             err(
                                 &name,
                                 "weight",
-                                "belongs after a track-interface, track-script or track-tunnel",
+                                "belongs after a track-interface, track-script, track-tunnel or track-file",
                             )
                             .value(v)
                         })?

@@ -140,6 +140,27 @@ pub async fn prepare(
                     })?;
                     (l.index, l.up)
                 }
+                TrackKind::File {
+                    path,
+                    reverse,
+                    init,
+                    ..
+                } => {
+                    // What the file holds now (or will once initialized):
+                    // the instance starts with the right priority.
+                    let p = std::path::Path::new(path);
+                    let value = match init {
+                        Some(v) if !p.exists() => *v,
+                        _ => super::track::read_number(p),
+                    };
+                    let w = t.weight.unwrap_or(1);
+                    trackers.push(Tracker {
+                        track: t.clone(),
+                        ifindex: 0,
+                        state: TrackerState::file(if *reverse { -w } else { w }, value),
+                    });
+                    continue;
+                }
                 // Up until its far end is found dead.
                 TrackKind::Script { .. } | TrackKind::Tunnel(_) => (0, true),
             };

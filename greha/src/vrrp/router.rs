@@ -148,6 +148,8 @@ pub struct TrackerState {
     /// one while down; none means down is Fault.
     pub weight: Option<i32>,
     pub up: bool,
+    /// A tracked file's number (None for the other trackers).
+    pub value: Option<i64>,
     successes: u32,
     failures: u32,
 }
@@ -157,9 +159,42 @@ impl TrackerState {
         Self {
             weight,
             up,
+            value: None,
             successes: 0,
             failures: 0,
         }
+    }
+
+    /// A tracked file with this weight (negated for `reverse`) holding
+    /// `value`.
+    pub fn file(weight: i32, value: i64) -> Self {
+        Self {
+            value: Some(value),
+            ..Self::new(Some(weight), true)
+        }
+    }
+
+    /// A tracked file's new number. True when that is news.
+    pub fn file_value(&mut self, value: i64) -> bool {
+        let changed = self.value != Some(value);
+        self.value = Some(value);
+        changed
+    }
+
+    /// A tracked file's say: Fault, or what it adds to the priority
+    /// (keepalived's rules: weight 0 makes any number but 0 a fault; else
+    /// number times weight, a fault below -253, at most 253 either way).
+    fn file_effect(&self) -> Option<Result<i32, ()>> {
+        let v = self.value?;
+        let w = i64::from(self.weight.unwrap_or(1));
+        Some(if w == 0 {
+            if v == 0 { Ok(0) } else { Err(()) }
+        } else {
+            match v.saturating_mul(w) {
+                r if r < -253 => Err(()),
+                r => Ok(r.min(253) as i32),
+            }
+        })
     }
 
     /// A check script's result: `rise` successes in a row bring a down
@@ -196,15 +231,18 @@ impl TrackerState {
 /// weightless tracker down is Fault; the weights move a non-owner's
 /// priority within 1 to 254 (the owner's 255 never moves).
 pub fn tracked(priority: u8, trackers: &[TrackerState]) -> (bool, u8) {
-    let fault = trackers.iter().any(|t| t.weight.is_none() && !t.up);
+    let fault = trackers
+        .iter()
+        .any(|t| t.weight.is_none() && !t.up || t.file_effect() == Some(Err(())));
     if priority == 255 {
         return (fault, 255);
     }
     let delta: i32 = trackers
         .iter()
-        .filter_map(|t| match t.weight {
-            Some(w) if w > 0 && t.up => Some(w),
-            Some(w) if w < 0 && !t.up => Some(w),
+        .filter_map(|t| match (t.file_effect(), t.weight) {
+            (Some(effect), _) => effect.ok(),
+            (None, Some(w)) if w > 0 && t.up => Some(w),
+            (None, Some(w)) if w < 0 && !t.up => Some(w),
             _ => None,
         })
         .sum();
@@ -737,5 +775,37 @@ mod tests {
         );
         assert_eq!(gone, vec![a(10)]);
         assert_eq!(new, vec![a(12), (3, Ipv4Addr::new(203, 0, 113, 10))]);
+    }
+
+    /// keepalived's track_file rules, as keepalived.conf(5) states them.
+    #[test]
+    fn tracked_files_move_the_priority_or_fault() {
+        // (weight, value, owner?) -> (fault, priority from 100 or 255)
+        let table = [
+            (1, 0, false, (false, 100)),
+            (1, 20, false, (false, 120)),
+            (-10, 3, false, (false, 70)),
+            (1, 200, false, (false, 254)),
+            (1, -99, false, (false, 1)),
+            (1, -253, false, (false, 1)),
+            (1, -254, false, (true, 1)),
+            (10, -30, false, (true, 1)),
+            (0, 0, false, (false, 100)),
+            (0, 7, false, (true, 100)),
+            (0, 7, true, (true, 255)),
+            (5, 5, true, (false, 255)),
+            (1, i64::MIN, false, (true, 1)),
+            (-1, i64::MIN, false, (false, 254)),
+        ];
+        for (w, v, owner, want) in table {
+            let prio = if owner { 255 } else { 100 };
+            let got = tracked(prio, &[TrackerState::file(w, v)]);
+            let want = if want.0 && !owner {
+                (true, got.1)
+            } else {
+                want
+            };
+            assert_eq!(got, want, "weight {w} value {v} owner {owner}");
+        }
     }
 }

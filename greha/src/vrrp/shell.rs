@@ -30,7 +30,7 @@ use super::{
         EventLine, GlobalStats, HANDING_OVER, InstanceStatus, StatusDoc, TransitionRecord,
         Transitions, unix_ms_now,
     },
-    track::{self, ScriptResult, Tracker},
+    track::{self, Reading, ScriptResult, Tracker},
 };
 use crate::netlink::{self, Netlink};
 
@@ -257,6 +257,28 @@ impl Vrrp {
                     // The daemon always has one; a tunnel tracker stays up.
                     None => warn!("track-tunnel {name}: no datapath to read it from"),
                 },
+                TrackKind::File {
+                    path,
+                    init,
+                    overwrite,
+                    ..
+                } => {
+                    let path = std::path::PathBuf::from(path);
+                    if let Err(e) = track::init_file(&path, *init, *overwrite) {
+                        warn!(
+                            "track-file {}: cannot write its initial value: {e}",
+                            path.display()
+                        );
+                    }
+                    let now = track::read_number(&path);
+                    script_tasks.push(track::spawn_file_watch(
+                        path,
+                        tracker.state.value.unwrap_or(now),
+                        id,
+                        t,
+                        self.script_tx.clone(),
+                    ));
+                }
                 TrackKind::Interface(_) => {}
             }
         }
@@ -620,18 +642,21 @@ impl Vrrp {
                         }
                     }
                 }
-                Some((id, t, ok)) = self.scripts.recv() => {
+                Some((id, t, reading)) = self.scripts.recv() => {
                     let Some(i) = self.instances.iter().position(|r| r.id == id) else {
                         continue;
                     };
                     let tr = &mut self.instances[i].trackers[t];
-                    let (rise, fall) = match tr.track.kind {
-                        TrackKind::Script { rise, fall, .. } => (rise, fall),
+                    let changed = match (&tr.track.kind, reading) {
+                        (TrackKind::Script { rise, fall, .. }, Reading::Up(ok)) => {
+                            tr.state.script_result(ok, *rise, *fall)
+                        }
                         // The prober already counted the losses.
-                        TrackKind::Tunnel(_) => (1, 1),
-                        TrackKind::Interface(_) => continue,
+                        (TrackKind::Tunnel(_), Reading::Up(ok)) => tr.state.script_result(ok, 1, 1),
+                        (TrackKind::File { .. }, Reading::Value(v)) => tr.state.file_value(v),
+                        _ => false,
                     };
-                    if tr.state.script_result(ok, rise, fall) {
+                    if changed {
                         self.retrack(i).await;
                     }
                 }

@@ -16,8 +16,16 @@ pub struct Tracker {
     pub state: TrackerState,
 }
 
-/// A script's result: (instance id, tracker index, success).
-pub type ScriptResult = (u64, usize, bool);
+/// What a tracker's task reports: (instance id, tracker index, reading).
+pub type ScriptResult = (u64, usize, Reading);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reading {
+    /// A check script's run, or a tunnel's far end: up or not.
+    Up(bool),
+    /// A tracked file's number.
+    Value(i64),
+}
 
 /// Runs `path` every `interval`, killed after `timeout`, and sends each
 /// result, until the receiver is gone or the task is aborted.
@@ -34,7 +42,7 @@ pub fn spawn_script(
     tokio::spawn(async move {
         loop {
             let ok = run_bounded(&argv, timeout).await.is_ok_and(|s| s.success());
-            if tx.send((id, tracker, ok)).await.is_err() {
+            if tx.send((id, tracker, Reading::Up(ok))).await.is_err() {
                 break;
             }
             tokio::time::sleep(interval).await;
@@ -77,7 +85,58 @@ pub fn spawn_tunnel_watch(
             };
             if up != last {
                 last = up;
-                if tx.send((id, tracker, up)).await.is_err() {
+                if tx.send((id, tracker, Reading::Up(up))).await.is_err() {
+                    break;
+                }
+            }
+        }
+    })
+}
+
+/// A tracked file's number as keepalived reads it: the text's leading
+/// whole number; a file that is missing, unreadable or holds none counts
+/// as 0.
+pub fn read_number(path: &std::path::Path) -> i64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let t = text.trim_start();
+    let end = t
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && (c == '-' || c == '+'))))
+        .map_or(t.len(), |(i, _)| i);
+    t[..end].parse().unwrap_or(0)
+}
+
+/// Writes `init` to a tracked file at start if it does not exist (or
+/// always, with `overwrite`), as keepalived's init_file does.
+pub fn init_file(
+    path: &std::path::Path,
+    init: Option<i64>,
+    overwrite: bool,
+) -> std::io::Result<()> {
+    match init {
+        Some(v) if overwrite || !path.exists() => std::fs::write(path, format!("{v}\n")),
+        _ => Ok(()),
+    }
+}
+
+/// Sends a tracked file's number whenever it changes, read every 100 ms
+/// (one small read; keepalived watches with inotify, which a file
+/// replaced by rename would escape).
+pub fn spawn_file_watch(
+    path: std::path::PathBuf,
+    mut last: i64,
+    id: u64,
+    tracker: usize,
+    tx: mpsc::Sender<ScriptResult>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let v = read_number(&path);
+            if v != last {
+                last = v;
+                if tx.send((id, tracker, Reading::Value(v))).await.is_err() {
                     break;
                 }
             }
@@ -171,5 +230,38 @@ struct GroupKiller(nix::unistd::Pid);
 impl Drop for GroupKiller {
     fn drop(&mut self) {
         let _ = nix::sys::signal::killpg(self.0, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn numbers_as_keepalived_reads_them() {
+        let dir = std::env::temp_dir().join(format!("greha-track-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let f = dir.join("v");
+        for (text, want) in [
+            ("0\n", 0),
+            ("  42 \n", 42),
+            ("-300", -300),
+            ("+7", 7),
+            ("12abc", 12),
+            ("abc", 0),
+            ("", 0),
+        ] {
+            std::fs::write(&f, text).expect("write");
+            assert_eq!(read_number(&f), want, "{text:?}");
+        }
+        assert_eq!(read_number(&dir.join("missing")), 0);
+        let g = dir.join("init");
+        init_file(&g, Some(5), false).expect("init");
+        assert_eq!(read_number(&g), 5);
+        init_file(&g, Some(9), false).expect("kept");
+        assert_eq!(read_number(&g), 5);
+        init_file(&g, Some(9), true).expect("overwritten");
+        assert_eq!(read_number(&g), 9);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }
