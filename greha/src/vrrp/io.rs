@@ -199,8 +199,8 @@ pub struct Rounds {
     pub refresh: std::time::Duration,
 }
 
-/// Announces `targets` (ifindex, MAC, VIP) off the loop, in `rounds`;
-/// abort the task to stop it (on leaving Master).
+/// Announces `targets` (ifindex, MAC, VIP) in `rounds`: the first now, the
+/// rest off the loop; abort the task to stop them (on leaving Master).
 pub fn announce(
     arp: std::sync::Arc<crate::arp::ArpSender>,
     instance: String,
@@ -212,24 +212,38 @@ pub fn announce(
         delay,
         refresh,
     } = rounds;
+    // The first round goes now, from the caller's step: the clients
+    // learn the new MAC before anything else this step does (a spawned
+    // task would wait for the step to end), and a master handing over
+    // (make before break) hears this router's advert after it.
+    send_round(&arp, &instance, &targets, repeat);
     tokio::spawn(async move {
-        for round in 0.. {
+        for round in 1.. {
             match round {
-                0 => {}
                 1 if delay.is_zero() && refresh.is_zero() => break,
                 1 => tokio::time::sleep(delay).await,
                 _ if refresh.is_zero() => break,
                 _ => tokio::time::sleep(refresh).await,
             }
-            for _ in 0..repeat {
-                for (ifindex, mac, vip) in &targets {
-                    if let Err(e) = arp.send(*ifindex, *mac, *vip) {
-                        tracing::warn!(instance = %instance, "{e:#}");
-                    }
-                }
-            }
+            send_round(&arp, &instance, &targets, repeat);
         }
     })
+}
+
+/// One round of gratuitous ARPs: `repeat` for each target.
+fn send_round(
+    arp: &crate::arp::ArpSender,
+    instance: &str,
+    targets: &[(u32, [u8; 6], Ipv4Addr)],
+    repeat: u32,
+) {
+    for _ in 0..repeat {
+        for (ifindex, mac, vip) in targets {
+            if let Err(e) = arp.send(*ifindex, *mac, *vip) {
+                tracing::warn!(instance = %instance, "{e:#}");
+            }
+        }
+    }
 }
 
 /// Which socket an advert leaves by: an interface's shared one (by index),
