@@ -615,7 +615,10 @@ fn failover_once(
         let mut adverts = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
-        while Instant::now() < deadline {
+        // A's adverts waiting in the socket, stamped now (or `by`, when
+        // they are drained after the VIP was seen: they came before it,
+        // within one polling step).
+        let mut drain = |by: Option<Instant>, adverts: &mut Vec<(Instant, u8)>| {
             while let Ok(n) = sock.recv(&mut buf) {
                 // SAFETY: recv initialized the first n bytes.
                 let d: Vec<u8> = buf[..n]
@@ -629,17 +632,25 @@ fn failover_once(
                 let Some(ip) = d.get(14..) else { continue };
                 let ihl = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
                 if ip.len() > ihl + 2 && ip[9] == 112 && ip[12..16] == from_a.octets() {
-                    adverts.push((Instant::now(), ip[ihl + 2]));
+                    let now = Instant::now();
+                    adverts.push((by.map_or(now, |b| b.min(now)), ip[ihl + 2]));
                     let _ = heard_tx.send(());
                 }
             }
+        };
+        while Instant::now() < deadline {
+            drain(None, &mut adverts);
             let found = nix::ifaddrs::getifaddrs()?.any(|i| {
                 i.address
                     .and_then(|a| a.as_sockaddr_in().map(|s| s.ip() == vip))
                     .unwrap_or(false)
             });
             if found {
-                return Ok((Instant::now(), adverts));
+                let t1 = Instant::now();
+                // At 10 ms adverts Skew_Time is 0: B may take the VIP
+                // between a drain and this check.
+                drain(Some(t1), &mut adverts);
+                return Ok((t1, adverts));
             }
             std::thread::sleep(Duration::from_micros(200));
         }
