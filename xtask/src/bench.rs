@@ -362,6 +362,13 @@ pub fn failover(greha: &Path, out_dir: &Path) -> Result<()> {
                     json!(median(&client)),
                 );
                 results.insert(format!("{imp}_{stop}_{mode}_client_ms_runs"), json!(client));
+                if !kill {
+                    let silent = runs.iter().filter(|(_, s)| s.silent).count();
+                    results.insert(
+                        format!("{imp}_{stop}_{mode}_taken_over_before_priority_zero"),
+                        json!(silent),
+                    );
+                }
                 // The picture of the median run.
                 let mid = median_index(&client);
                 let seen = &runs[mid].1;
@@ -566,6 +573,9 @@ struct Seen {
     event: Instant,
     probes: Vec<Probe>,
     gap: Gap,
+    /// A graceful stop whose backup took over before any priority 0
+    /// advert (by Master_Down).
+    silent: bool,
 }
 
 /// One failover: master (priority 150) on A, backup (100) on B, both `imp`;
@@ -678,21 +688,22 @@ fn failover_once(
     let gap =
         gap(&probes, event, 'B').with_context(|| format!("{imp}: the client saw no failover"))?;
     // What the RFC's figures count from: a crash, from the last advert the
-    // backup heard; a graceful stop, from the priority 0 advert.
-    let from = if kill {
-        adverts.iter().rev().find(|(_, p)| *p > 0).map(|(t, _)| *t)
-    } else {
-        adverts.iter().find(|(_, p)| *p == 0).map(|(t, _)| *t)
-    }
-    .with_context(|| {
-        format!(
-            "{imp}: the backup heard no {} advert",
-            if kill { "" } else { "priority 0" }
-        )
-    })?;
+    // backup heard; a graceful stop, from the priority 0 advert. A stop
+    // that went silent for Master_Down_Interval before resigning (seen of
+    // keepalived at 10 ms adverts) counts as a crash, and is counted.
+    let resigned = adverts.iter().find(|(_, p)| *p == 0).map(|(t, _)| *t);
+    let last = adverts.iter().rev().find(|(_, p)| *p > 0).map(|(t, _)| *t);
+    let silent = !kill && resigned.is_none();
+    let from = if kill { last } else { resigned.or(last) }
+        .with_context(|| format!("{imp}: the backup heard no advert"))?;
     Ok((
         t1.duration_since(from).as_secs_f64() * 1000.0,
-        Seen { event, probes, gap },
+        Seen {
+            event,
+            probes,
+            gap,
+            silent,
+        },
     ))
 }
 
