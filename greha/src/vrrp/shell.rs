@@ -228,7 +228,7 @@ impl Vrrp {
         self.instances.iter().map(|r| r.def.clone()).collect()
     }
 
-    /// Starts the loops of instance `id`'s script and tunnel trackers.
+    /// Starts the loops of instance `id`'s script, tunnel and file trackers.
     fn spawn_trackers(&self, id: u64, trackers: &[Tracker]) -> Vec<JoinHandle<()>> {
         let mut script_tasks = Vec::new();
         for (t, tracker) in trackers.iter().enumerate() {

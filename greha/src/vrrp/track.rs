@@ -1,7 +1,7 @@
 //! The trackers' I/O: check scripts run on their interval with a timeout,
-//! each result sent to the VRRP loop, which gives it to
-//! [`super::router::TrackerState`]; interface trackers are fed by the
-//! loop's netlink link events.
+//! tunnels' far ends and tracked files are read, each result sent to the
+//! VRRP loop, which gives it to [`super::router::TrackerState`]; interface
+//! trackers are fed by the loop's netlink link events.
 use std::time::Duration;
 
 use tokio::{sync::mpsc, task::JoinHandle};
