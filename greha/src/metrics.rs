@@ -47,61 +47,32 @@ pub fn render(vrrp: &[InstanceStatus], global: &GlobalStats, tunnels: &[TunnelSt
             );
         }
     }
-    family(
-        &mut out,
-        "greha_vrrp_priority",
-        "gauge",
-        "Effective VRRP priority.",
-    );
-    for i in vrrp {
-        let _ = writeln!(
-            out,
-            "greha_vrrp_priority{{instance=\"{}\"}} {}",
-            esc(&i.name),
-            i.priority
-        );
-    }
-    family(
-        &mut out,
-        "greha_vrrp_demoted",
-        "gauge",
-        "1 while the instance is demoted (greha demote, until greha resume).",
-    );
-    for i in vrrp {
-        let _ = writeln!(
-            out,
-            "greha_vrrp_demoted{{instance=\"{}\"}} {}",
-            esc(&i.name),
-            u8::from(i.demoted)
-        );
-    }
-    family(
-        &mut out,
-        "greha_vrrp_shut_down",
-        "gauge",
-        "1 while the instance is out of service (greha shutdown, until greha resume).",
-    );
-    for i in vrrp {
-        let _ = writeln!(
-            out,
-            "greha_vrrp_shut_down{{instance=\"{}\"}} {}",
-            esc(&i.name),
-            u8::from(i.shut_down)
-        );
-    }
-    family(
-        &mut out,
-        "greha_vrrp_handing_over",
-        "gauge",
-        "1 while a resigning master keeps its VIPs for the new master.",
-    );
-    for i in vrrp {
-        let _ = writeln!(
-            out,
-            "greha_vrrp_handing_over{{instance=\"{}\"}} {}",
-            esc(&i.name),
-            u8::from(i.handover.as_deref() == Some(HANDING_OVER))
-        );
+    let gauges: &[(&str, &str, Getter)] = &[
+        ("priority", "Effective VRRP priority.", |i| {
+            u64::from(i.priority)
+        }),
+        (
+            "demoted",
+            "1 while the instance is demoted (greha demote, until greha resume).",
+            |i| u64::from(i.demoted),
+        ),
+        (
+            "shut_down",
+            "1 while the instance is out of service (greha shutdown, until greha resume).",
+            |i| u64::from(i.shut_down),
+        ),
+        (
+            "handing_over",
+            "1 while a resigning master keeps its VIPs for the new master.",
+            |i| u64::from(i.handover.as_deref() == Some(HANDING_OVER)),
+        ),
+    ];
+    for (name, help, get) in gauges {
+        let metric = format!("greha_vrrp_{name}");
+        family(&mut out, &metric, "gauge", help);
+        for i in vrrp {
+            let _ = writeln!(out, "{metric}{{instance=\"{}\"}} {}", esc(&i.name), get(i));
+        }
     }
     let counters: &[(&str, &str, Getter)] = &[
         ("master_transitions", "Transitions to Master.", |i| {

@@ -105,6 +105,27 @@ fn steady(l: &Lan, flags: &[&str]) -> Result<(Proc, Proc, Echo, Echo, Prober)> {
     Ok((g, k, echo_a, echo_b, prober))
 }
 
+/// `greha VERB VI_1` on A (demote or shutdown) answers "ok: VI_1 SAID",
+/// keepalived takes the VIP over, and A lets it go.
+fn hand_over(l: &Lan, verb: &str, said: &str) -> Result<()> {
+    let out = greha_tests::run(l.lab.greha(&l.a).args([verb, "VI_1"]))?;
+    ensure!(out.starts_with(&format!("ok: VI_1 {said}")), "{out}");
+    wait_until(SHORT, "keepalived to take over", || {
+        holds_vip(&l.b, &l.b_if)
+    })?;
+    let taken = Instant::now();
+    wait_until(SHORT, "A to release the VIP", || {
+        Ok(!holds_vip(&l.a, &l.a_if)?)
+    })?;
+    // On seeing keepalived's gratuitous ARP, not after the fallback wait.
+    ensure!(
+        taken.elapsed() < greha::vrrp::engine::HANDOVER_ANNOUNCE_WAIT / 2,
+        "A kept the VIP {:?} after keepalived took it",
+        taken.elapsed()
+    );
+    Ok(())
+}
+
 /// What the client saw from `event` until B answered.
 fn seen(prober: Prober, event: Instant) -> Result<Gap> {
     prober.wait_for('B', event, SHORT)?;
@@ -221,14 +242,7 @@ fn demote_hands_over_without_a_lost_probe_and_resume_takes_back() -> Result<()> 
     // Subscribed once the daemon answers a request after it.
     l.lab.greha_status(&l.a)?;
     let event = Instant::now();
-    let out = greha_tests::run(l.lab.greha(&l.a).args(["demote", "VI_1"]))?;
-    ensure!(out.starts_with("ok: VI_1 demoted"), "{out}");
-    wait_until(SHORT, "keepalived to take over", || {
-        holds_vip(&l.b, &l.b_if)
-    })?;
-    wait_until(SHORT, "A to release the VIP", || {
-        Ok(!holds_vip(&l.a, &l.a_if)?)
-    })?;
+    hand_over(&l, "demote", "demoted")?;
     let s = &l.lab.greha_status(&l.a)?["vrrp"][0];
     ensure!(
         s["state"] == "backup" && s["priority"] == 1 && s["demoted"] == true,
@@ -409,14 +423,7 @@ fn shutdown_hands_over_and_stays_out_until_resumed() -> Result<()> {
     let l = lan()?;
     let (_g, _k, _ea, _eb, prober) = steady(&l, &[])?;
     let event = Instant::now();
-    let out = greha_tests::run(l.lab.greha(&l.a).args(["shutdown", "VI_1"]))?;
-    ensure!(out.starts_with("ok: VI_1 shut down"), "{out}");
-    wait_until(SHORT, "keepalived to take over", || {
-        holds_vip(&l.b, &l.b_if)
-    })?;
-    wait_until(SHORT, "A to release the VIP", || {
-        Ok(!holds_vip(&l.a, &l.a_if)?)
-    })?;
+    hand_over(&l, "shutdown", "shut down")?;
     let out = greha_tests::run(l.lab.greha(&l.a).arg("reload"))?;
     ensure!(out.starts_with("ok"), "{out}");
     // Long enough for A to preempt keepalived, were it in service.

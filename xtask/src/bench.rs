@@ -403,36 +403,30 @@ pub fn failover(greha: &Path, out_dir: &Path) -> Result<()> {
     let path = out_dir.join("failover.json");
     fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
     let ms = |key: String| results[key].as_f64().unwrap_or(f64::NAN);
-    println!("By the RFC's clock (advert to VIP), ms:");
-    println!(
-        "{:<10} {:<9} {:>10} {:>16} {:>14} {:>10}",
-        "MODE", "STOP", "greha", "no fast path", "keepalived", "RFC"
-    );
-    for (mode, _, _) in MODES {
-        for stop in ["kill", "graceful"] {
-            println!(
-                "{:<10} {:<9} {:>10.1} {:>16.1} {:>14.1} {:>10.3}",
-                mode,
-                stop,
-                ms(format!("greha_{stop}_{mode}_ms")),
-                ms(format!("greha_nofastpath_{stop}_{mode}_ms")),
-                ms(format!("keepalived_{stop}_{mode}_ms")),
-                ms(format!("rfc_{stop}_{mode}_ms")),
-            );
-        }
-    }
-    println!("By the client's clock (longest stretch without answers, 1 ms probes), ms:");
-    for (mode, _, _) in MODES {
-        for stop in ["kill", "graceful"] {
-            println!(
-                "{:<10} {:<9} {:>10.1} {:>16.1} {:>14.1} {:>10.3}",
-                mode,
-                stop,
-                ms(format!("greha_{stop}_{mode}_client_ms")),
-                ms(format!("greha_nofastpath_{stop}_{mode}_client_ms")),
-                ms(format!("keepalived_{stop}_{mode}_client_ms")),
-                ms(format!("rfc_{stop}_{mode}_ms")),
-            );
+    for (title, suffix) in [
+        ("By the RFC's clock (advert to VIP), ms:", "ms"),
+        (
+            "By the client's clock (longest stretch without answers, 1 ms probes), ms:",
+            "client_ms",
+        ),
+    ] {
+        println!("{title}");
+        println!(
+            "{:<10} {:<9} {:>10} {:>16} {:>14} {:>10}",
+            "MODE", "STOP", "greha", "no fast path", "keepalived", "RFC"
+        );
+        for (mode, _, _) in MODES {
+            for stop in ["kill", "graceful"] {
+                println!(
+                    "{:<10} {:<9} {:>10.1} {:>16.1} {:>14.1} {:>10.3}",
+                    mode,
+                    stop,
+                    ms(format!("greha_{stop}_{mode}_{suffix}")),
+                    ms(format!("greha_nofastpath_{stop}_{mode}_{suffix}")),
+                    ms(format!("keepalived_{stop}_{mode}_{suffix}")),
+                    ms(format!("rfc_{stop}_{mode}_ms")),
+                );
+            }
         }
     }
     for imp in ["greha", "keepalived"] {

@@ -131,6 +131,10 @@ pub enum Event {
     Enable {
         fault: bool,
     },
+    /// Another router announced one of this instance's VIPs (a gratuitous
+    /// ARP from another MAC): during a handover, the clients now follow
+    /// it, and the VIPs can go.
+    Announced,
     /// Startup of a router that was master a moment ago (a restart with
     /// the datapath kept): Master at once, with an advert, so the backups
     /// never see the master go.
@@ -206,10 +210,11 @@ pub struct Instance {
 struct Handover {
     /// Where the handover ends: Backup (demote) or Initialize (stop).
     then: State,
-    /// No router took over by then: the handover is abandoned.
+    /// No router took over by then (none heard, none announced): the
+    /// handover is abandoned.
     give_up_at: Time,
-    /// A new master was heard; the VIPs go at this time, when its
-    /// gratuitous ARPs, sent with its first advert, are out.
+    /// The VIPs go at this time: soon after the new master's gratuitous
+    /// ARP was seen, or a while after its advert if none is.
     release_at: Option<Time>,
 }
 
@@ -220,12 +225,14 @@ pub const HANDOVER_MAX: Duration = Duration::from_secs(15);
 /// One centisecond.
 const CS: Duration = Duration::from_millis(10);
 
-/// How long a resigning master keeps its VIPs after hearing the new
-/// master's first advert. The new master announces its VIPs in the same
-/// step as it sends that advert; this covers the announcement reaching
-/// the clients on a loaded host, and is short enough that few clients ask
-/// ARP for the VIP while both routers answer.
-pub const HANDOVER_GRACE: Duration = Duration::from_millis(50);
+/// How long a resigning master keeps its VIPs after it saw the new
+/// master's gratuitous ARP: the clients received the same broadcast.
+pub const HANDOVER_GRACE: Duration = Duration::from_millis(10);
+
+/// How long it keeps them after hearing the new master's advert when no
+/// announcement is seen (a peer that announces late, or not where this
+/// router can see it).
+pub const HANDOVER_ANNOUNCE_WAIT: Duration = Duration::from_secs(1);
 
 impl Instance {
     pub fn new(cfg: Config) -> Self {
@@ -335,9 +342,7 @@ impl Instance {
     /// The earliest pending timer: call `handle(deadline, Event::Timer)`
     /// when it comes.
     pub fn next_deadline(&self) -> Option<Time> {
-        let handover = self
-            .handover
-            .map(|h| h.release_at.unwrap_or(h.give_up_at).min(h.give_up_at));
+        let handover = self.handover.map(|h| h.release_at.unwrap_or(h.give_up_at));
         [self.adver_timer, self.master_down_timer, handover]
             .into_iter()
             .flatten()
@@ -525,6 +530,12 @@ impl Instance {
                     }
                 }
             }
+            Event::Announced => {
+                if let Some(h) = &mut self.handover {
+                    let t = now + HANDOVER_GRACE;
+                    h.release_at = Some(h.release_at.map_or(t, |r| r.min(t)));
+                }
+            }
             Event::Undemote => {
                 if self.demoted {
                     self.demoted = false;
@@ -593,10 +604,11 @@ impl Instance {
     }
 
     fn handover_timer(&mut self, now: Time, h: Handover, out: &mut Vec<Action>) -> bool {
-        let released = h.release_at.is_some_and(|t| now >= t);
-        if !released && now < h.give_up_at {
+        // Once a new master is known, only the release is awaited.
+        if now < h.release_at.unwrap_or(h.give_up_at) {
             return false;
         }
+        let released = h.release_at.is_some();
         self.handover = None;
         if !released {
             if h.then == State::Backup {
@@ -738,10 +750,9 @@ impl Instance {
                     }
                     self.master = Some(src);
                     self.master_priority = adv.priority;
-                    if let Some(h) = &mut self.handover
-                        && h.release_at.is_none()
-                    {
-                        h.release_at = Some(now + HANDOVER_GRACE);
+                    if let Some(h) = &mut self.handover {
+                        let t = now + HANDOVER_ANNOUNCE_WAIT;
+                        h.release_at = Some(h.release_at.map_or(t, |r| r.min(t)));
                     }
                 }
             }

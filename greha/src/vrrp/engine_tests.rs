@@ -540,21 +540,26 @@ fn handover_run(ask: Event, b_alive: bool) -> (Instance, Instance, Vec<(Time, bo
     let mut a = Instance::new(ca.clone());
     let mut b = Instance::new(cb.clone());
     let (mut a_vips, mut b_vips) = (false, false);
-    let mut wire: Vec<(bool, u8)> = Vec::new();
+    // An advert (its priority), or None: a gratuitous ARP for the VIP.
+    let mut wire: Vec<(bool, Option<u8>)> = Vec::new();
     let mut seen = Vec::new();
     let mut now = ms(0);
-    let step = |r: &mut Instance, is_a: bool, now: Time, e: Event, wire: &mut Vec<(bool, u8)>| {
-        let mut vips = None;
-        for act in r.handle(now, e) {
-            match act {
-                Action::SendAdvert { priority } => wire.push((is_a, priority)),
-                Action::AddVips => vips = Some(true),
-                Action::DelVips => vips = Some(false),
-                _ => {}
+    let step =
+        |r: &mut Instance, is_a: bool, now: Time, e: Event, wire: &mut Vec<(bool, Option<u8>)>| {
+            let mut vips = None;
+            for act in r.handle(now, e) {
+                match act {
+                    Action::SendAdvert { priority } => wire.push((is_a, Some(priority))),
+                    Action::AddVips => {
+                        vips = Some(true);
+                        wire.push((is_a, None));
+                    }
+                    Action::DelVips => vips = Some(false),
+                    _ => {}
+                }
             }
-        }
-        vips
-    };
+            vips
+        };
     for (r, is_a) in [(&mut a, true), (&mut b, false)] {
         if is_a || b_alive {
             step(r, is_a, now, Event::Startup, &mut wire);
@@ -577,7 +582,11 @@ fn handover_run(ask: Event, b_alive: bool) -> (Instance, Instance, Vec<(Time, bo
             if from_a && !b_alive {
                 continue;
             }
-            if let Some(v) = step(to, !from_a, now, from(src, advert(c, prio)), &mut wire) {
+            let e = match prio {
+                Some(p) => from(src, advert(c, p)),
+                None => Event::Announced,
+            };
+            if let Some(v) = step(to, !from_a, now, e, &mut wire) {
                 *vips = v;
             }
         }
@@ -596,8 +605,8 @@ fn handover_run(ask: Event, b_alive: bool) -> (Instance, Instance, Vec<(Time, bo
 }
 
 /// Make before break: from the moment A is asked to hand over until B is
-/// master, A keeps the VIPs; it releases them HANDOVER_GRACE after
-/// hearing B, and at no time does neither hold them.
+/// master, A keeps the VIPs; it releases them HANDOVER_GRACE after seeing
+/// B's gratuitous ARP, and at no time does neither hold them.
 #[test]
 fn a_handover_keeps_the_vips_until_the_new_master_is_heard() {
     for (ask, a_ends) in [
@@ -612,7 +621,7 @@ fn a_handover_keeps_the_vips_until_the_new_master_is_heard() {
         let a_until = after.iter().rev().find(|s| s.1).expect("A held").0;
         // B takes over after Skew_Time (6 cs at 10 cs, p100).
         assert_eq!(b_from, ms(1060), "{ask:?}");
-        // B's advert reaches A in the next step.
+        // B's announcement reaches A in the next step.
         assert_eq!(a_until, b_from + HANDOVER_GRACE, "{ask:?}");
         assert!(!a.handing_over());
     }
@@ -703,7 +712,11 @@ fn a_handover_ends_on_undemote_fault_and_shutdown() {
     let mut a = master();
     a.handle(ms(1010), Event::HandOver);
     a.handle(ms(1020), from(LOW, advert(&c, 100)));
-    let out = a.handle(ms(1020) + HANDOVER_GRACE, Event::Timer);
+    // No announcement seen: the VIPs go HANDOVER_ANNOUNCE_WAIT after the
+    // new master's advert, not before.
+    a.handle(ms(1019) + HANDOVER_ANNOUNCE_WAIT, Event::Timer);
+    assert_eq!(a.state(), State::Master);
+    let out = a.handle(ms(1020) + HANDOVER_ANNOUNCE_WAIT, Event::Timer);
     assert!(out.contains(&Action::DelVips));
     assert_eq!(a.state(), State::Initialize);
 }

@@ -70,6 +70,9 @@ struct Running {
     resume: bool,
     /// For status: a handover under way, or how the last one ended.
     handover: Option<String>,
+    /// While handing over: the watch for the new master's gratuitous ARP
+    /// (set the flag to stop it).
+    arp_watch: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Running {
@@ -172,6 +175,10 @@ pub struct Vrrp {
     disabled: std::collections::HashSet<String>,
     /// `greha events` subscribers.
     subscribers: Vec<mpsc::UnboundedSender<String>>,
+    /// Instances (by id) whose VIPs another router announced while they
+    /// handed over.
+    announced: mpsc::UnboundedReceiver<u64>,
+    announced_tx: mpsc::UnboundedSender<u64>,
 }
 
 impl Vrrp {
@@ -180,6 +187,7 @@ impl Vrrp {
         let nl = Netlink::new()?;
         let (rx_tx, rx) = mpsc::channel(1024);
         let (script_tx, scripts) = mpsc::channel(64);
+        let (announced_tx, announced) = mpsc::unbounded_channel();
         Ok(Self {
             nl,
             sockets: Vec::new(),
@@ -204,6 +212,8 @@ impl Vrrp {
             demoted: Default::default(),
             disabled: Default::default(),
             subscribers: Vec::new(),
+            announced,
+            announced_tx,
         })
     }
 
@@ -359,6 +369,7 @@ impl Vrrp {
             fastpath_off,
             resume,
             handover: None,
+            arp_watch: None,
             engine: Instance::new(cfg),
             def,
             socket,
@@ -642,6 +653,7 @@ impl Vrrp {
                         }
                     }
                 }
+                Some(id) = self.announced.recv() => self.announced(id).await,
                 Some((id, t, reading)) = self.scripts.recv() => {
                     let Some(i) = self.instances.iter().position(|r| r.id == id) else {
                         continue;
@@ -690,6 +702,13 @@ impl Vrrp {
             }
         }
         self.flush();
+    }
+
+    /// Another router announced instance `id`'s VIPs during its handover.
+    async fn announced(&mut self, id: u64) {
+        if let Some(i) = self.instances.iter().position(|r| r.id == id) {
+            self.feed(i, Event::Announced).await;
+        }
     }
 
     /// Demotes, shuts down or resumes the instance `name`; the answer for
@@ -752,6 +771,7 @@ impl Vrrp {
             {
                 tokio::select! {
                     Some((sock, r)) = self.rx.recv() => self.received(sock, r).await,
+                    Some(id) = self.announced.recv() => self.announced(id).await,
                     () = tokio::time::sleep_until((self.epoch + deadline).into()) => self.tick().await,
                 }
             }
@@ -825,6 +845,12 @@ impl Vrrp {
                 r.faulted = true;
                 next = Some(Event::Fault(true));
             }
+        }
+        let r = &mut self.instances[i];
+        if !r.engine.handing_over()
+            && let Some(stop) = r.arp_watch.take()
+        {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let r = &self.instances[i];
         if r.engine.priority() != before {
@@ -1019,6 +1045,16 @@ impl Vrrp {
                 let text = match note {
                     HandoverNote::Began => {
                         info!(instance = %name, "handing over: resigned, keeping the VIPs until another router is master");
+                        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                        let (tx, id) = (self.announced_tx.clone(), r.id);
+                        let vips = r.vips.iter().map(|v| (v.mac, v.addr)).collect();
+                        match crate::arp::watch_announcements(vips, stop.clone(), move || {
+                            let _ = tx.send(id);
+                        }) {
+                            Ok(_) => r.arp_watch = Some(stop),
+                            // The release then waits HANDOVER_ANNOUNCE_WAIT.
+                            Err(e) => warn!(instance = %name, "{e:#}"),
+                        }
                         HANDING_OVER.to_owned()
                     }
                     HandoverNote::AbandonedKeepingVips => {
@@ -1101,6 +1137,9 @@ impl Drop for Vrrp {
         for r in &mut self.instances {
             for t in &r.script_tasks {
                 t.abort();
+            }
+            if let Some(stop) = r.arp_watch.take() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             for g in [r.garp.take(), r.lower_garp.take()].into_iter().flatten() {
                 g.abort();
