@@ -658,7 +658,11 @@ impl Vrrp {
                     let Some(i) = self.instances.iter().position(|r| r.id == id) else {
                         continue;
                     };
-                    let tr = &mut self.instances[i].trackers[t];
+                    // A reading sent just before a reload changed the
+                    // trackers in place may name one that is gone.
+                    let Some(tr) = self.instances[i].trackers.get_mut(t) else {
+                        continue;
+                    };
                     let changed = match (&tr.track.kind, reading) {
                         (TrackKind::Script { rise, fall, .. }, Reading::Up(ok)) => {
                             tr.state.script_result(ok, *rise, *fall)
