@@ -1,5 +1,7 @@
 //! ARP requests: the one writer of ARP frames, for the gratuitous ones
-//! that announce a VIP and the ones that resolve a tunnel's next hop.
+//! that announce a VIP and the ones that resolve a tunnel's next hop; and
+//! the packet socket that also sends IPv6 VIPs' Neighbor Advertisements
+//! (written by `nd`).
 use std::{io, net::Ipv4Addr};
 
 use anyhow::{Context as _, Result};
@@ -35,6 +37,14 @@ impl ArpSender {
             .with_context(|| format!("sending gratuitous ARP for {vip}"))
     }
 
+    /// Announces IPv6 `vip` on interface `ifindex` (MAC `mac`): an
+    /// unsolicited Neighbor Advertisement to all nodes, Override set.
+    pub fn send_na(&self, ifindex: u32, mac: [u8; 6], vip: std::net::Ipv6Addr) -> Result<()> {
+        let f = crate::nd::unsolicited_na(mac, vip);
+        self.send_raw(ifindex, crate::nd::ALL_NODES_MAC, crate::nd::ETH_P_IPV6, &f)
+            .with_context(|| format!("sending a neighbor advertisement for {vip}"))
+    }
+
     /// A broadcast request for `target` from `sender` at `mac`: the reply
     /// fills the kernel's neighbour entry for `target`, if it has one.
     pub fn request(
@@ -56,17 +66,22 @@ impl ArpSender {
         target_mac: [u8; 6],
         target: Ipv4Addr,
     ) -> io::Result<()> {
-        use std::os::fd::AsRawFd as _;
         const ETH_P_ARP: u16 = 0x0806;
         let f = frame(mac, sender, target_mac, target);
+        self.send_raw(ifindex, [0xff; 6], ETH_P_ARP, &f)
+    }
+
+    /// Sends frame `f` (Ethernet header included) to `dst` on `ifindex`.
+    fn send_raw(&self, ifindex: u32, dst: [u8; 6], ethertype: u16, f: &[u8]) -> io::Result<()> {
+        use std::os::fd::AsRawFd as _;
         // SAFETY: sendto(2) on our socket with a sockaddr_ll built here.
         let rc = unsafe {
             let mut addr: libc::sockaddr_ll = std::mem::zeroed();
             addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_protocol = ETH_P_ARP.to_be();
+            addr.sll_protocol = ethertype.to_be();
             addr.sll_ifindex = ifindex as i32;
             addr.sll_halen = 6;
-            addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+            addr.sll_addr[..6].copy_from_slice(&dst);
             libc::sendto(
                 self.fd.as_raw_fd(),
                 f.as_ptr().cast(),
@@ -110,36 +125,67 @@ pub fn sender(frame: &[u8]) -> Option<([u8; 6], Ipv4Addr)> {
 }
 
 /// Watches for another host announcing one of `vips` (interface MAC,
-/// address): an ARP frame from that address but another MAC, which is a
-/// new master's gratuitous ARP during a handover. Calls `seen` once and
-/// returns; or returns when `stop` is set. Runs on its own thread.
+/// address): an ARP frame from that address, or a Neighbor Advertisement
+/// for it, from another MAC, which is a new master's announcement during a
+/// handover. Calls `seen` once and returns; or returns when `stop` is set.
+/// Runs on its own thread.
 pub fn watch_announcements(
-    vips: Vec<([u8; 6], Ipv4Addr)>,
+    vips: Vec<([u8; 6], std::net::IpAddr)>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     seen: impl FnOnce() + Send + 'static,
 ) -> Result<std::thread::JoinHandle<()>> {
-    let proto = (libc::ETH_P_ARP as u16).to_be();
-    let sock = socket2::Socket::new(
-        socket2::Domain::PACKET,
-        socket2::Type::RAW,
-        Some(socket2::Protocol::from(i32::from(proto))),
-    )
-    .context("opening a packet socket to watch ARP")?;
-    sock.set_read_timeout(Some(std::time::Duration::from_millis(20)))?;
+    use std::{net::IpAddr, os::fd::AsRawFd as _};
+    let open = |proto: u16| {
+        socket2::Socket::new(
+            socket2::Domain::PACKET,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::from(i32::from(proto.to_be()))),
+        )
+    };
+    let mut socks = Vec::new();
+    if vips.iter().any(|(_, a)| a.is_ipv4()) {
+        socks.push(open(libc::ETH_P_ARP as u16).context("opening a packet socket to watch ARP")?);
+    }
+    if vips.iter().any(|(_, a)| a.is_ipv6()) {
+        socks
+            .push(open(crate::nd::ETH_P_IPV6).context("opening a packet socket to watch IPv6 ND")?);
+    }
+    for s in &socks {
+        s.set_nonblocking(true)?;
+    }
     Ok(std::thread::spawn(move || {
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 128];
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let Ok(n) = sock.recv(&mut buf) else { continue };
-            // SAFETY: recv initialized the first n bytes.
-            let frame: Vec<u8> = buf[..n]
+            let mut fds: Vec<libc::pollfd> = socks
                 .iter()
-                .map(|b| unsafe { b.assume_init() })
+                .map(|s| libc::pollfd {
+                    fd: s.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
                 .collect();
-            if let Some((mac, ip)) = sender(&frame)
-                && vips.iter().any(|&(own, vip)| vip == ip && own != mac)
-            {
-                seen();
-                return;
+            // SAFETY: poll(2) on descriptors this thread owns; 20 ms so
+            // `stop` is seen soon.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 20) };
+            for s in &socks {
+                while let Ok(n) = s.recv(&mut buf) {
+                    // SAFETY: recv initialized the first n bytes.
+                    let frame: Vec<u8> = buf[..n]
+                        .iter()
+                        .map(|b| unsafe { b.assume_init() })
+                        .collect();
+                    let from = sender(&frame)
+                        .map(|(mac, ip)| (mac, IpAddr::V4(ip)))
+                        .or_else(|| {
+                            crate::nd::advertiser(&frame).map(|(mac, ip)| (mac, IpAddr::V6(ip)))
+                        });
+                    if let Some((mac, ip)) = from
+                        && vips.iter().any(|&(own, vip)| vip == ip && own != mac)
+                    {
+                        seen();
+                        return;
+                    }
+                }
             }
         }
     }))

@@ -300,9 +300,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
                 v.name
             );
         }
-        if !seen.insert(("vrid", format!("{} {}", v.interface, v.vrid))) {
+        // An IPv4 and an IPv6 instance may share a VRID (RFC 5798 §7.1).
+        let family = v.family().name();
+        if !seen.insert(("vrid", format!("{} {} {family}", v.interface, v.vrid))) {
             bail!(
-                "{}: vrrp instance {}: vrid: {} is used twice on {}",
+                "{}: vrrp instance {}: vrid: {} is used twice on {} ({family})",
                 path.display(),
                 v.name,
                 v.vrid,
@@ -681,7 +683,7 @@ weight = -10
             ),
             (
                 format!("{vrrp}vrid = 1\n[[vrrp.vip]]\naddress = \"192.0.2.5\"\n[[vrrp.vip]]\naddress = \"192.0.2.500\"\n"),
-                "greha.toml:8: vrrp instance VI_1: vip: \"192.0.2.500\" is not an IPv4 address",
+                "greha.toml:8: vrrp instance VI_1: vip: \"192.0.2.500\" is not an IP address",
             ),
             (
                 format!("{vrrp}vrid = 1\npriorty = 5\n"),

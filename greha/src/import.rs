@@ -251,6 +251,16 @@ fn instance(
     let mut vips = Vec::new();
     let mut tracks = Table::new();
     let mut auth_pass = None;
+    // The instance's family, as keepalived decides it: native_ipv6, else
+    // the first VIP's.
+    let native_ipv6 = n.children.iter().any(|c| c.keyword == "native_ipv6");
+    let ipv6 = n
+        .children
+        .iter()
+        .filter(|c| c.keyword == "virtual_ipaddress")
+        .flat_map(|c| &c.children)
+        .find_map(|v| vip_address(&v.keyword))
+        .map(|a| native_ipv6 || a.is_ipv6());
     for c in &n.children {
         let key = c.keyword.as_str();
         let simple = match key {
@@ -311,15 +321,19 @@ fn instance(
                     }
                 }
             }
+            "native_ipv6" => {}
             "virtual_ipaddress" => {
                 for v in &c.children {
                     let addr = &v.keyword;
-                    if addr.parse::<std::net::Ipv4Addr>().is_err()
-                        && addr
-                            .split_once('/')
-                            .is_none_or(|(a, _)| a.parse::<std::net::Ipv4Addr>().is_err())
-                    {
-                        dropped.push((v.line, format!("virtual_ipaddress: {addr:?} is not an IPv4 address (an undefined $variable?)")));
+                    let Some(ip) = vip_address(addr) else {
+                        dropped.push((v.line, format!("virtual_ipaddress: {addr:?} is not an IP address (an undefined $variable?)")));
+                        continue;
+                    };
+                    if Some(ip.is_ipv6()) != ipv6 {
+                        dropped.push((
+                            v.line,
+                            format!("virtual_ipaddress: {addr}: its address family is not the instance's (keepalived ignores it too)"),
+                        ));
                         continue;
                     }
                     let mut vip = Table::new();
@@ -392,11 +406,26 @@ fn instance(
     if let Some(p) = auth_pass {
         t.insert("auth_pass".into(), string(&p));
     }
+    // keepalived runs an IPv6 instance as version 3, whatever it is told.
+    if ipv6 == Some(true) && t.get("version").and_then(Value::as_integer) == Some(2) {
+        t.insert("version".into(), Value::Integer(3));
+        if let Some(c) = n.children.iter().find(|c| c.keyword == "version") {
+            dropped.push((
+                c.line,
+                "version 2: an IPv6 instance speaks version 3 (keepalived switches too)".into(),
+            ));
+        }
+    }
     for vip in vips {
         push(&mut t, "vip", vip);
     }
     t.extend(tracks);
     t
+}
+
+/// A virtual_ipaddress entry's address (`ADDR` or `ADDR/PREFIX`).
+fn vip_address(entry: &str) -> Option<std::net::IpAddr> {
+    entry.split('/').next()?.parse().ok()
 }
 
 /// A script or notify command as greha writes it: keepalived's quoted
@@ -527,7 +556,13 @@ pub fn import_file(path: &Path) -> Result<Imported> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config, vrrp::def::TrackKind};
+    use crate::{
+        config,
+        vrrp::{
+            def::{Family, TrackKind},
+            packet::Version,
+        },
+    };
 
     /// The seed's keepalived.conf, as it stands in the post (its VIP is the
     /// placeholder `$virtual_third_ip`, defined here as keepalived allows).
@@ -686,6 +721,66 @@ virtual_server 203.0.113.20 80 {
                 "{want} not in {dropped:#?}"
             );
         }
+    }
+
+    /// Dual stack as keepalived runs it: one instance per family, the same
+    /// VRID; an IPv6 instance speaks version 3 whatever the global default;
+    /// a VIP of the other family is left out, as keepalived ignores it.
+    #[test]
+    fn ipv6_instances_carry_over() {
+        let text = r#"
+global_defs {
+    vrrp_version 2
+}
+vrrp_instance V4 {
+    interface eth0
+    virtual_router_id 51
+    virtual_ipaddress {
+        192.0.2.10/24
+    }
+}
+vrrp_instance V6 {
+    interface eth0
+    virtual_router_id 51
+    native_ipv6
+    unicast_peer {
+        fe80::2
+    }
+    virtual_ipaddress {
+        2001:db8::10/64 dev eth1
+        192.0.2.11/24
+        2001:db8::11
+    }
+}
+"#;
+        let out = import(text);
+        let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
+        let (v4, v6) = (&cfg.vrrp[0], &cfg.vrrp[1]);
+        assert_eq!((v4.version, v4.family()), (Version::V2, Family::V4));
+        assert_eq!(
+            (v6.version, v6.family(), v6.vrid),
+            (Version::V3, Family::V6, 51)
+        );
+        let vips: Vec<String> = v6
+            .vips
+            .iter()
+            .map(|v| format!("{}/{}", v.addr, v.prefix))
+            .collect();
+        assert_eq!(vips, ["2001:db8::10/64", "2001:db8::11/128"]);
+        assert_eq!(v6.vips[0].dev.as_deref(), Some("eth1"));
+        assert_eq!(
+            v6.unicast_peers,
+            ["fe80::2".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            out.dropped,
+            [(
+                21,
+                "virtual_ipaddress: 192.0.2.11/24: its address family is not the instance's \
+                 (keepalived ignores it too)"
+                    .to_owned()
+            )]
+        );
     }
 
     /// track_file as keepalived.conf(5) writes it, with the instance's

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod import;
 pub mod metrics;
+pub mod nd;
 pub mod netlink;
 pub mod pins;
 pub mod plan;

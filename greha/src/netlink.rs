@@ -201,9 +201,9 @@ impl Netlink {
             .with_context(|| format!("adding address {addr}/{prefix}"))
     }
 
-    /// The IPv4 addresses on interface `index`, with prefix lengths, in
-    /// the kernel's order (the primary first).
-    pub async fn addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+    /// The addresses on interface `index` of both families, with prefix
+    /// lengths, in the kernel's order (the primary first).
+    pub async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>> {
         use netlink_packet_route::address::AddressAttribute;
         let mut out = Vec::new();
         let mut addrs = self
@@ -213,10 +213,19 @@ impl Netlink {
             .set_link_index_filter(index)
             .execute();
         while let Some(msg) = addrs.try_next().await.context("listing addresses")? {
-            for a in &msg.attributes {
-                if let AddressAttribute::Local(IpAddr::V4(l)) = a {
-                    out.push((*l, msg.header.prefix_len));
-                }
+            // IPv4 names its own address Local; IPv6 only Address.
+            let local = msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(l) => Some(*l),
+                _ => None,
+            });
+            let addr = local.or_else(|| {
+                msg.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(a @ IpAddr::V6(_)) => Some(*a),
+                    _ => None,
+                })
+            });
+            if let Some(a) = addr {
+                out.push((a, msg.header.prefix_len));
             }
         }
         Ok(out)
@@ -224,16 +233,25 @@ impl Netlink {
 
     /// Adds `addr/prefix` to interface `index`, with `label` (the ifconfig
     /// alias, e.g. "eth0:vip") when given. False when it is there already.
+    /// An IPv6 one skips duplicate address detection (keepalived's
+    /// `nodad`): a VIP moving between routers is a duplicate for a moment
+    /// by design, and DAD would keep it tentative, unusable, for a second.
     pub async fn add_address_labeled(
         &self,
         index: u32,
-        addr: Ipv4Addr,
+        addr: IpAddr,
         prefix: u8,
         label: Option<&str>,
     ) -> Result<bool> {
-        use netlink_packet_route::address::AddressAttribute;
-        let mut req = self.handle.address().add(index, IpAddr::V4(addr), prefix);
-        if let Some(label) = label {
+        use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+        let mut req = self.handle.address().add(index, addr, prefix);
+        if addr.is_ipv6() {
+            let m = req.message_mut();
+            m.header.flags |= AddressHeaderFlags::Nodad;
+            m.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        if let Some(label) = label.filter(|_| addr.is_ipv4()) {
             req.message_mut()
                 .attributes
                 .push(AddressAttribute::Label(label.to_owned()));
@@ -246,7 +264,7 @@ impl Netlink {
     }
 
     /// Removes `addr` from interface `index`; absent is not an error.
-    pub async fn del_address(&self, index: u32, addr: Ipv4Addr) -> Result<bool> {
+    pub async fn del_address(&self, index: u32, addr: IpAddr) -> Result<bool> {
         use netlink_packet_route::address::AddressAttribute;
         let mut addrs = self
             .handle
@@ -255,11 +273,11 @@ impl Netlink {
             .set_link_index_filter(index)
             .execute();
         while let Some(msg) = addrs.try_next().await.context("listing addresses")? {
-            if msg
-                .attributes
-                .iter()
-                .any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(l)) if *l == addr))
-            {
+            if msg.attributes.iter().any(|a| match a {
+                AddressAttribute::Local(l) => *l == addr,
+                AddressAttribute::Address(l) => addr.is_ipv6() && *l == addr,
+                _ => false,
+            }) {
                 self.handle
                     .address()
                     .del(msg)

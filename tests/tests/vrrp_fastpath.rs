@@ -146,7 +146,7 @@ fn advert(version: Version, vrid: u8, priority: u8, interval_cs: u16, auth: Auth
         vrid,
         priority,
         interval_cs,
-        addresses: vec![VIP],
+        addresses: vec![VIP.into()],
         auth,
     }
 }
@@ -557,7 +557,10 @@ fn the_programs_follow_the_steady_table() -> Result<()> {
                 vrid,
                 priority: case.advert.priority,
                 interval_cs: case.advert.interval_cs,
-                addresses: vips[..usize::from(case.advert.count)].to_vec(),
+                addresses: vips[..usize::from(case.advert.count)]
+                    .iter()
+                    .map(|a| (*a).into())
+                    .collect(),
                 auth: Auth::None,
             }
             .write(ChecksumForm::PseudoHeader, src, MULTICAST)

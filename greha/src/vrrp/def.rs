@@ -2,7 +2,7 @@
 //! file's `[[vrrp]]` tables, which become the same words), and their parser.
 //! Nothing here touches the host: `check-config`, the file, the import and
 //! the daemon all read definitions through this one parser.
-use std::{net::Ipv4Addr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use super::{
     command,
@@ -20,7 +20,7 @@ const MAX_GARP_REPEAT: u32 = 255;
 /// puts the VIP on eth0).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VipDef {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub prefix: u8,
     /// The interface to put it on; the instance's when not given.
     pub dev: Option<String>,
@@ -53,10 +53,10 @@ pub struct InstanceDef {
     pub track: Vec<Track>,
     /// Adverts go to these addresses instead of 224.0.0.18, and only
     /// theirs are accepted (keepalived's unicast_peer).
-    pub unicast_peers: Vec<Ipv4Addr>,
+    pub unicast_peers: Vec<IpAddr>,
     /// The source of unicast adverts (keepalived's unicast_src_ip); the
     /// interface's primary address when not given.
-    pub unicast_src: Option<Ipv4Addr>,
+    pub unicast_src: Option<IpAddr>,
     /// While master, announce the VIPs again at this interval
     /// (keepalived's garp_master_refresh); never when zero.
     pub garp_refresh: Duration,
@@ -192,10 +192,35 @@ fn parse_seconds_cs(name: &str, field: &str, v: &str) -> Result<u32, SpecError> 
     Ok(cs as u32)
 }
 
+/// An instance's address family: its VIPs', as in keepalived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(addr: IpAddr) -> Self {
+        if addr.is_ipv4() { Self::V4 } else { Self::V6 }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V4 => "IPv4",
+            Self::V6 => "IPv6",
+        }
+    }
+}
+
 impl InstanceDef {
+    /// The family the instance speaks VRRP in (its VIPs are all of it).
+    pub fn family(&self) -> Family {
+        self.vips.first().map_or(Family::V4, |v| Family::of(v.addr))
+    }
+
     /// The engine's configuration of this instance, sending from `primary`
     /// (the interface's address, or the unicast source).
-    pub fn engine_config(&self, primary: Ipv4Addr) -> Config {
+    pub fn engine_config(&self, primary: IpAddr) -> Config {
         Config {
             name: self.name.clone(),
             version: self.version,
@@ -331,14 +356,14 @@ impl InstanceDef {
                     let v = value()?;
                     d.unicast_peers.push(
                         v.parse()
-                            .map_err(|_| bad(&name, word, v, "is not an IPv4 address"))?,
+                            .map_err(|_| bad(&name, word, v, "is not an IP address"))?,
                     );
                 }
                 "unicast-src" => {
                     let v = value()?;
                     d.unicast_src = Some(
                         v.parse()
-                            .map_err(|_| bad(&name, word, v, "is not an IPv4 address"))?,
+                            .map_err(|_| bad(&name, word, v, "is not an IP address"))?,
                     );
                 }
                 "garp-refresh" => {
@@ -476,15 +501,30 @@ impl InstanceDef {
                 }
                 "vip" => {
                     let v = value()?;
-                    let (addr, prefix) = v.split_once('/').unwrap_or((v, "32"));
-                    let addr: Ipv4Addr = addr
+                    let (text, prefix) = v.split_once('/').map_or((v, None), |(a, p)| (a, Some(p)));
+                    let addr: IpAddr = text
                         .parse()
-                        .map_err(|_| bad(&name, word, v, "is not an IPv4 address"))?;
-                    let prefix: u8 = prefix
-                        .parse()
-                        .ok()
-                        .filter(|p| *p <= 32)
-                        .ok_or_else(|| bad(&name, word, v, "has a bad prefix length"))?;
+                        .map_err(|_| bad(&name, word, v, "is not an IP address"))?;
+                    // A host address unless told otherwise, as keepalived.
+                    let max = if addr.is_ipv4() { 32 } else { 128 };
+                    let prefix: u8 = match prefix {
+                        None => max,
+                        Some(p) => p
+                            .parse()
+                            .ok()
+                            .filter(|p| *p <= max)
+                            .ok_or_else(|| bad(&name, word, v, "has a bad prefix length"))?,
+                    };
+                    if let IpAddr::V6(a) = addr
+                        && (a.is_unicast_link_local() || a.is_multicast() || a.is_unspecified())
+                    {
+                        return Err(bad(
+                            &name,
+                            word,
+                            v,
+                            "is not a global IPv6 address (the VRRP source is the link-local one)",
+                        ));
+                    }
                     d.vips.push(VipDef {
                         addr,
                         prefix,
@@ -545,6 +585,47 @@ impl InstanceDef {
                 "vip",
                 "at least one virtual address is required",
             ));
+        }
+        let family = d.family();
+        if let Some(v) = d.vips.iter().find(|v| Family::of(v.addr) != family) {
+            return Err(err(
+                &name,
+                "vip",
+                format!(
+                    "{}/{} is an {} address in an {} instance (its first VIP, {}, says so); \
+                     an instance speaks one family: define one instance per family \
+                     (they may share the VRID)",
+                    v.addr,
+                    v.prefix,
+                    Family::of(v.addr).name(),
+                    family.name(),
+                    d.vips[0].addr
+                ),
+            )
+            .value(&v.addr.to_string()));
+        }
+        if family == Family::V6 && d.version == Version::V2 {
+            return Err(err(
+                &name,
+                "version",
+                "VRRP version 2 is IPv4-only; IPv6 instances speak version 3",
+            )
+            .value("2"));
+        }
+        for (field, a) in d
+            .unicast_peers
+            .iter()
+            .map(|a| ("unicast-peer", a))
+            .chain(d.unicast_src.iter().map(|a| ("unicast-src", a)))
+        {
+            if Family::of(*a) != family {
+                return Err(bad(
+                    &name,
+                    field,
+                    &a.to_string(),
+                    &format!("is not an {} address, as the VIPs are", family.name()),
+                ));
+            }
         }
         if d.version == Version::V2 && !d.advert_interval_cs.is_multiple_of(100) {
             return Err(err(
@@ -669,6 +750,23 @@ mod tests {
         assert_eq!(d.vips[0].label.as_deref(), Some("eth0:vip"));
         let d = parse("v interface eth0 vrid 1 advert-int 0.1 vip 192.0.2.5").unwrap();
         assert_eq!((d.version, d.advert_interval_cs), (Version::V3, 10));
+        assert_eq!((d.family(), d.vips[0].prefix), (Family::V4, 32));
+    }
+
+    /// An instance's family is its VIPs', as in keepalived; a VIP without a
+    /// prefix is a host address in either family.
+    #[test]
+    fn ipv6_instances() {
+        let d = parse(
+            "v6 interface eth0 vrid 51 vip 2001:db8::10/64 vip 2001:db8::11 \
+             unicast-peer fe80::2 unicast-src fe80::1",
+        )
+        .unwrap();
+        assert_eq!(d.family(), Family::V6);
+        assert_eq!((d.vips[0].prefix, d.vips[1].prefix), (64, 128));
+        assert_eq!(d.version, Version::V3);
+        let c = d.engine_config("fe80::1".parse().unwrap());
+        assert_eq!(c.vips.len(), 2);
     }
 
     #[test]
@@ -707,7 +805,27 @@ mod tests {
             ),
             (
                 "v interface eth0 vrid 1 vip 192.0.2.500",
-                "vip: \"192.0.2.500\" is not an IPv4 address",
+                "vip: \"192.0.2.500\" is not an IP address",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 2001:db8::10/129",
+                "vip: \"2001:db8::10/129\" has a bad prefix length",
+            ),
+            (
+                "v interface eth0 vrid 1 vip fe80::10/64",
+                "vip: \"fe80::10/64\" is not a global IPv6 address",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 192.0.2.5 vip 2001:db8::10/64",
+                "vip: 2001:db8::10/64 is an IPv6 address in an IPv4 instance",
+            ),
+            (
+                "v interface eth0 vrid 1 version 2 vip 2001:db8::10",
+                "version: VRRP version 2 is IPv4-only",
+            ),
+            (
+                "v interface eth0 vrid 1 vip 2001:db8::10 unicast-peer 192.0.2.7",
+                "unicast-peer: \"192.0.2.7\" is not an IPv6 address, as the VIPs are",
             ),
             (
                 "v interface eth0 vrid 1",

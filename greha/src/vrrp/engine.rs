@@ -7,7 +7,7 @@
 //! [`Event::Timer`] when [`Instance::next_deadline`] has passed, and with
 //! startup, shutdown, fault and priority changes. Tests drive it with a
 //! virtual clock.
-use std::{net::Ipv4Addr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,8 +30,8 @@ pub struct Config {
     pub preempt_delay: Duration,
     /// This router's address on the VRRP interface: the advert's source
     /// and the tie-breaker between equal priorities.
-    pub primary_ip: Ipv4Addr,
-    pub vips: Vec<Ipv4Addr>,
+    pub primary_ip: IpAddr,
+    pub vips: Vec<IpAddr>,
     /// v2 only.
     pub auth: Auth,
     /// As master, send one advert of ours before yielding to a higher
@@ -147,7 +147,7 @@ pub enum Event {
     /// A parsed advertisement for this VRID, with the IP header's source
     /// and TTL.
     Advert {
-        src: Ipv4Addr,
+        src: IpAddr,
         ttl: u8,
         advert: Advert,
     },
@@ -191,7 +191,7 @@ pub struct Instance {
     /// While set, this router does not preempt (preempt_delay).
     no_preempt_until: Time,
     /// The master the backup follows, for status and the fast path.
-    master: Option<Ipv4Addr>,
+    master: Option<IpAddr>,
     /// Its priority as last advertised.
     master_priority: u8,
     since: Time,
@@ -296,7 +296,7 @@ impl Instance {
     }
 
     /// The router currently believed to be master (this one when Master).
-    pub fn master(&self) -> Option<Ipv4Addr> {
+    pub fn master(&self) -> Option<IpAddr> {
         match self.state {
             State::Master => Some(self.cfg.primary_ip),
             State::Backup => self.master,
@@ -306,7 +306,7 @@ impl Instance {
 
     /// The followed master's priority and interval (centiseconds), while
     /// Backup: what a steady advert repeats.
-    pub fn followed(&self) -> Option<(Ipv4Addr, u8, u16)> {
+    pub fn followed(&self) -> Option<(IpAddr, u8, u16)> {
         match (self.state, self.master) {
             (State::Backup, Some(m)) => {
                 Some((m, self.master_priority, self.master_adver_interval_cs))
@@ -715,7 +715,7 @@ impl Instance {
         }
     }
 
-    fn advert(&mut self, now: Time, src: Ipv4Addr, ttl: u8, adv: &Advert, out: &mut Vec<Action>) {
+    fn advert(&mut self, now: Time, src: IpAddr, ttl: u8, adv: &Advert, out: &mut Vec<Action>) {
         if adv.vrid != self.cfg.vrid || !self.accept(ttl, adv) {
             return;
         }

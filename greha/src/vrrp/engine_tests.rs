@@ -1,10 +1,11 @@
 //! The engine module's tests, apart so the module reads as what it does.
 use super::*;
+use std::net::Ipv4Addr;
 
-const ME: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-const LOW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 5);
-const HIGH: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
-const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const ME: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+const LOW: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 5));
+const HIGH: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 20));
+const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
 
 fn ms(n: u64) -> Time {
     Duration::from_millis(n)
@@ -41,7 +42,7 @@ fn advert(c: &Config, priority: u8) -> Advert {
     }
 }
 
-fn from(src: Ipv4Addr, advert: Advert) -> Event {
+fn from(src: IpAddr, advert: Advert) -> Event {
     Event::Advert {
         src,
         ttl: 255,
@@ -337,7 +338,7 @@ fn receive_checks_count_and_drop() {
     );
     // A different address list is counted, and still followed.
     let mut a = advert(&c, 150);
-    a.addresses.push(Ipv4Addr::new(203, 0, 113, 2));
+    a.addresses.push(Ipv4Addr::new(203, 0, 113, 2).into());
     i.handle(ms(60), from(HIGH, a));
     assert_eq!(i.stats().address_list_errors, 1);
     assert_eq!(i.next_deadline(), Some(ms(60) + i.master_down_interval()));

@@ -69,9 +69,14 @@ pub fn ctl_of(def: &InstanceDef, engine: &Instance, slot: u32) -> VrrpCtl {
         Auth::None => (0, [0; 8]),
         Auth::Pass(p) => (1, *p),
     };
-    let (master_ip, master_priority, master_interval_cs) = engine
-        .followed()
-        .map_or(([0; 4], 0, 0), |(m, p, int)| (m.octets(), p, int));
+    let (master_ip, master_priority, master_interval_cs) =
+        engine
+            .followed()
+            .map_or(([0; 4], 0, 0), |(m, p, int)| match m {
+                std::net::IpAddr::V4(m) => (m.octets(), p, int),
+                // Never: IPv6 instances have no fast path.
+                std::net::IpAddr::V6(_) => ([0; 4], 0, 0),
+            });
     VrrpCtl {
         version: match def.version {
             Version::V2 => 2,
@@ -263,7 +268,7 @@ impl FastPath {
         let seen = read_seen(&self.maps.as_ref()?.seen, fast.slot)?;
         (seen.last_ns >= self.epoch_mono_ns && seen.last_ns > 0).then(|| LastAbsorbed {
             at_unix_ms: epoch_unix_ms + u128::from((seen.last_ns - self.epoch_mono_ns) / 1_000_000),
-            src: std::net::Ipv4Addr::from(seen.src),
+            src: std::net::Ipv4Addr::from(seen.src).into(),
             priority: seen.priority,
             interval_cs: seen.interval_cs,
         })
@@ -299,7 +304,7 @@ mod tests {
     }
 
     fn engine(d: &InstanceDef) -> Instance {
-        Instance::new(d.engine_config(Ipv4Addr::new(198, 51, 100, 1)))
+        Instance::new(d.engine_config(Ipv4Addr::new(198, 51, 100, 1).into()))
     }
 
     /// The control record follows the engine: its state, the master it
@@ -327,7 +332,7 @@ mod tests {
         e.handle(
             Duration::from_millis(10),
             Event::Advert {
-                src: master,
+                src: master.into(),
                 ttl: 255,
                 advert: crate::vrrp::packet::Advert {
                     version: Version::V2,

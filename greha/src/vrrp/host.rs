@@ -2,12 +2,12 @@
 //! changes: the interfaces exist, the VRRP interface has an address to send
 //! from, VRIDs are unique per interface, a priority-255 owner owns its
 //! addresses; the result is what the shell needs to start the instance.
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{collections::HashMap, net::IpAddr};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use super::{
-    def::{InstanceDef, Track, TrackKind},
+    def::{Family, InstanceDef, Track, TrackKind},
     router::TrackerState,
     track::Tracker,
 };
@@ -16,7 +16,7 @@ use crate::netlink::{self, Netlink};
 /// A virtual address and the interface it goes on.
 #[derive(Clone)]
 pub struct Vip {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub prefix: u8,
     pub label: Option<String>,
     pub ifindex: u32,
@@ -27,7 +27,7 @@ pub struct Vip {
 pub struct Prepared {
     pub def: InstanceDef,
     pub link: netlink::Link,
-    pub primary: Ipv4Addr,
+    pub primary: IpAddr,
     pub vips: Vec<Vip>,
     pub trackers: Vec<Tracker>,
 }
@@ -39,18 +39,21 @@ pub async fn prepare(
     defs: &[InstanceDef],
     kept: &[&InstanceDef],
 ) -> Result<Vec<Prepared>> {
-    let mut seen: HashMap<(String, u8), String> = kept
+    // An IPv4 and an IPv6 instance may share a VRID (RFC 5798 §7.1).
+    let mut seen: HashMap<(String, u8, Family), String> = kept
         .iter()
-        .map(|d| ((d.interface.clone(), d.vrid), d.name.clone()))
+        .map(|d| ((d.interface.clone(), d.vrid, d.family()), d.name.clone()))
         .collect();
     let mut prepared = Vec::new();
     for def in defs.iter().cloned() {
         let name = &def.name;
-        if let Some(other) = seen.insert((def.interface.clone(), def.vrid), name.clone()) {
+        let family = def.family();
+        if let Some(other) = seen.insert((def.interface.clone(), def.vrid, family), name.clone()) {
             bail!(
-                "vrrp instance {name}: vrid: {} on {} is already instance {other}'s",
+                "vrrp instance {name}: vrid: {} on {} is already instance {other}'s ({})",
                 def.vrid,
-                def.interface
+                def.interface,
+                family.name()
             );
         }
         let link = nl.link_by_name(&def.interface).await?.ok_or_else(|| {
@@ -60,12 +63,25 @@ pub async fn prepare(
             )
         })?;
         let own = nl.addresses(link.index).await?;
-        let (mut primary, _) = *own.first().ok_or_else(|| {
-            anyhow!(
-                "vrrp instance {name}: interface: {} has no IPv4 address to send from",
-                def.interface
-            )
-        })?;
+        // IPv6 adverts go from the link-local address (RFC 5798 §5.1.2.1).
+        let mut primary = own
+            .iter()
+            .map(|(a, _)| *a)
+            .find(|a| match (family, a) {
+                (Family::V4, IpAddr::V4(_)) => true,
+                (Family::V6, IpAddr::V6(a)) => a.is_unicast_link_local(),
+                _ => false,
+            })
+            .ok_or_else(|| {
+                anyhow!(
+                    "vrrp instance {name}: interface: {} has no {} to send from",
+                    def.interface,
+                    match family {
+                        Family::V4 => "IPv4 address",
+                        Family::V6 => "IPv6 link-local address",
+                    }
+                )
+            })?;
         if let Some(src) = def.unicast_src {
             if !own.iter().any(|(a, _)| *a == src) {
                 bail!(

@@ -1,40 +1,109 @@
-//! VRRP on the wire: a raw IP protocol 112 socket per interface, and
-//! gratuitous ARP for the virtual addresses. Thin on purpose: what a packet
-//! means is the engine's business.
+//! VRRP on the wire: a raw IP protocol 112 socket per interface and
+//! family, and gratuitous ARP for the virtual addresses. Thin on purpose:
+//! what a packet means is the engine's business.
 use std::{
     io,
     mem::MaybeUninit,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6},
 };
 
 use anyhow::{Context as _, Result};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
-use super::packet::{IPPROTO_VRRP, MULTICAST};
+use super::packet::{IPPROTO_VRRP, MULTICAST, MULTICAST6};
 
 /// A received VRRP message with what the IP header said about it.
 pub struct Received {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// The TTL, or the IPv6 hop limit.
     pub ttl: u8,
     pub payload: Vec<u8>,
 }
 
-/// The VRRP socket of one interface: joined to 224.0.0.18 there, sending
-/// with TTL 255 from the interface's primary address.
+/// The VRRP socket of one interface and family: joined to 224.0.0.18 or
+/// ff02::12 there, sending with TTL (hop limit) 255 from the interface's
+/// primary (IPv6: link-local) address.
 pub struct VrrpSocket {
     fd: AsyncFd<Socket>,
+    /// IPv6 sends from its own socket, bound to the source: bound, the
+    /// receiving one would hear only packets sent to that address, and
+    /// unbound the kernel would pick the source (which the checksum
+    /// covers) on its own.
+    tx: Option<Socket>,
+    /// Where link-scope destinations (ff02::12, fe80::/10) are.
+    ifindex: u32,
+}
+
+/// Lets root's socket queue a burst: until the backups follow their
+/// masters, every instance's adverts reach the daemon (255 instances at
+/// 10 ms are 25,500 a second). SO_RCVBUFFORCE lifts rmem_max for root.
+fn big_receive_buffer(s: &Socket) {
+    use std::os::fd::AsRawFd as _;
+    let size: libc::c_int = 8 << 20;
+    // SAFETY: setsockopt on our own socket with an int option.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as u32,
+        );
+    }
+}
+
+fn raw_socket(domain: Domain) -> Result<Socket> {
+    Socket::new(
+        domain,
+        Type::RAW,
+        Some(Protocol::from(i32::from(IPPROTO_VRRP))),
+    )
+    .context("opening a raw VRRP socket (needs CAP_NET_RAW)")
+}
+
+/// `addr` as a socket address, with the interface as the scope of a
+/// link-scope IPv6 one.
+fn sockaddr(addr: IpAddr, ifindex: u32) -> SockAddr {
+    match addr {
+        IpAddr::V4(a) => SockAddr::from(SocketAddrV4::new(a, 0)),
+        IpAddr::V6(a) => {
+            // ff02::/16 is link-scope multicast.
+            let link_scope = a.is_unicast_link_local() || a.segments()[0] == 0xff02;
+            let scope = if link_scope { ifindex } else { 0 };
+            SockAddr::from(SocketAddrV6::new(a, 0, 0, scope))
+        }
+    }
+}
+
+/// A raw IPv6 VRRP socket sending from `src` on `iface` with hop limit
+/// 255, never read.
+fn ipv6_sender(iface: &str, ifindex: u32, src: Ipv6Addr) -> Result<Socket> {
+    let s = raw_socket(Domain::IPV6)?;
+    s.bind_device(Some(iface.as_bytes()))?;
+    s.bind(&sockaddr(src.into(), ifindex))
+        .with_context(|| format!("binding the VRRP socket to {src}%{iface}"))?;
+    s.set_multicast_if_v6(ifindex)?;
+    s.set_multicast_hops_v6(255)?;
+    s.set_unicast_hops_v6(255)?;
+    s.set_multicast_loop_v6(false)?;
+    s.set_recv_buffer_size(1)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
 }
 
 impl VrrpSocket {
-    pub fn open(iface: &str, ifindex: u32, primary: Ipv4Addr) -> Result<Self> {
-        let s = Socket::new(
-            Domain::IPV4,
-            Type::RAW,
-            Some(Protocol::from(i32::from(IPPROTO_VRRP))),
-        )
-        .context("opening a raw VRRP socket (needs CAP_NET_RAW)")?;
+    /// The shared socket of `iface` in `primary`'s family.
+    pub fn open(iface: &str, ifindex: u32, primary: IpAddr) -> Result<Self> {
+        match primary {
+            IpAddr::V4(primary) => Self::open_v4(iface, ifindex, primary),
+            IpAddr::V6(primary) => Self::open_v6(iface, ifindex, primary),
+        }
+    }
+
+    fn open_v4(iface: &str, ifindex: u32, primary: Ipv4Addr) -> Result<Self> {
+        let s = raw_socket(Domain::IPV4)?;
         s.bind_device(Some(iface.as_bytes()))
             .with_context(|| format!("binding the VRRP socket to {iface}"))?;
         // The source of what we send: the interface's primary address.
@@ -49,62 +118,78 @@ impl VrrpSocket {
         s.join_multicast_v4_n(&MULTICAST, &InterfaceIndexOrAddress::Index(ifindex))
             .with_context(|| format!("joining {MULTICAST} on {iface}"))?;
         s.set_nonblocking(true)?;
-        // Room for a burst: until the backups follow their masters, every
-        // instance's adverts reach the daemon (255 instances at 10 ms are
-        // 25,500 a second). SO_RCVBUFFORCE lifts rmem_max for root.
-        let size: libc::c_int = 8 << 20;
-        // SAFETY: setsockopt on our own socket with an int option.
-        unsafe {
-            use std::os::fd::AsRawFd as _;
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&size as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as u32,
-            );
-        }
+        big_receive_buffer(&s);
         // SAFETY: the Socket owns its descriptor, which stays open and the
         // same until the AsyncFd (which owns the Socket) is dropped.
         let fd = unsafe { AsyncFd::register(s) }.map_err(io::Error::from)?;
-        Ok(Self { fd })
+        Ok(Self {
+            fd,
+            tx: None,
+            ifindex,
+        })
+    }
+
+    fn open_v6(iface: &str, ifindex: u32, link_local: Ipv6Addr) -> Result<Self> {
+        let s = raw_socket(Domain::IPV6)?;
+        s.bind_device(Some(iface.as_bytes()))
+            .with_context(|| format!("binding the VRRP socket to {iface}"))?;
+        s.set_multicast_all_v6(false)?;
+        s.join_multicast_v6(&MULTICAST6, ifindex)
+            .with_context(|| format!("joining {MULTICAST6} on {iface}"))?;
+        // A raw IPv6 socket gets no IP header: the hop limit and the
+        // destination come as ancillary data.
+        s.set_recv_hoplimit_v6(true)?;
+        set_int(&s, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+        s.set_nonblocking(true)?;
+        big_receive_buffer(&s);
+        let tx = ipv6_sender(iface, ifindex, link_local)?;
+        // SAFETY: as in `open_v4`.
+        let fd = unsafe { AsyncFd::register(s) }.map_err(io::Error::from)?;
+        Ok(Self {
+            fd,
+            tx: Some(tx),
+            ifindex,
+        })
     }
 
     /// A socket that sends unicast adverts from `src` on `iface`. Bound to
     /// `src` so the kernel puts it as the source; it is never read (the
     /// receiving socket hears unicast adverts too).
-    pub fn open_unicast(iface: &str, src: Ipv4Addr) -> Result<Self> {
-        let s = Socket::new(
-            Domain::IPV4,
-            Type::RAW,
-            Some(Protocol::from(i32::from(IPPROTO_VRRP))),
-        )
-        .context("opening a raw VRRP socket (needs CAP_NET_RAW)")?;
-        s.bind_device(Some(iface.as_bytes()))?;
-        s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
-            .with_context(|| format!("binding the unicast VRRP socket to {src}"))?;
-        s.set_ttl_v4(255)?;
-        // Nothing reads it: keep what queues there small.
-        s.set_recv_buffer_size(1)?;
-        s.set_nonblocking(true)?;
-        // SAFETY: as in `open`.
+    pub fn open_unicast(iface: &str, ifindex: u32, src: IpAddr) -> Result<Self> {
+        let s = match src {
+            IpAddr::V6(src) => ipv6_sender(iface, ifindex, src)?,
+            IpAddr::V4(src) => {
+                let s = raw_socket(Domain::IPV4)?;
+                s.bind_device(Some(iface.as_bytes()))?;
+                s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
+                    .with_context(|| format!("binding the unicast VRRP socket to {src}"))?;
+                s.set_ttl_v4(255)?;
+                // Nothing reads it: keep what queues there small.
+                s.set_recv_buffer_size(1)?;
+                s.set_nonblocking(true)?;
+                s
+            }
+        };
+        // SAFETY: as in `open_v4`.
         let fd = unsafe { AsyncFd::register(s) }.map_err(io::Error::from)?;
-        Ok(Self { fd })
+        Ok(Self {
+            fd,
+            tx: None,
+            ifindex,
+        })
+    }
+
+    fn sender(&self) -> &Socket {
+        self.tx.as_ref().unwrap_or(self.fd.get_ref())
     }
 
     /// Sends every message in one sendmmsg(2) where the kernel takes them
     /// all (the adverts of many instances due at the same tick).
-    pub fn send_batch(&self, msgs: &[(Vec<u8>, Ipv4Addr)]) -> io::Result<()> {
+    pub fn send_batch(&self, msgs: &[Datagram]) -> io::Result<()> {
         use std::os::fd::AsRawFd as _;
-        let mut addrs: Vec<libc::sockaddr_in> = msgs
+        let addrs: Vec<SockAddr> = msgs
             .iter()
-            .map(|(_, dst)| {
-                // SAFETY: sockaddr_in is plain data; zero is a valid start.
-                let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-                a.sin_family = libc::AF_INET as libc::sa_family_t;
-                a.sin_addr.s_addr = u32::from_ne_bytes(dst.octets());
-                a
-            })
+            .map(|(_, dst)| sockaddr(*dst, self.ifindex))
             .collect();
         let mut iovs: Vec<libc::iovec> = msgs
             .iter()
@@ -115,19 +200,19 @@ impl VrrpSocket {
             .collect();
         let mut hdrs: Vec<libc::mmsghdr> = iovs
             .iter_mut()
-            .zip(addrs.iter_mut())
+            .zip(addrs.iter())
             .map(|(iov, addr)| {
                 // SAFETY: msghdr is plain data; the pointers set below
-                // outlive the call.
+                // outlive the call (the kernel only reads the address).
                 let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_in).cast();
-                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+                h.msg_hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
+                h.msg_hdr.msg_namelen = addr.len();
                 h.msg_hdr.msg_iov = iov;
                 h.msg_hdr.msg_iovlen = 1;
                 h
             })
             .collect();
-        let fd = self.fd.get_ref().as_raw_fd();
+        let fd = self.sender().as_raw_fd();
         let mut sent = 0;
         while sent < hdrs.len() {
             // SAFETY: hdrs[sent..] points at live iovecs and addresses.
@@ -145,30 +230,34 @@ impl VrrpSocket {
         Ok(())
     }
 
-    pub fn send(&self, msg: &[u8], dst: Ipv4Addr) -> io::Result<()> {
-        self.fd
-            .get_ref()
-            .send_to(msg, &SockAddr::from(SocketAddrV4::new(dst, 0)))?;
+    pub fn send(&self, msg: &[u8], dst: IpAddr) -> io::Result<()> {
+        self.sender().send_to(msg, &sockaddr(dst, self.ifindex))?;
         Ok(())
     }
 
-    /// The next VRRP packet; a raw IPv4 socket delivers it with its IP
-    /// header, whose TTL the receive checks need.
+    /// The next VRRP packet: a raw IPv4 socket delivers it with its IP
+    /// header, whose TTL the receive checks need; a raw IPv6 one gives the
+    /// hop limit and destination as ancillary data.
     pub async fn recv(&self) -> io::Result<Received> {
         loop {
             let mut guard = self.fd.readable().await?;
-            let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
-            match guard.try_io(|fd| fd.get_ref().recv(&mut buf)) {
-                Ok(Ok(n)) => {
+            let got = guard.try_io(|fd| {
+                if self.tx.is_some() {
+                    recv_v6(fd.get_ref())
+                } else {
+                    let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+                    let n = fd.get_ref().recv(&mut buf)?;
                     // SAFETY: recv initialized the first n bytes.
                     let data: Vec<u8> = buf[..n]
                         .iter()
                         .map(|b| unsafe { b.assume_init() })
                         .collect();
-                    if let Some(r) = parse_ip(&data) {
-                        return Ok(r);
-                    }
+                    Ok(parse_ip(&data))
                 }
+            });
+            match got {
+                Ok(Ok(Some(r))) => return Ok(r),
+                Ok(Ok(None)) => continue,
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,
             }
@@ -176,6 +265,63 @@ impl VrrpSocket {
     }
 }
 
+fn set_int(s: &Socket, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: setsockopt on our own socket with an int option.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One datagram from a raw IPv6 socket, with the source from its address,
+/// the destination and hop limit from the ancillary data. None when the
+/// kernel left either out (it does not, with the options set).
+fn recv_v6(s: &Socket) -> io::Result<Option<Received>> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn6, recvmsg};
+    use std::os::fd::AsRawFd as _;
+    let mut buf = [0u8; 4096];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int);
+    let msg = recvmsg::<SockaddrIn6>(
+        s.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let (mut dst, mut hops) = (None, None);
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        match c {
+            ControlMessageOwned::Ipv6PacketInfo(info) => {
+                dst = Some(Ipv6Addr::from(info.ipi6_addr.s6_addr));
+            }
+            ControlMessageOwned::Ipv6HopLimit(h) => hops = u8::try_from(h).ok(),
+            _ => {}
+        }
+    }
+    let (Some(src), Some(dst), Some(ttl)) = (msg.address.map(|a| a.ip()), dst, hops) else {
+        return Ok(None);
+    };
+    let n = msg.bytes;
+    Ok(Some(Received {
+        src: src.into(),
+        dst: dst.into(),
+        ttl,
+        payload: buf[..n].to_vec(),
+    }))
+}
+
+/// An IPv4 datagram as a raw IPv4 socket gives it.
 fn parse_ip(d: &[u8]) -> Option<Received> {
     let ihl = usize::from(d.first()? & 0x0f) * 4;
     let tot = usize::from(u16::from_be_bytes([*d.get(2)?, *d.get(3)?]));
@@ -184,8 +330,8 @@ fn parse_ip(d: &[u8]) -> Option<Received> {
     }
     Some(Received {
         ttl: d[8],
-        src: Ipv4Addr::new(d[12], d[13], d[14], d[15]),
-        dst: Ipv4Addr::new(d[16], d[17], d[18], d[19]),
+        src: Ipv4Addr::new(d[12], d[13], d[14], d[15]).into(),
+        dst: Ipv4Addr::new(d[16], d[17], d[18], d[19]).into(),
         payload: d[ihl..tot].to_vec(),
     })
 }
@@ -204,7 +350,7 @@ pub struct Rounds {
 pub fn announce(
     arp: std::sync::Arc<crate::arp::ArpSender>,
     instance: String,
-    targets: Vec<(u32, [u8; 6], Ipv4Addr)>,
+    targets: Vec<(u32, [u8; 6], IpAddr)>,
     rounds: Rounds,
 ) -> tokio::task::JoinHandle<()> {
     let Rounds {
@@ -230,16 +376,21 @@ pub fn announce(
     })
 }
 
-/// One round of gratuitous ARPs: `repeat` for each target.
+/// One round of gratuitous ARPs (IPv6: unsolicited Neighbor
+/// Advertisements): `repeat` for each target.
 fn send_round(
     arp: &crate::arp::ArpSender,
     instance: &str,
-    targets: &[(u32, [u8; 6], Ipv4Addr)],
+    targets: &[(u32, [u8; 6], IpAddr)],
     repeat: u32,
 ) {
     for _ in 0..repeat {
         for (ifindex, mac, vip) in targets {
-            if let Err(e) = arp.send(*ifindex, *mac, *vip) {
+            let sent = match vip {
+                IpAddr::V4(vip) => arp.send(*ifindex, *mac, *vip),
+                IpAddr::V6(vip) => arp.send_na(*ifindex, *mac, *vip),
+            };
+            if let Err(e) = sent {
                 tracing::warn!(instance = %instance, "{e:#}");
             }
         }
@@ -255,11 +406,11 @@ pub enum Outlet {
 }
 
 /// An advert's bytes and destination.
-pub type Datagram = (Vec<u8>, Ipv4Addr);
+pub type Datagram = (Vec<u8>, IpAddr);
 
 /// Adverts queued at one tick, grouped by outlet in the order the outlets
 /// first appear: one sendmmsg each.
-pub fn by_outlet(out: Vec<(Outlet, Vec<u8>, Ipv4Addr)>) -> Vec<(Outlet, Vec<Datagram>)> {
+pub fn by_outlet(out: Vec<(Outlet, Vec<u8>, IpAddr)>) -> Vec<(Outlet, Vec<Datagram>)> {
     let mut groups: Vec<(Outlet, Vec<Datagram>)> = Vec::new();
     for (outlet, bytes, dst) in out {
         match groups.iter_mut().find(|(o, _)| *o == outlet) {
@@ -276,7 +427,7 @@ mod tests {
 
     #[test]
     fn adverts_group_by_outlet_in_order() {
-        let d = Ipv4Addr::new(224, 0, 0, 18);
+        let d = IpAddr::from([224, 0, 0, 18]);
         let out = vec![
             (Outlet::Shared(1), vec![1], d),
             (Outlet::Unicast(7), vec![2], d),

@@ -1,5 +1,6 @@
 //! The VRRP advertisement: one parser and one writer for version 2
-//! (RFC 3768) and version 3 (RFC 5798), IPv4.
+//! (RFC 3768, IPv4) and version 3 (RFC 5798, IPv4 and IPv6). The family is
+//! the addresses': an advert between IPv6 addresses carries 16-byte ones.
 //!
 //! ```text
 //! v2:  ver|type  VRID  priority  count | auth type  adver int(s)  checksum
@@ -11,8 +12,9 @@
 //! The v3 checksum over IPv4 is computed two ways in the field: keepalived
 //! 2.2 includes the IPv4 pseudo-header (as RFC 5798 §5.2.8 reads), RFC 9568
 //! leaves it out. The writer sends the chosen form; the parser accepts both
-//! and says which one matched.
-use std::net::Ipv4Addr;
+//! and says which one matched. Over IPv6 every implementation includes the
+//! IPv6 pseudo-header (RFC 8200 §8.1), and only that form is valid.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 
@@ -20,6 +22,16 @@ use bytes::{BufMut as _, Bytes, BytesMut};
 pub const IPPROTO_VRRP: u8 = 112;
 /// The VRRP multicast group, 224.0.0.18.
 pub const MULTICAST: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+/// The VRRP multicast group for IPv6, ff02::12.
+pub const MULTICAST6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
+
+/// The group adverts go to in `addr`'s family.
+pub fn multicast_for(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => MULTICAST.into(),
+        IpAddr::V6(_) => MULTICAST6.into(),
+    }
+}
 /// Advertisement is the only VRRP packet type.
 const TYPE_ADVERTISEMENT: u8 = 1;
 const HEADER_LEN: usize = 8;
@@ -73,7 +85,8 @@ pub struct Advert {
     /// The advertisement interval in centiseconds (v2 carries whole
     /// seconds: 100 × its field).
     pub interval_cs: u16,
-    pub addresses: Vec<Ipv4Addr>,
+    /// All of the family of the addresses it is sent between.
+    pub addresses: Vec<IpAddr>,
     /// v2 only; `Auth::None` in v3.
     pub auth: Auth,
 }
@@ -124,17 +137,45 @@ pub(crate) fn fold(mut sum: u32) -> u16 {
     sum as u16
 }
 
-fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> u32 {
-    let mut ph = [0u8; 12];
-    ph[0..4].copy_from_slice(&src.octets());
-    ph[4..8].copy_from_slice(&dst.octets());
-    ph[9] = IPPROTO_VRRP;
-    ph[10..12].copy_from_slice(&(len as u16).to_be_bytes());
-    ones_complement_sum(0, &ph)
+/// The pseudo-header's sum: IPv4's (RFC 768 layout) between two IPv4
+/// addresses, IPv6's (RFC 8200 §8.1) otherwise (an IPv4 address then
+/// counts as its mapped form; a socket never pairs the families).
+fn pseudo_header_sum(src: IpAddr, dst: IpAddr, len: usize) -> u32 {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut ph = [0u8; 12];
+            ph[0..4].copy_from_slice(&s.octets());
+            ph[4..8].copy_from_slice(&d.octets());
+            ph[9] = IPPROTO_VRRP;
+            ph[10..12].copy_from_slice(&(len as u16).to_be_bytes());
+            ones_complement_sum(0, &ph)
+        }
+        _ => {
+            let v6 = |a: IpAddr| match a {
+                IpAddr::V4(a) => a.to_ipv6_mapped(),
+                IpAddr::V6(a) => a,
+            };
+            let mut ph = [0u8; 40];
+            ph[0..16].copy_from_slice(&v6(src).octets());
+            ph[16..32].copy_from_slice(&v6(dst).octets());
+            ph[32..36].copy_from_slice(&(len as u32).to_be_bytes());
+            ph[39] = IPPROTO_VRRP;
+            ones_complement_sum(0, &ph)
+        }
+    }
+}
+
+/// The checksum form an advert between `src` and `dst` is sent with:
+/// over IPv6 always the pseudo-header one.
+fn form_for(form: ChecksumForm, src: IpAddr) -> ChecksumForm {
+    match src {
+        IpAddr::V4(_) => form,
+        IpAddr::V6(_) => ChecksumForm::PseudoHeader,
+    }
 }
 
 /// The checksum field value for `msg` (whose checksum field is zero).
-fn checksum(msg: &[u8], form: ChecksumForm, src: Ipv4Addr, dst: Ipv4Addr) -> u16 {
+fn checksum(msg: &[u8], form: ChecksumForm, src: IpAddr, dst: IpAddr) -> u16 {
     let start = match form {
         ChecksumForm::PseudoHeader => pseudo_header_sum(src, dst, msg.len()),
         ChecksumForm::VrrpOnly => 0,
@@ -142,7 +183,7 @@ fn checksum(msg: &[u8], form: ChecksumForm, src: Ipv4Addr, dst: Ipv4Addr) -> u16
     !fold(ones_complement_sum(start, msg))
 }
 
-fn verifies(msg: &[u8], form: ChecksumForm, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+fn verifies(msg: &[u8], form: ChecksumForm, src: IpAddr, dst: IpAddr) -> bool {
     let start = match form {
         ChecksumForm::PseudoHeader => pseudo_header_sum(src, dst, msg.len()),
         ChecksumForm::VrrpOnly => 0,
@@ -150,12 +191,33 @@ fn verifies(msg: &[u8], form: ChecksumForm, src: Ipv4Addr, dst: Ipv4Addr) -> boo
     fold(ones_complement_sum(start, msg)) == 0xffff
 }
 
+/// The size of one address in an advert sent from `src`.
+fn address_len(src: IpAddr) -> usize {
+    match src {
+        IpAddr::V4(_) => 4,
+        IpAddr::V6(_) => 16,
+    }
+}
+
 impl Advert {
-    /// Encodes the advertisement; `src` and `dst` are the IPv4 addresses it
-    /// is sent between (they enter the v3 pseudo-header checksum).
-    pub fn write(&self, form: ChecksumForm, src: Ipv4Addr, dst: Ipv4Addr) -> Bytes {
-        let count = self.addresses.len().min(MAX_ADDRESSES);
-        let mut b = BytesMut::with_capacity(HEADER_LEN + 4 * count + V2_AUTH_LEN);
+    /// Encodes the advertisement; `src` and `dst` are the addresses it is
+    /// sent between (they enter the pseudo-header checksum, and give the
+    /// family: addresses of another family are left out).
+    pub fn write(
+        &self,
+        form: ChecksumForm,
+        src: impl Into<IpAddr>,
+        dst: impl Into<IpAddr>,
+    ) -> Bytes {
+        let (src, dst) = (src.into(), dst.into());
+        let addresses: Vec<&IpAddr> = self
+            .addresses
+            .iter()
+            .filter(|a| a.is_ipv4() == src.is_ipv4())
+            .take(MAX_ADDRESSES)
+            .collect();
+        let count = addresses.len();
+        let mut b = BytesMut::with_capacity(HEADER_LEN + address_len(src) * count + V2_AUTH_LEN);
         let version = match self.version {
             Version::V2 => 2,
             Version::V3 => 3,
@@ -175,8 +237,11 @@ impl Advert {
             Version::V3 => b.put_u16(self.interval_cs & 0x0fff),
         }
         b.put_u16(0);
-        for a in &self.addresses[..count] {
-            b.put_slice(&a.octets());
+        for a in addresses {
+            match a {
+                IpAddr::V4(a) => b.put_slice(&a.octets()),
+                IpAddr::V6(a) => b.put_slice(&a.octets()),
+            }
         }
         let form = match self.version {
             Version::V2 => {
@@ -186,7 +251,7 @@ impl Advert {
                 });
                 ChecksumForm::VrrpOnly
             }
-            Version::V3 => form,
+            Version::V3 => form_for(form, src),
         };
         let sum = checksum(&b, form, src, dst);
         b[6..8].copy_from_slice(&sum.to_be_bytes());
@@ -198,14 +263,16 @@ impl Advert {
     /// it verified with.
     pub fn parse(
         msg: &[u8],
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: impl Into<IpAddr>,
+        dst: impl Into<IpAddr>,
     ) -> Result<(Self, ChecksumForm), ParseError> {
+        let (src, dst) = (src.into(), dst.into());
         if msg.len() < HEADER_LEN {
             return Err(ParseError::Length);
         }
         let version = match msg[0] >> 4 {
-            2 => Version::V2,
+            // Version 2 is IPv4's only (RFC 3768).
+            2 if src.is_ipv4() => Version::V2,
             3 => Version::V3,
             v => return Err(ParseError::Version(v)),
         };
@@ -214,8 +281,9 @@ impl Advert {
             return Err(ParseError::Type(kind));
         }
         let count = usize::from(msg[3]);
+        let width = address_len(src);
         let expected = HEADER_LEN
-            + 4 * count
+            + width * count
             + match version {
                 Version::V2 => V2_AUTH_LEN,
                 Version::V3 => 0,
@@ -231,14 +299,17 @@ impl Advert {
             Version::V3 if verifies(msg, ChecksumForm::PseudoHeader, src, dst) => {
                 ChecksumForm::PseudoHeader
             }
-            Version::V3 if verifies(msg, ChecksumForm::VrrpOnly, src, dst) => {
+            Version::V3 if src.is_ipv4() && verifies(msg, ChecksumForm::VrrpOnly, src, dst) => {
                 ChecksumForm::VrrpOnly
             }
             _ => return Err(ParseError::Checksum),
         };
-        let addresses = msg[HEADER_LEN..HEADER_LEN + 4 * count]
-            .chunks_exact(4)
-            .map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+        let addresses = msg[HEADER_LEN..HEADER_LEN + width * count]
+            .chunks_exact(width)
+            .map(|a| match <[u8; 16]>::try_from(a) {
+                Ok(v6) => IpAddr::from(v6),
+                Err(_) => IpAddr::from([a[0], a[1], a[2], a[3]]),
+            })
             .collect();
         let (interval_cs, auth) = match version {
             Version::V2 => {
@@ -272,7 +343,8 @@ impl Advert {
 /// never panics, and what parses re-encodes to bytes that parse to the same
 /// advert with the same checksum form. (Not byte-identical: v2 ignores the
 /// authentication data when the type is none, v3 drops its reserved bits.)
-pub fn round_trip(msg: &[u8], src: Ipv4Addr, dst: Ipv4Addr) {
+pub fn round_trip(msg: &[u8], src: impl Into<IpAddr>, dst: impl Into<IpAddr>) {
+    let (src, dst) = (src.into(), dst.into());
     if let Ok((adv, form)) = Advert::parse(msg, src, dst) {
         let again = adv.write(form, src, dst);
         let (back, form_back) = Advert::parse(&again, src, dst).expect("greha's own encoding");
@@ -296,7 +368,7 @@ mod tests {
             vrid: 51,
             priority: 100,
             interval_cs: 100,
-            addresses: vec![Ipv4Addr::new(203, 0, 113, 10)],
+            addresses: vec![Ipv4Addr::new(203, 0, 113, 10).into()],
             auth: Auth::pass("1111"),
         }
     }
@@ -308,8 +380,8 @@ mod tests {
             priority: 150,
             interval_cs: 10,
             addresses: vec![
-                Ipv4Addr::new(203, 0, 113, 10),
-                Ipv4Addr::new(203, 0, 113, 11),
+                Ipv4Addr::new(203, 0, 113, 10).into(),
+                Ipv4Addr::new(203, 0, 113, 11).into(),
             ],
             auth: Auth::None,
         }
@@ -371,7 +443,83 @@ mod tests {
         let (adv, form) = Advert::parse(&msg, Ipv4Addr::new(198, 51, 100, 2), MULTICAST).unwrap();
         assert_eq!(form, ChecksumForm::PseudoHeader);
         assert_eq!((adv.vrid, adv.priority, adv.interval_cs), (51, 150, 10));
-        assert_eq!(adv.addresses, vec![Ipv4Addr::new(203, 0, 113, 10)]);
+        assert_eq!(adv.addresses, vec![IpAddr::from([203, 0, 113, 10])]);
+    }
+
+    const LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+    fn v3_ipv6() -> Advert {
+        Advert {
+            addresses: vec![
+                "2001:db8::10".parse().unwrap(),
+                "2001:db8::11".parse().unwrap(),
+            ],
+            ..v3()
+        }
+    }
+
+    /// VRRPv3 over IPv6: 16-byte addresses and the IPv6 pseudo-header
+    /// checksum. The bytes are scapy's (`raw(IPv6(src="fe80::1",
+    /// dst="ff02::12")/VRRPv3(vrid=51, priority=150, adv=10, addrlist=[...]))[40:]`).
+    /// The RFC 9568 form does not exist over IPv6: asked for, the
+    /// pseudo-header one goes out.
+    #[test]
+    fn v3_ipv6_golden_bytes() {
+        let golden = [
+            0x31, 0x33, 0x96, 0x02, 0x00, 0x0a, 0xde, 0xfd, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0x10, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11,
+        ];
+        for form in [ChecksumForm::PseudoHeader, ChecksumForm::VrrpOnly] {
+            assert_eq!(&v3_ipv6().write(form, LL, MULTICAST6)[..], &golden[..]);
+        }
+        let (back, form) = Advert::parse(&golden, LL, MULTICAST6).unwrap();
+        assert_eq!(back, v3_ipv6());
+        assert_eq!(form, ChecksumForm::PseudoHeader);
+        // Bound to the addresses, and refused in the checksum-less form.
+        let other = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+        assert_eq!(
+            Advert::parse(&golden, other, MULTICAST6),
+            Err(ParseError::Checksum)
+        );
+        let mut rfc = golden;
+        rfc[6..8].copy_from_slice(&[0, 0]);
+        let sum = !fold(ones_complement_sum(0, &rfc));
+        rfc[6..8].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(
+            Advert::parse(&rfc, LL, MULTICAST6),
+            Err(ParseError::Checksum)
+        );
+        // Version 2 is IPv4's only.
+        let mut v2 = golden;
+        v2[0] = 0x21;
+        assert_eq!(
+            Advert::parse(&v2, LL, MULTICAST6),
+            Err(ParseError::Version(2))
+        );
+        // An IPv4 address count read as IPv6 ones is a length error.
+        assert_eq!(
+            Advert::parse(&golden[..16], LL, MULTICAST6),
+            Err(ParseError::Length)
+        );
+    }
+
+    const KEEPALIVED_V6: [u8; 24] = [
+        0x31, 0x33, 0x96, 0x01, 0x00, 0x0a, 0x0c, 0xd9, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0x10,
+    ];
+
+    /// keepalived 2.2.7's IPv6 advert as captured on the wire (tcpdump -x):
+    /// VRID 51, priority 150, 10 cs, 2001:db8::10, from fe80::1.
+    #[test]
+    fn parses_keepalived_ipv6_as_captured() {
+        let msg = KEEPALIVED_V6;
+        let (adv, form) = Advert::parse(&msg, LL, MULTICAST6).unwrap();
+        assert_eq!(form, ChecksumForm::PseudoHeader);
+        assert_eq!((adv.vrid, adv.priority, adv.interval_cs), (51, 150, 10));
+        assert_eq!(
+            adv.addresses,
+            vec!["2001:db8::10".parse::<IpAddr>().unwrap()]
+        );
     }
 
     #[test]
@@ -409,7 +557,7 @@ mod tests {
         let mut b = good;
         b[4] = 2;
         b[6..8].copy_from_slice(&[0, 0]);
-        let sum = checksum(&b, ChecksumForm::VrrpOnly, SRC, MULTICAST);
+        let sum = checksum(&b, ChecksumForm::VrrpOnly, SRC.into(), MULTICAST.into());
         b[6..8].copy_from_slice(&sum.to_be_bytes());
         assert_eq!(parse(&b), ParseError::AuthType(2));
     }
@@ -436,6 +584,10 @@ mod tests {
                 b[3] = ((len.saturating_sub(16)) / 4) as u8;
             }
             round_trip(&b);
+            if i % 8 == 1 && len >= 8 {
+                b[3] = ((len - 8) / 16) as u8;
+            }
+            super::round_trip(&b, LL, MULTICAST6);
         }
     }
 

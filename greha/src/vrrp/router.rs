@@ -4,7 +4,7 @@
 //! master, and whether an advert the fast path absorbed is the followed
 //! master's. The shell feeds these functions what it read and carries out
 //! what they return; the tables below drive them as the shell would.
-use std::{net::Ipv4Addr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use greha_common::{AdvertSummary, VrrpCtl, VrrpSeen, vrrp_steady};
 
@@ -23,15 +23,15 @@ pub struct RouteKey {
     pub vrid: u8,
     pub version: Version,
     /// When not empty, only these sources are accepted.
-    pub unicast_peers: Vec<Ipv4Addr>,
+    pub unicast_peers: Vec<IpAddr>,
 }
 
 /// A packet as a VRRP socket received it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packet<'a> {
     pub socket: usize,
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub ttl: u8,
     pub payload: &'a [u8],
 }
@@ -323,7 +323,7 @@ pub fn restarts(old: &InstanceDef, new: &InstanceDef) -> bool {
 }
 
 /// A VIP where it lives: (interface index, address).
-pub type VipAt = (u32, Ipv4Addr);
+pub type VipAt = (u32, IpAddr);
 
 /// A master's VIPs after an in-place change: which of those it `added`
 /// go, and which of `want` are new.
@@ -346,11 +346,12 @@ mod tests {
     use super::*;
     use crate::vrrp::packet::Auth;
     use greha_common::{STEADY_BASE_CTL, STEADY_CASES};
+    use std::net::Ipv4Addr;
 
-    const A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-    const B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-    const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
-    const MCAST: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    const B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+    const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
+    const MCAST: IpAddr = IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18));
 
     fn advert(version: Version, vrid: u8) -> Advert {
         Advert {
@@ -363,7 +364,7 @@ mod tests {
         }
     }
 
-    fn key(socket: usize, vrid: u8, version: Version, peers: &[Ipv4Addr]) -> RouteKey {
+    fn key(socket: usize, vrid: u8, version: Version, peers: &[IpAddr]) -> RouteKey {
         RouteKey {
             socket,
             vrid,
@@ -768,13 +769,13 @@ mod tests {
 
     #[test]
     fn vip_changes_in_place() {
-        let a = |n: u8| (2, Ipv4Addr::new(203, 0, 113, n));
+        let a = |n: u8| (2, IpAddr::from([203, 0, 113, n]));
         let (gone, new) = vip_changes(
             &[a(10), a(11)],
-            &[a(11), a(12), (3, Ipv4Addr::new(203, 0, 113, 10))],
+            &[a(11), a(12), (3, IpAddr::from([203, 0, 113, 10]))],
         );
         assert_eq!(gone, vec![a(10)]);
-        assert_eq!(new, vec![a(12), (3, Ipv4Addr::new(203, 0, 113, 10))]);
+        assert_eq!(new, vec![a(12), (3, IpAddr::from([203, 0, 113, 10]))]);
     }
 
     /// keepalived's track_file rules, as keepalived.conf(5) states them.

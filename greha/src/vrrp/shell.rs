@@ -5,7 +5,7 @@
 //! it through [`Request`]s.
 use std::{
     collections::HashMap,
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -18,13 +18,13 @@ use tokio::{
 use tracing::{info, warn};
 
 use super::{
-    def::{InstanceDef, TrackKind},
+    def::{Family, InstanceDef, TrackKind},
     engine::{Action, Event, HandoverNote, Instance, State},
     fastpath::{self, Fast, FastPath, ctl_of},
     host::{self, Prepared, Vip},
     io::{self, Outlet, Received, VrrpSocket},
     notify::Notifier,
-    packet::{Advert, MULTICAST},
+    packet::{Advert, multicast_for},
     router::{self, Delivery, InstanceCounter, Packet, RouteKey, TrackerState},
     status::{
         EventLine, GlobalStats, HANDING_OVER, InstanceStatus, StatusDoc, TransitionRecord,
@@ -43,12 +43,12 @@ struct Running {
     socket: usize,
     /// The source of adverts: the interface's primary address, or the
     /// unicast source.
-    primary: Ipv4Addr,
+    primary: IpAddr,
     /// Sends the unicast adverts, when there are unicast peers.
     unicast: Option<VrrpSocket>,
     vips: Vec<Vip>,
     /// VIPs this run added, removed exactly on leaving Master.
-    added: Vec<(u32, Ipv4Addr)>,
+    added: Vec<(u32, IpAddr)>,
     garp: Option<JoinHandle<()>>,
     /// The re-announcement after hearing a lower priority as master.
     lower_garp: Option<JoinHandle<()>>,
@@ -140,7 +140,8 @@ pub enum Exit {
 /// All VRRP instances of the daemon.
 pub struct Vrrp {
     nl: Netlink,
-    sockets: Vec<(u32, Arc<VrrpSocket>)>,
+    /// By interface index and family.
+    sockets: Vec<((u32, Family), Arc<VrrpSocket>)>,
     instances: Vec<Running>,
     /// `router::route`'s view of `instances`, index for index, kept with
     /// them (built per packet, it cost the busiest path an allocation per
@@ -153,7 +154,7 @@ pub struct Vrrp {
     arp: Arc<crate::arp::ArpSender>,
     /// While set, adverts wait here and leave together: one sendmmsg per
     /// socket for all the instances due at the same tick.
-    outbox: Option<Vec<(Outlet, Vec<u8>, Ipv4Addr)>>,
+    outbox: Option<Vec<(Outlet, Vec<u8>, IpAddr)>>,
     rx: mpsc::Receiver<(usize, Received)>,
     rx_tx: mpsc::Sender<(usize, Received)>,
     readers: Vec<JoinHandle<()>>,
@@ -319,7 +320,8 @@ impl Vrrp {
                 }
             }
         }
-        let socket = match self.sockets.iter().position(|(i, _)| *i == link.index) {
+        let at = (link.index, def.family());
+        let socket = match self.sockets.iter().position(|(k, _)| *k == at) {
             Some(i) => i,
             None => {
                 let sock = Arc::new(VrrpSocket::open(&def.interface, link.index, primary)?);
@@ -332,14 +334,18 @@ impl Vrrp {
                         }
                     }
                 }));
-                self.sockets.push((link.index, sock));
+                self.sockets.push((at, sock));
                 i
             }
         };
         let unicast = if def.unicast_peers.is_empty() {
             None
         } else {
-            Some(VrrpSocket::open_unicast(&def.interface, primary)?)
+            Some(VrrpSocket::open_unicast(
+                &def.interface,
+                link.index,
+                primary,
+            )?)
         };
         if self.links.is_none() && trackers.iter().any(|t| t.ifindex != 0) {
             self.links = Some(netlink::watch_links()?);
@@ -348,7 +354,12 @@ impl Vrrp {
         self.next_id += 1;
         let script_tasks = self.spawn_trackers(id, &trackers);
         let cfg = def.engine_config(primary);
-        let fast = if def.fastpath {
+        let fast = if def.family() == Family::V6 {
+            Err(
+                "IPv6: the fast path checks IPv4 adverts only; the daemon checks every IPv6 one"
+                    .to_owned(),
+            )
+        } else if def.fastpath {
             let used: Vec<u32> = self
                 .instances
                 .iter()
@@ -500,7 +511,7 @@ impl Vrrp {
         r.def = def;
         r.vips = vips;
         if r.engine.state() == State::Master {
-            let want: Vec<(u32, Ipv4Addr)> = r.vips.iter().map(|v| (v.ifindex, v.addr)).collect();
+            let want: Vec<(u32, IpAddr)> = r.vips.iter().map(|v| (v.ifindex, v.addr)).collect();
             let (gone, new) = router::vip_changes(&r.added, &want);
             for (ifindex, addr) in gone {
                 if let Err(e) = self.nl.del_address(ifindex, addr).await {
@@ -962,10 +973,10 @@ impl Vrrp {
                     addresses: c.vips.clone(),
                     auth: c.auth.clone(),
                 };
-                let dsts: Vec<Ipv4Addr> = if r.unicast.is_some() {
+                let dsts: Vec<IpAddr> = if r.unicast.is_some() {
                     r.def.unicast_peers.clone()
                 } else {
-                    vec![MULTICAST]
+                    vec![multicast_for(r.primary)]
                 };
                 for dst in dsts {
                     // The pseudo-header checksum covers the destination.

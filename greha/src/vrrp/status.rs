@@ -1,7 +1,7 @@
 //! What `greha status`, the metrics and the control socket report of the
 //! VRRP instances: the status document's types, apart from the code that
 //! fills them, so readers of the document need nothing of the daemon.
-use std::{collections::VecDeque, net::Ipv4Addr};
+use std::{collections::VecDeque, net::IpAddr};
 
 use greha_common::VrrpStats;
 use serde::{Deserialize, Serialize};
@@ -31,7 +31,7 @@ pub struct InstanceStatus {
     pub vrid: u8,
     pub state: State,
     pub priority: u8,
-    pub master: Option<Ipv4Addr>,
+    pub master: Option<IpAddr>,
     /// The followed master's priority as last heard, while Backup.
     pub master_priority: Option<u8>,
     /// When the current state began, in milliseconds since the Unix epoch.
@@ -71,7 +71,7 @@ pub const HANDING_OVER: &str = "handing over";
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LastAbsorbed {
     pub at_unix_ms: u128,
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     pub priority: u8,
     pub interval_cs: u16,
 }
