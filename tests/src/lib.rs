@@ -412,6 +412,17 @@ impl Host {
         run(Command::new("ip").arg("-n").arg(&self.netns).args(args))
     }
 
+    /// Turns IPv6 on (hosts start without it), without duplicate address
+    /// detection: a link-local address is usable at once. Interfaces made
+    /// after this call get it.
+    pub fn enable_ipv6(&self) -> Result<()> {
+        for knob in ["all", "default"] {
+            self.sysctl(&format!("net.ipv6.conf.{knob}.disable_ipv6"), "0")?;
+            self.sysctl(&format!("net.ipv6.conf.{knob}.accept_dad"), "0")?;
+        }
+        Ok(())
+    }
+
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         run(self
             .command("sysctl")
