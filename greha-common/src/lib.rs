@@ -337,12 +337,26 @@ pub const VRRP_STATE_BACKUP: u8 = 1;
 pub const VRRP_STATE_MASTER: u8 = 2;
 pub const VRRP_STATE_FAULT: u8 = 3;
 
-/// An instance as the datapath knows it: the interface and the VRID.
+/// `VrrpKey::family`: an IPv4 and an IPv6 instance may share a VRID.
+pub const VRRP_FAMILY_IPV4: u16 = 4;
+pub const VRRP_FAMILY_IPV6: u16 = 6;
+
+/// An instance as the datapath knows it: the interface, the VRID and the
+/// family.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct VrrpKey {
     pub ifindex: u32,
-    pub vrid: u32,
+    pub vrid: u16,
+    /// `VRRP_FAMILY_*`.
+    pub family: u16,
+}
+
+/// An IPv4 address as the 16-byte fields hold it: its four bytes, then
+/// zeros.
+#[inline(always)]
+pub const fn ipv4_in16(a: [u8; 4]) -> [u8; 16] {
+    [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 }
 
 /// What the daemon tells the datapath about an instance.
@@ -363,8 +377,9 @@ pub struct VrrpCtl {
     /// daemon, which counts the address list error.
     pub vip_count: u16,
     pub auth: [u8; 8],
-    /// The master the backup follows, as the engine last saw it.
-    pub master_ip: [u8; 4],
+    /// The master the backup follows, as the engine last saw it (IPv4:
+    /// [`ipv4_in16`]).
+    pub master_ip: [u8; 16],
     pub master_priority: u8,
     pub _pad: [u8; 1],
     pub master_interval_cs: u16,
@@ -387,18 +402,20 @@ pub struct VrrpCtl {
 pub struct VrrpSeen {
     /// bpf_ktime_get_ns (CLOCK_MONOTONIC).
     pub last_ns: u64,
-    pub src: [u8; 4],
+    /// IPv4: [`ipv4_in16`].
+    pub src: [u8; 16],
     pub priority: u8,
     pub _pad: [u8; 1],
     pub interval_cs: u16,
+    pub _pad2: [u8; 4],
 }
 
 /// What the steady rule reads of an advert that passed the receive checks.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AdvertSummary {
-    /// The IPv4 source, network order.
-    pub src: [u8; 4],
+    /// The source, network order (IPv4: [`ipv4_in16`]).
+    pub src: [u8; 16],
     pub priority: u8,
     pub _pad: [u8; 1],
     /// Centiseconds (v2: seconds times 100).
@@ -445,7 +462,7 @@ pub const STEADY_BASE_CTL: VrrpCtl = VrrpCtl {
     interval_cs: 100,
     vip_count: 1,
     auth: [0; 8],
-    master_ip: [198, 51, 100, 2],
+    master_ip: ipv4_in16([198, 51, 100, 2]),
     master_priority: 150,
     _pad: [0],
     master_interval_cs: 100,
@@ -457,7 +474,7 @@ pub const STEADY_BASE_CTL: VrrpCtl = VrrpCtl {
 
 /// The followed master's unchanged advert.
 pub const STEADY_BASE_ADVERT: AdvertSummary = AdvertSummary {
-    src: [198, 51, 100, 2],
+    src: ipv4_in16([198, 51, 100, 2]),
     priority: 150,
     _pad: [0],
     interval_cs: 100,
@@ -475,7 +492,7 @@ pub const STEADY_CASES: &[SteadyCase] = &[
         what: "a third router below us (a stray advert)",
         ctl: STEADY_BASE_CTL,
         advert: AdvertSummary {
-            src: [198, 51, 100, 3],
+            src: ipv4_in16([198, 51, 100, 3]),
             priority: 50,
             ..STEADY_BASE_ADVERT
         },
@@ -485,7 +502,7 @@ pub const STEADY_CASES: &[SteadyCase] = &[
         what: "a third router at the master's priority",
         ctl: STEADY_BASE_CTL,
         advert: AdvertSummary {
-            src: [198, 51, 100, 3],
+            src: ipv4_in16([198, 51, 100, 3]),
             ..STEADY_BASE_ADVERT
         },
         steady: false,
@@ -593,7 +610,7 @@ pub const STEADY_CASES: &[SteadyCase] = &[
     SteadyCase {
         what: "a backup following no master (after priority 0)",
         ctl: VrrpCtl {
-            master_ip: [0; 4],
+            master_ip: [0; 16],
             master_priority: 0,
             master_interval_cs: 0,
             ..STEADY_BASE_CTL
@@ -665,10 +682,10 @@ mod tests {
         assert_eq!(size_of::<TunnelProbe>(), 4 + 4 + 3 * 8);
         assert_eq!(size_of::<PacketCounters>(), 16);
         assert_eq!(size_of::<VrrpKey>(), 8);
-        assert_eq!(size_of::<VrrpCtl>(), 4 + 4 + 8 + 4 + 4 + 4 + 4);
-        assert_eq!(size_of::<VrrpSeen>(), 16);
+        assert_eq!(size_of::<VrrpCtl>(), 4 + 4 + 8 + 16 + 4 + 4 + 4);
+        assert_eq!(size_of::<VrrpSeen>(), 8 + 16 + 4 + 4);
         assert_eq!(size_of::<VrrpStats>(), 11 * 8);
-        assert_eq!(size_of::<AdvertSummary>(), 10);
+        assert_eq!(size_of::<AdvertSummary>(), 16 + 6);
     }
 
     /// The table itself; the eBPF programs are held to it under

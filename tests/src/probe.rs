@@ -34,9 +34,20 @@ pub struct Echo {
 }
 
 impl Echo {
+    /// The echo service on `host`, both families (one dual-stack socket;
+    /// IPv4 only where the host has no IPv6).
     pub fn start(host: &Host, name: char) -> Result<Self> {
         let sock = host
-            .enter(|| UdpSocket::bind(("0.0.0.0", ECHO_PORT)))?
+            .enter(|| {
+                let dual = || -> std::io::Result<UdpSocket> {
+                    let s =
+                        socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
+                    s.set_only_v6(false)?;
+                    s.bind(&SocketAddr::from(([0u16; 8], ECHO_PORT)).into())?;
+                    Ok(s.into())
+                };
+                dual().or_else(|_| UdpSocket::bind(("0.0.0.0", ECHO_PORT)))
+            })?
             .context("binding the echo service")?;
         sock.set_read_timeout(Some(POLL))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -89,8 +100,13 @@ pub struct Prober {
 impl Prober {
     pub fn start(client: &Host, target: SocketAddr, period: Duration) -> Result<Self> {
         // Unconnected: a server answers from its own address, not the VIP.
+        let any = if target.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
         let sock = client
-            .enter(|| UdpSocket::bind("0.0.0.0:0"))?
+            .enter(|| UdpSocket::bind(any))?
             .context("binding the prober")?;
         sock.set_read_timeout(Some(POLL))?;
         let rx = sock.try_clone()?;

@@ -1,11 +1,16 @@
 //! The VRRP programs (XDP, and its tc twin for greha tunnels) under
 //! BPF_PROG_TEST_RUN: a table of input frames, the verdict each must get,
 //! the counter it must move, and the map state it must leave. The control
-//! map is written with bpftool, as the daemon would write it.
-use std::{net::Ipv4Addr, path::Path, process::Command};
+//! map is written with bpftool, as the daemon would write it. IPv4 and
+//! IPv6 adverts, an IPv4 and an IPv6 instance sharing a VRID.
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+    process::Command,
+};
 
 use anyhow::{Context as _, Result, ensure};
-use greha::vrrp::packet::{Advert, Auth, ChecksumForm, MULTICAST, Version};
+use greha::vrrp::packet::{Advert, Auth, ChecksumForm, MULTICAST, MULTICAST6, Version};
 use greha_tests::{Host, Lab, SHORT, prog_test_run, run};
 
 const XDP_DROP: u32 = 1;
@@ -15,6 +20,8 @@ const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_UNSPEC: u32 = u32::MAX;
 const MASTER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const MASTER6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
 
 fn hex(bytes: &[u8]) -> Vec<String> {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -43,6 +50,13 @@ fn ctl(
     )
 }
 
+/// `ctl` of a v3 IPv6 instance following MASTER6.
+fn ctl6(state: u8, slot: u32) -> Vec<u8> {
+    let mut v = ctl(3, state, 0, 100, &[0; 8], slot);
+    v[16..32].copy_from_slice(&MASTER6.octets());
+    v
+}
+
 /// `ctl` with our effective priority and preemption.
 #[allow(clippy::too_many_arguments)]
 fn ctl_prio(
@@ -59,7 +73,9 @@ fn ctl_prio(
     v.extend(interval_cs.to_le_bytes());
     v.extend(1u16.to_le_bytes()); // one VIP
     v.extend(auth);
+    // The master's address: 16 bytes, an IPv4 one first and zeros after.
     v.extend(MASTER.octets());
+    v.extend([0; 12]);
     v.extend([150, 0]);
     v.extend(interval_cs.to_le_bytes());
     v.extend(slot.to_le_bytes());
@@ -84,8 +100,14 @@ fn skb_md(ifindex: u32) -> Vec<u8> {
     md
 }
 
-fn key(ifindex: u32, vrid: u32) -> Vec<u8> {
-    [ifindex.to_le_bytes(), vrid.to_le_bytes()].concat()
+/// GREHA_VRRP_CTL's key of an IPv4 instance: interface, VRID, family 4.
+fn key(ifindex: u32, vrid: u16) -> Vec<u8> {
+    [&ifindex.to_le_bytes()[..], &vrid.to_le_bytes(), &4u16.to_le_bytes()].concat()
+}
+
+/// The same for an IPv6 instance (family 6).
+fn key6(ifindex: u32, vrid: u16) -> Vec<u8> {
+    [&ifindex.to_le_bytes()[..], &vrid.to_le_bytes(), &6u16.to_le_bytes()].concat()
 }
 
 fn map_update(pins: &Path, map: &str, key: &[u8], value: &[u8]) -> Result<()> {
@@ -124,6 +146,19 @@ fn stats(pins: &Path, key: &[u8]) -> Result<serde_json::Map<String, serde_json::
         }
     }
     Ok(total)
+}
+
+/// An Ethernet + IPv6 frame around `vrrp`, from `src` to ff02::12 with
+/// hop limit `hops`.
+fn frame6(src: Ipv6Addr, hops: u8, vrrp: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x33, 0x33, 0, 0, 0, 0x12, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+    f.extend([0x60, 0, 0, 0]);
+    f.extend((vrrp.len() as u16).to_be_bytes());
+    f.extend([112, hops]);
+    f.extend(src.octets());
+    f.extend(MULTICAST6.octets());
+    f.extend(vrrp);
+    f
 }
 
 /// An Ethernet + IPv4 frame around `vrrp`, from `src` with `ttl`.
@@ -174,6 +209,9 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
 
     let pass = *b"1111\0\0\0\0";
     let v3 = key(ifindex, 51);
+    // The IPv6 instance of the same VRID, its record in slot 1.
+    let v6 = key6(ifindex, 51);
+    map_update(&pins, "GREHA_VRRP_CTL", &v6, &ctl6(1, 1))?;
     let v2 = key(ifindex, 60);
     map_update(&pins, "GREHA_VRRP_CTL", &v3, &ctl(3, 1, 0, 100, &[0; 8], 0))?;
     map_update(&pins, "GREHA_VRRP_CTL", &v2, &ctl(2, 1, 1, 100, &pass, 1))?;
@@ -208,7 +246,68 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
     bad_type[0] = 0x32;
     let mut bad_len = steady3.clone();
     bad_len[3] = 2;
+    let w6 = |a: Advert| a.write(ka, MASTER6, MULTICAST6).to_vec();
+    let advert6 = |priority: u8| Advert {
+        addresses: vec![VIP6.into()],
+        ..advert(Version::V3, 51, priority, 100, Auth::None)
+    };
+    let steady6 = w6(advert6(150));
+    // The checksum without the pseudo-header: valid over IPv4 (RFC 9568),
+    // never over IPv6.
+    let mut no_pseudo6 = steady6.clone();
+    no_pseudo6[6..8].copy_from_slice(&[0, 0]);
+    let mut sum: u32 = no_pseudo6
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    no_pseudo6[6..8].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let other6 = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 9);
     let fixtures: Vec<Fixture> = vec![
+        (
+            "IPv6: steady advert from the followed master",
+            &v6,
+            frame6(MASTER6, 255, &steady6),
+            XDP_DROP,
+            "absorbed",
+        ),
+        (
+            "IPv6: a new priority",
+            &v6,
+            frame6(MASTER6, 255, &w6(advert6(160))),
+            XDP_PASS,
+            "to_daemon",
+        ),
+        (
+            "IPv6: a new source",
+            &v6,
+            frame6(other6, 255, &advert6(150).write(ka, other6, MULTICAST6)),
+            XDP_PASS,
+            "to_daemon",
+        ),
+        (
+            "IPv6: hop limit 64",
+            &v6,
+            frame6(MASTER6, 64, &steady6),
+            XDP_DROP,
+            "ip_ttl_errors",
+        ),
+        (
+            "IPv6: checksum without the pseudo-header",
+            &v6,
+            frame6(MASTER6, 255, &no_pseudo6),
+            XDP_DROP,
+            "checksum_errors",
+        ),
+        (
+            "IPv6: an IPv4 advert's length (4-byte addresses)",
+            &v6,
+            frame6(MASTER6, 255, &steady3),
+            XDP_DROP,
+            "packet_length_errors",
+        ),
         (
             "steady v3 advert from the followed master",
             &v3,
@@ -475,8 +574,13 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
     let seen: serde_json::Value = serde_json::from_str(&out)?;
     let seen = &seen["formatted"]["value"];
     ensure!(
-        seen["src"] == serde_json::json!([198, 51, 100, 2]),
+        seen["src"] == serde_json::json!(greha_common::ipv4_in16([198, 51, 100, 2])),
         "{seen}"
+    );
+    let seen6 = self::seen(&pins, 1)?;
+    ensure!(
+        seen6["src"] == serde_json::json!(MASTER6.octets()),
+        "the IPv6 instance's record: {seen6}"
     );
     ensure!(
         seen["priority"] == 150 && seen["interval_cs"] == 100,
@@ -535,14 +639,35 @@ fn the_programs_follow_the_steady_table() -> Result<()> {
     let ifindex = ifindex(&a, "eth0")?;
     let progs = greha_tests::progs_dir(&pins)?;
     let vips = [VIP, Ipv4Addr::new(203, 0, 113, 11)];
-    for tc in [false, true] {
+    let vips6 = [VIP6, Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11)];
+    // The table's IPv4 addresses as link-local IPv6 ones (fe80::a.b.c.d),
+    // for the IPv6 round.
+    let to6 = |a: [u8; 16]| -> [u8; 16] {
+        if a == [0; 16] {
+            return a;
+        }
+        let mut v6 = [0u8; 16];
+        v6[..2].copy_from_slice(&[0xfe, 0x80]);
+        v6[12..].copy_from_slice(&a[..4]);
+        v6
+    };
+    for (tc, ipv6) in [(false, false), (true, false), (false, true), (true, true)] {
         let prog = progs.join(if tc { "greha_vrrp_tc" } else { "greha_vrrp" });
         for (n, case) in STEADY_CASES.iter().enumerate() {
             let vrid = 100 + n as u8;
             let slot = n as u32;
             let mut ctl = case.ctl;
             ctl.slot = slot;
-            let k = key(ifindex, u32::from(vrid));
+            let mut advert_src = case.advert.src;
+            if ipv6 {
+                ctl.master_ip = to6(ctl.master_ip);
+                advert_src = to6(advert_src);
+            }
+            let k = if ipv6 {
+                key6(ifindex, u16::from(vrid))
+            } else {
+                key(ifindex, u16::from(vrid))
+            };
             map_update(&pins, "GREHA_VRRP_CTL", &k, &bytes_of(&ctl))?;
             // A blank record, so a write is seen.
             map_update(
@@ -551,21 +676,27 @@ fn the_programs_follow_the_steady_table() -> Result<()> {
                 &slot.to_le_bytes(),
                 &bytes_of(&greha_common::VrrpSeen::default()),
             )?;
-            let src = Ipv4Addr::from(case.advert.src);
+            let count = usize::from(case.advert.count);
+            let addresses: Vec<IpAddr> = if ipv6 {
+                vips6[..count].iter().map(|a| (*a).into()).collect()
+            } else {
+                vips[..count].iter().map(|a| (*a).into()).collect()
+            };
             let vrrp = Advert {
                 version: Version::V3,
                 vrid,
                 priority: case.advert.priority,
                 interval_cs: case.advert.interval_cs,
-                addresses: vips[..usize::from(case.advert.count)]
-                    .iter()
-                    .map(|a| (*a).into())
-                    .collect(),
+                addresses,
                 auth: Auth::None,
-            }
-            .write(ChecksumForm::PseudoHeader, src, MULTICAST)
-            .to_vec();
-            let f = frame(src, 255, &vrrp);
+            };
+            let f = if ipv6 {
+                let src = Ipv6Addr::from(advert_src);
+                frame6(src, 255, &vrrp.write(ChecksumForm::PseudoHeader, src, MULTICAST6))
+            } else {
+                let src = Ipv4Addr::from(<[u8; 4]>::try_from(&advert_src[..4])?);
+                frame(src, 255, &vrrp.write(ChecksumForm::PseudoHeader, src, MULTICAST))
+            };
             let md = if tc {
                 skb_md(ifindex)
             } else {
@@ -578,7 +709,12 @@ fn the_programs_follow_the_steady_table() -> Result<()> {
                 (true, true) => TC_ACT_SHOT,
                 (true, false) => TC_ACT_UNSPEC,
             };
-            let what = format!("{} ({})", case.what, if tc { "tc" } else { "XDP" });
+            let what = format!(
+                "{} ({}, {})",
+                case.what,
+                if tc { "tc" } else { "XDP" },
+                if ipv6 { "IPv6" } else { "IPv4" }
+            );
             ensure!(got == want, "{what}: verdict {got}, expected {want}");
             let s = seen(&pins, slot)?;
             let recorded = s["last_ns"].as_u64() > Some(0);
@@ -589,7 +725,7 @@ fn the_programs_follow_the_steady_table() -> Result<()> {
             );
             if recorded {
                 ensure!(
-                    s["src"] == serde_json::json!(case.advert.src)
+                    s["src"] == serde_json::json!(advert_src)
                         && s["priority"] == case.advert.priority,
                     "{what}: {s}"
                 );

@@ -296,7 +296,14 @@ fn gre_frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: &str, dst: &str, inner: &[
 }
 
 /// The failover modes: (name, VRRP version, advert interval in cs).
-const MODES: [(&str, u8, u32); 3] = [("v2_1s", 2, 100), ("v3_100ms", 3, 10), ("v3_10ms", 3, 1)];
+/// (name, VRRP version, advert interval in cs, IPv6).
+const MODES: [(&str, u8, u32, bool); 5] = [
+    ("v2_1s", 2, 100, false),
+    ("v3_100ms", 3, 10, false),
+    ("v3_10ms", 3, 1, false),
+    ("v3_100ms_ipv6", 3, 10, true),
+    ("v3_10ms_ipv6", 3, 1, true),
+];
 
 /// Runs per failover case.
 const FAILOVER_RUNS: usize = 3;
@@ -331,7 +338,7 @@ pub fn failover(greha: &Path, out_dir: &Path) -> Result<()> {
     let pictures = out_dir.join("timelines");
     fs::create_dir_all(&pictures)?;
     let mut results = serde_json::Map::new();
-    for (mode, version, adv_cs) in MODES {
+    for (mode, version, adv_cs, ipv6) in MODES {
         let (skew_ns, mdi_ns) = rfc_ns(version, adv_cs);
         results.insert(format!("rfc_kill_{mode}_ms"), json!(mdi_ns as f64 / 1e6));
         results.insert(
@@ -348,7 +355,7 @@ pub fn failover(greha: &Path, out_dir: &Path) -> Result<()> {
                 let mut runs = Vec::new();
                 for run in 1..=FAILOVER_RUNS {
                     eprintln!("bench: {imp} {stop} {mode} ({run}/{FAILOVER_RUNS})");
-                    runs.push(failover_once(greha, imp, version, adv_cs, kill)?);
+                    runs.push(failover_once(greha, imp, version, adv_cs, kill, ipv6)?);
                 }
                 let rfc: Vec<f64> = runs.iter().map(|(ms, _)| round(*ms, 1)).collect();
                 let client: Vec<f64> = runs
@@ -415,7 +422,7 @@ pub fn failover(greha: &Path, out_dir: &Path) -> Result<()> {
             "{:<10} {:<9} {:>10} {:>16} {:>14} {:>10}",
             "MODE", "STOP", "greha", "no fast path", "keepalived", "RFC"
         );
-        for (mode, _, _) in MODES {
+        for (mode, _, _, _) in MODES {
             for stop in ["kill", "graceful"] {
                 println!(
                     "{:<10} {:<9} {:>10.1} {:>16.1} {:>14.1} {:>10.3}",
@@ -445,6 +452,9 @@ pub fn failover(greha: &Path, out_dir: &Path) -> Result<()> {
 /// each router with the echo service the client probes.
 struct FailoverLab {
     greha: PathBuf,
+    /// The VIP is 2001:db8::10/64 (VRRPv3 for IPv6) rather than
+    /// 203.0.113.10/24.
+    ipv6: bool,
     lab: Lab,
     a: Host,
     b: Host,
@@ -455,21 +465,33 @@ struct FailoverLab {
 }
 
 const VIP: &str = "203.0.113.10";
+const VIP6: &str = "2001:db8::10";
 
 impl FailoverLab {
-    fn new(greha: &Path) -> Result<Self> {
+    fn new(greha: &Path, ipv6: bool) -> Result<Self> {
         let mut lab = Lab::new()?;
         let a = lab.host("a")?;
         let b = lab.host("b")?;
         let client = lab.host("client")?;
         let sw = lab.switch("lan")?;
+        if ipv6 {
+            for h in [&a, &b, &client, &sw] {
+                h.enable_ipv6()?;
+            }
+        }
         let a_if = lab.plug(&a, &format!("{A_UNDERLAY}/24"), &sw)?;
         let b_if = lab.plug(&b, &format!("{B_UNDERLAY}/24"), &sw)?;
         // The client is on the VIP's subnet, as the seed's clients are.
-        lab.plug(&client, "203.0.113.100/24", &sw)?;
+        let c_if = lab.plug(&client, "203.0.113.100/24", &sw)?;
+        if ipv6 {
+            for (h, ifname, n) in [(&a, &a_if, 2), (&b, &b_if, 3), (&client, &c_if, 100)] {
+                h.ip(&["addr", "add", &format!("2001:db8::{n}/64"), "dev", ifname])?;
+            }
+        }
         let pins = [lab.pin_dir("a"), lab.pin_dir("b")];
         Ok(Self {
             greha: greha.to_owned(),
+            ipv6,
             lab,
             a,
             b,
@@ -488,6 +510,7 @@ impl FailoverLab {
             (&self.a, "a", &self.a_if)
         };
         let adv = f64::from(adv_cs) / 100.0;
+        let vip = self.vip_cidr();
         if imp.starts_with("greha") {
             let auth = if version == 2 { " auth-pass 1111" } else { "" };
             let fastpath = if imp == "greha" { "" } else { " no-fastpath" };
@@ -500,7 +523,7 @@ impl FailoverLab {
                     "run",
                     "--vrrp",
                     &format!(
-                        "VI_1 interface {ifname} vrid 51 priority {priority} version {version} advert-int {adv}{auth}{fastpath} vip {VIP}/24"
+                        "VI_1 interface {ifname} vrid 51 priority {priority} version {version} advert-int {adv}{auth}{fastpath} vip {vip}"
                     ),
                 ]);
             let mut p = host.spawn(&self.lab, cmd, true)?;
@@ -519,7 +542,7 @@ impl FailoverLab {
                 &format!(
                     "state BACKUP\n interface {ifname}\n virtual_router_id 51\n \
                      priority {priority}\n advert_int {adv}\n version {version}\n {auth}\n \
-                     virtual_ipaddress {{\n {VIP}/24 dev {ifname}\n }}"
+                     virtual_ipaddress {{\n {vip} dev {ifname}\n }}"
                 ),
                 "(VI_1) Entering BACKUP STATE",
             )
@@ -532,9 +555,23 @@ impl FailoverLab {
         } else {
             (&self.a, &self.a_if)
         };
+        let vip = self.vip();
         Ok(host
-            .ip(&["-br", "-4", "addr", "show", "dev", ifname])?
-            .contains(VIP))
+            .ip(&["-br", "addr", "show", "dev", ifname])?
+            .split_whitespace()
+            .any(|w| w.split('/').next() == Some(vip)))
+    }
+
+    fn vip(&self) -> &'static str {
+        if self.ipv6 { VIP6 } else { VIP }
+    }
+
+    fn vip_cidr(&self) -> String {
+        if self.ipv6 {
+            format!("{VIP6}/64")
+        } else {
+            format!("{VIP}/24")
+        }
     }
 
     /// Stops the master on A: kill -9 (the server dies: off the LAN first,
@@ -582,8 +619,9 @@ fn failover_once(
     version: u8,
     adv_cs: u32,
     kill: bool,
+    ipv6: bool,
 ) -> Result<(f64, Seen)> {
-    let l = FailoverLab::new(greha)?;
+    let l = FailoverLab::new(greha, ipv6)?;
     let _echo_a = Echo::start(&l.a, 'A')?;
     let _echo_b = Echo::start(&l.b, 'B')?;
     let mut master = l.start(imp, false, 150, version, adv_cs)?;
@@ -591,7 +629,7 @@ fn failover_once(
         l.has_vip(false)
     })?;
     let _backup = l.start(imp, true, 100, version, adv_cs)?;
-    let target: SocketAddr = format!("{VIP}:{ECHO_PORT}").parse()?;
+    let target = SocketAddr::new(l.vip().parse()?, ECHO_PORT);
     let prober = Prober::start(&l.client, target, Duration::from_millis(1))?;
     prober.wait_for('A', Instant::now(), SHORT)?;
     // The backup has heard the master for two Master_Down_Intervals.
@@ -609,13 +647,18 @@ fn failover_once(
         fs::File::open(l.b.netns_path())?,
     );
     let a_if = l.a_if.clone();
+    let a_mac = parse_mac(
+        l.a.ip(&["-br", "link", "show", "dev", &l.a_if])?
+            .split_whitespace()
+            .nth(2)
+            .context("A's MAC")?,
+    )?;
+    let vip: std::net::IpAddr = l.vip().parse()?;
     let (heard_tx, heard) = std::sync::mpsc::channel();
     let watcher = std::thread::spawn(move || -> Result<(Instant, Vec<(Instant, u8)>)> {
         nix::sched::setns(&ns_a, nix::sched::CloneFlags::CLONE_NEWNET)?;
         let sock = link_capture(&a_if)?;
         nix::sched::setns(&ns_b, nix::sched::CloneFlags::CLONE_NEWNET)?;
-        let vip: std::net::Ipv4Addr = VIP.parse()?;
-        let from_a: std::net::Ipv4Addr = A_UNDERLAY.parse()?;
         let mut adverts = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
@@ -629,15 +672,22 @@ fn failover_once(
                     .iter()
                     .map(|b| unsafe { b.assume_init() })
                     .collect();
-                // Ethernet (IPv4), then IPv4 with protocol 112 from A.
-                if d.get(12..14) != Some(&[0x08, 0x00][..]) {
+                // From A's MAC: IPv4 with protocol 112, or IPv6 with
+                // next header 112; the priority is the third byte.
+                if d.get(6..12) != Some(&a_mac[..]) {
                     continue;
                 }
                 let Some(ip) = d.get(14..) else { continue };
-                let ihl = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
-                if ip.len() > ihl + 2 && ip[9] == 112 && ip[12..16] == from_a.octets() {
+                let at = match d.get(12..14) {
+                    Some([0x08, 0x00]) if ip.get(9) == Some(&112) => {
+                        usize::from(ip[0] & 0x0f) * 4 + 2
+                    }
+                    Some([0x86, 0xdd]) if ip.get(6) == Some(&112) => 40 + 2,
+                    _ => continue,
+                };
+                if let Some(&priority) = ip.get(at) {
                     let now = Instant::now();
-                    adverts.push((by.map_or(now, |b| b.min(now)), ip[ihl + 2]));
+                    adverts.push((by.map_or(now, |b| b.min(now)), priority));
                     let _ = heard_tx.send(());
                 }
             }
@@ -645,9 +695,12 @@ fn failover_once(
         while Instant::now() < deadline {
             drain(None, &mut adverts);
             let found = nix::ifaddrs::getifaddrs()?.any(|i| {
-                i.address
-                    .and_then(|a| a.as_sockaddr_in().map(|s| s.ip() == vip))
-                    .unwrap_or(false)
+                i.address.is_some_and(|a| {
+                    a.as_sockaddr_in()
+                        .map(|s| std::net::IpAddr::from(s.ip()))
+                        .or_else(|| a.as_sockaddr_in6().map(|s| s.ip().into()))
+                        == Some(vip)
+                })
             });
             if found {
                 let t1 = Instant::now();
@@ -714,7 +767,7 @@ struct Handover {
 /// VIP every 10 ms. Counts the requests from the stop until a second after
 /// B first answered.
 fn handover_once(greha: &Path, imp: &str) -> Result<Handover> {
-    let l = FailoverLab::new(greha)?;
+    let l = FailoverLab::new(greha, false)?;
     let _www_a = http_service(&l.lab, &l.a, 'A')?;
     let _www_b = http_service(&l.lab, &l.b, 'B')?;
     let mut master = l.start(imp, false, 150, 2, 100)?;

@@ -231,7 +231,9 @@ fn test() -> Result<()> {
         .current_dir(workspace_root())
         .env("GREHA_BIN", &greha)
         .args(["test", "--package", "greha-tests"]))?;
-    eprintln!("xtask: the keepalived interoperability tests again, without the fast path");
+    eprintln!(
+        "xtask: the keepalived interoperability tests (IPv4, IPv6) again, without the fast path"
+    );
     run(Command::new(env!("CARGO"))
         .current_dir(workspace_root())
         .env("GREHA_BIN", &greha)
@@ -242,6 +244,8 @@ fn test() -> Result<()> {
             "greha-tests",
             "--test",
             "vrrp_keepalived",
+            "--test",
+            "vrrp_ipv6",
         ]))?;
     eprintln!("xtask: the demo (the README's first command), at 1 s and at 10 ms");
     for advert_interval in [1.0, 0.01] {

@@ -4,17 +4,18 @@
 //! GREHA_VRRP_SEEN (shared memory, no system call) for the newest steady
 //! advert the program absorbed, which it returns as a time for the engine
 //! rather than calling into it.
-use std::{path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::Result;
 use greha_common::{
-    MAX_VRRP, VRRP_STATE_BACKUP, VRRP_STATE_FAULT, VRRP_STATE_INIT, VRRP_STATE_MASTER, VrrpCtl,
-    VrrpKey, VrrpSeen, VrrpStats, XDP_IF_VRRP, names,
+    MAX_VRRP, VRRP_FAMILY_IPV4, VRRP_FAMILY_IPV6, VRRP_STATE_BACKUP, VRRP_STATE_FAULT,
+    VRRP_STATE_INIT, VRRP_STATE_MASTER, VrrpCtl, VrrpKey, VrrpSeen, VrrpStats, XDP_IF_VRRP,
+    ipv4_in16, names,
 };
 use tracing::{info, warn};
 
 use super::{
-    def::InstanceDef,
+    def::{Family, InstanceDef},
     engine::{Instance, State},
     packet::{Auth, Version},
     router,
@@ -62,6 +63,23 @@ pub fn monotonic_ns() -> u64 {
     })
 }
 
+/// An address as the maps hold it (IPv4: `ipv4_in16`).
+pub fn addr16(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(a) => ipv4_in16(a.octets()),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+/// The address of `family` in a map's 16 bytes.
+pub fn from_addr16(family: u16, a: [u8; 16]) -> IpAddr {
+    if family == VRRP_FAMILY_IPV6 {
+        IpAddr::from(a)
+    } else {
+        IpAddr::from([a[0], a[1], a[2], a[3]])
+    }
+}
+
 /// What the program must know of an instance: the engine's state, the
 /// master it follows and our priority, mapped to the ABI's values.
 pub fn ctl_of(def: &InstanceDef, engine: &Instance, slot: u32) -> VrrpCtl {
@@ -69,14 +87,9 @@ pub fn ctl_of(def: &InstanceDef, engine: &Instance, slot: u32) -> VrrpCtl {
         Auth::None => (0, [0; 8]),
         Auth::Pass(p) => (1, *p),
     };
-    let (master_ip, master_priority, master_interval_cs) =
-        engine
-            .followed()
-            .map_or(([0; 4], 0, 0), |(m, p, int)| match m {
-                std::net::IpAddr::V4(m) => (m.octets(), p, int),
-                // Never: IPv6 instances have no fast path.
-                std::net::IpAddr::V6(_) => ([0; 4], 0, 0),
-            });
+    let (master_ip, master_priority, master_interval_cs) = engine
+        .followed()
+        .map_or(([0; 16], 0, 0), |(m, p, int)| (addr16(m), p, int));
     VrrpCtl {
         version: match def.version {
             Version::V2 => 2,
@@ -144,7 +157,7 @@ impl FastPath {
         name: &str,
         iface: &str,
         ifindex: u32,
-        vrid: u8,
+        (vrid, family): (u8, Family),
         used: &[u32],
     ) -> Result<Fast, String> {
         let pin_dir = self
@@ -189,7 +202,11 @@ impl FastPath {
             Ok(()) => Ok(Fast {
                 key: VrrpKey {
                     ifindex,
-                    vrid: u32::from(vrid),
+                    vrid: u16::from(vrid),
+                    family: match family {
+                        Family::V4 => VRRP_FAMILY_IPV4,
+                        Family::V6 => VRRP_FAMILY_IPV6,
+                    },
                 },
                 slot,
                 ctl: None,
@@ -268,7 +285,7 @@ impl FastPath {
         let seen = read_seen(&self.maps.as_ref()?.seen, fast.slot)?;
         (seen.last_ns >= self.epoch_mono_ns && seen.last_ns > 0).then(|| LastAbsorbed {
             at_unix_ms: epoch_unix_ms + u128::from((seen.last_ns - self.epoch_mono_ns) / 1_000_000),
-            src: std::net::Ipv4Addr::from(seen.src).into(),
+            src: from_addr16(fast.key.family, seen.src),
             priority: seen.priority,
             interval_cs: seen.interval_cs,
         })
@@ -326,7 +343,7 @@ mod tests {
         let c = ctl_of(&d, &e, 7);
         assert_eq!(
             (c.state, c.master_ip, c.master_priority),
-            (VRRP_STATE_BACKUP, [0; 4], 0)
+            (VRRP_STATE_BACKUP, [0; 16], 0)
         );
         let master = Ipv4Addr::new(198, 51, 100, 2);
         e.handle(
@@ -347,7 +364,7 @@ mod tests {
         let c = ctl_of(&d, &e, 7);
         assert_eq!(
             (c.master_ip, c.master_priority, c.master_interval_cs),
-            (master.octets(), 150, 100)
+            (ipv4_in16(master.octets()), 150, 100)
         );
         e.handle(Duration::from_millis(20), Event::Priority(90));
         assert_eq!(ctl_of(&d, &e, 7).priority, 90);

@@ -354,19 +354,20 @@ impl Vrrp {
         self.next_id += 1;
         let script_tasks = self.spawn_trackers(id, &trackers);
         let cfg = def.engine_config(primary);
-        let fast = if def.family() == Family::V6 {
-            Err(
-                "IPv6: the fast path checks IPv4 adverts only; the daemon checks every IPv6 one"
-                    .to_owned(),
-            )
-        } else if def.fastpath {
+        let fast = if def.fastpath {
             let used: Vec<u32> = self
                 .instances
                 .iter()
                 .filter_map(|r| r.fast.as_ref().map(|f| f.slot))
                 .collect();
             self.fast
-                .attach(&def.name, &def.interface, link.index, def.vrid, &used)
+                .attach(
+                    &def.name,
+                    &def.interface,
+                    link.index,
+                    (def.vrid, def.family()),
+                    &used,
+                )
         } else {
             Err("no-fastpath".to_owned())
         };
@@ -588,6 +589,7 @@ impl Vrrp {
                 InstanceStatus {
                     name: r.def.name.clone(),
                     interface: r.def.interface.clone(),
+                    family: r.def.family().name().to_lowercase(),
                     vrid: r.def.vrid,
                     state: r.engine.state(),
                     priority: r.engine.priority(),

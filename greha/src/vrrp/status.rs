@@ -28,6 +28,8 @@ pub struct GlobalStats {
 pub struct InstanceStatus {
     pub name: String,
     pub interface: String,
+    /// "ipv4" or "ipv6".
+    pub family: String,
     pub vrid: u8,
     pub state: State,
     pub priority: u8,
