@@ -102,12 +102,22 @@ fn skb_md(ifindex: u32) -> Vec<u8> {
 
 /// GREHA_VRRP_CTL's key of an IPv4 instance: interface, VRID, family 4.
 fn key(ifindex: u32, vrid: u16) -> Vec<u8> {
-    [&ifindex.to_le_bytes()[..], &vrid.to_le_bytes(), &4u16.to_le_bytes()].concat()
+    [
+        &ifindex.to_le_bytes()[..],
+        &vrid.to_le_bytes(),
+        &4u16.to_le_bytes(),
+    ]
+    .concat()
 }
 
 /// The same for an IPv6 instance (family 6).
 fn key6(ifindex: u32, vrid: u16) -> Vec<u8> {
-    [&ifindex.to_le_bytes()[..], &vrid.to_le_bytes(), &6u16.to_le_bytes()].concat()
+    [
+        &ifindex.to_le_bytes()[..],
+        &vrid.to_le_bytes(),
+        &6u16.to_le_bytes(),
+    ]
+    .concat()
 }
 
 fn map_update(pins: &Path, map: &str, key: &[u8], value: &[u8]) -> Result<()> {
@@ -209,9 +219,9 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
 
     let pass = *b"1111\0\0\0\0";
     let v3 = key(ifindex, 51);
-    // The IPv6 instance of the same VRID, its record in slot 1.
+    // The IPv6 instance of the same VRID, its record in slot 7.
     let v6 = key6(ifindex, 51);
-    map_update(&pins, "GREHA_VRRP_CTL", &v6, &ctl6(1, 1))?;
+    map_update(&pins, "GREHA_VRRP_CTL", &v6, &ctl6(1, 7))?;
     let v2 = key(ifindex, 60);
     map_update(&pins, "GREHA_VRRP_CTL", &v3, &ctl(3, 1, 0, 100, &[0; 8], 0))?;
     map_update(&pins, "GREHA_VRRP_CTL", &v2, &ctl(2, 1, 1, 100, &pass, 1))?;
@@ -577,7 +587,7 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
         seen["src"] == serde_json::json!(greha_common::ipv4_in16([198, 51, 100, 2])),
         "{seen}"
     );
-    let seen6 = self::seen(&pins, 1)?;
+    let seen6 = self::seen(&pins, 7)?;
     ensure!(
         seen6["src"] == serde_json::json!(MASTER6.octets()),
         "the IPv6 instance's record: {seen6}"
@@ -692,10 +702,18 @@ fn the_programs_follow_the_steady_table() -> Result<()> {
             };
             let f = if ipv6 {
                 let src = Ipv6Addr::from(advert_src);
-                frame6(src, 255, &vrrp.write(ChecksumForm::PseudoHeader, src, MULTICAST6))
+                frame6(
+                    src,
+                    255,
+                    &vrrp.write(ChecksumForm::PseudoHeader, src, MULTICAST6),
+                )
             } else {
                 let src = Ipv4Addr::from(<[u8; 4]>::try_from(&advert_src[..4])?);
-                frame(src, 255, &vrrp.write(ChecksumForm::PseudoHeader, src, MULTICAST))
+                frame(
+                    src,
+                    255,
+                    &vrrp.write(ChecksumForm::PseudoHeader, src, MULTICAST),
+                )
             };
             let md = if tc {
                 skb_md(ifindex)

@@ -326,7 +326,10 @@ fn keepalived_master_greha_backup_ipv6() -> Result<()> {
     // (or all seen by the daemon without it); none refused.
     let fp = &v6["fastpath"];
     if no_fastpath() {
-        ensure!(fp.is_null() && v6["daemon_adverts"].as_u64() > Some(5), "{v6}");
+        ensure!(
+            fp.is_null() && v6["daemon_adverts"].as_u64() > Some(5),
+            "{v6}"
+        );
     } else {
         ensure!(
             fp["absorbed"].as_u64() > Some(5) && fp["checksum_errors"] == 0,

@@ -672,6 +672,7 @@ mod tests {
             priority: a.priority,
             _pad: [0],
             interval_cs: a.interval_cs,
+            _pad2: [0; 4],
         }
     }
 

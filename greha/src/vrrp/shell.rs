@@ -360,14 +360,13 @@ impl Vrrp {
                 .iter()
                 .filter_map(|r| r.fast.as_ref().map(|f| f.slot))
                 .collect();
-            self.fast
-                .attach(
-                    &def.name,
-                    &def.interface,
-                    link.index,
-                    (def.vrid, def.family()),
-                    &used,
-                )
+            self.fast.attach(
+                &def.name,
+                &def.interface,
+                link.index,
+                (def.vrid, def.family()),
+                &used,
+            )
         } else {
             Err("no-fastpath".to_owned())
         };
