@@ -137,6 +137,7 @@ pub fn render(vrrp: &[InstanceStatus], global: &GlobalStats, tunnels: &[TunnelSt
         ("version_errors", global.version_errors),
         ("vrid_errors", global.vrid_errors),
         ("unknown_unicast_sources", global.unknown_unicast_sources),
+        ("not_link_local_sources", global.not_link_local_sources),
     ] {
         let metric = format!("greha_vrrp_{name}_total");
         family(

@@ -43,6 +43,9 @@ pub enum GlobalCounter {
     Version,
     Vrid,
     UnknownUnicastSource,
+    /// An IPv6 advert to ff02::12 from an address that is not link-local
+    /// (RFC 5798 §5.1.2.1: a router sends from its link-local address).
+    NotLinkLocalSource,
 }
 
 /// A counter of an instance that the engine keeps but never acts on.
@@ -96,6 +99,15 @@ pub fn route(instances: &[RouteKey], p: &Packet) -> Routed {
         }
     };
     let form = (advert.version == Version::V3).then_some(form);
+    if let (IpAddr::V6(src), IpAddr::V6(dst)) = (p.src, p.dst)
+        && dst.is_multicast()
+        && !src.is_unicast_link_local()
+    {
+        return Routed {
+            to: Delivery::Global(GlobalCounter::NotLinkLocalSource),
+            form,
+        };
+    }
     let Some(i) = instances
         .iter()
         .position(|i| i.socket == p.socket && i.vrid == advert.vrid)
@@ -130,6 +142,7 @@ impl GlobalStats {
             GlobalCounter::Version => self.version_errors += 1,
             GlobalCounter::Vrid => self.vrid_errors += 1,
             GlobalCounter::UnknownUnicastSource => self.unknown_unicast_sources += 1,
+            GlobalCounter::NotLinkLocalSource => self.not_link_local_sources += 1,
         }
     }
 
@@ -531,6 +544,47 @@ mod tests {
             },
         );
         assert!(matches!(got.to, Delivery::Engine(2, _)), "{got:?}");
+    }
+
+    /// IPv6 multicast adverts come from link-local addresses; a unicast
+    /// peer may use a global one.
+    #[test]
+    fn ipv6_multicast_adverts_come_from_link_local_addresses() {
+        let ll: IpAddr = "fe80::2".parse().unwrap();
+        let global: IpAddr = "2001:db8::2".parse().unwrap();
+        let mcast6: IpAddr = crate::vrrp::packet::MULTICAST6.into();
+        let me: IpAddr = "2001:db8::1".parse().unwrap();
+        let instances = [
+            key(0, 51, Version::V3, &[]),
+            key(1, 51, Version::V3, &[global]),
+        ];
+        let advert6 = Advert {
+            addresses: vec!["2001:db8::10".parse().unwrap()],
+            ..advert(Version::V3, 51)
+        };
+        for (what, socket, src, dst, engine) in [
+            ("link-local to ff02::12", 0, ll, mcast6, true),
+            ("global to ff02::12", 0, global, mcast6, false),
+            ("a global unicast peer", 1, global, me, true),
+        ] {
+            let payload = advert6.write(ChecksumForm::PseudoHeader, src, dst).to_vec();
+            let got = route(
+                &instances,
+                &Packet {
+                    socket,
+                    src,
+                    dst,
+                    ttl: 255,
+                    payload: &payload,
+                },
+            );
+            let want = if engine {
+                matches!(got.to, Delivery::Engine(_, _))
+            } else {
+                got.to == Delivery::Global(GlobalCounter::NotLinkLocalSource)
+            };
+            assert!(want, "{what}: {got:?}");
+        }
     }
 
     #[test]

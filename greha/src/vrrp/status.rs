@@ -17,6 +17,8 @@ pub struct GlobalStats {
     /// Adverts to an instance with unicast peers from an address not among
     /// them.
     pub unknown_unicast_sources: u64,
+    /// IPv6 adverts to ff02::12 from a source that is not link-local.
+    pub not_link_local_sources: u64,
     /// v3 adverts whose checksum verified with the IPv4 pseudo-header
     /// (keepalived's form) and without it (RFC 9568's).
     pub rcvd_checksum_pseudo_header: u64,
