@@ -105,18 +105,32 @@ pub const TUNNEL_F_OCSUM: u32 = 64;
 pub const TUNNEL_F_ISEQ: u32 = 128;
 /// `TunnelConfig::flags`: sequence numbers sent (oseq).
 pub const TUNNEL_F_OSEQ: u32 = 256;
+/// `TunnelConfig::flags`: the underlay is IPv6 (ip6gretap, ip6gre): the
+/// addresses are 16 bytes, the outer header IPv6's.
+pub const TUNNEL_F_IPV6: u32 = 512;
+/// `TunnelConfig::flags`: IPv6 underlay, and every outer packet carries a
+/// destination option with the tunnel encapsulation limit
+/// (`TunnelConfig::encap_limit`; RFC 2473, iproute2's `encaplimit N`).
+pub const TUNNEL_F_ENCAP_LIMIT: u32 = 1024;
+/// `TunnelConfig::flowlabel`: copy the inner IPv6 packet's flow label
+/// (iproute2's `flowlabel inherit`).
+pub const FLOWLABEL_INHERIT: u32 = 1 << 31;
 
 /// GRE protocol type of transparent Ethernet bridging (gretap).
 pub const GRE_PROTO_TEB: u16 = 0x6558;
 /// GRE protocol type of IPv4.
 pub const GRE_PROTO_IPV4: u16 = 0x0800;
+/// GRE protocol type of IPv6 (inside gre and ip6gre tunnels).
+pub const GRE_PROTO_IPV6: u16 = 0x86dd;
 
-/// One tunnel as the datapath needs it. Addresses are in network order.
+/// One tunnel as the datapath needs it. Addresses are in network order,
+/// 16 bytes: an IPv6 one, or an IPv4 one first and zeros after
+/// ([`ipv4_in16`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TunnelConfig {
-    pub local: [u8; 4],
-    pub remote: [u8; 4],
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
     /// The key required on receive (with `TUNNEL_F_IKEY`).
     pub ikey: u32,
     /// The key sent (with `TUNNEL_F_OKEY`).
@@ -128,26 +142,43 @@ pub struct TunnelConfig {
     /// The other end of the tunnel interface's veth pair. The encap FIB
     /// lookup runs as if from it (forwarding is on there, and only there).
     pub peer_ifindex: u32,
-    /// Largest outer IPv4 packet the underlay carries.
+    /// Largest outer IP packet the underlay carries.
     pub underlay_mtu: u32,
-    /// Outer TTL; 0 inherits the inner packet's (64 for other frames), as
-    /// the kernel's `ttl inherit`.
+    /// IPv6 underlay: the outer flow label (20 bits), or
+    /// [`FLOWLABEL_INHERIT`].
+    pub flowlabel: u32,
+    /// Outer TTL (IPv6: hop limit); 0 inherits the inner packet's (64 for
+    /// other frames), as the kernel's `ttl inherit`.
     pub ttl: u8,
-    /// Outer TOS; bit 0 set inherits the inner packet's, as the kernel's
-    /// `tos inherit` (1).
+    /// Outer TOS (IPv6: traffic class); bit 0 set inherits the inner
+    /// packet's, as the kernel's `tos inherit` (1).
     pub tos: u8,
-    pub _pad: [u8; 2],
+    /// With [`TUNNEL_F_ENCAP_LIMIT`]: the limit sent.
+    pub encap_limit: u8,
+    pub _pad: [u8; 1],
     /// MAC of the tunnel interface: destination of frames decapsulated in
     /// `gre` mode, which carry no Ethernet header on the wire.
     pub dev_mac: [u8; 6],
     pub peer_mac: [u8; 6],
     /// Gateway towards the remote, or the remote itself when on-link.
-    pub next_hop: [u8; 4],
+    pub next_hop: [u8; 16],
     /// The tunnel interface's name, NUL-padded.
     pub name: [u8; 16],
 }
 
 impl TunnelConfig {
+    /// Bytes of the outer IP header this tunnel sends: IPv4's 20, or
+    /// IPv6's 40 and 8 more for the encapsulation limit option.
+    pub fn ip_header_len(&self) -> u32 {
+        if self.flags & TUNNEL_F_IPV6 == 0 {
+            20
+        } else if self.flags & TUNNEL_F_ENCAP_LIMIT != 0 {
+            48
+        } else {
+            40
+        }
+    }
+
     /// Bytes of GRE header this tunnel sends: 4, and 4 more for each of
     /// checksum, key and sequence number.
     pub fn gre_header_len(&self) -> u32 {
@@ -219,8 +250,8 @@ pub struct TunnelProbe {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Endpoints {
-    pub local: [u8; 4],
-    pub remote: [u8; 4],
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
 }
 
 /// Key of the decapsulation lookup proper: the outer destination and
@@ -229,8 +260,8 @@ pub struct Endpoints {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct KeyedEndpoints {
-    pub local: [u8; 4],
-    pub remote: [u8; 4],
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
     pub key: u32,
     pub keyed: u32,
 }
@@ -674,9 +705,9 @@ mod tests {
     /// padding (BTF and the kernel see exactly these bytes).
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(size_of::<TunnelConfig>(), 4 * 9 + 4 + 12 + 4 + 16);
-        assert_eq!(size_of::<Endpoints>(), 8);
-        assert_eq!(size_of::<KeyedEndpoints>(), 16);
+        assert_eq!(size_of::<TunnelConfig>(), 16 * 2 + 4 * 8 + 4 + 12 + 16 + 16);
+        assert_eq!(size_of::<Endpoints>(), 32);
+        assert_eq!(size_of::<KeyedEndpoints>(), 40);
         assert_eq!(size_of::<TunnelCounters>(), 14 * 8);
         assert_eq!(size_of::<TunnelSeq>(), 12);
         assert_eq!(size_of::<TunnelProbe>(), 4 + 4 + 3 * 8);

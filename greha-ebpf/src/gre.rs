@@ -17,23 +17,25 @@ use crate::frame::{CHUNK, Frame as _, Scratch, fold, ones_sum};
 use aya_ebpf::{
     bindings,
     bindings::{
-        BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
-        BPF_F_INGRESS, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT,
-        bpf_adj_room_mode, bpf_fib_lookup, bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1,
+        BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6,
+        BPF_F_ADJ_ROOM_ENCAP_L4_GRE, BPF_F_INGRESS, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT, bpf_adj_room_mode, bpf_fib_lookup,
+        bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1,
     },
     bpf_f_adj_room_encap_l2,
     btf_maps::{Array, HashMap, PerCpuArray},
     helpers::{
         bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_skb_change_head,
-        bpf_skb_change_tail, bpf_spin_lock, bpf_spin_unlock,
+        bpf_skb_change_proto, bpf_skb_change_tail, bpf_spin_lock, bpf_spin_unlock,
     },
     macros::{btf_map, classifier},
     programs::TcContext,
 };
 use greha_common::{
-    Endpoints, GRE_PROTO_IPV4, GRE_PROTO_TEB, KeyedEndpoints, MAX_TUNNELS, TUNNEL_F_ACTIVE,
-    TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ,
-    TunnelConfig, TunnelCounters, TunnelProbe, TunnelSeq,
+    Endpoints, FLOWLABEL_INHERIT, GRE_PROTO_IPV4, GRE_PROTO_IPV6, GRE_PROTO_TEB, KeyedEndpoints,
+    MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_IPV6, TUNNEL_F_ISEQ,
+    TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ, TunnelConfig, TunnelCounters, TunnelProbe,
+    TunnelSeq, ipv4_in16,
 };
 
 #[btf_map]
@@ -45,7 +47,7 @@ static GREHA_TUNNEL_BY_ENDP: HashMap<Endpoints, u32, { MAX_TUNNELS as usize }> =
 #[btf_map]
 static GREHA_TUNNEL_BY_KEY: HashMap<KeyedEndpoints, u32, { MAX_TUNNELS as usize }> = HashMap::new();
 #[btf_map]
-static GREHA_TUNNEL_BY_LOCAL: HashMap<[u8; 4], u32, { MAX_TUNNELS as usize }> = HashMap::new();
+static GREHA_TUNNEL_BY_LOCAL: HashMap<[u8; 16], u32, { MAX_TUNNELS as usize }> = HashMap::new();
 #[btf_map]
 static GREHA_TUNNEL_COUNTERS: PerCpuArray<TunnelCounters, { MAX_TUNNELS as usize }> =
     PerCpuArray::new();
@@ -58,6 +60,10 @@ static GREHA_TUNNEL_PROBE: Array<TunnelProbe, { MAX_TUNNELS as usize }> = Array:
 
 const ETH_LEN: usize = 14;
 const IPV4_LEN: usize = 20;
+const IPV6_LEN: usize = 40;
+/// The IPv6 destination options header.
+const IPPROTO_DSTOPTS: u8 = 60;
+const AF_INET6: u8 = 10;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
@@ -109,30 +115,26 @@ fn decap(ctx: &TcContext) -> i32 {
     let Some(eth) = ctx.bytes::<ETH_LEN>(0) else {
         return TC_ACT_OK;
     };
-    if u16::from_be_bytes([eth[12], eth[13]]) != ETH_P_IP {
-        return TC_ACT_OK;
-    }
-    let Some(ip) = ctx.bytes::<IPV4_LEN>(ETH_LEN) else {
+    let outer = match u16::from_be_bytes([eth[12], eth[13]]) {
+        ETH_P_IP => outer4(ctx),
+        ETH_P_IPV6 => outer6(ctx),
+        _ => None,
+    };
+    let Some(outer) = outer else {
         return TC_ACT_OK;
     };
-    if ip[9] != IPPROTO_GRE || ip[0] >> 4 != 4 {
-        return TC_ACT_OK;
-    }
     // As ip_rcv: a frame the NIC took for another host's MAC (promiscuous
     // mode, a bridge port) is not ours to decapsulate; the stack drops it.
     if unsafe { (*ctx.skb.skb).pkt_type } == PACKET_OTHERHOST {
         return TC_ACT_OK;
     }
-    let endpoints = Endpoints {
-        local: [ip[16], ip[17], ip[18], ip[19]],
-        remote: [ip[12], ip[13], ip[14], ip[15]],
-    };
+    let endpoints = outer.endpoints;
     // The tunnel, in one lookup for a valid packet: by the endpoints and
     // the key the GRE header carries (or none), as the kernel's
     // ip_tunnel_lookup tells the tunnels between two hosts apart. The
     // header is read before it is checked; a malformed one fails the
     // checks below, counted against the tunnel found (or one of the pair).
-    let gre_off = ETH_LEN + ((ip[0] & 0x0f) as usize) * 4;
+    let gre_off = ETH_LEN + outer.hdr_len;
     // Flags, protocol and the next word (the key when there is no
     // checksum) in one read.
     let (key, keyed) = match ctx.load::<[u8; 8]>(gre_off) {
@@ -178,26 +180,34 @@ fn decap(ctx: &TcContext) -> i32 {
     if cfg.flags & TUNNEL_F_ACTIVE == 0 {
         return TC_ACT_OK;
     }
-    // A fragment cannot be decapsulated on its own, and the kernel has no
-    // GRE to reassemble it for.
-    let frag = u16::from_be_bytes([ip[6], ip[7]]);
-    if frag & 0x3fff != 0 {
-        c.rx_drop_truncated += 1;
-        return TC_ACT_SHOT;
+    // The tunnel's family, not just any with these addresses.
+    if (cfg.flags & TUNNEL_F_IPV6 != 0) != outer.ipv6 {
+        return TC_ACT_OK;
     }
-    let ihl = ((ip[0] & 0x0f) as usize) * 4;
-    let tot_len = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let ihl = outer.hdr_len;
+    let tot_len = outer.tot_len;
     let frame_len = unsafe { (*ctx.skb.skb).len } as usize;
     let gso = unsafe { (*ctx.skb.skb).gso_segs } > 1;
     // A GSO packet's tot_len is one segment's; the skb holds them all.
-    if ihl < IPV4_LEN || tot_len < ihl + 4 || !gso && ETH_LEN + tot_len > frame_len {
+    if tot_len < ihl + 4 || !gso && ETH_LEN + tot_len > frame_len {
         c.rx_drop_truncated += 1;
         return TC_ACT_SHOT;
     }
-    // As ip_rcv: the outer header's checksum (options included).
-    if !header_checksum_ok(ctx, &ip, ihl) {
-        c.rx_drop_bad_checksum += 1;
-        return TC_ACT_SHOT;
+    if !outer.ipv6
+        && let Some(ip) = ctx.bytes::<IPV4_LEN>(ETH_LEN)
+    {
+        // A fragment cannot be decapsulated on its own, and the kernel has
+        // no GRE to reassemble it for.
+        let frag = u16::from_be_bytes([ip[6], ip[7]]);
+        if frag & 0x3fff != 0 {
+            c.rx_drop_truncated += 1;
+            return TC_ACT_SHOT;
+        }
+        // As ip_rcv: the outer header's checksum (options included).
+        if !header_checksum_ok(ctx, &ip, ihl) {
+            c.rx_drop_bad_checksum += 1;
+            return TC_ACT_SHOT;
+        }
     }
     // As ip_rcv, bytes past the outer packet (Ethernet padding) are not
     // part of it, nor of the inner frame.
@@ -234,17 +244,19 @@ fn decap(ctx: &TcContext) -> i32 {
         return TC_ACT_SHOT;
     }
     let gretap = cfg.flags & TUNNEL_F_GRETAP != 0;
-    let want_proto = if gretap {
-        GRE_PROTO_TEB
-    } else {
-        GRE_PROTO_IPV4
+    // gretap carries Ethernet; gre IPv4 or IPv6, as the kernel's.
+    let (proto_ok, min_inner, inner_type) = match (gretap, proto) {
+        (true, GRE_PROTO_TEB) => (true, ETH_LEN, 0),
+        (false, GRE_PROTO_IPV4) => (true, IPV4_LEN, ETH_P_IP),
+        (false, GRE_PROTO_IPV6) => (true, IPV6_LEN, ETH_P_IPV6),
+        _ => (false, 0, 0),
     };
-    if proto != want_proto {
+    if !proto_ok {
         c.rx_drop_bad_protocol += 1;
         return TC_ACT_SHOT;
     }
     let inner_len = tot_len - ihl - gre_len;
-    if gretap && inner_len < ETH_LEN || !gretap && inner_len < IPV4_LEN {
+    if inner_len < min_inner {
         c.rx_drop_truncated += 1;
         return TC_ACT_SHOT;
     }
@@ -258,7 +270,7 @@ fn decap(ctx: &TcContext) -> i32 {
     // local checksum offload made it.
     let csum_left_to_offload = gso || ctx.load::<[u8; 2]>(gre_off + 4).is_ok_and(|f| f == [0, 0]);
     if has_csum && !csum_left_to_offload {
-        let (l3_off, inner_type) = inner_l3(ctx, outer_len, gretap);
+        let (l3_off, inner_type) = inner_l3(ctx, outer_len, gretap, inner_type);
         if !checksum_ok(ctx, gre_off, ETH_LEN + tot_len)
             && lco_sum(ctx, gre_off, l3_off, inner_type).is_none_or(|s| fold(s) != 0xffff)
         {
@@ -307,15 +319,32 @@ fn decap(ctx: &TcContext) -> i32 {
         let mut e = [0u8; ETH_LEN];
         e[0..6].copy_from_slice(&cfg.dev_mac);
         e[6..12].copy_from_slice(&cfg.peer_mac);
-        e[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        e[12..14].copy_from_slice(&inner_type.to_be_bytes());
         e
     };
     let strip = outer_len - ETH_LEN + if gretap { ETH_LEN } else { 0 };
-    if ctx
-        .adjust_room(-(strip as i32), bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, 0)
-        .is_err()
-        || ctx.store(0, &inner_eth, 0).is_err()
-    {
+    // adjust_room leaves an IPv6 skb at least an IPv6 header's worth of
+    // network bytes, and an IPv4 one 20: a shorter inner packet (an ARP
+    // inside ip6gretap) makes the skb IPv4 first, which takes 20 bytes
+    // of the outer header off, and the rest goes as usual. (An inner
+    // frame with under 20 bytes after its Ethernet header is dropped.)
+    let l3_left = if gretap {
+        inner_len - ETH_LEN
+    } else {
+        inner_len
+    };
+    let small = outer.ipv6 && l3_left < IPV6_LEN;
+    let rest = if small {
+        strip - (IPV6_LEN - IPV4_LEN)
+    } else {
+        strip
+    };
+    let shrunk = (!small || unsafe { bpf_skb_change_proto(ctx.skb.skb, ETH_P_IP.to_be(), 0) } == 0)
+        && ctx
+            .adjust_room(-(rest as i32), bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, 0)
+            .is_ok()
+        && ctx.store(0, &inner_eth, 0).is_ok();
+    if !shrunk {
         c.rx_drop_truncated += 1;
         return TC_ACT_SHOT;
     }
@@ -323,6 +352,73 @@ fn decap(ctx: &TcContext) -> i32 {
     c.rx_packets += segs.max(1) as u64;
     c.rx_bytes += unsafe { (*ctx.skb.skb).len } as u64;
     unsafe { bpf_redirect(cfg.dev_ifindex, BPF_F_INGRESS as u64) as i32 }
+}
+
+/// The outer IP header of a GRE packet, either family.
+struct OuterIp {
+    /// Outer destination (ours) and source, 16 bytes each.
+    endpoints: Endpoints,
+    /// The IP header's length, IPv4 options or the IPv6 destination
+    /// options header included: where GRE starts after the Ethernet
+    /// header.
+    hdr_len: usize,
+    /// The outer packet's length by its header (IPv6: 40 + payload).
+    tot_len: usize,
+    ipv6: bool,
+}
+
+/// An IPv4 packet of protocol GRE.
+#[inline(always)]
+fn outer4(ctx: &TcContext) -> Option<OuterIp> {
+    let ip = ctx.bytes::<IPV4_LEN>(ETH_LEN)?;
+    if ip[9] != IPPROTO_GRE || ip[0] >> 4 != 4 {
+        return None;
+    }
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    if ihl < IPV4_LEN {
+        return None;
+    }
+    Some(OuterIp {
+        endpoints: Endpoints {
+            local: ipv4_in16([ip[16], ip[17], ip[18], ip[19]]),
+            remote: ipv4_in16([ip[12], ip[13], ip[14], ip[15]]),
+        },
+        hdr_len: ihl,
+        tot_len: u16::from_be_bytes([ip[2], ip[3]]) as usize,
+        ipv6: false,
+    })
+}
+
+/// An IPv6 packet whose next header is GRE, directly or after one
+/// destination options header: the kernel's ip6gretap/ip6gre put the
+/// tunnel encapsulation limit there by default (RFC 2473).
+#[inline(always)]
+fn outer6(ctx: &TcContext) -> Option<OuterIp> {
+    let ip = ctx.bytes::<IPV6_LEN>(ETH_LEN)?;
+    if ip[0] >> 4 != 6 {
+        return None;
+    }
+    let hdr_len = match ip[6] {
+        IPPROTO_GRE => IPV6_LEN,
+        IPPROTO_DSTOPTS => {
+            let opt = ctx.load::<[u8; 2]>(ETH_LEN + IPV6_LEN).ok()?;
+            if opt[0] != IPPROTO_GRE {
+                return None;
+            }
+            IPV6_LEN + (opt[1] as usize + 1) * 8
+        }
+        _ => return None,
+    };
+    let mut local = [0u8; 16];
+    let mut remote = [0u8; 16];
+    remote.copy_from_slice(&ip[8..24]);
+    local.copy_from_slice(&ip[24..40]);
+    Some(OuterIp {
+        endpoints: Endpoints { local, remote },
+        hdr_len,
+        tot_len: IPV6_LEN + u16::from_be_bytes([ip[4], ip[5]]) as usize,
+        ipv6: true,
+    })
 }
 
 /// The IPv4 header checksum of the outer header (`ihl` bytes, the first
@@ -357,11 +453,11 @@ fn header_checksum_ok(ctx: &TcContext, ip: &[u8; IPV4_LEN], ihl: usize) -> bool 
 
 /// Where the inner frame's L3 header starts and its ethertype, for an
 /// inner frame at `off` (behind one VLAN tag at most); a `gre` tunnel's
-/// inner packet is IPv4 with no Ethernet header.
+/// inner packet has no Ethernet header, and `l3` is its type.
 #[inline(always)]
-fn inner_l3(ctx: &TcContext, off: usize, gretap: bool) -> (usize, u16) {
+fn inner_l3(ctx: &TcContext, off: usize, gretap: bool, l3: u16) -> (usize, u16) {
     if !gretap {
-        return (off, ETH_P_IP);
+        return (off, l3);
     }
     let ty = |at: usize| ctx.load::<[u8; 2]>(at).map_or(0, u16::from_be_bytes);
     match ty(off + 12) {
@@ -468,12 +564,15 @@ fn encap(ctx: &TcContext) -> i32 {
     };
     let ethertype = u16::from_be_bytes([eth[12], eth[13]]);
     let gretap = cfg.flags & TUNNEL_F_GRETAP != 0;
+    let ipv6 = cfg.flags & TUNNEL_F_IPV6 != 0;
     let (ttl, tos) = outer_ttl_tos(ctx, cfg, ethertype);
-    if !gretap && ethertype != ETH_P_IP {
+    // gre and ip6gre carry IPv4 and IPv6, as the kernel's.
+    if !gretap && ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 {
         c.tx_drop_error += 1;
         return TC_ACT_SHOT;
     }
     let gre_len = cfg.gre_header_len() as usize;
+    let ip_len = if ipv6 { IPV6_LEN } else { IPV4_LEN };
     // A checksum or sequence number is per packet, and GSO would copy one
     // header into every segment: such tunnels are made with gso_max_segs 1
     // (the kernel's turn GSO off), so only a packet forwarded in whole from
@@ -483,7 +582,7 @@ fn encap(ctx: &TcContext) -> i32 {
         return TC_ACT_SHOT;
     }
     let inner_len = if gretap { len } else { len - ETH_LEN };
-    let outer_l3_len = IPV4_LEN + gre_len + inner_len;
+    let outer_l3_len = ip_len + gre_len + inner_len;
     // A GSO packet is cut to the MTU later; only a single one can be too big.
     if gso_segs <= 1 && outer_l3_len > cfg.underlay_mtu as usize {
         c.tx_drop_too_big += 1;
@@ -495,10 +594,17 @@ fn encap(ctx: &TcContext) -> i32 {
     // and the peer (greha's own, where nothing else enters the stack) is
     // the one interface greha enables forwarding on.
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    fib.family = AF_INET;
     fib.ifindex = cfg.peer_ifindex;
-    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(cfg.local);
-    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(cfg.remote);
+    if ipv6 {
+        fib.family = AF_INET6;
+        fib.__bindgen_anon_3.ipv6_src = words(&cfg.local);
+        fib.__bindgen_anon_4.ipv6_dst = words(&cfg.remote);
+    } else {
+        fib.family = AF_INET;
+        let v4 = |a: &[u8; 16]| u32::from_ne_bytes([a[0], a[1], a[2], a[3]]);
+        fib.__bindgen_anon_3.ipv4_src = v4(&cfg.local);
+        fib.__bindgen_anon_4.ipv4_dst = v4(&cfg.remote);
+    }
     let rc = unsafe { fib_lookup(skb.cast(), &mut fib, size_of::<bpf_fib_lookup>() as i32, 0) };
     // A route but no resolved neighbour: the entry greha made is gone (a
     // link down flushes it). A frame that leaves as an IPv4 skb then goes
@@ -520,9 +626,14 @@ fn encap(ctx: &TcContext) -> i32 {
     // the whole GSO length in every segment). adjust_room refuses other
     // protocols (ARP), which carry no GSO and get their room in front of
     // the frame instead.
-    let encap_len = IPV4_LEN + gre_len + if gretap { ETH_LEN } else { 0 };
+    let encap_len = ip_len + gre_len + if gretap { ETH_LEN } else { 0 };
     if ethertype == ETH_P_IP || ethertype == ETH_P_IPV6 {
-        let mut flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_GRE) as u64;
+        let l3 = if ipv6 {
+            BPF_F_ADJ_ROOM_ENCAP_L3_IPV6
+        } else {
+            BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
+        };
+        let mut flags = (l3 | BPF_F_ADJ_ROOM_ENCAP_L4_GRE) as u64;
         if gretap {
             flags |= bpf_f_adj_room_encap_l2(ETH_LEN as u64);
         }
@@ -538,19 +649,20 @@ fn encap(ctx: &TcContext) -> i32 {
             c.tx_drop_error += 1;
             return TC_ACT_SHOT;
         }
-        if gretap && ctx.store(ETH_LEN + IPV4_LEN + gre_len, &eth, 0).is_err() {
+        if gretap && ctx.store(ETH_LEN + ip_len + gre_len, &eth, 0).is_err() {
             c.tx_drop_error += 1;
             return TC_ACT_SHOT;
         }
-    } else if unsafe { bpf_skb_change_head(skb.cast(), (ETH_LEN + IPV4_LEN + gre_len) as u32, 0) }
+    } else if unsafe { bpf_skb_change_head(skb.cast(), (ETH_LEN + ip_len + gre_len) as u32, 0) }
         != 0
     {
         c.tx_drop_error += 1;
         return TC_ACT_SHOT;
     }
-    // adjust_room made an IPv6 skb an IPv4 one (the outer protocol); an
-    // ARP one stays ARP.
-    let resolve = no_neigh && unsafe { (*skb).protocol } == u32::from(ETH_P_IP.to_be());
+    // adjust_room gave an IP skb the outer protocol; an ARP one stays
+    // ARP.
+    let outer_type = if ipv6 { ETH_P_IPV6 } else { ETH_P_IP };
+    let resolve = no_neigh && unsafe { (*skb).protocol } == u32::from(outer_type.to_be());
     if no_neigh && !resolve {
         c.tx_drop_no_next_hop += 1;
         return TC_ACT_SHOT;
@@ -559,11 +671,19 @@ fn encap(ctx: &TcContext) -> i32 {
     let mut outer_eth = [0u8; ETH_LEN];
     outer_eth[0..6].copy_from_slice(&fib.dmac);
     outer_eth[6..12].copy_from_slice(&fib.smac);
-    outer_eth[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
-    let ip = ipv4_header(cfg, ttl, tos, outer_l3_len.min(0xffff) as u16);
+    outer_eth[12..14].copy_from_slice(&outer_type.to_be_bytes());
+    let gre_off = ETH_LEN + ip_len;
     let stored = ctx.store(0, &outer_eth, 0).is_ok()
-        && ctx.store(ETH_LEN, &ip, 0).is_ok()
-        && store_gre(ctx, cfg, id, gretap, ETH_LEN + IPV4_LEN + gre_len);
+        && if ipv6 {
+            let label = outer_flowlabel(ctx, cfg, ethertype);
+            let payload = (gre_len + inner_len).min(0xffff) as u16;
+            ctx.store(ETH_LEN, &ipv6_header(cfg, ttl, tos, label, payload), 0)
+                .is_ok()
+        } else {
+            let ip = ipv4_header(cfg, ttl, tos, outer_l3_len.min(0xffff) as u16);
+            ctx.store(ETH_LEN, &ip, 0).is_ok()
+        }
+        && store_gre(ctx, cfg, id, gretap, gre_off, ethertype);
     if !stored {
         c.tx_drop_error += 1;
         return TC_ACT_SHOT;
@@ -571,12 +691,21 @@ fn encap(ctx: &TcContext) -> i32 {
     c.tx_packets += gso_segs.max(1) as u64;
     c.tx_bytes += inner_len as u64;
     if resolve {
-        // The lookup left the next hop in ipv4_dst.
-        let mut nh = bpf_redir_neigh {
-            nh_family: AF_INET as u32,
-            __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 {
-                ipv4_nh: unsafe { fib.__bindgen_anon_4.ipv4_dst },
-            },
+        // The lookup left the next hop in ipv4_dst / ipv6_dst.
+        let mut nh = if ipv6 {
+            bpf_redir_neigh {
+                nh_family: AF_INET6 as u32,
+                __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 {
+                    ipv6_nh: unsafe { fib.__bindgen_anon_4.ipv6_dst },
+                },
+            }
+        } else {
+            bpf_redir_neigh {
+                nh_family: AF_INET as u32,
+                __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 {
+                    ipv4_nh: unsafe { fib.__bindgen_anon_4.ipv4_dst },
+                },
+            }
         };
         return unsafe {
             bpf_redirect_neigh(fib.ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0) as i32
@@ -585,13 +714,20 @@ fn encap(ctx: &TcContext) -> i32 {
     unsafe { bpf_redirect(fib.ifindex, 0) as i32 }
 }
 
-/// Writes the GRE header (RFC 2784, 2890) at its place after the outer
-/// IPv4 header, `inner_off` being where the inner frame starts: flags and
-/// protocol, then the checksum, key and sequence number the tunnel sends,
-/// the checksum computed last, over everything after it.
+/// Writes the GRE header (RFC 2784, 2890) at `gre_off`, after the outer
+/// IP header, for an inner frame of `ethertype`: flags and protocol, then
+/// the checksum, key and sequence number the tunnel sends, the checksum
+/// computed last, over everything after it.
 #[inline(always)]
-fn store_gre(ctx: &TcContext, cfg: &TunnelConfig, id: u32, gretap: bool, inner_off: usize) -> bool {
-    let gre_off = ETH_LEN + IPV4_LEN;
+fn store_gre(
+    ctx: &TcContext,
+    cfg: &TunnelConfig,
+    id: u32,
+    gretap: bool,
+    gre_off: usize,
+    ethertype: u16,
+) -> bool {
+    let inner_off = gre_off + cfg.gre_header_len() as usize;
     let (csum, key, seq) = (
         cfg.flags & TUNNEL_F_OCSUM != 0,
         cfg.flags & TUNNEL_F_OKEY != 0,
@@ -599,10 +735,10 @@ fn store_gre(ctx: &TcContext, cfg: &TunnelConfig, id: u32, gretap: bool, inner_o
     );
     let flags =
         if csum { GRE_C } else { 0 } | if key { GRE_K } else { 0 } | if seq { GRE_S } else { 0 };
-    let proto = if gretap {
-        GRE_PROTO_TEB
-    } else {
-        GRE_PROTO_IPV4
+    let proto = match (gretap, ethertype) {
+        (true, _) => GRE_PROTO_TEB,
+        (false, ETH_P_IPV6) => GRE_PROTO_IPV6,
+        (false, _) => GRE_PROTO_IPV4,
     };
     let mut base = [0u8; 4];
     base[0..2].copy_from_slice(&flags.to_be_bytes());
@@ -642,7 +778,7 @@ fn store_gre(ctx: &TcContext, cfg: &TunnelConfig, id: u32, gretap: bool, inner_o
     }
     if csum {
         let end = unsafe { (*ctx.skb.skb).len } as usize;
-        let (l3_off, inner_type) = inner_l3(ctx, inner_off, gretap);
+        let (l3_off, inner_type) = inner_l3(ctx, inner_off, gretap, ethertype);
         let sum = match lco_sum(ctx, gre_off, l3_off, inner_type) {
             Some(s) => Some(s),
             None => GREHA_CSUM_SCRATCH
@@ -691,6 +827,48 @@ fn outer_ttl_tos(ctx: &TcContext, cfg: &TunnelConfig, ethertype: u16) -> (u8, u8
     (ttl, tos)
 }
 
+/// The outer flow label: fixed, or (`inherit`) the inner IPv6 packet's
+/// (0 for other frames).
+#[inline(always)]
+fn outer_flowlabel(ctx: &TcContext, cfg: &TunnelConfig, ethertype: u16) -> u32 {
+    if cfg.flowlabel & FLOWLABEL_INHERIT == 0 {
+        return cfg.flowlabel & 0x000f_ffff;
+    }
+    match (ethertype, ctx.bytes::<4>(ETH_LEN)) {
+        (ETH_P_IPV6, Some(h)) => u32::from_be_bytes(h) & 0x000f_ffff,
+        _ => 0,
+    }
+}
+
+/// The outer IPv6 header, `payload` bytes after it (GRE and the inner
+/// frame): greha's ip6gretap sends no encapsulation limit option.
+#[inline(always)]
+fn ipv6_header(
+    cfg: &TunnelConfig,
+    hops: u8,
+    tclass: u8,
+    label: u32,
+    payload: u16,
+) -> [u8; IPV6_LEN] {
+    let mut h = [0u8; IPV6_LEN];
+    let first = (6u32 << 28) | (u32::from(tclass) << 20) | label;
+    h[0..4].copy_from_slice(&first.to_be_bytes());
+    h[4..6].copy_from_slice(&payload.to_be_bytes());
+    h[6] = IPPROTO_GRE;
+    h[7] = hops;
+    h[8..24].copy_from_slice(&cfg.local);
+    h[24..40].copy_from_slice(&cfg.remote);
+    h
+}
+
+/// An address's bytes as the four 32-bit words bpf_fib_lookup and
+/// bpf_redir_neigh take (network order in memory).
+#[inline(always)]
+fn words(a: &[u8; 16]) -> [u32; 4] {
+    let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    [w(0), w(4), w(8), w(12)]
+}
+
 /// The outer IPv4 header: DF set (greha never sends more than the underlay
 /// MTU), with its checksum.
 #[inline(always)]
@@ -702,8 +880,8 @@ fn ipv4_header(cfg: &TunnelConfig, ttl: u8, tos: u8, tot_len: u16) -> [u8; IPV4_
     h[6] = 0x40;
     h[8] = ttl;
     h[9] = IPPROTO_GRE;
-    h[12..16].copy_from_slice(&cfg.local);
-    h[16..20].copy_from_slice(&cfg.remote);
+    h[12..16].copy_from_slice(&cfg.local[..4]);
+    h[16..20].copy_from_slice(&cfg.remote[..4]);
     let mut sum: u64 = 0;
     let mut i = 0;
     while i < IPV4_LEN {

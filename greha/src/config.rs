@@ -699,7 +699,7 @@ weight = -10
             ),
             (
                 "[[tunnel]]\nname = \"t\"\nmode = \"vxlan\"\n".into(),
-                "greha.toml:3: tunnel t: mode: \"vxlan\" is not gretap or gre",
+                "greha.toml:3: tunnel t: mode: \"vxlan\" is not gretap, gre, ip6gretap or ip6gre",
             ),
             ("[[tunnel]]\nmode = \"gre\"\n".into(), "greha.toml:1: tunnel: a name is required"),
             (

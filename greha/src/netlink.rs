@@ -32,7 +32,7 @@ pub struct Netlink {
 #[derive(Clone, Copy, Debug)]
 pub struct Route {
     pub oif: u32,
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
 }
 
 fn errno(e: &rtnetlink::Error) -> Option<i32> {
@@ -100,15 +100,16 @@ impl Netlink {
     }
 
     /// Whether `addr` is configured on any interface of this host.
-    pub async fn has_address(&self, addr: Ipv4Addr) -> Result<bool> {
+    pub async fn has_address(&self, addr: IpAddr) -> Result<bool> {
         use netlink_packet_route::address::AddressAttribute;
         let mut addrs = self.handle.address().get().execute();
         while let Some(msg) = addrs.try_next().await.context("listing addresses")? {
-            if msg
-                .attributes
-                .iter()
-                .any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(l)) if *l == addr))
-            {
+            // IPv4 names its own address Local; IPv6 only Address.
+            if msg.attributes.iter().any(|a| match a {
+                AddressAttribute::Local(l) => *l == addr,
+                AddressAttribute::Address(l) => addr.is_ipv6() && *l == addr,
+                _ => false,
+            }) {
                 return Ok(true);
             }
         }
@@ -116,10 +117,15 @@ impl Netlink {
     }
 
     /// `ip route get DST`: the kernel's own answer, policy routing included.
-    pub async fn route_get(&self, dst: Ipv4Addr) -> Result<Option<Route>> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dst, 32)
-            .build();
+    pub async fn route_get(&self, dst: IpAddr) -> Result<Option<Route>> {
+        let msg = match dst {
+            IpAddr::V4(d) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(d, 32)
+                .build(),
+            IpAddr::V6(d) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                .destination_prefix(d, 128)
+                .build(),
+        };
         let mut routes = self.handle.route().get(msg).execute();
         let found = match routes.try_next().await {
             Ok(found) => found,
@@ -132,7 +138,8 @@ impl Netlink {
             for attr in r.attributes {
                 match attr {
                     RouteAttribute::Oif(i) => oif = Some(i),
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(g),
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(g.into()),
+                    RouteAttribute::Gateway(RouteAddress::Inet6(g)) => gateway = Some(g.into()),
                     _ => {}
                 }
             }
@@ -294,13 +301,19 @@ impl Netlink {
     async fn neighbour(
         &self,
         index: u32,
-        addr: Ipv4Addr,
+        addr: IpAddr,
     ) -> Result<Option<netlink_packet_route::neighbour::NeighbourMessage>> {
         let mut neighs = self.handle.neighbours().get().execute();
         while let Some(n) = neighs.try_next().await.context("listing neighbours")? {
             if n.header.ifindex == index
-                && n.attributes.iter().any(|a| {
-                    matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) if *d == addr)
+                && n.attributes.iter().any(|a| match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => {
+                        IpAddr::from(*d) == addr
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(d)) => {
+                        IpAddr::from(*d) == addr
+                    }
+                    _ => false,
                 })
             {
                 return Ok(Some(n));
@@ -310,18 +323,18 @@ impl Netlink {
     }
 
     /// Whether the neighbour table already has an entry for `addr`.
-    pub async fn has_neighbour(&self, index: u32, addr: Ipv4Addr) -> Result<bool> {
+    pub async fn has_neighbour(&self, index: u32, addr: IpAddr) -> Result<bool> {
         Ok(self.neighbour(index, addr).await?.is_some())
     }
 
     /// A neighbour entry the kernel keeps resolved by itself
     /// (`ip neigh add ADDR dev DEV managed`): the datapath's FIB lookups then
     /// find the next hop's MAC without any traffic from the host.
-    pub async fn add_managed_neighbour(&self, index: u32, addr: Ipv4Addr) -> Result<()> {
+    pub async fn add_managed_neighbour(&self, index: u32, addr: IpAddr) -> Result<()> {
         let mut req = self
             .handle
             .neighbours()
-            .add(index, IpAddr::V4(addr))
+            .add(index, addr)
             .state(NeighbourState::None)
             .replace();
         req.message_mut()
@@ -335,7 +348,7 @@ impl Netlink {
     /// Whether the entry for `addr` is one the kernel keeps resolved
     /// (managed entries are Linux 5.16's; older kernels make a plain one
     /// of the request and never resolve it by themselves).
-    pub async fn neighbour_is_managed(&self, index: u32, addr: Ipv4Addr) -> Result<bool> {
+    pub async fn neighbour_is_managed(&self, index: u32, addr: IpAddr) -> Result<bool> {
         Ok(self.neighbour(index, addr).await?.is_some_and(|n| {
             n.attributes.iter().any(|a| {
                 matches!(a, NeighbourAttribute::ExtFlags(f) if f.contains(NeighbourExtFlags::Managed))
@@ -343,7 +356,7 @@ impl Netlink {
         }))
     }
 
-    pub async fn del_neighbour(&self, index: u32, addr: Ipv4Addr) -> Result<()> {
+    pub async fn del_neighbour(&self, index: u32, addr: IpAddr) -> Result<()> {
         match self.neighbour(index, addr).await? {
             Some(n) => self
                 .handle

@@ -5,15 +5,20 @@
 //! peer), entries in the datapath's tunnel maps, and two pinned tc
 //! attachments: encap on the interface's egress, decap on the underlay's
 //! ingress (shared by the tunnels on one underlay).
-use std::{fmt, net::Ipv4Addr, path::Path, str::FromStr};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+    str::FromStr,
+};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{Array, HashMap, MapError, PerCpuArray, PerCpuValues};
 use greha_common::{
-    Endpoints, KeyedEndpoints, MAX_TUNNELS, PROBE_ALIVE, PROBE_DEAD, PROBE_UNKNOWN,
-    TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_IKEY, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM,
-    TUNNEL_F_OKEY, TUNNEL_F_OSEQ, TUNNEL_F_OWN_NEIGH, TunnelConfig, TunnelCounters, TunnelProbe,
-    TunnelSeq, names,
+    Endpoints, FLOWLABEL_INHERIT, KeyedEndpoints, MAX_TUNNELS, PROBE_ALIVE, PROBE_DEAD,
+    PROBE_UNKNOWN, TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_IKEY, TUNNEL_F_IPV6,
+    TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ, TUNNEL_F_OWN_NEIGH, TunnelConfig,
+    TunnelCounters, TunnelProbe, TunnelSeq, names,
 };
 use serde::Serialize;
 use tracing::{info, warn};
@@ -30,22 +35,51 @@ use crate::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Ethernet over GRE (0x6558), like `ip link add … type gretap`.
+    /// Ethernet over GRE (0x6558) over IPv4, like `ip link add … type
+    /// gretap`.
     Gretap,
-    /// IPv4 over GRE (0x0800), like `ip link add … type gre`.
+    /// IPv4 or IPv6 over GRE over IPv4, like `ip link add … type gre`.
     Gre,
+    /// Ethernet over GRE over IPv6 (`type ip6gretap`).
+    Ip6gretap,
+    /// IPv4 or IPv6 over GRE over IPv6 (`type ip6gre`).
+    Ip6gre,
 }
 
 impl Mode {
-    /// Outer IPv4 + GRE (+ inner Ethernet for gretap), with `words` 4-byte
-    /// GRE fields (checksum, key, sequence number sent): the kernel's
-    /// figures.
+    const ALL: [Self; 4] = [Self::Gretap, Self::Gre, Self::Ip6gretap, Self::Ip6gre];
+
+    /// Outer IP + GRE (+ inner Ethernet for the tap modes), with `words`
+    /// 4-byte GRE fields (checksum, key, sequence number sent): the
+    /// kernel's figures (its ip6 modes' without the encapsulation limit
+    /// option, which greha does not send).
     fn overhead(self, words: u32) -> u32 {
         let base = match self {
             Self::Gretap => 38,
             Self::Gre => 24,
+            Self::Ip6gretap => 58,
+            Self::Ip6gre => 44,
         };
         base + 4 * words
+    }
+
+    /// Ethernet inside (the tap modes).
+    pub fn ethernet(self) -> bool {
+        matches!(self, Self::Gretap | Self::Ip6gretap)
+    }
+
+    /// An IPv6 underlay.
+    pub fn ipv6(self) -> bool {
+        matches!(self, Self::Ip6gretap | Self::Ip6gre)
+    }
+
+    fn of_flags(flags: u32) -> Self {
+        match (flags & TUNNEL_F_GRETAP != 0, flags & TUNNEL_F_IPV6 != 0) {
+            (true, false) => Self::Gretap,
+            (false, false) => Self::Gre,
+            (true, true) => Self::Ip6gretap,
+            (false, true) => Self::Ip6gre,
+        }
     }
 }
 
@@ -54,7 +88,26 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Self::Gretap => "gretap",
             Self::Gre => "gre",
+            Self::Ip6gretap => "ip6gretap",
+            Self::Ip6gre => "ip6gre",
         })
+    }
+}
+
+/// An address as the datapath's maps hold it (16 bytes; IPv4 first).
+fn addr16(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(a) => greha_common::ipv4_in16(a.octets()),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+/// The address of a tunnel's 16 bytes, in its family.
+fn addr_of(ipv6: bool, a: [u8; 16]) -> IpAddr {
+    if ipv6 {
+        IpAddr::from(a)
+    } else {
+        IpAddr::from([a[0], a[1], a[2], a[3]])
     }
 }
 
@@ -63,8 +116,9 @@ impl fmt::Display for Mode {
 pub struct TunnelDef {
     pub name: String,
     pub mode: Mode,
-    pub local: Ipv4Addr,
-    pub remote: Ipv4Addr,
+    /// IPv4, or IPv6 in the ip6 modes.
+    pub local: IpAddr,
+    pub remote: IpAddr,
     /// The key required on receive (`ikey`, or `key` for both ways).
     pub ikey: Option<u32>,
     /// The key sent (`okey`, or `key`).
@@ -81,10 +135,14 @@ pub struct TunnelDef {
     pub ttl: u8,
     /// Bit 0 set: inherit the inner packet's (`tos inherit`).
     pub tos: u8,
+    /// IPv6 underlay: the outer flow label, or [`FLOWLABEL_INHERIT`]
+    /// (`flowlabel inherit`); 0 by default, as the kernel's.
+    pub flowlabel: u32,
     /// The underlay; derived from the route to `remote` when not given.
     pub dev: Option<String>,
     pub mtu: Option<u32>,
-    pub addresses: Vec<(Ipv4Addr, u8)>,
+    /// The tunnel interface's own addresses, either family.
+    pub addresses: Vec<(IpAddr, u8)>,
     /// An address at the far end that greha's daemon pings through the
     /// tunnel to know whether it is alive (`probe ADDR`).
     pub probe: Option<Ipv4Addr>,
@@ -209,15 +267,21 @@ fn parse_key(name: &str, field: &str, value: &str) -> Result<u32, SpecError> {
     }
 }
 
-fn parse_cidr(name: &str, value: &str) -> Result<(Ipv4Addr, u8), SpecError> {
-    let (addr, prefix) = value.split_once('/').unwrap_or((value, "32"));
-    let addr = parse_value(name, "address", addr, "an IPv4 address")?;
-    let prefix: u8 = parse_value(name, "address", prefix, "a prefix length")?;
-    if prefix > 32 {
+fn parse_cidr(name: &str, value: &str) -> Result<(IpAddr, u8), SpecError> {
+    let (addr, prefix) = value
+        .split_once('/')
+        .map_or((value, None), |(a, p)| (a, Some(p)));
+    let addr: IpAddr = parse_value(name, "address", addr, "an IP address")?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix: u8 = match prefix {
+        None => max,
+        Some(p) => parse_value(name, "address", p, "a prefix length")?,
+    };
+    if prefix > max {
         return Err(err(
             name,
             "address",
-            format!("prefix length {prefix} is over 32"),
+            format!("prefix length {prefix} is over {max}"),
         )
         .value(value));
     }
@@ -242,8 +306,8 @@ impl TunnelDef {
         let mut def = TunnelDef {
             name: name.clone(),
             mode: Mode::Gretap,
-            local: Ipv4Addr::UNSPECIFIED,
-            remote: Ipv4Addr::UNSPECIFIED,
+            local: Ipv4Addr::UNSPECIFIED.into(),
+            remote: Ipv4Addr::UNSPECIFIED.into(),
             ikey: None,
             okey: None,
             icsum: false,
@@ -252,6 +316,7 @@ impl TunnelDef {
             oseq: false,
             ttl: DEFAULT_TTL,
             tos: 0,
+            flowlabel: 0,
             dev: None,
             mtu: None,
             addresses: Vec::new(),
@@ -265,22 +330,58 @@ impl TunnelDef {
             };
             match word {
                 "mode" | "type" => {
-                    mode = Some(match value()? {
-                        "gretap" => Mode::Gretap,
-                        "gre" => Mode::Gre,
-                        other => {
-                            return Err(SpecError::bad(
-                                "tunnel",
-                                &name,
-                                "mode",
-                                other,
-                                "is not gretap or gre",
-                            ));
-                        }
-                    })
+                    let v = value()?;
+                    mode = Some(
+                        Mode::ALL
+                            .into_iter()
+                            .find(|m| m.to_string() == v)
+                            .ok_or_else(|| {
+                                SpecError::bad(
+                                    "tunnel",
+                                    &name,
+                                    "mode",
+                                    v,
+                                    "is not gretap, gre, ip6gretap or ip6gre",
+                                )
+                            })?,
+                    )
                 }
-                "local" => local = Some(parse_value(&name, word, value()?, "an IPv4 address")?),
-                "remote" => remote = Some(parse_value(&name, word, value()?, "an IPv4 address")?),
+                "local" => local = Some(parse_value(&name, word, value()?, "an IP address")?),
+                "remote" => remote = Some(parse_value(&name, word, value()?, "an IP address")?),
+                "flowlabel" => {
+                    let v = value()?;
+                    def.flowlabel = match v {
+                        "inherit" => FLOWLABEL_INHERIT,
+                        _ => {
+                            // iproute2 reads it in hexadecimal.
+                            let digits = v.strip_prefix("0x").unwrap_or(v);
+                            u32::from_str_radix(digits, 16)
+                                .ok()
+                                .filter(|l| *l <= 0xfffff)
+                                .ok_or_else(|| {
+                                    SpecError::bad(
+                                        "tunnel",
+                                        &name,
+                                        word,
+                                        v,
+                                        "is not a flow label (hexadecimal 0 to fffff, or inherit)",
+                                    )
+                                })?
+                        }
+                    };
+                }
+                "encaplimit" => {
+                    let v = value()?;
+                    if v != "none" {
+                        return Err(err(
+                            &name,
+                            word,
+                            "greha sends no encapsulation limit option (encaplimit none); \
+                             it accepts the one the kernel's ip6gretap sends",
+                        )
+                        .value(v));
+                    }
+                }
                 "key" => {
                     let k = parse_key(&name, word, value()?)?;
                     (def.ikey, def.okey) = (Some(k), Some(k));
@@ -354,14 +455,40 @@ impl TunnelDef {
                 }
             }
         }
-        def.mode = mode.ok_or_else(|| err(&name, "mode", "gretap or gre is required"))?;
+        def.mode = mode.ok_or_else(|| {
+            err(
+                &name,
+                "mode",
+                "gretap, gre, ip6gretap or ip6gre is required",
+            )
+        })?;
         def.local = local.ok_or_else(|| err(&name, "local", "an address is required"))?;
         def.remote = remote.ok_or_else(|| err(&name, "remote", "an address is required"))?;
         for (field, a) in [("local", def.local), ("remote", def.remote)] {
-            if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+            let broadcast = matches!(a, IpAddr::V4(v4) if v4.is_broadcast());
+            if a.is_unspecified() || a.is_multicast() || broadcast {
                 return Err(err(&name, field, format!("{a} is not a unicast address"))
                     .value(&a.to_string()));
             }
+            if a.is_ipv6() != def.mode.ipv6() {
+                return Err(err(
+                    &name,
+                    field,
+                    format!(
+                        "{a} is not an {} address, which mode {} runs over",
+                        if def.mode.ipv6() { "IPv6" } else { "IPv4" },
+                        def.mode
+                    ),
+                )
+                .value(&a.to_string()));
+            }
+        }
+        if def.flowlabel != 0 && !def.mode.ipv6() {
+            return Err(err(
+                &name,
+                "flowlabel",
+                "is for the IPv6 underlays (ip6gretap, ip6gre)",
+            ));
         }
         if def.probe.is_none() && words.iter().any(|w| w == "probe-interval") {
             return Err(err(&name, "probe-interval", "needs a probe address"));
@@ -376,6 +503,24 @@ impl TunnelDef {
         }
         Ok(def)
     }
+}
+
+/// Has the kernel resolve IPv6 `next_hop` on `iface` (on kernels without
+/// managed neighbour entries): a datagram to its discard port makes it
+/// solicit the neighbour.
+fn solicit(iface: &str, ifindex: u32, next_hop: IpAddr) -> Result<()> {
+    let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
+    s.bind_device(Some(iface.as_bytes()))?;
+    let IpAddr::V6(nh) = next_hop else {
+        return Ok(());
+    };
+    let scope = if nh.is_unicast_link_local() {
+        ifindex
+    } else {
+        0
+    };
+    s.send_to(&[], &std::net::SocketAddrV6::new(nh, 9, 0, scope).into())?;
+    Ok(())
 }
 
 /// The decapsulation key of a tunnel: its endpoints and the key it
@@ -418,7 +563,7 @@ struct Maps {
     by_dev: HashMap<aya::maps::MapData, u32, u32>,
     by_endp: HashMap<aya::maps::MapData, Endpoints, u32>,
     by_key: HashMap<aya::maps::MapData, KeyedEndpoints, u32>,
-    by_local: HashMap<aya::maps::MapData, [u8; 4], u32>,
+    by_local: HashMap<aya::maps::MapData, [u8; 16], u32>,
     counters: PerCpuArray<aya::maps::MapData, TunnelCounters>,
     seq: Array<aya::maps::MapData, TunnelSeq>,
     probe: Array<aya::maps::MapData, TunnelProbe>,
@@ -555,8 +700,8 @@ pub async fn add(def: &TunnelDef, pin_dir: &Path) -> Result<()> {
     // Tunnels between the same two hosts are told apart by the key they
     // receive, as the kernel's: a second one needs an ikey of its own.
     if let Some((_, other)) = active.iter().find(|(_, t)| {
-        t.local == def.local.octets()
-            && t.remote == def.remote.octets()
+        t.local == addr16(def.local)
+            && t.remote == addr16(def.remote)
             && (t.flags & TUNNEL_F_IKEY != 0).then_some(t.ikey) == def.ikey
     }) {
         bail!(
@@ -574,8 +719,8 @@ pub async fn add(def: &TunnelDef, pin_dir: &Path) -> Result<()> {
 
     // From here on the host changes; undo on failure.
     let mut cfg = TunnelConfig {
-        local: def.local.octets(),
-        remote: def.remote.octets(),
+        local: addr16(def.local),
+        remote: addr16(def.remote),
         ikey: def.ikey.unwrap_or(0),
         okey: def.okey.unwrap_or(0),
         flags: if def.ikey.is_some() { TUNNEL_F_IKEY } else { 0 }
@@ -584,16 +729,18 @@ pub async fn add(def: &TunnelDef, pin_dir: &Path) -> Result<()> {
             | if def.ocsum { TUNNEL_F_OCSUM } else { 0 }
             | if def.iseq { TUNNEL_F_ISEQ } else { 0 }
             | if def.oseq { TUNNEL_F_OSEQ } else { 0 }
-            | if def.mode == Mode::Gretap {
+            | if def.mode.ethernet() {
                 TUNNEL_F_GRETAP
             } else {
                 0
-            },
+            }
+            | if def.mode.ipv6() { TUNNEL_F_IPV6 } else { 0 },
         underlay_ifindex: underlay.index,
         underlay_mtu: underlay.mtu,
         ttl: def.ttl,
         tos: def.tos,
-        next_hop: next_hop.octets(),
+        flowlabel: def.flowlabel,
+        next_hop: addr16(next_hop),
         name: name_bytes(name),
         ..Default::default()
     };
@@ -647,7 +794,8 @@ async fn setup(
     // The encap program's FIB lookup runs as if from the peer, and the
     // kernel answers it only where forwarding is on. Nothing but tunnel
     // frames ever reaches the peer, so this routes nothing else.
-    let forwarding = format!("/proc/sys/net/ipv4/conf/{peer}/forwarding");
+    let family = if def.mode.ipv6() { "ipv6" } else { "ipv4" };
+    let forwarding = format!("/proc/sys/net/{family}/conf/{peer}/forwarding");
     std::fs::write(&forwarding, "1").with_context(|| format!("enabling {forwarding}"))?;
 
     // The underlay's decap attachment is shared by its tunnels.
@@ -684,14 +832,14 @@ async fn setup(
     }
 
     for (addr, prefix) in &def.addresses {
-        nl.add_address(dev.index, *addr, *prefix)
+        nl.add_address_labeled(dev.index, *addr, *prefix, None)
             .await
             .with_context(|| format!("tunnel {name}: address"))?;
     }
     nl.set_up(peer_link.index, true).await?;
-    nl.set_up(dev.index, def.mode == Mode::Gretap).await?;
+    nl.set_up(dev.index, def.mode.ethernet()).await?;
 
-    let next_hop = Ipv4Addr::from(cfg.next_hop);
+    let next_hop = addr_of(def.mode.ipv6(), cfg.next_hop);
     if !nl.has_neighbour(cfg.underlay_ifindex, next_hop).await? {
         nl.add_managed_neighbour(cfg.underlay_ifindex, next_hop)
             .await?;
@@ -702,16 +850,15 @@ async fn setup(
             .await?
         {
             // Resolved once now, by asking; the kernel fills the entry
-            // from the reply. (IPv4 frames resolve it again by themselves:
+            // from the reply. (IP frames resolve it again by themselves:
             // the encap's bpf_redirect_neigh.)
-            let asked = crate::arp::ArpSender::open().and_then(|arp| {
-                arp.request(
-                    cfg.underlay_ifindex,
-                    underlay.mac,
-                    Ipv4Addr::from(cfg.local),
-                    next_hop,
-                )
-            });
+            let asked = match (def.local, next_hop) {
+                (IpAddr::V4(local), IpAddr::V4(nh)) => crate::arp::ArpSender::open()
+                    .and_then(|arp| arp.request(cfg.underlay_ifindex, underlay.mac, local, nh)),
+                // A datagram to the discard port: the kernel resolves the
+                // next hop by Neighbor Solicitation to send it.
+                _ => solicit(&underlay.name, cfg.underlay_ifindex, next_hop),
+            };
             if let Err(e) = asked {
                 warn!("tunnel {name}: cannot resolve the next hop {next_hop}: {e:#}");
             }
@@ -794,7 +941,8 @@ async fn teardown(
                 maps.tunnels.set(*other, t, 0)?;
             }
             None => {
-                nl.del_neighbour(cfg.underlay_ifindex, Ipv4Addr::from(cfg.next_hop))
+                let ipv6 = cfg.flags & TUNNEL_F_IPV6 != 0;
+                nl.del_neighbour(cfg.underlay_ifindex, addr_of(ipv6, cfg.next_hop))
                     .await?
             }
         }
@@ -825,8 +973,8 @@ pub async fn del(name: &str, pin_dir: &Path) -> Result<()> {
 pub struct TunnelStatus {
     pub name: String,
     pub mode: Mode,
-    pub local: Ipv4Addr,
-    pub remote: Ipv4Addr,
+    pub local: IpAddr,
+    pub remote: IpAddr,
     /// The key both ways, when it is one (`key K`).
     pub key: Option<u32>,
     /// The key required on receive.
@@ -843,8 +991,10 @@ pub struct TunnelStatus {
     pub oseq: bool,
     /// Outer TTL, 0 for inherit.
     pub ttl: u8,
-    /// Outer TOS, 1 for inherit.
+    /// Outer TOS (IPv6: traffic class), 1 for inherit.
     pub tos: u8,
+    /// IPv6 underlay: the flow label (1 << 31 for inherit).
+    pub flowlabel: u32,
     pub underlay_ifindex: u32,
     /// The tunnel interface is up with carrier.
     pub up: bool,
@@ -948,6 +1098,7 @@ impl TunnelStatus {
                 == (def.icsum, def.ocsum, def.iseq, def.oseq)
             && self.ttl == def.ttl
             && self.tos == def.tos
+            && self.flowlabel == def.flowlabel
     }
 }
 
@@ -978,13 +1129,9 @@ pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
             up: link_up(&name_of(&t)),
             datapath: "tc",
             name: name_of(&t),
-            mode: if t.flags & TUNNEL_F_GRETAP != 0 {
-                Mode::Gretap
-            } else {
-                Mode::Gre
-            },
-            local: Ipv4Addr::from(t.local),
-            remote: Ipv4Addr::from(t.remote),
+            mode: Mode::of_flags(t.flags),
+            local: addr_of(t.flags & TUNNEL_F_IPV6 != 0, t.local),
+            remote: addr_of(t.flags & TUNNEL_F_IPV6 != 0, t.remote),
             key: (t.flags & TUNNEL_F_IKEY != 0 && t.flags & TUNNEL_F_OKEY != 0 && t.ikey == t.okey)
                 .then_some(t.ikey),
             ikey: (t.flags & TUNNEL_F_IKEY != 0).then_some(t.ikey),
@@ -995,6 +1142,7 @@ pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
             oseq: t.flags & TUNNEL_F_OSEQ != 0,
             ttl: t.ttl,
             tos: t.tos,
+            flowlabel: t.flowlabel,
             underlay_ifindex: t.underlay_ifindex,
             counters: total,
             probe: ProbeStatus::of(&probes.get(&id, 0)?),
@@ -1005,7 +1153,7 @@ pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
 
 pub fn print_table(tunnels: &[TunnelStatus]) {
     println!(
-        "{:<16} {:<5} {:<7} {:<16} {:<16} {:>10} {:>10} {:>10} {:>8}  FAR END",
+        "{:<16} {:<5} {:<9} {:<16} {:<16} {:>10} {:>10} {:>10} {:>8}  FAR END",
         "TUNNEL", "STATE", "MODE", "LOCAL", "REMOTE", "KEY", "RX_PKTS", "TX_PKTS", "DROPS"
     );
     for t in tunnels {
@@ -1027,7 +1175,7 @@ pub fn print_table(tunnels: &[TunnelStatus]) {
             )
         });
         println!(
-            "{:<16} {:<5} {:<7} {:<16} {:<16} {:>10} {:>10} {:>10} {:>8}  {far_end}",
+            "{:<16} {:<5} {:<9} {:<16} {:<16} {:>10} {:>10} {:>10} {:>8}  {far_end}",
             t.name,
             if t.up { "up" } else { "down" },
             t.mode.to_string(),

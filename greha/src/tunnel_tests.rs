@@ -18,18 +18,71 @@ fn parses_iproute2_vocabulary() {
     .unwrap();
     assert_eq!(d.name, "gretap1");
     assert_eq!(d.mode, Mode::Gretap);
-    assert_eq!(d.local, Ipv4Addr::new(192, 0, 2, 1));
-    assert_eq!(d.remote, Ipv4Addr::new(192, 0, 2, 2));
+    assert_eq!(d.local, IpAddr::from([192, 0, 2, 1]));
+    assert_eq!(d.remote, IpAddr::from([192, 0, 2, 2]));
     assert_eq!((d.ikey, d.okey), (Some(42), Some(42)));
     // iproute2 reads a TOS in hexadecimal.
     assert_eq!((d.ttl, d.tos), (32, 0x16));
     assert_eq!(d.dev.as_deref(), Some("eth0"));
-    assert_eq!(d.addresses, vec![(Ipv4Addr::new(10, 1, 1, 2), 24)]);
+    assert_eq!(d.addresses, vec![(IpAddr::from([10, 1, 1, 2]), 24)]);
     let d = TunnelDef::parse(&words(
         "g mode gre local 192.0.2.1 remote 192.0.2.2 key 0.0.1.0",
     ))
     .unwrap();
     assert_eq!((d.mode, d.okey, d.ttl), (Mode::Gre, Some(256), DEFAULT_TTL));
+}
+
+/// The IPv6 underlays in iproute2's words: the family follows the mode,
+/// hoplimit and tclass are ttl and tos, flowlabel is hexadecimal or
+/// inherit, and only `encaplimit none` is taken.
+#[test]
+fn ip6_modes_as_iproute2_reads_them() {
+    let d = TunnelDef::parse(&words(
+        "t6 mode ip6gretap local 2001:db8:1::1 remote 2001:db8:1::2 hoplimit 64 \
+         tclass 0x20 flowlabel 12345 encaplimit none address 192.0.2.1/24 \
+         address 2001:db8:2::1/64",
+    ))
+    .unwrap();
+    assert_eq!(
+        (d.mode, d.ttl, d.tos, d.flowlabel),
+        (Mode::Ip6gretap, 64, 0x20, 0x12345)
+    );
+    assert_eq!(d.remote, "2001:db8:1::2".parse::<IpAddr>().unwrap());
+    assert_eq!(d.addresses[1], ("2001:db8:2::1".parse().unwrap(), 64));
+    let d = TunnelDef::parse(&words(
+        "t6 mode ip6gre local 2001:db8:1::1 remote 2001:db8:1::2 flowlabel inherit",
+    ))
+    .unwrap();
+    assert_eq!((d.mode, d.flowlabel), (Mode::Ip6gre, FLOWLABEL_INHERIT));
+    for (spec, want) in [
+        (
+            "t mode ip6gretap local 192.0.2.1 remote 2001:db8:1::2",
+            "tunnel t: local: 192.0.2.1 is not an IPv6 address, which mode ip6gretap runs over",
+        ),
+        (
+            "t mode gretap local 192.0.2.1 remote 2001:db8:1::2",
+            "tunnel t: remote: 2001:db8:1::2 is not an IPv4 address, which mode gretap runs over",
+        ),
+        (
+            "t mode ip6gre local 2001:db8:1::1 remote 2001:db8:1::2 encaplimit 4",
+            "tunnel t: encaplimit: greha sends no encapsulation limit option",
+        ),
+        (
+            "t mode ip6gre local 2001:db8:1::1 remote 2001:db8:1::2 flowlabel 100000",
+            "tunnel t: flowlabel: \"100000\" is not a flow label",
+        ),
+        (
+            "t mode gre local 192.0.2.1 remote 192.0.2.2 flowlabel 1",
+            "tunnel t: flowlabel: is for the IPv6 underlays",
+        ),
+        (
+            "t mode ip6 local 2001:db8:1::1 remote 2001:db8:1::2",
+            "tunnel t: mode: \"ip6\" is not gretap, gre, ip6gretap or ip6gre",
+        ),
+    ] {
+        let e = err(spec);
+        assert!(e.starts_with(want), "{spec}: {e}");
+    }
 }
 
 #[test]
@@ -96,11 +149,11 @@ fn errors_name_the_field_and_value() {
         ),
         (
             format!("t mode vxlan {base}"),
-            "tunnel t: mode: \"vxlan\" is not gretap or gre",
+            "tunnel t: mode: \"vxlan\" is not gretap, gre, ip6gretap or ip6gre",
         ),
         (
             "t mode gre local 300.1.1.1 remote 192.0.2.2".into(),
-            "tunnel t: local: \"300.1.1.1\" is not an IPv4 address",
+            "tunnel t: local: \"300.1.1.1\" is not an IP address",
         ),
         (
             format!("t mode gre {base} key 4294967296"),
@@ -156,7 +209,7 @@ fn errors_name_the_field_and_value() {
         ),
         (
             format!("t {base}"),
-            "tunnel t: mode: gretap or gre is required",
+            "tunnel t: mode: gretap, gre, ip6gretap or ip6gre is required",
         ),
     ] {
         let got = err(&input);
