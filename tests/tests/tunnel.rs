@@ -14,6 +14,8 @@ use greha_tests::{Host, Lab, SHORT, greha_bin, run, wait_until};
 const A_UNDERLAY: &str = "198.51.100.1";
 const B_UNDERLAY: &str = "198.51.100.2";
 const A_INNER: &str = "192.0.2.1";
+/// The inner addresses' network.
+const A_INNER_NET: &str = "192.0.2";
 const B_INNER: &str = "192.0.2.2";
 
 /// Two hosts joined by an underlay veth, each with its own greha pin
@@ -407,6 +409,86 @@ fn ipv6_over_gretap_survives_software_segmentation() -> Result<()> {
     .context("IPv6 ping through the tunnel")?;
     transfer(&pair, "[2001:db8::2]:5001", 4 << 20).context("4 MiB of IPv6 TCP")?;
     no_drops(&pair, "gretap1")
+}
+
+/// ip6gretap and ip6gre between two hosts joined by an IPv6 underlay
+/// (2001:db8:1::/64): IPv4 and IPv6 inside, ARP and Neighbor Discovery
+/// (an ARP frame is shorter than an IPv6 skb allows), ping, 4 MiB of TCP
+/// each way in each family with A's underlay segmenting in software, and
+/// tshark finding real IPv6 + GRE on the wire, with the flow label and
+/// traffic class asked for and no malformed frame.
+#[test]
+fn ip6gretap_and_ip6gre_carry_both_families() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    for h in [&a, &b] {
+        h.enable_ipv6()?;
+    }
+    lab.link(&a, "2001:db8:1::1/64", &b, "2001:db8:1::2/64")?;
+    let pair = Pair {
+        a_pins: lab.pin_dir("a"),
+        b_pins: lab.pin_dir("b"),
+        lab,
+        a,
+        b,
+    };
+    run(pair
+        .a
+        .command("ethtool")
+        .args(["-K", "eth0", "tso", "off", "gso", "off"]))?;
+    for (mode, mtu) in [("ip6gretap", 1500 - 58), ("ip6gre", 1500 - 44)] {
+        for (host, pins, local, remote, n) in [
+            (&pair.a, &pair.a_pins, "2001:db8:1::1", "2001:db8:1::2", 1),
+            (&pair.b, &pair.b_pins, "2001:db8:1::2", "2001:db8:1::1", 2),
+        ] {
+            let spec = format!(
+                "t6 mode {mode} local {local} remote {remote} tclass 0x20 flowlabel 12345 \
+                 address {A_INNER_NET}.{n}/24 address 2001:db8:2::{n}/64"
+            );
+            greha(host, pins, &["tunnel", "add"], &spec)?;
+        }
+        let link: serde_json::Value =
+            serde_json::from_str(&pair.a.ip(&["-j", "link", "show", "dev", "t6"])?)?;
+        ensure!(link[0]["mtu"] == mtu, "{mode}: {link}");
+        let wire = tshark_during(
+            &pair,
+            4,
+            "ip6 proto 47",
+            &["ipv6.tclass", "ipv6.flow", "gre.proto", "_ws.expert"],
+            || {
+                ping(&pair.a, B_INNER, 2, 56).context("IPv4 ping")?;
+                Ok(())
+            },
+        )
+        .with_context(|| format!("{mode}"))?;
+        for line in wire.lines().filter(|l| l.contains(',')) {
+            let f: Vec<&str> = line.split(',').collect();
+            let hex = |s: &str| u32::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+            ensure!(
+                hex(f[0]) == Some(0x20)
+                    && hex(f[1]) == Some(0x12345)
+                    && f.get(3).is_none_or(|e| e.is_empty()),
+                "{mode}: the outer header as tshark reads it: {line}"
+            );
+        }
+        run(pair
+            .a
+            .command("ping")
+            .args(["-6", "-c", "2", "-W", "2", "2001:db8:2::2"]))
+        .with_context(|| format!("{mode}: IPv6 ping"))?;
+        transfer(&pair, &format!("{B_INNER}:5001"), 4 << 20)
+            .with_context(|| format!("{mode}: 4 MiB of IPv4 TCP"))?;
+        greha_tests::tcp_transfer(&pair.b, &pair.a, &format!("{A_INNER}:5002"), 4 << 20, SHORT)
+            .with_context(|| format!("{mode}: 4 MiB of IPv4 TCP back"))?;
+        transfer(&pair, "[2001:db8:2::2]:5003", 4 << 20)
+            .with_context(|| format!("{mode}: 4 MiB of IPv6 TCP"))?;
+        no_drops(&pair, "t6").with_context(|| format!("{mode}"))?;
+        for (host, pins) in [(&pair.a, &pair.a_pins), (&pair.b, &pair.b_pins)] {
+            greha(host, pins, &["tunnel", "del", "t6"], "")?;
+        }
+    }
+    Ok(())
 }
 
 #[test]
