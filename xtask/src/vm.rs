@@ -62,6 +62,7 @@ const MODULES: &[&str] = &[
     "sch_ingress",
     "cls_bpf",
     "ip_gre",
+    "ip6_gre",
     "macvlan",
 ];
 
