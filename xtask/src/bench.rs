@@ -114,6 +114,8 @@ pub fn tunnel(greha: &Path, out_dir: &Path) -> Result<()> {
         results.insert(format!("{key}_udp_flows_pps"), json!(pps.round()));
     }
 
+    tunnel_ip6(greha, &mut results)?;
+
     eprintln!("bench: program cost under BPF_PROG_TEST_RUN");
     let progs = progs_dir(&a_pins)?;
     let mac = |h: &Host, dev: &str| -> Result<[u8; 6]> {
@@ -177,6 +179,64 @@ pub fn tunnel(greha: &Path, out_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// ip6gretap in a lab of its own (an IPv6 underlay only): TCP with IPv4
+/// and IPv6 inside against TCP on the IPv6 underlay itself, and 64-byte
+/// UDP.
+fn tunnel_ip6(greha: &Path, results: &mut serde_json::Map<String, Value>) -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    for h in [&a, &b] {
+        h.enable_ipv6()?;
+    }
+    lab.link(
+        &a,
+        &format!("{}/64", UNDERLAY6.0),
+        &b,
+        &format!("{}/64", UNDERLAY6.1),
+    )?;
+    let pins = [lab.pin_dir("a"), lab.pin_dir("b")];
+    for (host, pins, local, remote, inner, inner6) in [
+        (&a, &pins[0], UNDERLAY6.0, UNDERLAY6.1, A_GREHA, GREHA6.0),
+        (&b, &pins[1], UNDERLAY6.1, UNDERLAY6.0, B_GREHA, GREHA6.1),
+    ] {
+        run(host.command(greha).arg("--pin-dir").arg(pins).args([
+            "tunnel",
+            "add",
+            "t6",
+            "mode",
+            "ip6gretap",
+            "local",
+            local,
+            "remote",
+            remote,
+            "address",
+            &format!("{inner}/24"),
+            "address",
+            &format!("{inner6}/64"),
+        ]))?;
+    }
+    eprintln!("bench: IPv6 underlay TCP");
+    let gbps = tcp_gbps(iperf3(&lab, &a, &b, UNDERLAY6.1, &[])?)?;
+    results.insert("underlay6_tcp_gbps".into(), json!(round(gbps, 2)));
+    eprintln!("bench: ip6gretap TCP (IPv4 inside)");
+    let gbps = tcp_gbps(iperf3(&lab, &a, &b, B_GREHA, &[])?)?;
+    results.insert("ip6gretap_tcp_gbps".into(), json!(round(gbps, 2)));
+    eprintln!("bench: ip6gretap TCP over IPv6 (IPv6 inside)");
+    let gbps = tcp_gbps(iperf3(&lab, &a, &b, GREHA6.1, &[])?)?;
+    results.insert("ip6gretap_tcp6_gbps".into(), json!(round(gbps, 2)));
+    eprintln!("bench: ip6gretap UDP, 64-byte datagrams");
+    let pps = udp_pps(iperf3(
+        &lab,
+        &a,
+        &b,
+        B_GREHA,
+        &["-u", "-b", "0", "-l", "64"],
+    )?)?;
+    results.insert("ip6gretap_udp_pps".into(), json!(pps.round()));
+    Ok(())
+}
+
 fn round(x: f64, digits: i32) -> f64 {
     let m = 10f64.powi(digits);
     (x * m).round() / m
@@ -197,6 +257,13 @@ fn print_table(r: &Value) {
             r[format!("{key}_udp_flows_pps")]
         );
     }
+    println!(
+        "IPv6 underlay: TCP {} Gbit/s; ip6gretap: TCP {} Gbit/s, TCP over IPv6 {} Gbit/s, UDP64 {} pps",
+        r["underlay6_tcp_gbps"],
+        r["ip6gretap_tcp_gbps"],
+        r["ip6gretap_tcp6_gbps"],
+        r["ip6gretap_udp_pps"]
+    );
     println!(
         "decap {} ns, encap {} ns, nop {} ns per packet (BPF_PROG_TEST_RUN): decap x{}, encap x{}",
         r["decap_ns"], r["encap_ns"], r["nop_ns"], r["decap_cost_ratio"], r["encap_cost_ratio"]

@@ -320,40 +320,11 @@ impl Vrrp {
                 }
             }
         }
-        let at = (link.index, def.family());
-        let socket = match self.sockets.iter().position(|(k, _)| *k == at) {
-            Some(i) => i,
-            None => {
-                let sock = Arc::new(VrrpSocket::open(&def.interface, link.index, primary)?);
-                let i = self.sockets.len();
-                let (s, tx) = (Arc::clone(&sock), self.rx_tx.clone());
-                self.readers.push(tokio::spawn(async move {
-                    while let Ok(r) = s.recv().await {
-                        if tx.send((i, r)).await.is_err() {
-                            break;
-                        }
-                    }
-                }));
-                self.sockets.push((at, sock));
-                i
-            }
-        };
-        let unicast = if def.unicast_peers.is_empty() {
-            None
-        } else {
-            Some(VrrpSocket::open_unicast(
-                &def.interface,
-                link.index,
-                primary,
-            )?)
-        };
         if self.links.is_none() && trackers.iter().any(|t| t.ifindex != 0) {
             self.links = Some(netlink::watch_links()?);
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        let script_tasks = self.spawn_trackers(id, &trackers);
-        let cfg = def.engine_config(primary);
+        // The fast path first: loading its programs takes a while, and
+        // adverts the socket queued meanwhile would all wake the daemon.
         let fast = if def.fastpath {
             let used: Vec<u32> = self
                 .instances
@@ -370,6 +341,65 @@ impl Vrrp {
         } else {
             Err("no-fastpath".to_owned())
         };
+        let at = (link.index, def.family());
+        let sockets = (|| -> Result<(Option<Arc<VrrpSocket>>, Option<VrrpSocket>)> {
+            let shared = match self.sockets.iter().any(|(k, _)| *k == at) {
+                true => None,
+                false => Some(Arc::new(VrrpSocket::open(
+                    &def.interface,
+                    link.index,
+                    primary,
+                )?)),
+            };
+            let unicast = match def.unicast_peers.is_empty() {
+                true => None,
+                false => Some(VrrpSocket::open_unicast(
+                    &def.interface,
+                    link.index,
+                    primary,
+                )?),
+            };
+            Ok((shared, unicast))
+        })();
+        let (shared, unicast) = match sockets {
+            Ok(s) => s,
+            Err(e) => {
+                // Nothing of a refused instance stays attached.
+                if let Ok(f) = fast {
+                    let still_used = self.instances.iter().any(|r| {
+                        r.fast
+                            .as_ref()
+                            .is_some_and(|g| g.key.ifindex == f.key.ifindex)
+                    });
+                    self.fast.forget(f, still_used);
+                }
+                return Err(e);
+            }
+        };
+        let socket = match shared {
+            None => self
+                .sockets
+                .iter()
+                .position(|(k, _)| *k == at)
+                .expect("looked up above"),
+            Some(sock) => {
+                let i = self.sockets.len();
+                let (s, tx) = (Arc::clone(&sock), self.rx_tx.clone());
+                self.readers.push(tokio::spawn(async move {
+                    while let Ok(r) = s.recv().await {
+                        if tx.send((i, r)).await.is_err() {
+                            break;
+                        }
+                    }
+                }));
+                self.sockets.push((at, sock));
+                i
+            }
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let script_tasks = self.spawn_trackers(id, &trackers);
+        let cfg = def.engine_config(primary);
         let (fast, fastpath_off) = match fast {
             Ok(f) => (Some(f), None),
             Err(why) => (None, Some(why)),
