@@ -461,7 +461,7 @@ fn ip6gretap_and_ip6gre_carry_both_families() -> Result<()> {
                 Ok(())
             },
         )
-        .with_context(|| format!("{mode}"))?;
+        .context(mode)?;
         for line in wire.lines().filter(|l| l.contains(',')) {
             let f: Vec<&str> = line.split(',').collect();
             let hex = |s: &str| u32::from_str_radix(s.trim_start_matches("0x"), 16).ok();
@@ -483,7 +483,7 @@ fn ip6gretap_and_ip6gre_carry_both_families() -> Result<()> {
             .with_context(|| format!("{mode}: 4 MiB of IPv4 TCP back"))?;
         transfer(&pair, "[2001:db8:2::2]:5003", 4 << 20)
             .with_context(|| format!("{mode}: 4 MiB of IPv6 TCP"))?;
-        no_drops(&pair, "t6").with_context(|| format!("{mode}"))?;
+        no_drops(&pair, "t6").context(mode)?;
         for (host, pins) in [(&pair.a, &pair.a_pins), (&pair.b, &pair.b_pins)] {
             greha(host, pins, &["tunnel", "del", "t6"], "")?;
         }
