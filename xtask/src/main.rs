@@ -34,6 +34,10 @@ enum Task {
         /// the seed), fractional for VRRPv3.
         #[arg(long, default_value_t = 1.0)]
         advert_interval: f64,
+        /// Dual stack: an ip6gretap underlay, and an IPv6 VIP (VRRPv3 for
+        /// IPv6) beside the IPv4 one.
+        #[arg(long)]
+        ipv6: bool,
     },
     /// Install what the build and the tests need (each task runs this first).
     Bootstrap,
@@ -142,12 +146,14 @@ fn dispatch(cli: Cli) -> Result<()> {
         Task::Demo {
             keep,
             advert_interval,
+            ipv6,
         } => sweep_leftover_labs().and_then(|()| {
             demo::run_demo(
                 &build_greha()?,
                 &demo::Options {
                     keep,
                     advert_interval,
+                    ipv6,
                     out_dir: workspace_root().join("target/demo"),
                 },
             )
@@ -247,13 +253,16 @@ fn test() -> Result<()> {
             "--test",
             "vrrp_ipv6",
         ]))?;
-    eprintln!("xtask: the demo (the README's first command), at 1 s and at 10 ms");
-    for advert_interval in [1.0, 0.01] {
+    eprintln!(
+        "xtask: the demo (the README's first command), at 1 s and at 10 ms, then dual stack at 100 ms"
+    );
+    for (advert_interval, ipv6) in [(1.0, false), (0.01, false), (0.1, true)] {
         demo::run_demo(
             &greha,
             &demo::Options {
                 keep: false,
                 advert_interval,
+                ipv6,
                 out_dir: workspace_root().join("target/demo"),
             },
         )?;
