@@ -33,7 +33,7 @@ use aya_ebpf::{
 };
 use greha_common::{
     Endpoints, FLOWLABEL_INHERIT, GRE_PROTO_IPV4, GRE_PROTO_IPV6, GRE_PROTO_TEB, KeyedEndpoints,
-    MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_IPV6, TUNNEL_F_ISEQ,
+    MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_ENCAP_LIMIT, TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_IPV6, TUNNEL_F_ISEQ,
     TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ, TunnelConfig, TunnelCounters, TunnelProbe,
     TunnelSeq, ipv4_in16,
 };
@@ -572,7 +572,8 @@ fn encap(ctx: &TcContext) -> i32 {
         return TC_ACT_SHOT;
     }
     let gre_len = cfg.gre_header_len() as usize;
-    let ip_len = if ipv6 { IPV6_LEN } else { IPV4_LEN };
+    // 20, 40, or 48 with the encapsulation limit option.
+    let ip_len = cfg.ip_header_len() as usize;
     // A checksum or sequence number is per packet, and GSO would copy one
     // header into every segment: such tunnels are made with gso_max_segs 1
     // (the kernel's turn GSO off), so only a packet forwarded in whole from
@@ -676,9 +677,15 @@ fn encap(ctx: &TcContext) -> i32 {
     let stored = ctx.store(0, &outer_eth, 0).is_ok()
         && if ipv6 {
             let label = outer_flowlabel(ctx, cfg, ethertype);
-            let payload = (gre_len + inner_len).min(0xffff) as u16;
-            ctx.store(ETH_LEN, &ipv6_header(cfg, ttl, tos, label, payload), 0)
+            let payload = (ip_len - IPV6_LEN + gre_len + inner_len).min(0xffff) as u16;
+            let limit = cfg.flags & TUNNEL_F_ENCAP_LIMIT != 0;
+            let next = if limit { IPPROTO_DSTOPTS } else { IPPROTO_GRE };
+            ctx.store(ETH_LEN, &ipv6_header(cfg, ttl, tos, label, payload, next), 0)
                 .is_ok()
+                && (!limit
+                    || ctx
+                        .store(ETH_LEN + IPV6_LEN, &encap_limit_option(cfg.encap_limit), 0)
+                        .is_ok())
         } else {
             let ip = ipv4_header(cfg, ttl, tos, outer_l3_len.min(0xffff) as u16);
             ctx.store(ETH_LEN, &ip, 0).is_ok()
@@ -840,8 +847,9 @@ fn outer_flowlabel(ctx: &TcContext, cfg: &TunnelConfig, ethertype: u16) -> u32 {
     }
 }
 
-/// The outer IPv6 header, `payload` bytes after it (GRE and the inner
-/// frame): greha's ip6gretap sends no encapsulation limit option.
+/// The outer IPv6 header, `payload` bytes after it (the encapsulation
+/// limit option if sent, GRE and the inner frame), `next` the header
+/// that follows.
 #[inline(always)]
 fn ipv6_header(
     cfg: &TunnelConfig,
@@ -849,16 +857,25 @@ fn ipv6_header(
     tclass: u8,
     label: u32,
     payload: u16,
+    next: u8,
 ) -> [u8; IPV6_LEN] {
     let mut h = [0u8; IPV6_LEN];
     let first = (6u32 << 28) | (u32::from(tclass) << 20) | label;
     h[0..4].copy_from_slice(&first.to_be_bytes());
     h[4..6].copy_from_slice(&payload.to_be_bytes());
-    h[6] = IPPROTO_GRE;
+    h[6] = next;
     h[7] = hops;
     h[8..24].copy_from_slice(&cfg.local);
     h[24..40].copy_from_slice(&cfg.remote);
     h
+}
+
+/// The destination options header carrying the tunnel encapsulation
+/// limit (RFC 2473 4.1.1), laid out as the kernel's ip6_tnl sends it: the
+/// option, then a PadN filling the header to 8 bytes.
+#[inline(always)]
+fn encap_limit_option(limit: u8) -> [u8; 8] {
+    [IPPROTO_GRE, 0, 4, 1, limit, 1, 1, 0]
 }
 
 /// An address's bytes as the four 32-bit words bpf_fib_lookup and

@@ -17,7 +17,7 @@ use toml::de::{DeTable, DeValue};
 use crate::{
     spec::SpecError,
     tunnel::TunnelDef,
-    vrrp::def::{InstanceDef, Track, TrackKind},
+    vrrp::def::{InstanceDef, Notify, SyncGroup, Track, TrackKind},
 };
 
 pub const DEFAULT_PATH: &str = "/etc/greha/greha.toml";
@@ -212,6 +212,10 @@ const TUNNEL_KEYS: &[&str] = &[
     "okey",
     "ttl",
     "tos",
+    "hoplimit",
+    "tclass",
+    "flowlabel",
+    "encaplimit",
     "dev",
     "mtu",
     "probe",
@@ -237,6 +241,7 @@ const VRRP_KEYS: &[&str] = &[
     "notify_fault",
     "notify_stop",
     "notify",
+    "sync_group",
 ];
 
 /// Parses a configuration text; `path` is only for messages.
@@ -245,6 +250,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
     let root = DeTable::parse(text)
         .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
     let mut cfg = Config::default();
+    let mut groups = Vec::new();
     for (k, v) in root.get_ref() {
         let key = k.get_ref().as_ref();
         match key {
@@ -283,9 +289,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
                     cfg.vrrp.push(vrrp_instance(&src, &t)?);
                 }
             }
+            "sync_group" => {
+                for t in array(&src, key, v)? {
+                    groups.push(sync_group(&src, t)?);
+                }
+            }
             _ => return Err(src.err(&k.span(), format!("unknown key {key:?}"))),
         }
     }
+    join_groups(&src, &groups, &mut cfg.vrrp)?;
     let mut seen = std::collections::HashSet::new();
     for t in &cfg.tunnels {
         if !seen.insert(("tunnel", t.name.clone())) {
@@ -313,6 +325,96 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
         }
     }
     Ok(cfg)
+}
+
+/// A `[[sync_group]]` table: its name, its instances (each with its line)
+/// and its notify commands.
+struct GroupTable {
+    group: SyncGroup,
+    line: usize,
+    instances: Vec<(String, usize)>,
+}
+
+fn sync_group(src: &Source, v: &toml::Spanned<DeValue>) -> Result<GroupTable> {
+    let t = table(src, "sync_group", v)?;
+    let line = src.line(&v.span());
+    let name = t
+        .get("name")
+        .map(|n| scalar(src, "name", n))
+        .transpose()?
+        .filter(|n| !n.is_empty() && !n.chars().any(char::is_whitespace))
+        .ok_or_else(|| src.err(&v.span(), "sync_group: a name (one word) is required"))?;
+    let mut g = GroupTable {
+        group: SyncGroup {
+            name: name.clone(),
+            notify: Notify::default(),
+        },
+        line,
+        instances: Vec::new(),
+    };
+    for (k, v) in t {
+        let key = k.get_ref().as_ref();
+        let at = |msg: String| src.err(&k.span(), format!("sync_group {name}: {key}: {msg}"));
+        let command = || -> Result<Option<String>> {
+            let text = scalar(src, key, v)?;
+            crate::vrrp::command::split(&text).map_err(|why| at(format!("{text:?}: {why}")))?;
+            Ok(Some(text))
+        };
+        match key {
+            "name" => {}
+            "instances" => {
+                for item in array(src, key, v)? {
+                    g.instances
+                        .push((scalar(src, key, item)?, src.line(&item.span())));
+                }
+            }
+            "notify_master" => g.group.notify.master = command()?,
+            "notify_backup" => g.group.notify.backup = command()?,
+            "notify_fault" => g.group.notify.fault = command()?,
+            "notify_stop" => g.group.notify.stop = command()?,
+            "notify" => g.group.notify.any = command()?,
+            _ => return Err(at("unknown key".into())),
+        }
+    }
+    if g.instances.is_empty() {
+        return Err(src.err(
+            &v.span(),
+            format!("sync_group {name}: instances: at least one instance is required"),
+        ));
+    }
+    Ok(g)
+}
+
+/// Puts each `[[sync_group]]`'s instances in it: each must exist and be
+/// in no other group; an instance naming the group itself
+/// (`sync_group = NAME`) gets its notify commands too.
+fn join_groups(src: &Source, groups: &[GroupTable], vrrp: &mut [InstanceDef]) -> Result<()> {
+    let path = src.path.display();
+    let mut names = std::collections::HashSet::new();
+    for g in groups {
+        let name = &g.group.name;
+        if !names.insert(name.clone()) {
+            bail!("{path}:{}: sync_group {name}: name: defined twice", g.line);
+        }
+        for (member, line) in &g.instances {
+            let v = vrrp.iter_mut().find(|v| &v.name == member).ok_or_else(|| {
+                anyhow!("{path}:{line}: sync_group {name}: instances: no vrrp instance {member:?}")
+            })?;
+            if let Some(other) = v.sync_group.as_ref().filter(|o| &o.name != name) {
+                bail!(
+                    "{path}:{line}: sync_group {name}: instances: {member} is in sync group {} already",
+                    other.name
+                );
+            }
+            v.sync_group = Some(g.group.clone());
+        }
+        for v in vrrp.iter_mut() {
+            if let Some(mine) = v.sync_group.as_mut().filter(|m| &m.name == name) {
+                mine.notify = g.group.notify.clone();
+            }
+        }
+    }
+    Ok(())
 }
 
 fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef> {
@@ -602,6 +704,86 @@ weight = -10
             let cfg = parse_str(&format!("{head}{flags}")).unwrap();
             let t = &cfg.tunnels[0];
             assert_eq!((t.icsum, t.ocsum, t.iseq, t.oseq), want, "{flags}");
+        }
+    }
+
+    /// The IPv6 underlays' words in a `[[tunnel]]` table, as on the
+    /// command line.
+    #[test]
+    fn ip6_tunnel_keys_read_as_the_words() {
+        let cfg = parse_str(
+            "[[tunnel]]\nname = \"t6\"\nmode = \"ip6gretap\"\nlocal = \"2001:db8:1::1\"\n\
+             remote = \"2001:db8:1::2\"\nhoplimit = 64\ntclass = \"0x20\"\n\
+             flowlabel = \"inherit\"\nencaplimit = 4\naddresses = [\"2001:db8:2::1/64\"]\n",
+        )
+        .unwrap();
+        let t = &cfg.tunnels[0];
+        assert_eq!(
+            (t.ttl, t.tos, t.flowlabel, t.encap_limit),
+            (64, 0x20, greha_common::FLOWLABEL_INHERIT, Some(4))
+        );
+        let e = parse_str(
+            "[[tunnel]]\nname = \"t6\"\nmode = \"ip6gre\"\nlocal = \"2001:db8:1::1\"\n\
+             remote = \"2001:db8:1::2\"\nencaplimit = 300\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            "greha.toml:6: tunnel t6: encaplimit: \"300\" is not an encapsulation limit (0 to 255, or none)"
+        );
+    }
+
+    /// `[[sync_group]]` puts its instances in the group with its notify
+    /// commands; an unknown or doubly grouped instance is named with its
+    /// line.
+    #[test]
+    fn sync_groups_join_their_instances() {
+        let vrrp = |name: &str, vrid: u8, extra: &str| {
+            format!(
+                "[[vrrp]]\nname = \"{name}\"\ninterface = \"eth0\"\nvrid = {vrid}\n{extra}\
+                 [[vrrp.vip]]\naddress = \"203.0.113.{vrid}/24\"\n"
+            )
+        };
+        let base = format!(
+            "{}{}{}",
+            vrrp("VI_1", 1, ""),
+            vrrp("VI_2", 2, ""),
+            vrrp("VI_3", 3, "sync_group = \"G\"\n")
+        );
+        let cfg = parse_str(&format!(
+            "{base}[[sync_group]]\nname = \"G\"\ninstances = [\"VI_1\", \"VI_2\"]\n\
+             notify_backup = \"/bin/logger 'G backup'\"\n"
+        ))
+        .unwrap();
+        for v in &cfg.vrrp {
+            let g = v.sync_group.as_ref().expect(&v.name);
+            assert_eq!(
+                (g.name.as_str(), g.notify.backup.as_deref()),
+                ("G", Some("/bin/logger 'G backup'")),
+                "{}",
+                v.name
+            );
+        }
+        for (groups, want) in [
+            (
+                "[[sync_group]]\nname = \"G\"\ninstances = [\n\"VI_1\",\n\"VI_9\"]\n",
+                "greha.toml:24: sync_group G: instances: no vrrp instance \"VI_9\"",
+            ),
+            (
+                "[[sync_group]]\nname = \"H\"\ninstances = [\"VI_3\"]\n",
+                "greha.toml:22: sync_group H: instances: VI_3 is in sync group G already",
+            ),
+            (
+                "[[sync_group]]\nname = \"G\"\ninstances = []\n",
+                "greha.toml:20: sync_group G: instances: at least one instance is required",
+            ),
+            (
+                "[[sync_group]]\nname = \"G\"\ninstances = [\"VI_1\"]\nnotify = \"'unclosed\"\n",
+                "greha.toml:23: sync_group G: notify:",
+            ),
+        ] {
+            let e = parse_str(&format!("{base}{groups}")).unwrap_err();
+            assert!(format!("{e:#}").starts_with(want), "{e:#}\nwanted {want}");
         }
     }
 

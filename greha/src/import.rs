@@ -204,6 +204,7 @@ pub fn import(text: &str) -> Imported {
         }
     }
     let mut config = Table::new();
+    let mut groups = Vec::new();
     for n in &tree {
         match n.keyword.as_str() {
             "vrrp_instance" => {
@@ -213,6 +214,11 @@ pub fn import(text: &str) -> Imported {
             // Turned into track_script and track_file entries where an
             // instance uses them.
             "vrrp_script" | "track_file" | "vrrp_track_file" => {}
+            "vrrp_sync_group" => {
+                if let Some(g) = sync_group(n, &scripts, &files, &mut out.dropped) {
+                    groups.push(g);
+                }
+            }
             "global_defs" => {
                 for c in n.children.iter().filter(|c| c.keyword != "vrrp_version") {
                     out.dropped.push((
@@ -225,6 +231,32 @@ pub fn import(text: &str) -> Imported {
                 .dropped
                 .push((n.line, format!("{other}: not supported by greha"))),
         }
+    }
+    for (group, tracks) in groups {
+        let members: Vec<&str> = group
+            .get("instances")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        // The group's trackers fault the group whichever member they
+        // are given to: each member gets them, without weights.
+        if let Some(Value::Array(instances)) = config.get_mut("vrrp") {
+            for t in instances.iter_mut().filter_map(Value::as_table_mut) {
+                if t.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| members.contains(&n))
+                {
+                    for (kind, entries) in &tracks {
+                        for e in entries.as_array().into_iter().flatten() {
+                            if let Value::Table(e) = e {
+                                push(t, kind, e.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        push(&mut config, "sync_group", group);
     }
     // Written once, from the data.
     out.toml = format!(
@@ -357,45 +389,8 @@ fn instance(
                 let peers = c.children.iter().map(|p| string(&p.keyword)).collect();
                 t.insert("unicast_peers".into(), Value::Array(peers));
             }
-            "track_interface" => {
-                for ti in &c.children {
-                    let mut track = Table::new();
-                    track.insert("name".into(), string(&ti.keyword));
-                    if let [w, v] = &ti.args[..]
-                        && w == "weight"
-                    {
-                        track.insert("weight".into(), number(v));
-                    }
-                    push(&mut tracks, "track_interface", track);
-                }
-            }
-            "track_script" => {
-                for ts in &c.children {
-                    let Some(s) = scripts.get(ts.keyword.as_str()) else {
-                        dropped.push((
-                            ts.line,
-                            format!("track_script: no vrrp_script {:?}", ts.keyword),
-                        ));
-                        continue;
-                    };
-                    if let Some(track) = script(s, ts, dropped) {
-                        push(&mut tracks, "track_script", track);
-                    }
-                }
-            }
-            "track_file" => {
-                for tf in &c.children {
-                    let Some(f) = files.get(tf.keyword.as_str()) else {
-                        dropped.push((
-                            tf.line,
-                            format!("track_file: no track_file {:?}", tf.keyword),
-                        ));
-                        continue;
-                    };
-                    if let Some(track) = track_file(f, tf, dropped) {
-                        push(&mut tracks, "track_file", track);
-                    }
-                }
+            "track_interface" | "track_script" | "track_file" => {
+                tracks_of(c, scripts, files, dropped, &mut tracks);
             }
             other => dropped.push((
                 c.line,
@@ -421,6 +416,120 @@ fn instance(
     }
     t.extend(tracks);
     t
+}
+
+/// A vrrp_sync_group: the `[[sync_group]]` table, and its trackers as
+/// each member instance takes them (weightless: any of them down faults
+/// the group, as keepalived's group tracking without
+/// sync_group_tracking_weight).
+fn sync_group(
+    n: &Node,
+    scripts: &HashMap<&str, &Node>,
+    files: &HashMap<&str, &Node>,
+    dropped: &mut Vec<(usize, String)>,
+) -> Option<(Table, Table)> {
+    let Some(name) = n.args.first() else {
+        dropped.push((n.line, "vrrp_sync_group: no name".into()));
+        return None;
+    };
+    let mut t = Table::new();
+    t.insert("name".into(), string(name));
+    let mut tracks = Table::new();
+    for c in &n.children {
+        let key = c.keyword.as_str();
+        match key {
+            "group" => {
+                let members = c.children.iter().map(|m| string(&m.keyword)).collect();
+                t.insert("instances".into(), Value::Array(members));
+            }
+            "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
+                match notify_line(&c.args) {
+                    Ok(line) => {
+                        t.insert(key.into(), string(&line));
+                    }
+                    Err(why) => dropped.push((c.line, format!("vrrp_sync_group {name}: {key}: {why}"))),
+                }
+            }
+            "track_interface" | "track_script" | "track_file" => {
+                tracks_of(c, scripts, files, dropped, &mut tracks);
+            }
+            other => dropped.push((
+                c.line,
+                format!("vrrp_sync_group {name}: {other}: not supported by greha"),
+            )),
+        }
+    }
+    if !t.contains_key("instances") {
+        dropped.push((n.line, format!("vrrp_sync_group {name}: no group of instances")));
+        return None;
+    }
+    for (kind, entries) in tracks.iter_mut() {
+        for e in entries.as_array_mut().into_iter().flatten() {
+            if let Value::Table(e) = e {
+                e.remove("weight");
+                e.remove("reverse");
+                if kind == "track_file" {
+                    // A file's weight 0: any number but 0 is Fault.
+                    e.insert("weight".into(), Value::Integer(0));
+                }
+            }
+        }
+    }
+    Some((t, tracks))
+}
+
+/// An instance's or sync group's track_interface, track_script or
+/// track_file block `c`, its entries pushed to `tracks`.
+fn tracks_of(
+    c: &Node,
+    scripts: &HashMap<&str, &Node>,
+    files: &HashMap<&str, &Node>,
+    dropped: &mut Vec<(usize, String)>,
+    tracks: &mut Table,
+) {
+    match c.keyword.as_str() {
+        "track_interface" => {
+            for ti in &c.children {
+                let mut track = Table::new();
+                track.insert("name".into(), string(&ti.keyword));
+                if let [w, v] = &ti.args[..]
+                    && w == "weight"
+                {
+                    track.insert("weight".into(), number(v));
+                }
+                push(tracks, "track_interface", track);
+            }
+        }
+        "track_script" => {
+            for ts in &c.children {
+                let Some(s) = scripts.get(ts.keyword.as_str()) else {
+                    dropped.push((
+                        ts.line,
+                        format!("track_script: no vrrp_script {:?}", ts.keyword),
+                    ));
+                    continue;
+                };
+                if let Some(track) = script(s, ts, dropped) {
+                    push(tracks, "track_script", track);
+                }
+            }
+        }
+        "track_file" => {
+            for tf in &c.children {
+                let Some(f) = files.get(tf.keyword.as_str()) else {
+                    dropped.push((
+                        tf.line,
+                        format!("track_file: no track_file {:?}", tf.keyword),
+                    ));
+                    continue;
+                };
+                if let Some(track) = track_file(f, tf, dropped) {
+                    push(tracks, "track_file", track);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// A virtual_ipaddress entry's address (`ADDR` or `ADDR/PREFIX`).
@@ -843,6 +952,76 @@ vrrp_instance VI_1 {
         );
     }
 
+    /// A vrrp_sync_group becomes a `[[sync_group]]` whose instances carry
+    /// its name and notify commands; the group's trackers go to each
+    /// member without weights (any one down faults the group), and what
+    /// greha has no use for is named.
+    #[test]
+    fn sync_groups_carry_over() {
+        let text = r#"
+vrrp_script chk_haproxy {
+    script "killall -0 haproxy"
+    weight -20
+}
+vrrp_sync_group VG_1 {
+    group {
+        VI_1
+        VI_2
+    }
+    notify_master "/usr/local/bin/vg.sh MASTER"
+    notify "/usr/local/bin/vg-any.sh"
+    track_interface {
+        eth2 weight -10
+    }
+    track_script {
+        chk_haproxy
+    }
+    smtp_alert
+}
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    virtual_ipaddress {
+        203.0.113.10/24
+    }
+}
+vrrp_instance VI_2 {
+    interface eth1
+    virtual_router_id 52
+    virtual_ipaddress {
+        198.51.100.10/24
+    }
+}
+vrrp_instance VI_3 {
+    interface eth1
+    virtual_router_id 53
+    virtual_ipaddress {
+        198.51.100.11/24
+    }
+}
+"#;
+        let out = import(text);
+        let dropped: Vec<String> = out.dropped.iter().map(|(l, m)| format!("{l}: {m}")).collect();
+        assert_eq!(dropped, vec!["19: vrrp_sync_group VG_1: smtp_alert: not supported by greha"]);
+        let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
+        for v in &cfg.vrrp[..2] {
+            let g = v.sync_group.as_ref().expect(&v.name);
+            assert_eq!(g.name, "VG_1");
+            assert_eq!(g.notify.master.as_deref(), Some("/usr/local/bin/vg.sh MASTER"));
+            assert_eq!(g.notify.any.as_deref(), Some("/usr/local/bin/vg-any.sh"));
+            let tracks: Vec<(&TrackKind, Option<i32>)> =
+                v.track.iter().map(|t| (&t.kind, t.weight)).collect();
+            assert_eq!(tracks.len(), 2, "{}: {tracks:?}", v.name);
+            assert_eq!(tracks[0], (&TrackKind::Interface("eth2".into()), None));
+            assert!(
+                matches!(tracks[1], (TrackKind::Script { path, .. }, None) if path == "killall -0 haproxy"),
+                "{tracks:?}"
+            );
+        }
+        assert_eq!(cfg.vrrp[2].sync_group, None);
+        assert!(cfg.vrrp[2].track.is_empty());
+    }
+
     /// keepalived's everyday script and notify lines carry over with their
     /// arguments, and greha runs exactly the words keepalived would.
     #[test]
@@ -894,7 +1073,7 @@ vrrp_instance VI_1 {
         );
         let cmds = v
             .notify
-            .commands("VI_1", crate::vrrp::engine::State::Master, 100);
+            .commands("INSTANCE", "VI_1", crate::vrrp::engine::State::Master, 100);
         assert_eq!(
             cmds,
             vec![
@@ -904,7 +1083,7 @@ vrrp_instance VI_1 {
         );
         let cmds = v
             .notify
-            .commands("VI_1", crate::vrrp::engine::State::Backup, 100);
+            .commands("INSTANCE", "VI_1", crate::vrrp::engine::State::Backup, 100);
         assert_eq!(cmds[0], vec!["/usr/local/bin/vrrp.sh", "BACKUP", "VI 1"]);
     }
 }

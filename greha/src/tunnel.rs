@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{Array, HashMap, MapError, PerCpuArray, PerCpuValues};
 use greha_common::{
     Endpoints, FLOWLABEL_INHERIT, KeyedEndpoints, MAX_TUNNELS, PROBE_ALIVE, PROBE_DEAD,
-    PROBE_UNKNOWN, TUNNEL_F_ACTIVE, TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_IKEY, TUNNEL_F_IPV6,
+    PROBE_UNKNOWN, TUNNEL_F_ACTIVE, TUNNEL_F_ENCAP_LIMIT, TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_IKEY, TUNNEL_F_IPV6,
     TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ, TUNNEL_F_OWN_NEIGH, TunnelConfig,
     TunnelCounters, TunnelProbe, TunnelSeq, names,
 };
@@ -52,7 +52,7 @@ impl Mode {
     /// Outer IP + GRE (+ inner Ethernet for the tap modes), with `words`
     /// 4-byte GRE fields (checksum, key, sequence number sent): the
     /// kernel's figures (its ip6 modes' without the encapsulation limit
-    /// option, which greha does not send).
+    /// option; [`TunnelDef::overhead`] adds it).
     fn overhead(self, words: u32) -> u32 {
         let base = match self {
             Self::Gretap => 38,
@@ -138,6 +138,10 @@ pub struct TunnelDef {
     /// IPv6 underlay: the outer flow label, or [`FLOWLABEL_INHERIT`]
     /// (`flowlabel inherit`); 0 by default, as the kernel's.
     pub flowlabel: u32,
+    /// IPv6 underlay: the tunnel encapsulation limit sent in a destination
+    /// option (RFC 2473, `encaplimit N`); None sends no option
+    /// (`encaplimit none`, greha's default).
+    pub encap_limit: Option<u8>,
     /// The underlay; derived from the route to `remote` when not given.
     pub dev: Option<String>,
     pub mtu: Option<u32>,
@@ -165,6 +169,12 @@ impl TunnelDef {
     /// The optional 4-byte GRE fields this tunnel sends.
     fn gre_words(&self) -> u32 {
         u32::from(self.ocsum) + u32::from(self.okey.is_some()) + u32::from(self.oseq)
+    }
+
+    /// Bytes the encapsulation adds, the encapsulation limit option's 8
+    /// included.
+    pub fn overhead(&self) -> u32 {
+        self.mode.overhead(self.gre_words()) + if self.encap_limit.is_some() { 8 } else { 0 }
     }
 }
 
@@ -317,6 +327,7 @@ impl TunnelDef {
             ttl: DEFAULT_TTL,
             tos: 0,
             flowlabel: 0,
+            encap_limit: None,
             dev: None,
             mtu: None,
             addresses: Vec::new(),
@@ -372,15 +383,18 @@ impl TunnelDef {
                 }
                 "encaplimit" => {
                     let v = value()?;
-                    if v != "none" {
-                        return Err(err(
-                            &name,
-                            word,
-                            "greha sends no encapsulation limit option (encaplimit none); \
-                             it accepts the one the kernel's ip6gretap sends",
-                        )
-                        .value(v));
-                    }
+                    def.encap_limit = match v {
+                        "none" => None,
+                        _ => Some(v.parse::<u8>().map_err(|_| {
+                            SpecError::bad(
+                                "tunnel",
+                                &name,
+                                word,
+                                v,
+                                "is not an encapsulation limit (0 to 255, or none)",
+                            )
+                        })?),
+                    };
                 }
                 "key" => {
                     let k = parse_key(&name, word, value()?)?;
@@ -487,6 +501,13 @@ impl TunnelDef {
             return Err(err(
                 &name,
                 "flowlabel",
+                "is for the IPv6 underlays (ip6gretap, ip6gre)",
+            ));
+        }
+        if def.encap_limit.is_some() && !def.mode.ipv6() {
+            return Err(err(
+                &name,
+                "encaplimit",
                 "is for the IPv6 underlays (ip6gretap, ip6gre)",
             ));
         }
@@ -674,7 +695,7 @@ pub async fn add(def: &TunnelDef, pin_dir: &Path) -> Result<()> {
     };
     let max_mtu = underlay
         .mtu
-        .checked_sub(def.mode.overhead(def.gre_words()))
+        .checked_sub(def.overhead())
         .filter(|m| *m >= 68)
         .ok_or_else(|| {
             anyhow!(
@@ -734,7 +755,13 @@ pub async fn add(def: &TunnelDef, pin_dir: &Path) -> Result<()> {
             } else {
                 0
             }
-            | if def.mode.ipv6() { TUNNEL_F_IPV6 } else { 0 },
+            | if def.mode.ipv6() { TUNNEL_F_IPV6 } else { 0 }
+            | if def.encap_limit.is_some() {
+                TUNNEL_F_ENCAP_LIMIT
+            } else {
+                0
+            },
+        encap_limit: def.encap_limit.unwrap_or(0),
         underlay_ifindex: underlay.index,
         underlay_mtu: underlay.mtu,
         ttl: def.ttl,
@@ -774,7 +801,7 @@ async fn setup(
     let name = &def.name;
     let mtu = def
         .mtu
-        .unwrap_or(cfg.underlay_mtu - def.mode.overhead(def.gre_words()));
+        .unwrap_or(cfg.underlay_mtu - def.overhead());
     // A checksum or sequence number is per packet: one segment per packet,
     // as the kernel turns GSO off for such tunnels.
     let one_segment = def.ocsum || def.oseq;
@@ -995,6 +1022,8 @@ pub struct TunnelStatus {
     pub tos: u8,
     /// IPv6 underlay: the flow label (1 << 31 for inherit).
     pub flowlabel: u32,
+    /// IPv6 underlay: the encapsulation limit sent; None for none.
+    pub encaplimit: Option<u8>,
     pub underlay_ifindex: u32,
     /// The tunnel interface is up with carrier.
     pub up: bool,
@@ -1099,6 +1128,7 @@ impl TunnelStatus {
             && self.ttl == def.ttl
             && self.tos == def.tos
             && self.flowlabel == def.flowlabel
+            && self.encaplimit == def.encap_limit
     }
 }
 
@@ -1143,6 +1173,7 @@ pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
             ttl: t.ttl,
             tos: t.tos,
             flowlabel: t.flowlabel,
+            encaplimit: (t.flags & TUNNEL_F_ENCAP_LIMIT != 0).then_some(t.encap_limit),
             underlay_ifindex: t.underlay_ifindex,
             counters: total,
             probe: ProbeStatus::of(&probes.get(&id, 0)?),

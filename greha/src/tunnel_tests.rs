@@ -34,7 +34,8 @@ fn parses_iproute2_vocabulary() {
 
 /// The IPv6 underlays in iproute2's words: the family follows the mode,
 /// hoplimit and tclass are ttl and tos, flowlabel is hexadecimal or
-/// inherit, and only `encaplimit none` is taken.
+/// inherit, and encaplimit is a number of 0 to 255 or none (the option
+/// adding 8 bytes to the overhead).
 #[test]
 fn ip6_modes_as_iproute2_reads_them() {
     let d = TunnelDef::parse(&words(
@@ -54,6 +55,12 @@ fn ip6_modes_as_iproute2_reads_them() {
     ))
     .unwrap();
     assert_eq!((d.mode, d.flowlabel), (Mode::Ip6gre, FLOWLABEL_INHERIT));
+    assert_eq!((d.encap_limit, d.overhead()), (None, 44));
+    let d = TunnelDef::parse(&words(
+        "t6 mode ip6gretap local 2001:db8:1::1 remote 2001:db8:1::2 encaplimit 4 key 1",
+    ))
+    .unwrap();
+    assert_eq!((d.encap_limit, d.overhead()), (Some(4), 58 + 8 + 4));
     for (spec, want) in [
         (
             "t mode ip6gretap local 192.0.2.1 remote 2001:db8:1::2",
@@ -64,8 +71,12 @@ fn ip6_modes_as_iproute2_reads_them() {
             "tunnel t: remote: 2001:db8:1::2 is not an IPv4 address, which mode gretap runs over",
         ),
         (
-            "t mode ip6gre local 2001:db8:1::1 remote 2001:db8:1::2 encaplimit 4",
-            "tunnel t: encaplimit: greha sends no encapsulation limit option",
+            "t mode ip6gre local 2001:db8:1::1 remote 2001:db8:1::2 encaplimit 256",
+            "tunnel t: encaplimit: \"256\" is not an encapsulation limit (0 to 255, or none)",
+        ),
+        (
+            "t mode gretap local 192.0.2.1 remote 192.0.2.2 encaplimit 4",
+            "tunnel t: encaplimit: is for the IPv6 underlays",
         ),
         (
             "t mode ip6gre local 2001:db8:1::1 remote 2001:db8:1::2 flowlabel 100000",

@@ -416,7 +416,9 @@ fn ipv6_over_gretap_survives_software_segmentation() -> Result<()> {
 /// (an ARP frame is shorter than an IPv6 skb allows), ping, 4 MiB of TCP
 /// each way in each family with A's underlay segmenting in software, and
 /// tshark finding real IPv6 + GRE on the wire, with the flow label and
-/// traffic class asked for and no malformed frame.
+/// traffic class asked for and no malformed frame; and once with A sending
+/// the tunnel encapsulation limit option, which tshark must find in A's
+/// frames only.
 #[test]
 fn ip6gretap_and_ip6gre_carry_both_families() -> Result<()> {
     let mut lab = Lab::new()?;
@@ -437,41 +439,65 @@ fn ip6gretap_and_ip6gre_carry_both_families() -> Result<()> {
         .a
         .command("ethtool")
         .args(["-K", "eth0", "tso", "off", "gso", "off"]))?;
-    for (mode, mtu) in [("ip6gretap", 1500 - 58), ("ip6gre", 1500 - 44)] {
-        for (host, pins, local, remote, n) in [
-            (&pair.a, &pair.a_pins, "2001:db8:1::1", "2001:db8:1::2", 1),
-            (&pair.b, &pair.b_pins, "2001:db8:1::2", "2001:db8:1::1", 2),
+    // The third round: A sends the encapsulation limit option (as the
+    // kernel's default does), B none; each must take the other's.
+    for (mode, a_limit, mtu) in [
+        ("ip6gretap", "", 1500 - 58),
+        ("ip6gre", "", 1500 - 44),
+        ("ip6gretap", "encaplimit 4", 1500 - 58 - 8),
+    ] {
+        for (host, pins, local, remote, n, extra) in [
+            (&pair.a, &pair.a_pins, "2001:db8:1::1", "2001:db8:1::2", 1, a_limit),
+            (&pair.b, &pair.b_pins, "2001:db8:1::2", "2001:db8:1::1", 2, ""),
         ] {
             let spec = format!(
                 "t6 mode {mode} local {local} remote {remote} tclass 0x20 flowlabel 12345 \
-                 address {A_INNER_NET}.{n}/24 address 2001:db8:2::{n}/64"
+                 address {A_INNER_NET}.{n}/24 address 2001:db8:2::{n}/64 {extra}"
             );
             greha(host, pins, &["tunnel", "add"], &spec)?;
         }
+        let mode = format!("{mode} {a_limit}");
         let link: serde_json::Value =
             serde_json::from_str(&pair.a.ip(&["-j", "link", "show", "dev", "t6"])?)?;
         ensure!(link[0]["mtu"] == mtu, "{mode}: {link}");
         let wire = tshark_during(
             &pair,
             4,
-            "ip6 proto 47",
-            &["ipv6.tclass", "ipv6.flow", "gre.proto", "_ws.expert"],
+            "ip6 proto 47 or (ip6 and ip6[6] == 60)",
+            &[
+                "ipv6.tclass",
+                "ipv6.flow",
+                "ipv6.src",
+                "ipv6.opt.tel",
+                "gre.proto",
+                "_ws.expert",
+            ],
             || {
                 ping(&pair.a, B_INNER, 2, 56).context("IPv4 ping")?;
                 Ok(())
             },
         )
-        .context(mode)?;
+        .context(mode.clone())?;
+        let mut from_a = 0;
         for line in wire.lines().filter(|l| l.contains(',')) {
             let f: Vec<&str> = line.split(',').collect();
             let hex = |s: &str| u32::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+            let limit = if f[2] == "2001:db8:1::1" {
+                from_a += 1;
+                a_limit.strip_prefix("encaplimit ").unwrap_or("")
+            } else {
+                ""
+            };
             ensure!(
                 hex(f[0]) == Some(0x20)
                     && hex(f[1]) == Some(0x12345)
-                    && f.get(3).is_none_or(|e| e.is_empty()),
+                    && f[3] == limit
+                    && !f[4].is_empty()
+                    && f.get(5).is_none_or(|e| e.is_empty()),
                 "{mode}: the outer header as tshark reads it: {line}"
             );
         }
+        ensure!(from_a > 0, "{mode}: tshark saw nothing from A: {wire}");
         run(pair
             .a
             .command("ping")
@@ -483,7 +509,7 @@ fn ip6gretap_and_ip6gre_carry_both_families() -> Result<()> {
             .with_context(|| format!("{mode}: 4 MiB of IPv4 TCP back"))?;
         transfer(&pair, "[2001:db8:2::2]:5003", 4 << 20)
             .with_context(|| format!("{mode}: 4 MiB of IPv6 TCP"))?;
-        no_drops(&pair, "t6").context(mode)?;
+        no_drops(&pair, "t6").context(mode.clone())?;
         for (host, pins) in [(&pair.a, &pair.a_pins), (&pair.b, &pair.b_pins)] {
             greha(host, pins, &["tunnel", "del", "t6"], "")?;
         }

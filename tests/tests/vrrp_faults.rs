@@ -358,15 +358,40 @@ fn longest_gap(log: &str, end: f64) -> Option<std::time::Duration> {
 /// the code before the fix the client kept B's MAC for seconds.
 #[test]
 fn a_healed_split_brain_reannounces_the_vip_to_clients() -> Result<()> {
+    split_brain_heals(false)
+}
+
+/// The same over IPv6 (VRRPv3 from link-local addresses, an IPv6 VIP):
+/// the client's neighbour entry follows B's unsolicited Neighbor
+/// Advertisement while apart, and A's after the heal.
+#[test]
+fn a_healed_ipv6_split_brain_reannounces_the_vip_to_clients() -> Result<()> {
+    split_brain_heals(true)
+}
+
+fn split_brain_heals(v6: bool) -> Result<()> {
     let mut lab = Lab::new()?;
     let lan = lab.switch("lan")?;
     let a = lab.host("a")?;
     let b = lab.host("b")?;
     let client = lab.host("client")?;
+    if v6 {
+        for h in [&a, &b, &client, &lan] {
+            h.enable_ipv6()?;
+        }
+    }
     lab.link(&a, &format!("{A}/24"), &b, &format!("{B}/24"))?;
     lab.plug(&a, "203.0.113.1/24", &lan)?;
     lab.plug(&b, "203.0.113.2/24", &lan)?;
     lab.plug(&client, "203.0.113.100/24", &lan)?;
+    let (vip, prefix, family) = if v6 {
+        for (h, dev, n) in [(&a, "eth1", 1), (&b, "eth1", 2), (&client, "eth0", 100)] {
+            h.ip(&["addr", "add", &format!("2001:db8::{n}/64"), "dev", dev])?;
+        }
+        ("2001:db8::10", 64, "-6")
+    } else {
+        (VIP, 24, "-4")
+    };
     // The partition is A's end of the VRRP link going down, which takes
     // the carrier from both ends of a veth: with the VRRP interface
     // tracked (the default) both would go to Fault and nobody would hold
@@ -374,7 +399,8 @@ fn a_healed_split_brain_reannounces_the_vip_to_clients() -> Result<()> {
     // links stay up; untracked, this lab shows it.
     let spec = |p: u8| {
         format!(
-            "VI_1 interface eth0 vrid 51 priority {p} advert-int 0.1 dont-track-primary vip {VIP}/24 dev eth1"
+            "VI_1 interface eth0 vrid 51 priority {p} advert-int 0.1 dont-track-primary \
+             vip {vip}/{prefix} dev eth1"
         )
     };
     let start = |lab: &mut Lab, host: &Host, p: u8| -> Result<Proc> {
@@ -389,7 +415,9 @@ fn a_healed_split_brain_reannounces_the_vip_to_clients() -> Result<()> {
         Ok(vi_1(&mut lab, &a)?["state"] == "master")
     })?;
     let _gb = start(&mut lab, &b, 100)?;
-    settled(&mut lab, &a, &b)?;
+    wait_until(SHORT, "A master, B backup", || {
+        Ok(vi_1(&mut lab, &a)?["state"] == "master" && vi_1(&mut lab, &b)?["state"] == "backup")
+    })?;
     let b_mac = {
         let v: serde_json::Value =
             serde_json::from_str(&b.ip(&["-j", "link", "show", "dev", "eth1"])?)?;
@@ -400,15 +428,15 @@ fn a_healed_split_brain_reannounces_the_vip_to_clients() -> Result<()> {
     wait_until(SHORT, "the client sending to B", || {
         let _ = client
             .command("ping")
-            .args(["-c", "1", "-W", "1", VIP])
+            .args([family, "-c", "1", "-W", "1", vip])
             .output();
-        Ok(client.ip(&["neigh", "show", VIP])?.contains(&b_mac))
+        Ok(client.ip(&[family, "neigh", "show", vip])?.contains(&b_mac))
     })?;
     let mut ping = client.spawn(
         &lab,
         {
             let mut c = client.command("ping");
-            c.args(["-D", "-n", "-i", "0.01", "-w", "3", VIP]);
+            c.args([family, "-D", "-n", "-i", "0.01", "-w", "3", vip]);
             c
         },
         false,

@@ -780,17 +780,18 @@ fn failover_once(
         }
         bail!("B never took the VIP")
     });
-    // Let the watcher see at least one advert before the stop. A crash
+    // Let the watcher see at least one advert before the stop. A stop
     // comes right after an advert, so every implementation's client gap is
     // a whole Master_Down_Interval, comparable across them (at a random
     // phase it is anything down to three intervals less).
+    // A graceful stop waits for one too: it proves the watcher's socket
+    // open (at 10 ms, Skew_Time 0, B could take the VIP before the
+    // watcher saw the priority 0 advert, and the run had no start).
     std::thread::sleep(Duration::from_millis(u64::from(adv_cs) * 10 * 2));
-    if kill {
-        while heard.try_recv().is_ok() {}
-        heard
-            .recv_timeout(Duration::from_millis(u64::from(adv_cs) * 10 * 3))
-            .with_context(|| format!("{imp}: A sent no advert"))?;
-    }
+    while heard.try_recv().is_ok() {}
+    heard
+        .recv_timeout(Duration::from_millis(u64::from(adv_cs) * 10 * 3))
+        .with_context(|| format!("{imp}: A sent no advert"))?;
     let event = Instant::now();
     l.stop_master(&mut master, imp, kill)?;
     let (t1, adverts) = watcher.join().expect("watcher panicked")?;

@@ -75,6 +75,20 @@ pub struct InstanceDef {
     /// The VRRP interface going down puts the instance in Fault, as
     /// keepalived does by default (`dont-track-primary` turns it off).
     pub track_primary: bool,
+    /// The sync group it belongs to (`sync-group NAME`, or a file's
+    /// `[[sync_group]]`): its members change state together.
+    pub sync_group: Option<SyncGroup>,
+}
+
+/// keepalived's vrrp_sync_group as an instance sees it: the instances
+/// naming the same group fault together, go backup together, and go
+/// master together once each of them would.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncGroup {
+    pub name: String,
+    /// Run when the group as a whole changes state (a file's
+    /// `[[sync_group]]`; `notify` gets GROUP NAME STATE 0).
+    pub notify: Notify,
 }
 
 /// Something whose failure lowers the priority (`weight`) or, without a
@@ -131,8 +145,9 @@ pub struct Notify {
 }
 
 impl Notify {
-    /// The commands for entering `to`, in the order keepalived runs them.
-    pub fn commands(&self, name: &str, to: State, priority: u8) -> Vec<Vec<String>> {
+    /// The commands for an instance or group (`kind` INSTANCE or GROUP)
+    /// entering `to`, in the order keepalived runs them.
+    pub fn commands(&self, kind: &str, name: &str, to: State, priority: u8) -> Vec<Vec<String>> {
         let (specific, word) = match to {
             State::Master => (&self.master, "MASTER"),
             State::Backup => (&self.backup, "BACKUP"),
@@ -149,7 +164,7 @@ impl Notify {
         if let Some(cmd) = &self.any {
             let mut a = argv(cmd);
             a.extend([
-                "INSTANCE".into(),
+                kind.into(),
                 name.into(),
                 word.into(),
                 priority.to_string(),
@@ -233,6 +248,7 @@ impl InstanceDef {
             vips: self.vips.iter().map(|v| v.addr).collect(),
             auth: self.auth.clone(),
             higher_prio_send_advert: self.higher_prio_send_advert,
+            sync_group: self.sync_group.is_some(),
         }
     }
 
@@ -270,6 +286,7 @@ impl InstanceDef {
             higher_prio_send_advert: true,
             fastpath: true,
             track_primary: true,
+            sync_group: None,
         };
         let mut vrid = None;
         while let Some(word) = it.next() {
@@ -282,6 +299,16 @@ impl InstanceDef {
                     let v = value()?;
                     ifname(&name, "interface", v)?;
                     d.interface = v.to_owned();
+                }
+                "sync-group" => {
+                    let v = value()?;
+                    if v.is_empty() || v.chars().any(char::is_whitespace) {
+                        return Err(bad(&name, word, v, "is not a group name"));
+                    }
+                    d.sync_group = Some(SyncGroup {
+                        name: v.to_owned(),
+                        notify: Notify::default(),
+                    });
                 }
                 "vrid" => {
                     let v = value()?;
@@ -717,7 +744,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            d.notify.commands("VI_1", State::Master, 150),
+            d.notify.commands("INSTANCE", "VI_1", State::Master, 150),
             vec![
                 vec!["/m".to_owned()],
                 ["/n", "INSTANCE", "VI_1", "MASTER", "150"]
@@ -726,7 +753,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            d.notify.commands("VI_1", State::Initialize, 150),
+            d.notify.commands("INSTANCE", "VI_1", State::Initialize, 150),
             vec![
                 vec!["/s".to_owned()],
                 ["/n", "INSTANCE", "VI_1", "STOP", "150"]
@@ -734,7 +761,7 @@ mod tests {
                     .to_vec()
             ]
         );
-        assert_eq!(d.notify.commands("VI_1", State::Fault, 1).len(), 1);
+        assert_eq!(d.notify.commands("INSTANCE", "VI_1", State::Fault, 1).len(), 1);
     }
 
     #[test]

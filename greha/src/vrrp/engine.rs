@@ -39,6 +39,11 @@ pub struct Config {
     /// brain heals, the new master then hears a lower priority and
     /// re-announces its VIPs, even if its advert crossed first.
     pub higher_prio_send_advert: bool,
+    /// A member of a sync group: when Master_Down_Interval runs out it
+    /// only says it wants to be master ([`Action::WantMaster`]); the group
+    /// makes it master ([`Event::SyncMaster`]) once every member wants to
+    /// (keepalived's vrrp_sync_group, which prefers backup to thrashing).
+    pub sync_group: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +83,8 @@ pub enum Reason {
     Demoted,
     /// Taken out of service (`greha shutdown`) until `greha resume`.
     Disabled,
+    /// Another member of its sync group changed state.
+    SyncGroup,
 }
 
 /// What the shell must do, in order.
@@ -100,6 +107,9 @@ pub enum Action {
     },
     /// Say how a handover goes.
     Handover(HandoverNote),
+    /// A sync group member's Master_Down_Interval ran out: it stays
+    /// Backup until the group sends [`Event::SyncMaster`].
+    WantMaster,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +167,11 @@ pub enum Event {
     /// path checked the advert and absorbed it. The same as that advert,
     /// without carrying its bytes around.
     Heard,
+    /// Its sync group goes master: a Backup becomes Master.
+    SyncMaster,
+    /// Its sync group goes backup: a Master resigns (priority 0) and
+    /// becomes Backup.
+    SyncBackup,
 }
 
 /// Per-instance statistics, named as RFC 6527's vrrpv3StatisticsTable.
@@ -202,6 +217,9 @@ pub struct Instance {
     disabled: bool,
     /// A master resigning without dropping its VIPs yet.
     handover: Option<Handover>,
+    /// A sync group member whose Master_Down_Interval ran out, waiting for
+    /// its group: why it would become master.
+    wants_master: Option<Reason>,
 }
 
 /// Make before break: the VIPs stay with the resigning master until
@@ -252,7 +270,14 @@ impl Instance {
             demoted: false,
             disabled: false,
             handover: None,
+            wants_master: None,
         }
+    }
+
+    /// A sync group member that wants to be master (see
+    /// [`Config::sync_group`]).
+    pub fn wants_master(&self) -> bool {
+        self.wants_master.is_some()
     }
 
     /// Out of service (`greha shutdown`) and not resumed.
@@ -378,6 +403,7 @@ impl Instance {
         if from == to {
             return;
         }
+        self.wants_master = None;
         if to == State::Master {
             self.stats.master_transitions += 1;
             self.stats.new_master_reason = Some(reason);
@@ -549,6 +575,20 @@ impl Instance {
             }
             Event::Timer => self.timer(now, &mut out),
             Event::Heard => self.heard(now),
+            Event::SyncMaster => {
+                if self.state == State::Backup {
+                    let reason = self.wants_master.unwrap_or(Reason::SyncGroup);
+                    self.become_master(now, reason, &mut out);
+                }
+            }
+            Event::SyncBackup => {
+                if self.state == State::Master && self.handover.is_none() {
+                    // Resign, so the other router's member takes over
+                    // after Skew_Time rather than Master_Down_Interval.
+                    self.send(0, &mut out);
+                    self.become_backup(now, Reason::SyncGroup, &mut out);
+                }
+            }
             Event::Advert { src, ttl, advert } => self.advert(now, src, ttl, &advert, &mut out),
         }
         out
@@ -647,6 +687,16 @@ impl Instance {
             } else {
                 Reason::MasterDown
             };
+            if self.cfg.sync_group {
+                // Waits for the group, still Backup: a master heard
+                // meanwhile takes the wish back.
+                self.master_down_timer = Some(now + self.master_down_interval());
+                if self.wants_master.is_none() {
+                    self.wants_master = Some(reason);
+                    out.push(Action::WantMaster);
+                }
+                return;
+            }
             self.become_master(now, reason, out);
             return;
         }
@@ -712,6 +762,7 @@ impl Instance {
         self.stats.rcvd_advertisements += 1;
         if !self.preempts(now) || self.master_priority >= self.priority {
             self.master_down_timer = Some(now + self.master_down_interval());
+            self.wants_master = None;
         }
     }
 
@@ -737,6 +788,7 @@ impl Instance {
                     self.master = Some(src);
                     self.master_priority = adv.priority;
                     self.master_down_timer = Some(now + self.master_down_interval());
+                    self.wants_master = None;
                 }
                 // else: a lower-priority master while preempting is not
                 // followed; Master_Down fires and this router takes over.

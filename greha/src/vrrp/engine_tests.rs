@@ -28,6 +28,7 @@ fn cfg(version: Version, priority: u8, interval_cs: u16) -> Config {
             Auth::None
         },
         higher_prio_send_advert: false,
+        sync_group: false,
     }
 }
 
@@ -766,4 +767,61 @@ fn disabled_stays_out_of_service_until_enabled() {
     i.handle(ms(50), Event::Enable { fault: false });
     assert_eq!(i.state(), State::Backup);
     assert!(!i.disabled());
+}
+
+/// A sync group member whose master went silent only wants to be master
+/// (Backup still, the wish said once); a master heard again takes the
+/// wish back; the group's SyncMaster makes it master for the reason it
+/// had, or for the group's; SyncBackup makes a master resign.
+#[test]
+fn a_sync_group_member_waits_for_its_group() {
+    let c = Config {
+        sync_group: true,
+        ..cfg(Version::V3, 100, 100)
+    };
+    let mut e = started(c.clone());
+    e.handle(ms(0), from(HIGH, advert(&c, 150)));
+    let down = e.next_deadline().unwrap();
+    let out = e.handle(down, Event::Timer);
+    assert_eq!(out, vec![Action::WantMaster]);
+    assert!(e.wants_master() && e.state() == State::Backup);
+    // Said once, however long it waits.
+    let again = e.next_deadline().unwrap();
+    assert!(again > down);
+    assert!(e.handle(again, Event::Timer).is_empty());
+    // The master is heard again: no wish.
+    e.handle(again + ms(1), from(HIGH, advert(&c, 150)));
+    assert!(!e.wants_master());
+    // Silent again, and the group lets it go.
+    let down = e.next_deadline().unwrap();
+    assert_eq!(e.handle(down, Event::Timer), vec![Action::WantMaster]);
+    let out = e.handle(down, Event::SyncMaster);
+    assert!(
+        out.contains(&Action::Transition {
+            from: State::Backup,
+            to: State::Master,
+            reason: Reason::MasterDown
+        }),
+        "{out:?}"
+    );
+    assert!(!e.wants_master());
+    // The group goes backup: resign, then Backup.
+    let out = e.handle(down + ms(5), Event::SyncBackup);
+    assert_eq!(out[0], Action::SendAdvert { priority: 0 });
+    assert!(out.contains(&Action::Transition {
+        from: State::Master,
+        to: State::Backup,
+        reason: Reason::SyncGroup
+    }));
+    // Taken along without a wish of its own.
+    let out = e.handle(down + ms(10), Event::SyncMaster);
+    assert!(out.contains(&Action::Transition {
+        from: State::Backup,
+        to: State::Master,
+        reason: Reason::SyncGroup
+    }));
+    // Outside a group the timer makes it master at once.
+    let mut alone = started(cfg(Version::V3, 100, 100));
+    let down = alone.next_deadline().unwrap();
+    assert!(alone.handle(down, Event::Timer).contains(&Action::AddVips));
 }

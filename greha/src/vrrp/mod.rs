@@ -9,7 +9,8 @@
 //!   (sockets, gratuitous ARP), [`host`] (definitions checked against the
 //!   host), [`fastpath`] (the eBPF fast path's maps),
 //!   [`track`] (check scripts), [`notify`] (notify commands) and
-//!   [`command`] (their command lines).
+//!   [`command`] (their command lines);
+//! - [`sync`]: sync groups, the rules that move their members together.
 pub mod command;
 pub mod def;
 pub mod engine;
@@ -21,4 +22,5 @@ pub mod packet;
 pub mod router;
 pub mod shell;
 pub mod status;
+pub mod sync;
 pub mod track;

@@ -26,6 +26,7 @@ use super::{
     notify::Notifier,
     packet::{Advert, multicast_for},
     router::{self, Delivery, InstanceCounter, Packet, RouteKey, TrackerState},
+    sync::{self, Member},
     status::{
         EventLine, GlobalStats, HANDING_OVER, InstanceStatus, StatusDoc, TransitionRecord,
         Transitions, unix_ms_now,
@@ -180,6 +181,11 @@ pub struct Vrrp {
     /// handed over.
     announced: mpsc::UnboundedReceiver<u64>,
     announced_tx: mpsc::UnboundedSender<u64>,
+    /// Events for the other members of a sync group, given once the
+    /// instance being fed is done (index, event).
+    sync_queue: std::collections::VecDeque<(usize, Event)>,
+    /// Each sync group's state as its notify commands last saw it.
+    group_states: HashMap<String, State>,
 }
 
 impl Vrrp {
@@ -215,7 +221,41 @@ impl Vrrp {
             subscribers: Vec::new(),
             announced,
             announced_tx,
+            sync_queue: Default::default(),
+            group_states: HashMap::new(),
         })
+    }
+
+    /// The indices of the instances in sync group `group`.
+    fn members(&self, group: &str) -> Vec<usize> {
+        (0..self.instances.len())
+            .filter(|&j| {
+                self.instances[j]
+                    .def
+                    .sync_group
+                    .as_ref()
+                    .is_some_and(|g| g.name == group)
+            })
+            .collect()
+    }
+
+    /// Instance `i`'s sync group, if any: its members' indices (`i` among
+    /// them) and what the group's rules read of each.
+    fn group_of(&self, i: usize) -> Option<(Vec<usize>, Vec<Member>)> {
+        let group = self.instances[i].def.sync_group.as_ref()?;
+        let idx = self.members(&group.name);
+        let view = idx
+            .iter()
+            .map(|&j| {
+                let r = &self.instances[j];
+                Member {
+                    state: r.engine.state(),
+                    wants_master: r.engine.wants_master(),
+                    own_fault: r.tracked().0,
+                }
+            })
+            .collect();
+        Some((idx, view))
     }
 
     /// Instances that were master at the given time (Unix ms) resume as
@@ -510,6 +550,13 @@ impl Vrrp {
             self.add(p).await?;
         }
         self.start_engines(first).await;
+        // A member added, removed or changed may put its group in Fault
+        // or take it out.
+        for i in 0..self.instances.len() {
+            if self.instances[i].def.sync_group.is_some() {
+                self.retrack_one(i).await;
+            }
+        }
         Ok(())
     }
 
@@ -635,6 +682,8 @@ impl Vrrp {
                     demoted: r.engine.demoted(),
                     shut_down: r.engine.disabled(),
                     handover: r.handover.clone(),
+                    sync_group: r.def.sync_group.as_ref().map(|g| g.name.clone()),
+                    wants_master: r.engine.wants_master(),
                 }
             })
             .collect::<Vec<_>>();
@@ -832,10 +881,27 @@ impl Vrrp {
         Ok(())
     }
 
-    /// Tells instance `i` what its trackers now say.
+    /// Tells instance `i` what its trackers now say, and the other
+    /// members of its sync group whether the group is in Fault.
     async fn retrack(&mut self, i: usize) {
+        let others = match self.group_of(i) {
+            Some((idx, _)) => idx.into_iter().filter(|&j| j != i).collect(),
+            None => Vec::new(),
+        };
+        self.retrack_one(i).await;
+        for j in others {
+            self.retrack_one(j).await;
+        }
+    }
+
+    async fn retrack_one(&mut self, i: usize) {
+        let group_fault = self
+            .group_of(i)
+            .is_some_and(|(_, members)| sync::faulted(&members));
         let r = &self.instances[i];
-        for e in router::retrack(r.engine.priority(), r.faulted, r.tracked()) {
+        let (fault, priority) = r.tracked();
+        let now = (fault || group_fault, priority);
+        for e in router::retrack(r.engine.priority(), r.faulted, now) {
             if let Event::Fault(f) = e {
                 self.instances[i].faulted = f;
                 if !f {
@@ -875,8 +941,16 @@ impl Vrrp {
         }
     }
 
-    /// Gives instance `i` an event and carries out what it answers.
+    /// Gives instance `i` an event and carries out what it answers, then
+    /// what that asks of the other members of its sync group.
     async fn feed(&mut self, i: usize, event: Event) {
+        self.feed_one(i, event).await;
+        while let Some((j, e)) = self.sync_queue.pop_front() {
+            self.feed_one(j, e).await;
+        }
+    }
+
+    async fn feed_one(&mut self, i: usize, event: Event) {
         let before = self.instances[i].engine.priority();
         let mut next = Some(event);
         while let Some(event) = next.take() {
@@ -1126,6 +1200,15 @@ impl Vrrp {
                 r.handover = Some(text);
                 publish(&mut self.subscribers, &line);
             }
+            Action::WantMaster => {
+                info!(instance = %r.def.name, "master down; waiting for the sync group");
+                if let Some((idx, members)) = self.group_of(i) {
+                    let me = idx.iter().position(|&j| j == i).unwrap_or(0);
+                    if sync::ready(&members, me) {
+                        self.sync_queue.push_back((i, Event::SyncMaster));
+                    }
+                }
+            }
             Action::Transition { from, to, reason } => {
                 if r.handover.as_deref() == Some(HANDING_OVER) {
                     r.handover = None;
@@ -1138,7 +1221,7 @@ impl Vrrp {
                 });
                 self.notifier.queue(
                     &r.def.name,
-                    r.def.notify.commands(&r.def.name, to, r.engine.priority()),
+                    r.def.notify.commands("INSTANCE", &r.def.name, to, r.engine.priority()),
                 );
                 info!(
                     instance = %r.def.name, vrid = r.def.vrid, ?from, ?to, ?reason,
@@ -1153,9 +1236,34 @@ impl Vrrp {
                     priority: r.engine.priority(),
                 };
                 publish(&mut self.subscribers, &line);
+                self.group_transition(i, from, to, reason);
             }
         }
         Ok(())
+    }
+
+    /// After member `i` of a sync group changed state: what the others
+    /// must follow, and the group's notify commands if the group as a
+    /// whole changed state.
+    fn group_transition(&mut self, i: usize, from: State, to: State, reason: super::engine::Reason) {
+        let Some((idx, members)) = self.group_of(i) else {
+            return;
+        };
+        let me = idx.iter().position(|&j| j == i).unwrap_or(0);
+        for (k, e) in sync::follow(&members, me, from, to, reason) {
+            self.sync_queue.push_back((idx[k], e));
+        }
+        let Some(group) = self.instances[i].def.sync_group.clone() else {
+            return;
+        };
+        let state = sync::group_state(&members);
+        if self.group_states.insert(group.name.clone(), state) != Some(state) {
+            info!(sync_group = %group.name, ?state, "sync group transition");
+            self.notifier.queue(
+                &format!("group {}", group.name),
+                group.notify.commands("GROUP", &group.name, state, 0),
+            );
+        }
     }
 }
 

@@ -66,6 +66,11 @@ pub struct InstanceStatus {
     /// master's arrival; what became of the last one that found no new
     /// master; null otherwise.
     pub handover: Option<String>,
+    /// The sync group it belongs to.
+    pub sync_group: Option<String>,
+    /// A sync group member whose master went silent, still Backup until
+    /// every member of its group would be master.
+    pub wants_master: bool,
 }
 
 /// `InstanceStatus::handover` while a handover is under way.

@@ -380,7 +380,8 @@ fn kernel_peer_liveness() -> Result<()> {
 /// greha's ip6gretap and ip6gre against the kernel's (ip6_gre) over an
 /// IPv6 underlay. The kernel's default puts the tunnel encapsulation limit
 /// (RFC 2473) in a destination option before GRE, which greha accepts;
-/// with `encaplimit none` it sends plain GRE after IPv6. IPv4 and IPv6
+/// with `encaplimit none` it sends plain GRE after IPv6, and greha's own
+/// `encaplimit N` option is one the kernel takes. IPv4 and IPv6
 /// inside, ping both ways, 4 MiB of TCP each way in IPv4 and one way in
 /// IPv6, no drop counted by greha, no error by the kernel.
 fn kernel_peer_ip6() -> Result<()> {
@@ -389,6 +390,8 @@ fn kernel_peer_ip6() -> Result<()> {
         ("ip6gretap", "key 7", "key 7 encaplimit none"),
         ("ip6gre", "", ""),
         ("ip6gre", "ikey 5 okey 6", "ikey 6 okey 5"),
+        ("ip6gretap", "encaplimit 4", ""),
+        ("ip6gre", "encaplimit 0 key 9", "key 9 encaplimit 2"),
     ] {
         kernel_peer_ip6_case(mode, greha_opts, kernel_opts)
             .with_context(|| format!("greha {mode} {greha_opts}, kernel {kernel_opts}"))?;
