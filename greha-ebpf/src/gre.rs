@@ -33,9 +33,9 @@ use aya_ebpf::{
 };
 use greha_common::{
     Endpoints, FLOWLABEL_INHERIT, GRE_PROTO_IPV4, GRE_PROTO_IPV6, GRE_PROTO_TEB, KeyedEndpoints,
-    MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_ENCAP_LIMIT, TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_IPV6, TUNNEL_F_ISEQ,
-    TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ, TunnelConfig, TunnelCounters, TunnelProbe,
-    TunnelSeq, ipv4_in16,
+    MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_ENCAP_LIMIT, TUNNEL_F_GRETAP, TUNNEL_F_ICSUM,
+    TUNNEL_F_IPV6, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ, TunnelConfig,
+    TunnelCounters, TunnelProbe, TunnelSeq, ipv4_in16,
 };
 
 #[btf_map]
@@ -680,8 +680,12 @@ fn encap(ctx: &TcContext) -> i32 {
             let payload = (ip_len - IPV6_LEN + gre_len + inner_len).min(0xffff) as u16;
             let limit = cfg.flags & TUNNEL_F_ENCAP_LIMIT != 0;
             let next = if limit { IPPROTO_DSTOPTS } else { IPPROTO_GRE };
-            ctx.store(ETH_LEN, &ipv6_header(cfg, ttl, tos, label, payload, next), 0)
-                .is_ok()
+            ctx.store(
+                ETH_LEN,
+                &ipv6_header(cfg, ttl, tos, label, payload, next),
+                0,
+            )
+            .is_ok()
                 && (!limit
                     || ctx
                         .store(ETH_LEN + IPV6_LEN, &encap_limit_option(cfg.encap_limit), 0)

@@ -447,7 +447,9 @@ fn sync_group(
                     Ok(line) => {
                         t.insert(key.into(), string(&line));
                     }
-                    Err(why) => dropped.push((c.line, format!("vrrp_sync_group {name}: {key}: {why}"))),
+                    Err(why) => {
+                        dropped.push((c.line, format!("vrrp_sync_group {name}: {key}: {why}")))
+                    }
                 }
             }
             "track_interface" | "track_script" | "track_file" => {
@@ -460,7 +462,10 @@ fn sync_group(
         }
     }
     if !t.contains_key("instances") {
-        dropped.push((n.line, format!("vrrp_sync_group {name}: no group of instances")));
+        dropped.push((
+            n.line,
+            format!("vrrp_sync_group {name}: no group of instances"),
+        ));
         return None;
     }
     for (kind, entries) in tracks.iter_mut() {
@@ -1001,13 +1006,23 @@ vrrp_instance VI_3 {
 }
 "#;
         let out = import(text);
-        let dropped: Vec<String> = out.dropped.iter().map(|(l, m)| format!("{l}: {m}")).collect();
-        assert_eq!(dropped, vec!["19: vrrp_sync_group VG_1: smtp_alert: not supported by greha"]);
+        let dropped: Vec<String> = out
+            .dropped
+            .iter()
+            .map(|(l, m)| format!("{l}: {m}"))
+            .collect();
+        assert_eq!(
+            dropped,
+            vec!["19: vrrp_sync_group VG_1: smtp_alert: not supported by greha"]
+        );
         let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
         for v in &cfg.vrrp[..2] {
             let g = v.sync_group.as_ref().expect(&v.name);
             assert_eq!(g.name, "VG_1");
-            assert_eq!(g.notify.master.as_deref(), Some("/usr/local/bin/vg.sh MASTER"));
+            assert_eq!(
+                g.notify.master.as_deref(),
+                Some("/usr/local/bin/vg.sh MASTER")
+            );
             assert_eq!(g.notify.any.as_deref(), Some("/usr/local/bin/vg-any.sh"));
             let tracks: Vec<(&TrackKind, Option<i32>)> =
                 v.track.iter().map(|t| (&t.kind, t.weight)).collect();

@@ -16,9 +16,9 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{Array, HashMap, MapError, PerCpuArray, PerCpuValues};
 use greha_common::{
     Endpoints, FLOWLABEL_INHERIT, KeyedEndpoints, MAX_TUNNELS, PROBE_ALIVE, PROBE_DEAD,
-    PROBE_UNKNOWN, TUNNEL_F_ACTIVE, TUNNEL_F_ENCAP_LIMIT, TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_IKEY, TUNNEL_F_IPV6,
-    TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ, TUNNEL_F_OWN_NEIGH, TunnelConfig,
-    TunnelCounters, TunnelProbe, TunnelSeq, names,
+    PROBE_UNKNOWN, TUNNEL_F_ACTIVE, TUNNEL_F_ENCAP_LIMIT, TUNNEL_F_GRETAP, TUNNEL_F_ICSUM,
+    TUNNEL_F_IKEY, TUNNEL_F_IPV6, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ,
+    TUNNEL_F_OWN_NEIGH, TunnelConfig, TunnelCounters, TunnelProbe, TunnelSeq, names,
 };
 use serde::Serialize;
 use tracing::{info, warn};
@@ -799,9 +799,7 @@ async fn setup(
     cfg: &mut TunnelConfig,
 ) -> Result<()> {
     let name = &def.name;
-    let mtu = def
-        .mtu
-        .unwrap_or(cfg.underlay_mtu - def.overhead());
+    let mtu = def.mtu.unwrap_or(cfg.underlay_mtu - def.overhead());
     // A checksum or sequence number is per packet: one segment per packet,
     // as the kernel turns GSO off for such tunnels.
     let one_segment = def.ocsum || def.oseq;

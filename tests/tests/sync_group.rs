@@ -66,11 +66,19 @@ fn states(lab: &Lab, host: &Host) -> Result<(String, String)> {
 
 /// keepalived on `host` with `instances` ((name, vrid, dev, vip)), all in
 /// sync group G, VRRPv3 at 100 ms.
-fn keepalived(l: &Lans, host: &Host, priority: u8, instances: &[(&str, u8, &str, &str)]) -> Result<Ka> {
+fn keepalived(
+    l: &Lans,
+    host: &Host,
+    priority: u8,
+    instances: &[(&str, u8, &str, &str)],
+) -> Result<Ka> {
     let dir = l.lab.tmp().join(format!("ka-{}", host.name));
     fs::create_dir_all(&dir)?;
     let names: Vec<&str> = instances.iter().map(|i| i.0).collect();
-    let mut text = format!("vrrp_sync_group G {{\n  group {{\n    {}\n  }}\n}}\n", names.join("\n    "));
+    let mut text = format!(
+        "vrrp_sync_group G {{\n  group {{\n    {}\n  }}\n}}\n",
+        names.join("\n    ")
+    );
     for (name, vrid, dev, vip) in instances {
         text += &format!(
             "vrrp_instance {name} {{\n  state BACKUP\n  interface {dev}\n  virtual_router_id {vrid}\n  \
@@ -148,7 +156,12 @@ fn greha(l: &Lans, host: &Host, priority: u8, notify_log: &std::path::Path) -> R
 fn a_fault_on_one_lan_moves_the_whole_group() -> Result<()> {
     let l = lans()?;
     let log = l.lab.tmp().join("group-notify.log");
-    let _ka = keepalived(&l, &l.b, 100, &[("VI_1", 51, "eth0", VIP1), ("VI_2", 52, "eth1", VIP2)])?;
+    let _ka = keepalived(
+        &l,
+        &l.b,
+        100,
+        &[("VI_1", 51, "eth0", VIP1), ("VI_2", 52, "eth1", VIP2)],
+    )?;
     let _g = greha(&l, &l.a, 150, &log)?;
     wait_until(SHORT, "greha master of both, keepalived of neither", || {
         Ok(holds_both(&l.a, true)? && holds_both(&l.b, false)?)
@@ -160,7 +173,9 @@ fn a_fault_on_one_lan_moves_the_whole_group() -> Result<()> {
             && states(&l.lab, &l.a)? == ("fault".into(), "fault".into()))
     })?;
     wait_until(SHORT, "the group's notify", || {
-        Ok(fs::read_to_string(&log).unwrap_or_default().contains("GROUP G FAULT 0"))
+        Ok(fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("GROUP G FAULT 0"))
     })?;
     l.a.ip(&["link", "set", "eth1", "up"])?;
     wait_until(SHORT, "greha master of both again", || {
@@ -170,7 +185,10 @@ fn a_fault_on_one_lan_moves_the_whole_group() -> Result<()> {
     })?;
     let lines = fs::read_to_string(&log)?;
     let faults = lines.lines().filter(|l| l.contains("FAULT")).count();
-    ensure!(faults == 1, "the group's FAULT notify ran {faults} times:\n{lines}");
+    ensure!(
+        faults == 1,
+        "the group's FAULT notify ran {faults} times:\n{lines}"
+    );
     ensure!(lines.lines().last() == Some("GROUP G MASTER 0"), "{lines}");
     Ok(())
 }
@@ -185,7 +203,9 @@ fn a_member_waits_for_its_group_before_taking_over() -> Result<()> {
     let l = lans()?;
     let log = l.lab.tmp().join("group-notify.log");
     let mut ka = keepalived(&l, &l.a, 150, &[("VI_2", 52, "eth1", VIP2)])?;
-    wait_until(SHORT, "keepalived master of VI_2", || holds(&l.a, "eth1", VIP2))?;
+    wait_until(SHORT, "keepalived master of VI_2", || {
+        holds(&l.a, "eth1", VIP2)
+    })?;
     let _g = greha(&l, &l.b, 100, &log)?;
     wait_until(SHORT, "B's VI_1 waiting for its group", || {
         Ok(instance(&l.lab, &l.b, "VI_1")?["wants_master"] == true)

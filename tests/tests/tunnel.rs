@@ -447,8 +447,22 @@ fn ip6gretap_and_ip6gre_carry_both_families() -> Result<()> {
         ("ip6gretap", "encaplimit 4", 1500 - 58 - 8),
     ] {
         for (host, pins, local, remote, n, extra) in [
-            (&pair.a, &pair.a_pins, "2001:db8:1::1", "2001:db8:1::2", 1, a_limit),
-            (&pair.b, &pair.b_pins, "2001:db8:1::2", "2001:db8:1::1", 2, ""),
+            (
+                &pair.a,
+                &pair.a_pins,
+                "2001:db8:1::1",
+                "2001:db8:1::2",
+                1,
+                a_limit,
+            ),
+            (
+                &pair.b,
+                &pair.b_pins,
+                "2001:db8:1::2",
+                "2001:db8:1::1",
+                2,
+                "",
+            ),
         ] {
             let spec = format!(
                 "t6 mode {mode} local {local} remote {remote} tclass 0x20 flowlabel 12345 \

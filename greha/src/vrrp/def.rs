@@ -163,12 +163,7 @@ impl Notify {
         }
         if let Some(cmd) = &self.any {
             let mut a = argv(cmd);
-            a.extend([
-                kind.into(),
-                name.into(),
-                word.into(),
-                priority.to_string(),
-            ]);
+            a.extend([kind.into(), name.into(), word.into(), priority.to_string()]);
             out.push(a);
         }
         out
@@ -753,7 +748,8 @@ mod tests {
             ]
         );
         assert_eq!(
-            d.notify.commands("INSTANCE", "VI_1", State::Initialize, 150),
+            d.notify
+                .commands("INSTANCE", "VI_1", State::Initialize, 150),
             vec![
                 vec!["/s".to_owned()],
                 ["/n", "INSTANCE", "VI_1", "STOP", "150"]
@@ -761,7 +757,10 @@ mod tests {
                     .to_vec()
             ]
         );
-        assert_eq!(d.notify.commands("INSTANCE", "VI_1", State::Fault, 1).len(), 1);
+        assert_eq!(
+            d.notify.commands("INSTANCE", "VI_1", State::Fault, 1).len(),
+            1
+        );
     }
 
     #[test]

@@ -26,11 +26,11 @@ use super::{
     notify::Notifier,
     packet::{Advert, multicast_for},
     router::{self, Delivery, InstanceCounter, Packet, RouteKey, TrackerState},
-    sync::{self, Member},
     status::{
         EventLine, GlobalStats, HANDING_OVER, InstanceStatus, StatusDoc, TransitionRecord,
         Transitions, unix_ms_now,
     },
+    sync::{self, Member},
     track::{self, Reading, ScriptResult, Tracker},
 };
 use crate::netlink::{self, Netlink};
@@ -1221,7 +1221,9 @@ impl Vrrp {
                 });
                 self.notifier.queue(
                     &r.def.name,
-                    r.def.notify.commands("INSTANCE", &r.def.name, to, r.engine.priority()),
+                    r.def
+                        .notify
+                        .commands("INSTANCE", &r.def.name, to, r.engine.priority()),
                 );
                 info!(
                     instance = %r.def.name, vrid = r.def.vrid, ?from, ?to, ?reason,
@@ -1245,7 +1247,13 @@ impl Vrrp {
     /// After member `i` of a sync group changed state: what the others
     /// must follow, and the group's notify commands if the group as a
     /// whole changed state.
-    fn group_transition(&mut self, i: usize, from: State, to: State, reason: super::engine::Reason) {
+    fn group_transition(
+        &mut self,
+        i: usize,
+        from: State,
+        to: State,
+        reason: super::engine::Reason,
+    ) {
         let Some((idx, members)) = self.group_of(i) else {
             return;
         };

@@ -90,7 +90,12 @@ mod tests {
 
     #[test]
     fn follow_takes_the_others_along() {
-        let group = [m(Master, false), m(Backup, false), m(Backup, true), m(Fault, false)];
+        let group = [
+            m(Master, false),
+            m(Backup, false),
+            m(Backup, true),
+            m(Fault, false),
+        ];
         for (i, from, to, reason, want) in [
             // One became master: the backups follow, Fault stays.
             (
@@ -101,7 +106,13 @@ mod tests {
                 vec![(1, Event::SyncMaster), (2, Event::SyncMaster)],
             ),
             // A master preempted: the other masters resign.
-            (1, Master, Backup, Reason::Preempted, vec![(0, Event::SyncBackup)]),
+            (
+                1,
+                Master,
+                Backup,
+                Reason::Preempted,
+                vec![(0, Event::SyncBackup)],
+            ),
             // What the group itself caused is not followed again.
             (1, Backup, Master, Reason::SyncGroup, vec![]),
             (1, Master, Backup, Reason::SyncGroup, vec![]),
@@ -110,7 +121,11 @@ mod tests {
             (1, Initialize, Backup, Reason::Startup, vec![]),
             (3, Master, Fault, Reason::Fault, vec![]),
         ] {
-            assert_eq!(follow(&group, i, from, to, reason), want, "{i} {from:?}->{to:?}");
+            assert_eq!(
+                follow(&group, i, from, to, reason),
+                want,
+                "{i} {from:?}->{to:?}"
+            );
         }
     }
 
