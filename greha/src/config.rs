@@ -170,7 +170,7 @@ fn words(
             push(out, &key.replace('_', "-"), scalar(src, key, v)?);
         } else if !matches!(
             key,
-            "vip" | "track_interface" | "track_script" | "track_tunnel" | "track_file"
+            "vip" | "route" | "track_interface" | "track_script" | "track_tunnel" | "track_file"
         ) {
             return Err(src.err(
                 &k.span(),
@@ -459,6 +459,13 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
     };
     for (kind, first, allowed) in [
         ("vip", "address", &["address", "dev", "label"][..]),
+        (
+            "route",
+            "to",
+            &[
+                "to", "via", "dev", "src", "metric", "table", "scope", "type",
+            ][..],
+        ),
         ("track_interface", "name", &["name", "weight"][..]),
         ("track_tunnel", "name", &["name", "weight"][..]),
         (
@@ -481,6 +488,7 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
             })?;
             let word = match kind {
                 "vip" => "vip",
+                "route" => "route",
                 "track_interface" => "track-interface",
                 "track_tunnel" => "track-tunnel",
                 "track_file" => "track-file",

@@ -385,6 +385,13 @@ fn instance(
                     vips.push(vip);
                 }
             }
+            "virtual_routes" => {
+                for r in &c.children {
+                    if let Some(route) = virtual_route(r, dropped) {
+                        push(&mut t, "route", route);
+                    }
+                }
+            }
             "unicast_peer" => {
                 let peers = c.children.iter().map(|p| string(&p.keyword)).collect();
                 t.insert("unicast_peers".into(), Value::Array(peers));
@@ -535,6 +542,93 @@ fn tracks_of(
         }
         _ => {}
     }
+}
+
+/// A virtual_routes line (`[src IP] [to] DEST [via|gw GW] [dev IF] [scope
+/// S] [table T] [metric N]`, or a `blackhole`/`unreachable`/`prohibit`
+/// DEST) as a `[[vrrp.route]]`; options greha has no use for are named.
+fn virtual_route(r: &Node, dropped: &mut Vec<(usize, String)>) -> Option<Table> {
+    let words: Vec<&str> = std::iter::once(r.keyword.as_str())
+        .chain(r.args.iter().map(String::as_str))
+        .collect();
+    let mut t = Table::new();
+    let mut it = words.iter().copied();
+    while let Some(w) = it.next() {
+        let mut value = |key: &str| {
+            let v = it.next();
+            if v.is_none() {
+                dropped.push((r.line, format!("virtual_routes: {key}: no value")));
+            }
+            v
+        };
+        match w {
+            "blackhole" | "unreachable" | "prohibit" => {
+                t.insert("type".into(), string(w));
+            }
+            "src" | "dev" | "scope" => {
+                let key = w;
+                if let Some(v) = value(key) {
+                    t.insert(key.into(), string(v));
+                }
+            }
+            "via" | "gw" => {
+                if let Some(v) = value(w) {
+                    t.insert("via".into(), string(v));
+                }
+            }
+            "to" => {
+                if let Some(v) = value(w) {
+                    t.insert("to".into(), string(v));
+                }
+            }
+            "metric" | "preference" | "priority" => {
+                if let Some(v) = value(w) {
+                    t.insert("metric".into(), number(v));
+                }
+            }
+            "table" => match value(w) {
+                Some("main") => {
+                    t.insert("table".into(), Value::Integer(254));
+                }
+                Some("local") => {
+                    t.insert("table".into(), Value::Integer(255));
+                }
+                Some("default") => {
+                    t.insert("table".into(), Value::Integer(253));
+                }
+                Some(v) if v.parse::<u32>().is_ok() => {
+                    t.insert("table".into(), number(v));
+                }
+                Some(v) => {
+                    dropped.push((
+                        r.line,
+                        format!("virtual_routes: table {v}: give the table's number"),
+                    ));
+                    return None;
+                }
+                None => return None,
+            },
+            // keepalived's own bookkeeping, not the route's.
+            "no_track" => {}
+            dest if !t.contains_key("to") && cidr_like(dest) => {
+                t.insert("to".into(), string(dest));
+            }
+            other => {
+                dropped.push((r.line, format!("virtual_routes: {other}: not supported")));
+                return None;
+            }
+        }
+    }
+    if !t.contains_key("to") {
+        dropped.push((r.line, "virtual_routes: no destination".into()));
+        return None;
+    }
+    Some(t)
+}
+
+/// A destination as keepalived takes one: `ADDR[/LEN]` or `default`.
+fn cidr_like(w: &str) -> bool {
+    w == "default" || vip_address(w).is_some()
 }
 
 /// A virtual_ipaddress entry's address (`ADDR` or `ADDR/PREFIX`).
@@ -955,6 +1049,53 @@ vrrp_instance VI_1 {
                 ),
             ]
         );
+    }
+
+    /// virtual_routes in keepalived's forms become `[[vrrp.route]]`
+    /// tables greha reads back as the same routes; a route with an option
+    /// greha lacks is named, not half carried.
+    #[test]
+    fn virtual_routes_carry_over() {
+        let text = r#"
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    virtual_ipaddress {
+        203.0.113.10/24
+    }
+    virtual_routes {
+        src 203.0.113.10 to 198.51.100.0/24 via 203.0.113.254 dev eth0 metric 5
+        192.0.2.0/24 dev eth1 scope link table main
+        blackhole 192.0.2.128/25
+        0.0.0.0/0 gw 203.0.113.1 table 100
+        198.51.100.128/25 via 203.0.113.254 or 203.0.113.253
+    }
+}
+"#;
+        let out = import(text);
+        let dropped: Vec<String> = out
+            .dropped
+            .iter()
+            .map(|(l, m)| format!("{l}: {m}"))
+            .collect();
+        assert_eq!(dropped, vec!["13: virtual_routes: or: not supported"]);
+        let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
+        let routes: Vec<String> = cfg.vrrp[0].routes.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            routes,
+            vec![
+                "198.51.100.0/24 via 203.0.113.254 dev eth0",
+                "192.0.2.0/24 dev eth1 table 254",
+                "blackhole 192.0.2.128/25",
+                "0.0.0.0/0 via 203.0.113.1 table 100",
+            ]
+        );
+        let r = &cfg.vrrp[0].routes[0];
+        assert_eq!(
+            (r.src, r.metric),
+            (Some("203.0.113.10".parse().unwrap()), Some(5))
+        );
+        assert_eq!(cfg.vrrp[0].routes[1].scope, Some(253));
     }
 
     /// A vrrp_sync_group becomes a `[[sync_group]]` whose instances carry

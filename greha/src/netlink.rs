@@ -297,6 +297,79 @@ impl Netlink {
         Ok(false)
     }
 
+    /// The netlink message of a virtual route, `oif` its device's index.
+    /// Marked `proto keepalived`, as keepalived marks its own: what put
+    /// the route there shows in `ip route`.
+    fn route_message(
+        r: &crate::vrrp::def::RouteDef,
+        oif: Option<u32>,
+    ) -> Result<netlink_packet_route::route::RouteMessage> {
+        use crate::vrrp::def::RouteKind;
+        use netlink_packet_route::route::{RouteProtocol, RouteScope, RouteType};
+        let mut b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(r.dst, r.prefix)
+            .map_err(|e| anyhow!("route {r}: {e}"))?;
+        if let Some(via) = r.via {
+            b = b.gateway(via).map_err(|e| anyhow!("route {r}: {e}"))?;
+        }
+        if let Some(src) = r.src {
+            b = b.pref_source(src).map_err(|e| anyhow!("route {r}: {e}"))?;
+        }
+        if let Some(i) = oif {
+            b = b.output_interface(i);
+        }
+        if let Some(m) = r.metric {
+            b = b.priority(m);
+        }
+        b = b.table_id(r.table.unwrap_or(254));
+        let kind = match r.kind {
+            RouteKind::Unicast => RouteType::Unicast,
+            RouteKind::Blackhole => RouteType::BlackHole,
+            RouteKind::Unreachable => RouteType::Unreachable,
+            RouteKind::Prohibit => RouteType::Prohibit,
+        };
+        // As `ip route add`: a unicast route without a gateway is on-link.
+        let scope = r
+            .scope
+            .unwrap_or(if r.kind == RouteKind::Unicast && r.via.is_none() {
+                253
+            } else {
+                0
+            });
+        Ok(b.kind(kind)
+            .scope(RouteScope::from(scope))
+            .protocol(RouteProtocol::KeepAlived)
+            .build())
+    }
+
+    /// Adds a virtual route; false when it is there already.
+    pub async fn add_route(
+        &self,
+        r: &crate::vrrp::def::RouteDef,
+        oif: Option<u32>,
+    ) -> Result<bool> {
+        let msg = Self::route_message(r, oif)?;
+        match self.handle.route().add(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("adding route {r}")),
+        }
+    }
+
+    /// Removes a virtual route; absent is not an error (false).
+    pub async fn del_route(
+        &self,
+        r: &crate::vrrp::def::RouteDef,
+        oif: Option<u32>,
+    ) -> Result<bool> {
+        let msg = Self::route_message(r, oif)?;
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENOENT)) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("removing route {r}")),
+        }
+    }
+
     /// The neighbour table's entry for `addr` on interface `index`.
     async fn neighbour(
         &self,

@@ -2,7 +2,7 @@
 //! file's `[[vrrp]]` tables, which become the same words), and their parser.
 //! Nothing here touches the host: `check-config`, the file, the import and
 //! the daemon all read definitions through this one parser.
-use std::{net::IpAddr, time::Duration};
+use std::{fmt, net::IpAddr, time::Duration};
 
 use super::{
     command,
@@ -25,6 +25,56 @@ pub struct VipDef {
     /// The interface to put it on; the instance's when not given.
     pub dev: Option<String>,
     pub label: Option<String>,
+}
+
+/// A route that follows mastership (keepalived's virtual_routes): added
+/// on becoming master, removed on leaving it, and removed at start if a
+/// crashed run left it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteDef {
+    pub dst: IpAddr,
+    pub prefix: u8,
+    pub via: Option<IpAddr>,
+    pub dev: Option<String>,
+    /// The preferred source (`src`, often a VIP).
+    pub src: Option<IpAddr>,
+    pub metric: Option<u32>,
+    /// The routing table (main when not given).
+    pub table: Option<u32>,
+    /// iproute2's scope: 0 global, 253 link, 254 host; when not given,
+    /// link for a route without a gateway, as `ip route` does.
+    pub scope: Option<u8>,
+    pub kind: RouteKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteKind {
+    Unicast,
+    Blackhole,
+    Unreachable,
+    Prohibit,
+}
+
+impl fmt::Display for RouteDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            RouteKind::Unicast => {}
+            RouteKind::Blackhole => f.write_str("blackhole ")?,
+            RouteKind::Unreachable => f.write_str("unreachable ")?,
+            RouteKind::Prohibit => f.write_str("prohibit ")?,
+        }
+        write!(f, "{}/{}", self.dst, self.prefix)?;
+        if let Some(v) = self.via {
+            write!(f, " via {v}")?;
+        }
+        if let Some(d) = &self.dev {
+            write!(f, " dev {d}")?;
+        }
+        if let Some(t) = self.table {
+            write!(f, " table {t}")?;
+        }
+        Ok(())
+    }
 }
 
 /// A VRRP instance as the operator defines it.
@@ -78,6 +128,8 @@ pub struct InstanceDef {
     /// The sync group it belongs to (`sync-group NAME`, or a file's
     /// `[[sync_group]]`): its members change state together.
     pub sync_group: Option<SyncGroup>,
+    /// Routes that follow mastership (`route DEST ...`).
+    pub routes: Vec<RouteDef>,
 }
 
 /// keepalived's vrrp_sync_group as an instance sees it: the instances
@@ -186,6 +238,22 @@ fn err(name: &str, field: &str, message: impl Into<String>) -> SpecError {
     SpecError::field(OBJECT, name, field, message)
 }
 
+/// `ADDR[/LEN]` (a host route without a length), or `default` (IPv4's
+/// 0.0.0.0/0; IPv6's is `::/0`).
+fn cidr(v: &str, default: bool) -> Option<(IpAddr, u8)> {
+    if default && v == "default" {
+        return Some((IpAddr::from([0, 0, 0, 0]), 0));
+    }
+    let (text, prefix) = v.split_once('/').map_or((v, None), |(a, p)| (a, Some(p)));
+    let addr: IpAddr = text.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => p.parse().ok().filter(|p| *p <= max)?,
+    };
+    Some((addr, prefix))
+}
+
 fn ifname(name: &str, field: &str, value: &str) -> Result<(), SpecError> {
     netlink::check_ifname(value).map_err(|e| err(name, field, e.to_string()).value(value))
 }
@@ -282,8 +350,11 @@ impl InstanceDef {
             fastpath: true,
             track_primary: true,
             sync_group: None,
+            routes: Vec::new(),
         };
         let mut vrid = None;
+        // Whether a `dev` belongs to the last route (else the last vip).
+        let mut after_route = false;
         while let Some(word) = it.next() {
             let mut value = || {
                 it.next()
@@ -553,6 +624,101 @@ impl InstanceDef {
                         dev: None,
                         label: None,
                     });
+                    after_route = false;
+                }
+                "route" => {
+                    let v = value()?;
+                    let (dst, prefix) = cidr(v, true).ok_or_else(|| {
+                        bad(
+                            &name,
+                            word,
+                            v,
+                            "is not a destination (ADDR[/LEN] or default)",
+                        )
+                    })?;
+                    d.routes.push(RouteDef {
+                        dst,
+                        prefix,
+                        via: None,
+                        dev: None,
+                        src: None,
+                        metric: None,
+                        table: None,
+                        scope: None,
+                        kind: RouteKind::Unicast,
+                    });
+                    after_route = true;
+                }
+                "via" | "src" | "metric" | "table" | "scope" | "type" => {
+                    let v = value()?;
+                    let route = d
+                        .routes
+                        .last_mut()
+                        .ok_or_else(|| err(&name, word, "belongs after a route").value(v))?;
+                    let family_of = |a: &IpAddr| a.is_ipv4() == route.dst.is_ipv4();
+                    match word {
+                        "via" | "src" => {
+                            let a: IpAddr = v.parse().ok().filter(family_of).ok_or_else(|| {
+                                bad(&name, word, v, "is not an address of the route's family")
+                            })?;
+                            if word == "via" {
+                                route.via = Some(a);
+                            } else {
+                                route.src = Some(a);
+                            }
+                        }
+                        "metric" | "table" => {
+                            let n: u32 = v
+                                .parse()
+                                .ok()
+                                .filter(|n| word == "metric" || (1..=0xffff_fffe).contains(n))
+                                .ok_or_else(|| bad(&name, word, v, "is not a number"))?;
+                            if word == "metric" {
+                                route.metric = Some(n);
+                            } else {
+                                route.table = Some(n);
+                            }
+                        }
+                        "scope" => {
+                            route.scope = Some(match v {
+                                "global" | "universe" => 0,
+                                "site" => 200,
+                                "link" => 253,
+                                "host" => 254,
+                                _ => v.parse().map_err(|_| {
+                                    bad(
+                                        &name,
+                                        word,
+                                        v,
+                                        "is not a scope (global, site, link, host or 0 to 255)",
+                                    )
+                                })?,
+                            });
+                        }
+                        _ => {
+                            route.kind = match v {
+                                "unicast" => RouteKind::Unicast,
+                                "blackhole" => RouteKind::Blackhole,
+                                "unreachable" => RouteKind::Unreachable,
+                                "prohibit" => RouteKind::Prohibit,
+                                _ => {
+                                    return Err(bad(
+                                        &name,
+                                        word,
+                                        v,
+                                        "is not a route type (unicast, blackhole, unreachable, prohibit)",
+                                    ));
+                                }
+                            };
+                        }
+                    }
+                }
+                "dev" if after_route => {
+                    let v = value()?.to_owned();
+                    ifname(&name, "dev", &v)?;
+                    if let Some(route) = d.routes.last_mut() {
+                        route.dev = Some(v);
+                    }
                 }
                 "dev" | "label" => {
                     let v = value()?.to_owned();
@@ -588,6 +754,16 @@ impl InstanceDef {
         }
         if d.interface.is_empty() {
             return Err(err(&name, "interface", "an interface is required"));
+        }
+        for r in &d.routes {
+            if r.kind == RouteKind::Unicast && r.via.is_none() && r.dev.is_none() {
+                return Err(err(
+                    &name,
+                    "route",
+                    format!("{r}: a unicast route needs a gateway (via) or a device (dev)"),
+                )
+                .value(&format!("{}/{}", r.dst, r.prefix)));
+            }
         }
         d.vrid = vrid.ok_or_else(|| err(&name, "vrid", "a VRID is required"))?;
         if d.vips.len() > 255 {
@@ -729,6 +905,62 @@ mod tests {
         ] {
             let got = format!("{:#}", parse(input).unwrap_err());
             assert!(got.contains(want), "{input}\n  got: {got}\n  want: {want}");
+        }
+    }
+
+    /// Routes follow their destination with iproute2's words; `dev`
+    /// after a route is the route's, after a vip the vip's.
+    #[test]
+    fn parses_routes() {
+        let d = parse(
+            "v interface eth0 vrid 1 vip 192.0.2.5 route 198.51.100.0/24 via 192.0.2.254 \
+             dev eth1 src 192.0.2.5 metric 5 table 100 vip 192.0.2.6 dev eth2 \
+             route default type blackhole route 2001:db8:9::/48 dev eth1 scope link",
+        )
+        .unwrap();
+        assert_eq!(d.vips[1].dev.as_deref(), Some("eth2"));
+        let r = &d.routes[0];
+        assert_eq!(
+            (
+                r.dst.to_string(),
+                r.prefix,
+                r.via,
+                r.dev.as_deref(),
+                r.metric,
+                r.table
+            ),
+            (
+                "198.51.100.0".into(),
+                24,
+                Some("192.0.2.254".parse().unwrap()),
+                Some("eth1"),
+                Some(5),
+                Some(100)
+            )
+        );
+        assert_eq!(r.src, Some("192.0.2.5".parse().unwrap()));
+        assert_eq!(
+            (d.routes[1].prefix, d.routes[1].kind),
+            (0, RouteKind::Blackhole)
+        );
+        assert_eq!((d.routes[2].prefix, d.routes[2].scope), (48, Some(253)));
+        for (spec, want) in [
+            (
+                "route 198.51.100.0/24",
+                "a unicast route needs a gateway (via) or a device (dev)",
+            ),
+            ("route 198.51.100.0/33 dev eth1", "is not a destination"),
+            (
+                "route 198.51.100.0/24 via 2001:db8::1",
+                "is not an address of the route's family",
+            ),
+            ("route 198.51.100.0/24 type nat", "is not a route type"),
+            ("via 192.0.2.1", "belongs after a route"),
+        ] {
+            let e = parse(&format!("v interface eth0 vrid 1 vip 192.0.2.5 {spec}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{spec}: {e}");
         }
     }
 

@@ -7,7 +7,7 @@ use std::{collections::HashMap, net::IpAddr};
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use super::{
-    def::{Family, InstanceDef, Track, TrackKind},
+    def::{Family, InstanceDef, RouteDef, Track, TrackKind},
     router::TrackerState,
     track::Tracker,
 };
@@ -30,6 +30,8 @@ pub struct Prepared {
     pub primary: IpAddr,
     pub vips: Vec<Vip>,
     pub trackers: Vec<Tracker>,
+    /// The virtual routes, each with its device's index if it names one.
+    pub routes: Vec<(RouteDef, Option<u32>)>,
 }
 
 /// Checks `defs` against the host (interfaces, addresses, VRIDs unique
@@ -107,6 +109,21 @@ pub async fn prepare(
                 ifindex: l.index,
                 mac: l.mac,
             });
+        }
+        let mut routes = Vec::new();
+        for r in &def.routes {
+            let oif = match &r.dev {
+                Some(dev) => Some(
+                    nl.link_by_name(dev)
+                        .await?
+                        .ok_or_else(|| {
+                            anyhow!("vrrp instance {name}: route {r}: dev {dev} does not exist")
+                        })?
+                        .index,
+                ),
+                None => None,
+            };
+            routes.push((r.clone(), oif));
         }
         let not_owned = def
             .vips
@@ -192,6 +209,7 @@ pub async fn prepare(
             primary,
             vips,
             trackers,
+            routes,
         });
     }
     Ok(prepared)

@@ -18,7 +18,7 @@ use tokio::{
 use tracing::{info, warn};
 
 use super::{
-    def::{Family, InstanceDef, TrackKind},
+    def::{Family, InstanceDef, RouteDef, TrackKind},
     engine::{Action, Event, HandoverNote, Instance, State},
     fastpath::{self, Fast, FastPath, ctl_of},
     host::{self, Prepared, Vip},
@@ -50,6 +50,10 @@ struct Running {
     vips: Vec<Vip>,
     /// VIPs this run added, removed exactly on leaving Master.
     added: Vec<(u32, IpAddr)>,
+    /// The virtual routes (with their device's index), and those in
+    /// place while Master.
+    routes: Vec<(RouteDef, Option<u32>)>,
+    added_routes: Vec<(RouteDef, Option<u32>)>,
     garp: Option<JoinHandle<()>>,
     /// The re-announcement after hearing a lower priority as master.
     lower_garp: Option<JoinHandle<()>>,
@@ -344,6 +348,7 @@ impl Vrrp {
             primary,
             vips,
             trackers,
+            routes,
         } = p;
         let resume = router::resumes(
             self.resume.remove(&def.name),
@@ -357,6 +362,11 @@ impl Vrrp {
                 // #2361); a starting backup must not hold them.
                 if self.nl.del_address(v.ifindex, v.addr).await? {
                     warn!(instance = %def.name, vip = %v.addr, "removed a VIP left behind by an earlier run");
+                }
+            }
+            for (r, oif) in &routes {
+                if self.nl.del_route(r, *oif).await? {
+                    warn!(instance = %def.name, route = %r, "removed a route left behind by an earlier run");
                 }
             }
         }
@@ -458,6 +468,8 @@ impl Vrrp {
             unicast,
             vips,
             added: Vec::new(),
+            routes,
+            added_routes: Vec::new(),
             garp: None,
             lower_garp: None,
             transitions: Transitions::default(),
@@ -568,6 +580,7 @@ impl Vrrp {
             def,
             vips,
             trackers,
+            routes,
             ..
         } = p;
         info!(instance = %def.name, "changed in place");
@@ -587,6 +600,36 @@ impl Vrrp {
         r.engine.reconfigure(def.engine_config(r.primary));
         r.def = def;
         r.vips = vips;
+        r.routes = routes;
+        if r.engine.state() == State::Master {
+            // Routes that changed go, new ones come; the same stay.
+            let r = &mut self.instances[i];
+            let want = r.routes.clone();
+            let gone: Vec<_> = r
+                .added_routes
+                .iter()
+                .filter(|a| !want.contains(a))
+                .cloned()
+                .collect();
+            r.added_routes.retain(|a| want.contains(a));
+            for (route, oif) in gone {
+                if let Err(e) = self.nl.del_route(&route, oif).await {
+                    warn!(instance = %self.instances[i].def.name, "removing route {route}: {e:#}");
+                }
+            }
+            let r = &self.instances[i];
+            let new: Vec<_> = want
+                .into_iter()
+                .filter(|w| !r.added_routes.contains(w))
+                .collect();
+            for (route, oif) in new {
+                match self.nl.add_route(&route, oif).await {
+                    Ok(_) => self.instances[i].added_routes.push((route, oif)),
+                    Err(e) => warn!(instance = %self.instances[i].def.name, "{e:#}"),
+                }
+            }
+        }
+        let r = &mut self.instances[i];
         if r.engine.state() == State::Master {
             let want: Vec<(u32, IpAddr)> = r.vips.iter().map(|v| (v.ifindex, v.addr)).collect();
             let (gone, new) = router::vip_changes(&r.added, &want);
@@ -1127,6 +1170,14 @@ impl Vrrp {
                         r.added.push((v.ifindex, v.addr));
                     }
                 }
+                // After the VIPs: a route's source is often one. One that
+                // cannot be added is logged; the VIPs serve regardless.
+                for (route, oif) in r.routes.clone() {
+                    match self.nl.add_route(&route, oif).await {
+                        Ok(_) => r.added_routes.push((route, oif)),
+                        Err(e) => warn!(instance = %r.def.name, "{e:#}"),
+                    }
+                }
                 let rounds = io::Rounds {
                     repeat: r.def.garp_repeat,
                     delay: r.def.garp_delay,
@@ -1155,6 +1206,11 @@ impl Vrrp {
             Action::DelVips => {
                 for g in [r.garp.take(), r.lower_garp.take()].into_iter().flatten() {
                     g.abort();
+                }
+                for (route, oif) in std::mem::take(&mut r.added_routes) {
+                    if let Err(e) = self.nl.del_route(&route, oif).await {
+                        warn!(instance = %r.def.name, "{e:#}");
+                    }
                 }
                 for (ifindex, addr) in std::mem::take(&mut r.added) {
                     self.nl.del_address(ifindex, addr).await?;

@@ -1,0 +1,88 @@
+//! Virtual routes (keepalived's virtual_routes) follow mastership, against
+//! keepalived 2.2.7 with the same routes: on the master only, moving with
+//! a crash and with a planned stop, and a crashed run's routes removed
+//! when greha starts again as backup.
+use anyhow::{Result, ensure};
+use greha_tests::{Host, Lab, Proc, SHORT, start_keepalived, wait_until};
+use nix::sys::signal::Signal;
+
+const VIP: &str = "203.0.113.10";
+
+/// The routes as `ip route` shows them: a gateway route in the main
+/// table with the VIP as its source, and a blackhole in table 100.
+fn routes(host: &Host) -> Result<(bool, bool)> {
+    let main = host.ip(&["route", "show", "198.51.100.0/24", "proto", "keepalived"])?;
+    let t100 = host.ip(&["route", "show", "table", "100", "proto", "keepalived"])?;
+    Ok((
+        main.contains("via 203.0.113.254") && main.contains(&format!("src {VIP}")),
+        t100.contains("blackhole 192.0.2.0/24"),
+    ))
+}
+
+fn greha(lab: &Lab, host: &Host, priority: u8) -> Result<Proc> {
+    let mut cmd = lab.greha(host);
+    cmd.args(["run", "--vrrp"]).arg(format!(
+        "VI_1 interface eth0 vrid 51 priority {priority} advert-int 0.1 vip {VIP}/24 \
+         route 198.51.100.0/24 via 203.0.113.254 src {VIP} \
+         route 192.0.2.0/24 type blackhole table 100"
+    ));
+    let mut g = host.spawn(lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    Ok(g)
+}
+
+#[test]
+fn virtual_routes_follow_the_master() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    let sw = lab.switch("lan")?;
+    lab.plug(&a, "203.0.113.2/24", &sw)?;
+    lab.plug(&b, "203.0.113.3/24", &sw)?;
+    let _ka = start_keepalived(
+        &lab,
+        &b,
+        "b",
+        &format!(
+            "state BACKUP\n interface eth0\n virtual_router_id 51\n priority 100\n advert_int 0.1\n \
+             version 3\n virtual_ipaddress {{\n {VIP}/24\n }}\n virtual_routes {{\n \
+             src {VIP} to 198.51.100.0/24 via 203.0.113.254\n blackhole 192.0.2.0/24 table 100\n }}"
+        ),
+        "Entering BACKUP STATE",
+    )?;
+    let mut g = greha(&lab, &a, 150)?;
+    wait_until(SHORT, "greha's routes on A, none on B", || {
+        Ok(routes(&a)? == (true, true) && routes(&b)? == (false, false))
+    })?;
+    // A planned stop: greha takes its routes away, keepalived adds its.
+    let status = g.terminate(SHORT)?;
+    ensure!(status.success(), "greha exited {status}:\n{}", g.log());
+    ensure!(
+        routes(&a)? == (false, false),
+        "greha left its routes behind"
+    );
+    wait_until(SHORT, "keepalived's routes on B", || {
+        Ok(routes(&b)? == (true, true))
+    })?;
+    // Master again, then a crash: the routes stay behind on A...
+    let g = greha(&lab, &a, 150)?;
+    wait_until(SHORT, "greha's routes on A again", || {
+        Ok(routes(&a)? == (true, true) && routes(&b)? == (false, false))
+    })?;
+    g.signal(Signal::SIGKILL)?;
+    wait_until(SHORT, "keepalived's routes on B again", || {
+        Ok(routes(&b)? == (true, true))
+    })?;
+    ensure!(
+        routes(&a)? == (true, true),
+        "a crash should leave the routes (this is the test's premise)"
+    );
+    // ...until greha starts again, here as a backup: they go.
+    let _g = greha(&lab, &a, 50)?;
+    ensure!(
+        routes(&a)? == (false, false),
+        "a starting backup kept the routes of a crashed run"
+    );
+    ensure!(routes(&b)? == (true, true), "keepalived lost its routes");
+    Ok(())
+}
