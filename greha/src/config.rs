@@ -430,6 +430,7 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
             ("fastpath", "", "no-fastpath"),
             ("higher_prio_send_advert", "", "no-higher-prio-send-advert"),
             ("dont_track_primary", "dont-track-primary", ""),
+            ("native_ipv6", "native-ipv6", ""),
         ],
         &[("unicast_peers", "unicast-peer")],
         &mut w,
@@ -880,8 +881,8 @@ weight = -10
                 "greha.toml:5: vrrp instance VI_1: unknown key \"priorty\"",
             ),
             (
-                format!("{vrrp}vrid = 1\n"),
-                "greha.toml:1: vrrp instance VI_1: vip: at least one virtual address is required",
+                format!("{vrrp}vrid = 1\nnative_ipv6 = true\n[[vrrp.vip]]\naddress = \"192.0.2.9/24\"\n"),
+                "greha.toml:7: vrrp instance VI_1: vip: 192.0.2.9/24 is an IPv4 address in a native-ipv6 instance",
             ),
             (
                 "[[tunnel]]\nname = \"t\"\nmode = \"gretap\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\nkey = 4294967296\n".into(),

@@ -353,7 +353,9 @@ fn instance(
                     }
                 }
             }
-            "native_ipv6" => {}
+            "native_ipv6" => {
+                t.insert("native_ipv6".into(), Value::Boolean(true));
+            }
             "virtual_ipaddress" => {
                 for v in &c.children {
                     let addr = &v.keyword;

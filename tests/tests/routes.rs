@@ -86,3 +86,56 @@ fn virtual_routes_follow_the_master() -> Result<()> {
     ensure!(routes(&b)? == (true, true), "keepalived lost its routes");
     Ok(())
 }
+
+/// An instance without VIPs (version 2, as keepalived allows) moves only
+/// its routes: keepalived follows greha's adverts with no address, greha
+/// follows keepalived's, and a crash moves the route.
+#[test]
+fn an_instance_without_vips_moves_its_routes() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    let sw = lab.switch("lan")?;
+    lab.plug(&a, "203.0.113.2/24", &sw)?;
+    lab.plug(&b, "203.0.113.3/24", &sw)?;
+    let route = |host: &Host| -> Result<bool> {
+        Ok(host
+            .ip(&["route", "show", "198.51.100.0/24", "proto", "keepalived"])?
+            .contains("via 203.0.113.254"))
+    };
+    let _ka = start_keepalived(
+        &lab,
+        &b,
+        "b",
+        "state BACKUP\n interface eth0\n virtual_router_id 51\n priority 100\n advert_int 1\n \
+         version 2\n virtual_routes {\n 198.51.100.0/24 via 203.0.113.254\n }",
+        "Entering BACKUP STATE",
+    )?;
+    let start = |priority: u8| -> Result<Proc> {
+        let mut cmd = lab.greha(&a);
+        cmd.args(["run", "--vrrp"]).arg(format!(
+            "VI_1 interface eth0 vrid 51 priority {priority} version 2 advert-int 1 \
+             route 198.51.100.0/24 via 203.0.113.254"
+        ));
+        let mut g = a.spawn(&lab, cmd, true)?;
+        g.wait_ready(SHORT)?;
+        Ok(g)
+    };
+    let g = start(150)?;
+    wait_until(SHORT, "greha master with the route", || {
+        Ok(lab.greha_status(&a)?["vrrp"][0]["state"] == "master" && route(&a)?)
+    })?;
+    // keepalived keeps following (its Master_Down_Interval is 3.6 s).
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    ensure!(!route(&b)?, "keepalived took over from a live greha master");
+    g.signal(Signal::SIGKILL)?;
+    drop(g);
+    wait_until(SHORT, "keepalived master with the route", || route(&b))?;
+    let _g = start(50)?;
+    wait_until(SHORT, "greha following keepalived", || {
+        let v = &lab.greha_status(&a)?["vrrp"][0];
+        Ok(v["state"] == "backup" && v["master"] == "203.0.113.3")
+    })?;
+    ensure!(!route(&a)?, "greha kept the route of its crashed run");
+    Ok(())
+}

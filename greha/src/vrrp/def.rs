@@ -130,6 +130,9 @@ pub struct InstanceDef {
     pub sync_group: Option<SyncGroup>,
     /// Routes that follow mastership (`route DEST ...`).
     pub routes: Vec<RouteDef>,
+    /// IPv6 whatever the VIPs say (keepalived's native_ipv6): what makes an
+    /// instance without VIPs an IPv6 one.
+    pub native_ipv6: bool,
 }
 
 /// keepalived's vrrp_sync_group as an instance sees it: the instances
@@ -293,6 +296,9 @@ impl Family {
 impl InstanceDef {
     /// The family the instance speaks VRRP in (its VIPs are all of it).
     pub fn family(&self) -> Family {
+        if self.native_ipv6 {
+            return Family::V6;
+        }
         self.vips.first().map_or(Family::V4, |v| Family::of(v.addr))
     }
 
@@ -351,6 +357,7 @@ impl InstanceDef {
             track_primary: true,
             sync_group: None,
             routes: Vec::new(),
+            native_ipv6: false,
         };
         let mut vrid = None;
         // Whether a `dev` belongs to the last route (else the last vip).
@@ -445,6 +452,7 @@ impl InstanceDef {
                 }
                 "no-higher-prio-send-advert" => d.higher_prio_send_advert = false,
                 "dont-track-primary" => d.track_primary = false,
+                "native-ipv6" => d.native_ipv6 = true,
                 "unicast-peer" => {
                     let v = value()?;
                     d.unicast_peers.push(
@@ -777,14 +785,30 @@ impl InstanceDef {
                 ),
             ));
         }
-        if d.vips.is_empty() {
+        // keepalived's rule: only a VRRPv2 IPv4 instance may have no VIP
+        // (RFC 5798's minimum count is 1).
+        if d.vips.is_empty() && (d.version == Version::V3 || d.native_ipv6) {
             return Err(err(
                 &name,
                 "vip",
-                "at least one virtual address is required",
+                "at least one virtual address is required in version 3 (RFC 5798); \
+                 only a version 2 IPv4 instance may have none, as in keepalived",
             ));
         }
         let family = d.family();
+        if let Some(v) = d.vips.iter().find(|v| Family::of(v.addr) != family)
+            && d.native_ipv6
+        {
+            return Err(err(
+                &name,
+                "vip",
+                format!(
+                    "{}/{} is an IPv4 address in a native-ipv6 instance",
+                    v.addr, v.prefix
+                ),
+            )
+            .value(&format!("{}/{}", v.addr, v.prefix)));
+        }
         if let Some(v) = d.vips.iter().find(|v| Family::of(v.addr) != family) {
             return Err(err(
                 &name,
@@ -906,6 +930,27 @@ mod tests {
             let got = format!("{:#}", parse(input).unwrap_err());
             assert!(got.contains(want), "{input}\n  got: {got}\n  want: {want}");
         }
+    }
+
+    /// An instance without VIPs is valid in version 2, as in keepalived
+    /// (routes, notifies, a sync group are what it moves); version 3
+    /// needs one (RFC 5798), IPv6 is version 3.
+    #[test]
+    fn instances_without_vips() {
+        let d = parse("v interface eth0 vrid 1 version 2").unwrap();
+        assert_eq!((d.vips.len(), d.family()), (0, Family::V4));
+        for spec in [
+            "v interface eth0 vrid 1",
+            "v interface eth0 vrid 1 version 2 native-ipv6",
+        ] {
+            let e = parse(spec).unwrap_err().to_string();
+            assert!(
+                e.contains("at least one virtual address is required in version 3"),
+                "{e}"
+            );
+        }
+        let d = parse("v interface eth0 vrid 1 native-ipv6 vip 2001:db8::1").unwrap();
+        assert_eq!(d.family(), Family::V6);
     }
 
     /// Routes follow their destination with iproute2's words; `dev`
@@ -1086,8 +1131,8 @@ mod tests {
                 "unicast-peer: \"192.0.2.7\" is not an IPv6 address, as the VIPs are",
             ),
             (
-                "v interface eth0 vrid 1",
-                "vip: at least one virtual address is required",
+                "v interface eth0 vrid 1 native-ipv6 vip 192.0.2.9",
+                "vip: 192.0.2.9/32 is an IPv4 address in a native-ipv6 instance",
             ),
             (
                 "v vrid 1 vip 192.0.2.5",
