@@ -459,7 +459,11 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
         });
     };
     for (kind, first, allowed) in [
-        ("vip", "address", &["address", "dev", "label"][..]),
+        (
+            "vip",
+            "address",
+            &["address", "dev", "label", "excluded"][..],
+        ),
         (
             "route",
             "to",

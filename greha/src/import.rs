@@ -356,14 +356,20 @@ fn instance(
             "native_ipv6" => {
                 t.insert("native_ipv6".into(), Value::Boolean(true));
             }
-            "virtual_ipaddress" => {
+            "virtual_ipaddress" | "virtual_ipaddress_excluded" => {
+                let excluded = key == "virtual_ipaddress_excluded";
                 for v in &c.children {
                     let addr = &v.keyword;
                     let Some(ip) = vip_address(addr) else {
-                        dropped.push((v.line, format!("virtual_ipaddress: {addr:?} is not an IP address (an undefined $variable?)")));
+                        dropped.push((
+                            v.line,
+                            format!(
+                                "{key}: {addr:?} is not an IP address (an undefined $variable?)"
+                            ),
+                        ));
                         continue;
                     };
-                    if Some(ip.is_ipv6()) != ipv6 {
+                    if !excluded && Some(ip.is_ipv6()) != ipv6 {
                         dropped.push((
                             v.line,
                             format!("virtual_ipaddress: {addr}: its address family is not the instance's (keepalived ignores it too)"),
@@ -372,16 +378,18 @@ fn instance(
                     }
                     let mut vip = Table::new();
                     vip.insert("address".into(), string(addr));
+                    if excluded {
+                        vip.insert("excluded".into(), Value::Boolean(true));
+                    }
                     let mut args = v.args.iter();
                     while let Some(k) = args.next() {
                         match (k.as_str(), args.next()) {
                             (k @ ("dev" | "label"), Some(d)) => {
                                 vip.insert(k.into(), string(d));
                             }
-                            (k, _) => dropped.push((
-                                v.line,
-                                format!("virtual_ipaddress {addr}: {k}: not supported"),
-                            )),
+                            (k, _) => {
+                                dropped.push((v.line, format!("{key} {addr}: {k}: not supported")))
+                            }
                         }
                     }
                     vips.push(vip);
@@ -1053,7 +1061,14 @@ vrrp_instance VI_1 {
         );
     }
 
-    /// virtual_routes in keepalived's forms become `[[vrrp.route]]`
+    fn cfg_vips(toml: &str) -> Vec<crate::vrrp::def::VipDef> {
+        config::parse(Path::new("x"), toml).expect(toml).vrrp[0]
+            .vips
+            .clone()
+    }
+
+    /// virtual_ipaddress_excluded becomes excluded VIPs (of either
+    /// family), and virtual_routes in keepalived's forms become `[[vrrp.route]]`
     /// tables greha reads back as the same routes; a route with an option
     /// greha lacks is named, not half carried.
     #[test]
@@ -1064,6 +1079,9 @@ vrrp_instance VI_1 {
     virtual_router_id 51
     virtual_ipaddress {
         203.0.113.10/24
+    }
+    virtual_ipaddress_excluded {
+        2001:db8::10/64 dev eth1
     }
     virtual_routes {
         src 203.0.113.10 to 198.51.100.0/24 via 203.0.113.254 dev eth0 metric 5
@@ -1080,7 +1098,9 @@ vrrp_instance VI_1 {
             .iter()
             .map(|(l, m)| format!("{l}: {m}"))
             .collect();
-        assert_eq!(dropped, vec!["13: virtual_routes: or: not supported"]);
+        assert_eq!(dropped, vec!["16: virtual_routes: or: not supported"]);
+        let x = &cfg_vips(&out.toml)[1];
+        assert!(x.excluded && x.addr.is_ipv6() && x.dev.as_deref() == Some("eth1"));
         let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
         let routes: Vec<String> = cfg.vrrp[0].routes.iter().map(|r| r.to_string()).collect();
         assert_eq!(

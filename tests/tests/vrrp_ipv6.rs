@@ -430,3 +430,67 @@ fn dual_stack_instances_share_a_vrid() -> Result<()> {
     drop(ka);
     Ok(())
 }
+
+/// keepalived's dual-stack idiom: one IPv4 instance whose IPv6 address is
+/// excluded from the adverts (virtual_ipaddress_excluded). keepalived
+/// master, greha backup: the address lists agree (no address list error),
+/// greha holds nothing; keepalived killed, greha holds both, and the
+/// client reaches the IPv6 one at A's MAC, told by greha's NA.
+#[test]
+fn an_excluded_ipv6_vip_moves_with_an_ipv4_instance() -> Result<()> {
+    let l = lan()?;
+    let dir = l.lab.tmp().join("keepalived-x");
+    fs::create_dir_all(&dir)?;
+    let conf = dir.join("keepalived.conf");
+    fs::write(
+        &conf,
+        format!(
+            "vrrp_instance VX {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 52\n  \
+             priority 150\n  advert_int 0.1\n  version 3\n  \
+             virtual_ipaddress {{\n    {VIP4}/24 dev eth0\n  }}\n  \
+             virtual_ipaddress_excluded {{\n    {VIP6}/64 dev eth0\n  }}\n}}\n"
+        ),
+    )?;
+    let vrrp_pid = dir.join("vrrp.pid");
+    let mut cmd = l.b.command("keepalived");
+    cmd.args(["-n", "-l", "-P", "-D", "-f"])
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir.join("keepalived.pid"))
+        .arg("-r")
+        .arg(&vrrp_pid);
+    let proc = l.b.spawn(&l.lab, cmd, false)?;
+    let mut ka = Keepalived { proc, vrrp_pid };
+    wait_until(SHORT, "keepalived holding both", || {
+        Ok(holds(&l.b, VIP4)? && holds(&l.b, VIP6)?)
+    })?;
+    let off = if no_fastpath() { " no-fastpath" } else { "" };
+    let _g = greha(
+        &l,
+        &[format!(
+            "VX interface eth0 vrid 52 priority 100 advert-int 0.1 vip {VIP4}/24 \
+             vip {VIP6}/64 excluded{off}"
+        )],
+    )?;
+    wait_until(SHORT, "greha following keepalived", || {
+        let v = &l.lab.greha_status(&l.a)?["vrrp"][0];
+        Ok(v["state"] == "backup" && v["master"] == "203.0.113.3")
+    })?;
+    never_two_masters(&l, VIP6, Duration::from_millis(500))?;
+    let v = &l.lab.greha_status(&l.a)?["vrrp"][0];
+    ensure!(
+        v["stats"]["address_list_errors"] == 0 && v["stats"]["rcvd_advertisements"] != 0,
+        "greha and keepalived disagree on the advertised list: {v:#}"
+    );
+    ka.kill_hard()?;
+    wait_until(SHORT, "greha holding both", || {
+        // A killed keepalived leaves its addresses behind, as a crashed
+        // host's would be unreachable: the client follows the NA.
+        Ok(holds(&l.a, VIP4)? && holds(&l.a, VIP6)?)
+    })?;
+    let a_mac = mac(&l.a)?;
+    wait_until(SHORT, "the client reaching the IPv6 VIP at A", || {
+        Ok(ping6(&l)? && client_sees(&l)?.as_deref() == Some(a_mac.as_str()))
+    })?;
+    Ok(())
+}

@@ -25,6 +25,10 @@ pub struct VipDef {
     /// The interface to put it on; the instance's when not given.
     pub dev: Option<String>,
     pub label: Option<String>,
+    /// Added and removed with the others but not advertised (keepalived's
+    /// virtual_ipaddress_excluded): past the advert's 255, or where the
+    /// peers' lists need not agree.
+    pub excluded: bool,
 }
 
 /// A route that follows mastership (keepalived's virtual_routes): added
@@ -295,11 +299,16 @@ impl Family {
 
 impl InstanceDef {
     /// The family the instance speaks VRRP in (its VIPs are all of it).
+    /// The VIPs an advert carries: all but the excluded ones.
+    pub fn advertised(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.vips.iter().filter(|v| !v.excluded).map(|v| v.addr)
+    }
+
     pub fn family(&self) -> Family {
         if self.native_ipv6 {
             return Family::V6;
         }
-        self.vips.first().map_or(Family::V4, |v| Family::of(v.addr))
+        self.advertised().next().map_or(Family::V4, Family::of)
     }
 
     /// The engine's configuration of this instance, sending from `primary`
@@ -314,7 +323,7 @@ impl InstanceDef {
             preempt: self.preempt,
             preempt_delay: self.preempt_delay,
             primary_ip: primary,
-            vips: self.vips.iter().map(|v| v.addr).collect(),
+            vips: self.advertised().collect(),
             auth: self.auth.clone(),
             higher_prio_send_advert: self.higher_prio_send_advert,
             sync_group: self.sync_group.is_some(),
@@ -631,6 +640,7 @@ impl InstanceDef {
                         prefix,
                         dev: None,
                         label: None,
+                        excluded: false,
                     });
                     after_route = false;
                 }
@@ -728,6 +738,13 @@ impl InstanceDef {
                         route.dev = Some(v);
                     }
                 }
+                "excluded" => {
+                    let vip = d
+                        .vips
+                        .last_mut()
+                        .ok_or_else(|| err(&name, word, "belongs after a vip"))?;
+                    vip.excluded = true;
+                }
                 "dev" | "label" => {
                     let v = value()?.to_owned();
                     let vip = d
@@ -774,20 +791,21 @@ impl InstanceDef {
             }
         }
         d.vrid = vrid.ok_or_else(|| err(&name, "vrid", "a VRID is required"))?;
-        if d.vips.len() > 255 {
+        if d.advertised().count() > 255 {
             // An advert's address count is one byte.
             return Err(err(
                 &name,
                 "vip",
                 format!(
-                    "{} virtual addresses; an instance has at most 255",
-                    d.vips.len()
+                    "{} virtual addresses; an advert carries at most 255 \
+                     (mark the others `excluded`)",
+                    d.advertised().count()
                 ),
             ));
         }
         // keepalived's rule: only a VRRPv2 IPv4 instance may have no VIP
         // (RFC 5798's minimum count is 1).
-        if d.vips.is_empty() && (d.version == Version::V3 || d.native_ipv6) {
+        if d.advertised().next().is_none() && (d.version == Version::V3 || d.native_ipv6) {
             return Err(err(
                 &name,
                 "vip",
@@ -796,7 +814,10 @@ impl InstanceDef {
             ));
         }
         let family = d.family();
-        if let Some(v) = d.vips.iter().find(|v| Family::of(v.addr) != family)
+        // Excluded VIPs may be of either family, as in keepalived (one
+        // instance carrying an IPv6 address beside its IPv4 ones).
+        let advertised = || d.vips.iter().filter(|v| !v.excluded);
+        if let Some(v) = advertised().find(|v| Family::of(v.addr) != family)
             && d.native_ipv6
         {
             return Err(err(
@@ -809,19 +830,19 @@ impl InstanceDef {
             )
             .value(&format!("{}/{}", v.addr, v.prefix)));
         }
-        if let Some(v) = d.vips.iter().find(|v| Family::of(v.addr) != family) {
+        if let Some(v) = advertised().find(|v| Family::of(v.addr) != family) {
             return Err(err(
                 &name,
                 "vip",
                 format!(
                     "{}/{} is an {} address in an {} instance (its first VIP, {}, says so); \
                      an instance speaks one family: define one instance per family \
-                     (they may share the VRID)",
+                     (they may share the VRID), or mark it `excluded`",
                     v.addr,
                     v.prefix,
                     Family::of(v.addr).name(),
                     family.name(),
-                    d.vips[0].addr
+                    advertised().next().map_or(v.addr, |f| f.addr)
                 ),
             )
             .value(&v.addr.to_string()));
@@ -951,6 +972,25 @@ mod tests {
         }
         let d = parse("v interface eth0 vrid 1 native-ipv6 vip 2001:db8::1").unwrap();
         assert_eq!(d.family(), Family::V6);
+    }
+
+    /// `excluded` VIPs are added but not advertised: of either family,
+    /// beyond the advert's 255, and none alone makes a version 3 instance.
+    #[test]
+    fn excluded_vips() {
+        let d =
+            parse("v interface eth0 vrid 1 vip 192.0.2.5/24 vip 2001:db8::5/64 excluded dev eth1")
+                .unwrap();
+        assert!(d.vips[1].excluded && d.vips[1].dev.as_deref() == Some("eth1"));
+        assert_eq!(d.advertised().collect::<Vec<_>>(), vec![d.vips[0].addr]);
+        assert_eq!(d.engine_config(d.vips[0].addr).vips.len(), 1);
+        assert_eq!(d.family(), Family::V4);
+        let many: String = (0..300)
+            .map(|i| format!(" vip 198.51.{}.{} excluded", i / 250, i % 250 + 1))
+            .collect();
+        assert!(parse(&format!("v interface eth0 vrid 1 vip 192.0.2.5{many}")).is_ok());
+        let e = parse("v interface eth0 vrid 1 vip 192.0.2.5 excluded").unwrap_err();
+        assert!(e.to_string().contains("required in version 3"), "{e}");
     }
 
     /// Routes follow their destination with iproute2's words; `dev`
@@ -1083,7 +1123,7 @@ mod tests {
         let e = parse(&format!("v interface eth0 vrid 1{}", vips(256))).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "vrrp instance v: vip: 256 virtual addresses; an instance has at most 255"
+            "vrrp instance v: vip: 256 virtual addresses; an advert carries at most 255 (mark the others `excluded`)"
         );
     }
 

@@ -104,7 +104,7 @@ pub fn ctl_of(def: &InstanceDef, engine: &Instance, slot: u32) -> VrrpCtl {
         fastpath: 1,
         auth_type,
         interval_cs: def.advert_interval_cs,
-        vip_count: def.vips.len() as u16,
+        vip_count: def.advertised().count() as u16,
         auth,
         master_ip,
         master_priority,
