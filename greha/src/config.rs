@@ -471,12 +471,25 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
                 "to", "via", "dev", "src", "metric", "table", "scope", "type",
             ][..],
         ),
-        ("track_interface", "name", &["name", "weight"][..]),
-        ("track_tunnel", "name", &["name", "weight"][..]),
+        (
+            "track_interface",
+            "name",
+            &["name", "weight", "reverse"][..],
+        ),
+        ("track_tunnel", "name", &["name", "weight", "reverse"][..]),
         (
             "track_script",
             "path",
-            &["path", "interval", "timeout", "rise", "fall", "weight"][..],
+            &[
+                "path",
+                "interval",
+                "timeout",
+                "rise",
+                "fall",
+                "weight",
+                "reverse",
+                "init_fail",
+            ][..],
         ),
         (
             "track_file",
@@ -516,11 +529,12 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
                         format!("vrrp instance {name}: {kind}: unknown key {key:?}"),
                     ));
                 }
-                // A flag (reverse, overwrite): its word when true.
+                // A flag (reverse, overwrite, init_fail): its word when
+                // true.
                 if let Some(on) = v.get_ref().as_bool() {
                     if on {
                         w.push(Word {
-                            text: key.to_owned(),
+                            text: key.replace('_', "-"),
                             line: src.line(&k.span()),
                             key: key.to_owned(),
                         });

@@ -514,10 +514,25 @@ fn tracks_of(
             for ti in &c.children {
                 let mut track = Table::new();
                 track.insert("name".into(), string(&ti.keyword));
-                if let [w, v] = &ti.args[..]
-                    && w == "weight"
-                {
-                    track.insert("weight".into(), number(v));
+                match weight_words(&ti.args) {
+                    Some((w, reverse)) => {
+                        track.insert("weight".into(), number(&w));
+                        if reverse {
+                            track.insert("reverse".into(), Value::Boolean(true));
+                        }
+                    }
+                    None if ti.args.is_empty() => {}
+                    None => {
+                        dropped.push((
+                            ti.line,
+                            format!(
+                                "track_interface {}: {}: not understood",
+                                ti.keyword,
+                                ti.args.join(" ")
+                            ),
+                        ));
+                        continue;
+                    }
                 }
                 push(tracks, "track_interface", track);
             }
@@ -669,6 +684,9 @@ fn script(s: &Node, ts: &Node, dropped: &mut Vec<(usize, String)>) -> Option<Tab
     let mut weight = None;
     for c in &s.children {
         match (c.keyword.as_str(), c.args.as_slice()) {
+            ("init_fail", []) => {
+                track.insert("init_fail".into(), Value::Boolean(true));
+            }
             ("script", args) => match notify_line(args) {
                 Ok(line) => {
                     track.insert("path".into(), string(&line));
@@ -681,20 +699,42 @@ fn script(s: &Node, ts: &Node, dropped: &mut Vec<(usize, String)>) -> Option<Tab
             ("interval" | "timeout" | "rise" | "fall", [v]) => {
                 track.insert(c.keyword.clone(), number(v));
             }
-            ("weight", [v]) => weight = Some(v.clone()),
+            ("weight", args) if !args.is_empty() => {
+                let mut all = vec!["weight".to_owned()];
+                all.extend(args.iter().cloned());
+                match weight_words(&all) {
+                    Some(w) => weight = Some(w),
+                    None => dropped.push((
+                        c.line,
+                        format!("vrrp_script: weight {}: not understood", args.join(" ")),
+                    )),
+                }
+            }
             (k, _) => dropped.push((c.line, format!("vrrp_script: {k}: not supported"))),
         }
     }
     // The instance's weight overrides the script's, as in keepalived.
-    if let [w, v] = ts.args.as_slice()
-        && w == "weight"
-    {
-        weight = Some(v.clone());
+    if let Some(w) = weight_words(&ts.args) {
+        weight = Some(w);
     }
-    if let Some(w) = weight {
+    if let Some((w, reverse)) = weight {
         track.insert("weight".into(), number(&w));
+        if reverse {
+            track.insert("reverse".into(), Value::Boolean(true));
+        }
     }
     Some(track)
+}
+
+/// keepalived's `weight N [reverse]` after a tracked name: the weight and
+/// whether it is reversed.
+fn weight_words(args: &[String]) -> Option<(String, bool)> {
+    match args {
+        [w, v] if w == "weight" => Some((v.clone(), false)),
+        [w, v, r] if w == "weight" && r == "reverse" => Some((v.clone(), true)),
+        [w, v, r] if w == "weight" && r == "noreverse" => Some((v.clone(), false)),
+        _ => None,
+    }
 }
 
 /// A track_file used by an instance's track_file entry `tf`; none if it
@@ -1198,6 +1238,62 @@ vrrp_instance VI_3 {
         }
         assert_eq!(cfg.vrrp[2].sync_group, None);
         assert!(cfg.vrrp[2].track.is_empty());
+    }
+
+    /// `weight N reverse` (on a vrrp_script, a track_script entry or a
+    /// track_interface entry) and `init_fail` carry over.
+    #[test]
+    fn reverse_weights_and_init_fail_carry_over() {
+        let text = r#"
+vrrp_script chk_maint {
+    script "/usr/bin/test -e /run/maint"
+    weight 0 reverse
+    init_fail
+}
+vrrp_script chk_app {
+    script "/usr/bin/true"
+    weight -10
+}
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    track_interface {
+        eth1 weight 20 reverse
+    }
+    track_script {
+        chk_maint
+        chk_app weight 30 reverse
+    }
+    virtual_ipaddress {
+        203.0.113.10/24
+    }
+}
+"#;
+        let out = import(text);
+        assert!(out.dropped.is_empty(), "{:?}", out.dropped);
+        let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
+        let got: Vec<(Option<i32>, bool, bool)> = cfg.vrrp[0]
+            .track
+            .iter()
+            .map(|t| {
+                let init_fail = matches!(
+                    t.kind,
+                    TrackKind::Script {
+                        init_fail: true,
+                        ..
+                    }
+                );
+                (t.weight, t.reverse, init_fail)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(20), true, false),
+                (Some(0), true, true),
+                (Some(30), true, false)
+            ]
+        );
     }
 
     /// keepalived's everyday script and notify lines carry over with their

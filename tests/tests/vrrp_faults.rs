@@ -816,3 +816,55 @@ fn a_master_changing_its_priority_keeps_its_backup_following() -> Result<()> {
     );
     Ok(())
 }
+
+/// `init-fail` (keepalived's init_fail): a check that has not yet
+/// succeeded counts as failed, so a router whose service is not up never
+/// holds the VIP, not even while a slow check runs for the first time
+/// (without it the router became master after Master_Down_Interval and
+/// dropped the VIP when the check failed a moment later).
+/// `reverse` turns the check around: here the instance is in Fault while
+/// the maintenance file exists.
+#[test]
+fn init_fail_keeps_a_router_with_a_failing_check_from_the_vip() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let lan = lab.switch("lan")?;
+    let a = lab.host("a")?;
+    lab.plug(&a, &format!("{A}/24"), &lan)?;
+    let ready = lab.tmp().join("service-ready");
+    let maint = lab.tmp().join("maintenance");
+    let _g = greha(
+        &mut lab,
+        &a,
+        150,
+        &format!(
+            "track-script \"/bin/sh -c 'sleep 1; test -e {}'\" interval 0.1 timeout 2 init-fail \
+             track-script '/usr/bin/test -e {}' interval 0.1 weight 0 reverse",
+            ready.display(),
+            maint.display()
+        ),
+    )?;
+    // Past Master_Down_Interval (0.36 s), before the check's first
+    // answer (1 s).
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let v = vi_1(&mut lab, &a)?;
+    ensure!(
+        v["state"] == "fault" && v["stats"]["master_transitions"] == 0,
+        "a router whose check never succeeded started as {v:#}"
+    );
+    // Maintenance begins, then the service comes up: still in Fault
+    // (the reversed check), for well past a few checks.
+    std::fs::write(&maint, "")?;
+    std::fs::write(&ready, "")?;
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    ensure!(
+        vi_1(&mut lab, &a)?["stats"]["master_transitions"] == 0,
+        "master during maintenance"
+    );
+    std::fs::remove_file(&maint)?;
+    wait_until(
+        SHORT,
+        "master once the service is up and maintenance over",
+        || Ok(vi_1(&mut lab, &a)?["state"] == "master"),
+    )?;
+    Ok(())
+}

@@ -159,6 +159,9 @@ pub struct Track {
     /// keepalived's rule: a positive weight is added while the tracked
     /// thing is up, a negative one while it is down.
     pub weight: Option<i32>,
+    /// keepalived's `weight N reverse`: up counts as down and down as up
+    /// (for a track-file, its number is negated instead).
+    pub reverse: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,6 +178,8 @@ pub enum TrackKind {
         timeout: Duration,
         rise: u32,
         fall: u32,
+        /// Down until it first succeeds (keepalived's init_fail).
+        init_fail: bool,
     },
     /// A greha tunnel with a `probe` address: down while its far end is
     /// dead (see [`crate::probe`]).
@@ -489,7 +494,11 @@ impl InstanceDef {
                     } else {
                         TrackKind::Tunnel(v.to_owned())
                     };
-                    d.track.push(Track { kind, weight: None });
+                    d.track.push(Track {
+                        kind,
+                        weight: None,
+                        reverse: false,
+                    });
                 }
                 "track-script" => d.track.push(Track {
                     kind: TrackKind::Script {
@@ -498,8 +507,10 @@ impl InstanceDef {
                         timeout: Duration::from_secs(1),
                         rise: 1,
                         fall: 1,
+                        init_fail: false,
                     },
                     weight: None,
+                    reverse: false,
                 }),
                 "track-file" => {
                     let v = value()?;
@@ -514,7 +525,27 @@ impl InstanceDef {
                             overwrite: false,
                         },
                         weight: Some(1),
+                        reverse: false,
                     });
+                }
+                "reverse"
+                    if d.track
+                        .last()
+                        .is_some_and(|t| !matches!(t.kind, TrackKind::File { .. })) =>
+                {
+                    if let Some(t) = d.track.last_mut() {
+                        t.reverse = true;
+                    }
+                }
+                "init-fail" => {
+                    let Some(Track {
+                        kind: TrackKind::Script { init_fail, .. },
+                        ..
+                    }) = d.track.last_mut()
+                    else {
+                        return Err(err(&name, word, "belongs after a track-script"));
+                    };
+                    *init_fail = true;
                 }
                 "reverse" | "overwrite" | "init" => {
                     let Some(Track {
@@ -922,8 +953,10 @@ mod tests {
                     timeout: Duration::from_millis(500),
                     rise: 3,
                     fall: 2,
+                    init_fail: false,
                 },
                 weight: Some(10),
+                reverse: false,
             }
         );
         for (input, want) in [

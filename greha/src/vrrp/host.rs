@@ -161,6 +161,7 @@ pub async fn prepare(
         let primary_track = Track {
             kind: TrackKind::Interface(def.interface.clone()),
             weight: None,
+            reverse: false,
         };
         let explicit = def.track.iter().any(|t| t.kind == primary_track.kind);
         let implicit = (def.track_primary && !explicit).then_some(&primary_track);
@@ -194,13 +195,15 @@ pub async fn prepare(
                     });
                     continue;
                 }
-                // Up until its far end is found dead.
-                TrackKind::Script { .. } | TrackKind::Tunnel(_) => (0, true),
+                // A script is up until it fails (unless init-fail), a
+                // tunnel until its far end is found dead.
+                TrackKind::Script { init_fail, .. } => (0, !init_fail),
+                TrackKind::Tunnel(_) => (0, true),
             };
             trackers.push(Tracker {
                 track: t.clone(),
                 ifindex,
-                state: TrackerState::new(t.weight, up),
+                state: TrackerState::new(t.weight, up).reversed(t.reverse),
             });
         }
         prepared.push(Prepared {

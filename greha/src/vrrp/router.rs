@@ -158,9 +158,12 @@ impl GlobalStats {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrackerState {
     /// keepalived's rule: a positive weight is added while up, a negative
-    /// one while down; none means down is Fault.
+    /// one while down; none (or 0, keepalived's default) means down is
+    /// Fault.
     pub weight: Option<i32>,
     pub up: bool,
+    /// `weight N reverse`: up counts as down, down as up.
+    pub reverse: bool,
     /// A tracked file's number (None for the other trackers).
     pub value: Option<i64>,
     successes: u32,
@@ -172,10 +175,16 @@ impl TrackerState {
         Self {
             weight,
             up,
+            reverse: false,
             value: None,
             successes: 0,
             failures: 0,
         }
+    }
+
+    /// The same, `weight N reverse` if `reverse`.
+    pub fn reversed(self, reverse: bool) -> Self {
+        Self { reverse, ..self }
     }
 
     /// A tracked file with this weight (negated for `reverse`) holding
@@ -244,9 +253,11 @@ impl TrackerState {
 /// weightless tracker down is Fault; the weights move a non-owner's
 /// priority within 1 to 254 (the owner's 255 never moves).
 pub fn tracked(priority: u8, trackers: &[TrackerState]) -> (bool, u8) {
-    let fault = trackers
-        .iter()
-        .any(|t| t.weight.is_none() && !t.up || t.file_effect() == Some(Err(())));
+    let up = |t: &TrackerState| t.up != t.reverse;
+    let fault = trackers.iter().any(|t| {
+        matches!(t.weight, None | Some(0)) && t.value.is_none() && !up(t)
+            || t.file_effect() == Some(Err(()))
+    });
     if priority == 255 {
         return (fault, 255);
     }
@@ -254,8 +265,8 @@ pub fn tracked(priority: u8, trackers: &[TrackerState]) -> (bool, u8) {
         .iter()
         .filter_map(|t| match (t.file_effect(), t.weight) {
             (Some(effect), _) => effect.ok(),
-            (None, Some(w)) if w > 0 && t.up => Some(w),
-            (None, Some(w)) if w < 0 && !t.up => Some(w),
+            (None, Some(w)) if w > 0 && up(t) => Some(w),
+            (None, Some(w)) if w < 0 && !up(t) => Some(w),
             _ => None,
         })
         .sum();
@@ -674,6 +685,38 @@ mod tests {
                 (true, 105),
             ),
             ("weightless up", 100, vec![t(None, true)], (false, 100)),
+            // keepalived's default weight is 0: the same as none.
+            (
+                "weight 0, down: fault",
+                100,
+                vec![t(Some(0), false)],
+                (true, 100),
+            ),
+            // `weight N reverse`: up counts as down, down as up.
+            (
+                "reverse, positive weight, down",
+                100,
+                vec![t(Some(20), false).reversed(true)],
+                (false, 120),
+            ),
+            (
+                "reverse, negative weight, up",
+                100,
+                vec![t(Some(-60), true).reversed(true)],
+                (false, 40),
+            ),
+            (
+                "weight 0 reverse, up: fault",
+                100,
+                vec![t(Some(0), true).reversed(true)],
+                (true, 100),
+            ),
+            (
+                "weightless reverse, down",
+                100,
+                vec![t(None, false).reversed(true)],
+                (false, 100),
+            ),
         ] {
             assert_eq!(tracked(priority, &trackers), want, "{what}");
         }
