@@ -462,7 +462,16 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
         (
             "vip",
             "address",
-            &["address", "dev", "label", "excluded"][..],
+            &[
+                "address",
+                "dev",
+                "label",
+                "excluded",
+                "brd",
+                "scope",
+                "peer",
+                "noprefixroute",
+            ][..],
         ),
         (
             "route",

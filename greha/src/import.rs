@@ -383,12 +383,23 @@ fn instance(
                     }
                     let mut args = v.args.iter();
                     while let Some(k) = args.next() {
-                        match (k.as_str(), args.next()) {
-                            (k @ ("dev" | "label"), Some(d)) => {
-                                vip.insert(k.into(), string(d));
+                        match k.as_str() {
+                            "noprefixroute" => {
+                                vip.insert(k.into(), Value::Boolean(true));
                             }
-                            (k, _) => {
-                                dropped.push((v.line, format!("{key} {addr}: {k}: not supported")))
+                            // keepalived's own bookkeeping, not the address's.
+                            "no_track" => {}
+                            "dev" | "label" | "brd" | "scope" | "peer" => match args.next() {
+                                Some(d) => {
+                                    vip.insert(k.into(), string(d));
+                                }
+                                None => {
+                                    dropped.push((v.line, format!("{key} {addr}: {k}: no value")))
+                                }
+                            },
+                            k => {
+                                dropped.push((v.line, format!("{key} {addr}: {k}: not supported")));
+                                break;
                             }
                         }
                     }
@@ -963,6 +974,7 @@ virtual_server 203.0.113.20 80 {
         assert_eq!(v.notify.any.as_deref(), Some("/usr/local/bin/event arg"));
         assert_eq!(v.vips.len(), 2);
         assert_eq!(v.vips[0].label.as_deref(), Some("eth0:1"));
+        assert_eq!(v.vips[1].brd, Some("203.0.113.255".parse().unwrap()));
         assert_eq!(v.notify.master.as_deref(), Some("/usr/local/bin/master"));
         let dropped: Vec<String> = out
             .dropped
@@ -971,7 +983,6 @@ virtual_server 203.0.113.20 80 {
             .collect();
         for want in [
             "35: vrrp_instance VI_2: smtp_alert: not supported",
-            "38: virtual_ipaddress 203.0.113.21: brd: not supported",
             "41: virtual_server: not supported",
         ] {
             assert!(
@@ -1121,7 +1132,7 @@ vrrp_instance VI_1 {
         203.0.113.10/24
     }
     virtual_ipaddress_excluded {
-        2001:db8::10/64 dev eth1
+        2001:db8::10/64 dev eth1 scope link noprefixroute
     }
     virtual_routes {
         src 203.0.113.10 to 198.51.100.0/24 via 203.0.113.254 dev eth0 metric 5
@@ -1141,6 +1152,7 @@ vrrp_instance VI_1 {
         assert_eq!(dropped, vec!["16: virtual_routes: or: not supported"]);
         let x = &cfg_vips(&out.toml)[1];
         assert!(x.excluded && x.addr.is_ipv6() && x.dev.as_deref() == Some("eth1"));
+        assert_eq!((x.scope, x.noprefixroute), (Some(253), true));
         let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
         let routes: Vec<String> = cfg.vrrp[0].routes.iter().map(|r| r.to_string()).collect();
         assert_eq!(

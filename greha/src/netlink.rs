@@ -27,6 +27,21 @@ pub struct Netlink {
     handle: Handle,
 }
 
+/// What `ip addr add` may say of an address besides itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AddrOptions {
+    /// The ifconfig alias (IPv4), e.g. "eth0:vip".
+    pub label: Option<String>,
+    /// IPv4's broadcast address; derived from the prefix when not given.
+    pub brd: Option<Ipv4Addr>,
+    /// iproute2's scope number (0 global, 253 link, 254 host).
+    pub scope: Option<u8>,
+    /// The other end of a point-to-point address.
+    pub peer: Option<IpAddr>,
+    /// No prefix route for the address's subnet.
+    pub noprefixroute: bool,
+}
+
 /// Where packets to a destination leave: the interface and, when the
 /// destination is not on-link, the gateway.
 #[derive(Clone, Copy, Debug)]
@@ -250,18 +265,59 @@ impl Netlink {
         prefix: u8,
         label: Option<&str>,
     ) -> Result<bool> {
-        use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+        let opts = AddrOptions {
+            label: label.map(str::to_owned),
+            ..AddrOptions::default()
+        };
+        self.add_address_with(index, addr, prefix, &opts).await
+    }
+
+    /// `add_address_labeled` with all of `ip addr add`'s options that a
+    /// VIP may carry (keepalived's virtual_ipaddress: brd, scope, peer,
+    /// noprefixroute, label).
+    pub async fn add_address_with(
+        &self,
+        index: u32,
+        addr: IpAddr,
+        prefix: u8,
+        opts: &AddrOptions,
+    ) -> Result<bool> {
+        use netlink_packet_route::address::{
+            AddressAttribute, AddressFlags, AddressHeaderFlags, AddressScope,
+        };
         let mut req = self.handle.address().add(index, addr, prefix);
+        let mut flags = AddressFlags::empty();
         if addr.is_ipv6() {
-            let m = req.message_mut();
-            m.header.flags |= AddressHeaderFlags::Nodad;
-            m.attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+            flags |= AddressFlags::Nodad;
         }
-        if let Some(label) = label.filter(|_| addr.is_ipv4()) {
-            req.message_mut()
-                .attributes
-                .push(AddressAttribute::Label(label.to_owned()));
+        if opts.noprefixroute {
+            flags |= AddressFlags::Noprefixroute;
+        }
+        let m = req.message_mut();
+        if !flags.is_empty() {
+            m.attributes.push(AddressAttribute::Flags(flags));
+        }
+        if let Some(label) = opts.label.as_deref().filter(|_| addr.is_ipv4()) {
+            m.attributes.push(AddressAttribute::Label(label.to_owned()));
+        }
+        if let Some(scope) = opts.scope {
+            m.header.scope = AddressScope::from(scope);
+        }
+        if let Some(brd) = opts.brd {
+            m.attributes
+                .retain(|a| !matches!(a, AddressAttribute::Broadcast(_)));
+            m.attributes.push(AddressAttribute::Broadcast(brd));
+        }
+        if let Some(peer) = opts.peer {
+            // IFA_LOCAL is the address itself, IFA_ADDRESS the far end.
+            for a in m.attributes.iter_mut() {
+                if let AddressAttribute::Address(x) = a {
+                    *x = peer;
+                }
+            }
+            m.attributes
+                .retain(|a| !matches!(a, AddressAttribute::Broadcast(_)));
         }
         match req.execute().await {
             Ok(()) => Ok(true),

@@ -1,7 +1,9 @@
-//! Virtual routes (keepalived's virtual_routes) follow mastership, against
-//! keepalived 2.2.7 with the same routes: on the master only, moving with
-//! a crash and with a planned stop, and a crashed run's routes removed
-//! when greha starts again as backup.
+//! What follows mastership besides the VIPs themselves, against keepalived
+//! 2.2.7: virtual routes (keepalived's virtual_routes) on the master only,
+//! moving with a crash and with a planned stop, a crashed run's routes
+//! removed when greha starts again as backup; instances without VIPs; and
+//! the VIPs' own options (brd, scope, peer, noprefixroute) as the kernel
+//! keeps them.
 use anyhow::{Result, ensure};
 use greha_tests::{Host, Lab, Proc, SHORT, start_keepalived, wait_until};
 use nix::sys::signal::Signal;
@@ -137,5 +139,54 @@ fn an_instance_without_vips_moves_its_routes() -> Result<()> {
         Ok(v["state"] == "backup" && v["master"] == "203.0.113.3")
     })?;
     ensure!(!route(&a)?, "greha kept the route of its crashed run");
+    Ok(())
+}
+
+/// A VIP's `ip addr add` options reach the kernel as given: broadcast,
+/// scope, noprefixroute (no subnet route appears), a point-to-point peer;
+/// and the VIPs go with them when the master stops.
+#[test]
+fn vip_options_reach_the_kernel() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let sw = lab.switch("lan")?;
+    lab.plug(&a, "203.0.113.2/24", &sw)?;
+    let mut cmd = lab.greha(&a);
+    cmd.args(["run", "--vrrp"]).arg(
+        "VI_1 interface eth0 vrid 51 priority 150 advert-int 0.1 \
+         vip 192.0.2.50/24 brd 192.0.2.127 scope link noprefixroute \
+         vip 198.51.100.60 peer 198.51.100.61",
+    );
+    let mut g = a.spawn(&lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    let addr = |ip: &str| -> Result<Option<serde_json::Value>> {
+        let v: serde_json::Value =
+            serde_json::from_str(&a.ip(&["-j", "addr", "show", "dev", "eth0"])?)?;
+        Ok(v[0]["addr_info"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["local"] == ip))
+            .cloned())
+    };
+    wait_until(SHORT, "both VIPs", || {
+        Ok(addr("192.0.2.50")?.is_some() && addr("198.51.100.60")?.is_some())
+    })?;
+    let x = addr("192.0.2.50")?.unwrap_or_default();
+    ensure!(
+        x["broadcast"] == "192.0.2.127" && x["scope"] == "link" && x["noprefixroute"] == true,
+        "{x:#}"
+    );
+    ensure!(
+        !a.ip(&["route", "show", "192.0.2.0/24"])?
+            .contains("192.0.2.0/24"),
+        "noprefixroute, yet a subnet route"
+    );
+    let p = addr("198.51.100.60")?.unwrap_or_default();
+    ensure!(p["address"] == "198.51.100.61", "the peer: {p:#}");
+    let status = g.terminate(SHORT)?;
+    ensure!(status.success(), "greha exited {status}:\n{}", g.log());
+    ensure!(
+        addr("192.0.2.50")?.is_none() && addr("198.51.100.60")?.is_none(),
+        "VIPs left behind"
+    );
     Ok(())
 }

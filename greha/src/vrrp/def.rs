@@ -29,6 +29,12 @@ pub struct VipDef {
     /// virtual_ipaddress_excluded): past the advert's 255, or where the
     /// peers' lists need not agree.
     pub excluded: bool,
+    /// `ip addr add`'s options, as keepalived's virtual_ipaddress takes
+    /// them: broadcast (IPv4), scope, point-to-point peer, noprefixroute.
+    pub brd: Option<std::net::Ipv4Addr>,
+    pub scope: Option<u8>,
+    pub peer: Option<IpAddr>,
+    pub noprefixroute: bool,
 }
 
 /// A route that follows mastership (keepalived's virtual_routes): added
@@ -248,6 +254,25 @@ fn bad(name: &str, field: &str, value: &str, what: &str) -> SpecError {
 
 fn err(name: &str, field: &str, message: impl Into<String>) -> SpecError {
     SpecError::field(OBJECT, name, field, message)
+}
+
+/// iproute2's scope names, or a number.
+fn scope_number(name: &str, v: &str) -> Result<u8, SpecError> {
+    Ok(match v {
+        "global" | "universe" => 0,
+        "site" => 200,
+        "link" => 253,
+        "host" => 254,
+        "nowhere" => 255,
+        _ => v.parse().map_err(|_| {
+            bad(
+                name,
+                "scope",
+                v,
+                "is not a scope (global, site, link, host or 0 to 255)",
+            )
+        })?,
+    })
 }
 
 /// `ADDR[/LEN]` (a host route without a length), or `default` (IPv4's
@@ -672,6 +697,10 @@ impl InstanceDef {
                         dev: None,
                         label: None,
                         excluded: false,
+                        brd: None,
+                        scope: None,
+                        peer: None,
+                        noprefixroute: false,
                     });
                     after_route = false;
                 }
@@ -698,7 +727,9 @@ impl InstanceDef {
                     });
                     after_route = true;
                 }
-                "via" | "src" | "metric" | "table" | "scope" | "type" => {
+                "via" | "src" | "metric" | "table" | "scope" | "type"
+                    if word != "scope" || after_route =>
+                {
                     let v = value()?;
                     let route = d
                         .routes
@@ -728,22 +759,7 @@ impl InstanceDef {
                                 route.table = Some(n);
                             }
                         }
-                        "scope" => {
-                            route.scope = Some(match v {
-                                "global" | "universe" => 0,
-                                "site" => 200,
-                                "link" => 253,
-                                "host" => 254,
-                                _ => v.parse().map_err(|_| {
-                                    bad(
-                                        &name,
-                                        word,
-                                        v,
-                                        "is not a scope (global, site, link, host or 0 to 255)",
-                                    )
-                                })?,
-                            });
-                        }
+                        "scope" => route.scope = Some(scope_number(&name, v)?),
                         _ => {
                             route.kind = match v {
                                 "unicast" => RouteKind::Unicast,
@@ -767,6 +783,36 @@ impl InstanceDef {
                     ifname(&name, "dev", &v)?;
                     if let Some(route) = d.routes.last_mut() {
                         route.dev = Some(v);
+                    }
+                }
+                "brd" | "peer" | "scope" | "noprefixroute" => {
+                    let vip = d
+                        .vips
+                        .last_mut()
+                        .ok_or_else(|| err(&name, word, "belongs after a vip"))?;
+                    if word == "noprefixroute" {
+                        vip.noprefixroute = true;
+                        continue;
+                    }
+                    let v = value()?;
+                    match word {
+                        "brd" => {
+                            vip.brd =
+                                Some(v.parse().ok().filter(|_| vip.addr.is_ipv4()).ok_or_else(
+                                    || bad(&name, word, v, "is not an IPv4 address of an IPv4 VIP"),
+                                )?);
+                        }
+                        "peer" => {
+                            vip.peer = Some(
+                                v.parse()
+                                    .ok()
+                                    .filter(|p: &IpAddr| p.is_ipv4() == vip.addr.is_ipv4())
+                                    .ok_or_else(|| {
+                                        bad(&name, word, v, "is not an address of the VIP's family")
+                                    })?,
+                            );
+                        }
+                        _ => vip.scope = Some(scope_number(&name, v)?),
                     }
                 }
                 "excluded" => {
@@ -1005,6 +1051,46 @@ mod tests {
         }
         let d = parse("v interface eth0 vrid 1 native-ipv6 vip 2001:db8::1").unwrap();
         assert_eq!(d.family(), Family::V6);
+    }
+
+    /// A VIP takes `ip addr add`'s brd, scope, peer and noprefixroute, as
+    /// keepalived's virtual_ipaddress does; `scope` after a route is the
+    /// route's.
+    #[test]
+    fn vip_options() {
+        let d = parse(
+            "v interface eth0 vrid 1 vip 192.0.2.5/24 brd 192.0.2.127 scope link noprefixroute \
+             route 198.51.100.0/24 dev eth0 scope host vip 192.0.2.6 peer 192.0.2.9 label eth0:p",
+        )
+        .unwrap();
+        let (a, b) = (&d.vips[0], &d.vips[1]);
+        assert_eq!(
+            (a.brd, a.scope, a.noprefixroute, b.peer, b.label.as_deref()),
+            (
+                Some("192.0.2.127".parse().unwrap()),
+                Some(253),
+                true,
+                Some("192.0.2.9".parse().unwrap()),
+                Some("eth0:p")
+            )
+        );
+        assert_eq!((d.routes[0].scope, b.scope), (Some(254), None));
+        for (spec, want) in [
+            (
+                "vip 2001:db8::1 brd 192.0.2.255",
+                "is not an IPv4 address of an IPv4 VIP",
+            ),
+            (
+                "vip 192.0.2.5 peer 2001:db8::1",
+                "is not an address of the VIP's family",
+            ),
+            ("vip 192.0.2.5 scope everywhere", "is not a scope"),
+        ] {
+            let e = parse(&format!("v interface eth0 vrid 1 {spec}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{spec}: {e}");
+        }
     }
 
     /// `excluded` VIPs are added but not advertised: of either family,

@@ -18,7 +18,8 @@ use crate::netlink::{self, Netlink};
 pub struct Vip {
     pub addr: IpAddr,
     pub prefix: u8,
-    pub label: Option<String>,
+    /// Its label, broadcast, scope, peer, noprefixroute.
+    pub opts: netlink::AddrOptions,
     pub ifindex: u32,
     pub mac: [u8; 6],
 }
@@ -105,7 +106,13 @@ pub async fn prepare(
             vips.push(Vip {
                 addr: v.addr,
                 prefix: v.prefix,
-                label: v.label.clone(),
+                opts: netlink::AddrOptions {
+                    label: v.label.clone(),
+                    brd: v.brd,
+                    scope: v.scope,
+                    peer: v.peer,
+                    noprefixroute: v.noprefixroute,
+                },
                 ifindex: l.index,
                 mac: l.mac,
             });

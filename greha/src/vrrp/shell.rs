@@ -649,7 +649,7 @@ impl Vrrp {
             for v in adds {
                 match self
                     .nl
-                    .add_address_labeled(v.ifindex, v.addr, v.prefix, v.label.as_deref())
+                    .add_address_with(v.ifindex, v.addr, v.prefix, &v.opts)
                     .await
                 {
                     Ok(_) => self.instances[i].added.push((v.ifindex, v.addr)),
@@ -1152,7 +1152,7 @@ impl Vrrp {
                 for v in &r.vips {
                     let added = match self
                         .nl
-                        .add_address_labeled(v.ifindex, v.addr, v.prefix, v.label.as_deref())
+                        .add_address_with(v.ifindex, v.addr, v.prefix, &v.opts)
                         .await
                     {
                         Ok(added) => added,
