@@ -170,7 +170,13 @@ fn words(
             push(out, &key.replace('_', "-"), scalar(src, key, v)?);
         } else if !matches!(
             key,
-            "vip" | "route" | "track_interface" | "track_script" | "track_tunnel" | "track_file"
+            "vip"
+                | "route"
+                | "rule"
+                | "track_interface"
+                | "track_script"
+                | "track_tunnel"
+                | "track_file"
         ) {
             return Err(src.err(
                 &k.span(),
@@ -242,6 +248,11 @@ const VRRP_KEYS: &[&str] = &[
     "notify_stop",
     "notify",
     "sync_group",
+];
+
+/// A `[[vrrp.rule]]`'s keys, each the spec's word.
+const RULE_KEYS: &[&str] = &[
+    "from", "to", "table", "pref", "fwmark", "iif", "oif", "type", "family",
 ];
 
 /// Parses a configuration text; `path` is only for messages.
@@ -458,6 +469,24 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
             key: key.to_owned(),
         });
     };
+    // A rule has no key of its own to lead with: `rule`, then its keys.
+    for e in sub("rule")? {
+        w.push(Word {
+            text: "rule".into(),
+            line: src.line(&e.span()),
+            key: "rule".into(),
+        });
+        for (k, v) in e.get_ref() {
+            let key = k.get_ref().as_ref();
+            if !RULE_KEYS.contains(&key) {
+                return Err(src.err(
+                    &k.span(),
+                    format!("vrrp instance {name}: rule: unknown key {key:?}"),
+                ));
+            }
+            push(&mut w, src.line(&k.span()), key, scalar(src, key, v)?);
+        }
+    }
     for (kind, first, allowed) in [
         (
             "vip",

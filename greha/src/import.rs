@@ -406,6 +406,13 @@ fn instance(
                     vips.push(vip);
                 }
             }
+            "virtual_rules" => {
+                for r in &c.children {
+                    if let Some(rule) = virtual_rule(r, dropped) {
+                        push(&mut t, "rule", rule);
+                    }
+                }
+            }
             "virtual_routes" => {
                 for r in &c.children {
                     if let Some(route) = virtual_route(r, dropped) {
@@ -658,6 +665,54 @@ fn virtual_route(r: &Node, dropped: &mut Vec<(usize, String)>) -> Option<Table> 
     if !t.contains_key("to") {
         dropped.push((r.line, "virtual_routes: no destination".into()));
         return None;
+    }
+    Some(t)
+}
+
+/// A virtual_rules line (`from A to B table T priority P fwmark M iif I
+/// oif O`, or `blackhole`/`unreachable`/`prohibit` instead of a table) as
+/// a `[[vrrp.rule]]`; a rule with an option greha lacks is named, not
+/// half carried.
+fn virtual_rule(r: &Node, dropped: &mut Vec<(usize, String)>) -> Option<Table> {
+    let words: Vec<&str> = std::iter::once(r.keyword.as_str())
+        .chain(r.args.iter().map(String::as_str))
+        .collect();
+    let mut t = Table::new();
+    let mut it = words.iter().copied();
+    while let Some(w) = it.next() {
+        let Some(key) = (match w {
+            "blackhole" | "unreachable" | "prohibit" => {
+                t.insert("type".into(), string(w));
+                continue;
+            }
+            "no_track" => continue,
+            "from" | "to" | "fwmark" | "iif" | "oif" => Some(w),
+            "priority" | "preference" | "pref" => Some("pref"),
+            "table" | "lookup" => Some("table"),
+            _ => None,
+        }) else {
+            dropped.push((r.line, format!("virtual_rules: {w}: not supported")));
+            return None;
+        };
+        let Some(v) = it.next() else {
+            dropped.push((r.line, format!("virtual_rules: {w}: no value")));
+            return None;
+        };
+        let value = match (key, v) {
+            ("table", "main") => Value::Integer(254),
+            ("table", "local") => Value::Integer(255),
+            ("table", "default") => Value::Integer(253),
+            ("table", v) if v.parse::<u32>().is_err() => {
+                dropped.push((
+                    r.line,
+                    format!("virtual_rules: table {v}: give the table's number"),
+                ));
+                return None;
+            }
+            ("table" | "pref", v) => number(v),
+            (_, v) => string(v),
+        };
+        t.insert(key.into(), value);
     }
     Some(t)
 }
@@ -1170,6 +1225,46 @@ vrrp_instance VI_1 {
             (Some("203.0.113.10".parse().unwrap()), Some(5))
         );
         assert_eq!(cfg.vrrp[0].routes[1].scope, Some(253));
+    }
+
+    /// virtual_rules in keepalived's words become `[[vrrp.rule]]` tables
+    /// greha reads back as the same rules.
+    #[test]
+    fn virtual_rules_carry_over() {
+        let text = r#"
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    virtual_ipaddress {
+        203.0.113.10/24
+    }
+    virtual_rules {
+        from 203.0.113.10 table 100 priority 100
+        to 2001:db8:5::/48 lookup main
+        from all fwmark 0x10/0xff iif eth1 table 200
+        from 192.0.2.0/24 blackhole
+        from 192.0.2.0/24 goto 10
+    }
+}
+"#;
+        let out = import(text);
+        let dropped: Vec<String> = out
+            .dropped
+            .iter()
+            .map(|(l, m)| format!("{l}: {m}"))
+            .collect();
+        assert_eq!(dropped, vec!["13: virtual_rules: goto: not supported"]);
+        let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
+        let rules: Vec<String> = cfg.vrrp[0].rules.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            rules,
+            vec![
+                "from 203.0.113.10/32 table 100 pref 100",
+                "from ::/0 to 2001:db8:5::/48 table 254",
+                "from all fwmark 0x10/0xff iif eth1 table 200",
+                "from 192.0.2.0/24 blackhole",
+            ]
+        );
     }
 
     /// A vrrp_sync_group becomes a `[[sync_group]]` whose instances carry

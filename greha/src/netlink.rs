@@ -426,6 +426,86 @@ impl Netlink {
         }
     }
 
+    /// The netlink message of a virtual rule, marked `proto keepalived`
+    /// as keepalived marks its own.
+    fn rule_message(r: &crate::vrrp::def::RuleDef) -> netlink_packet_route::rule::RuleMessage {
+        use crate::vrrp::def::RuleKind;
+        use netlink_packet_route::{
+            AddressFamily,
+            route::RouteProtocol,
+            rule::{RuleAction, RuleAttribute, RuleMessage},
+        };
+        let mut m = RuleMessage::default();
+        m.header.family = if r.ipv6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        m.header.action = match r.kind {
+            RuleKind::Table => RuleAction::ToTable,
+            RuleKind::Blackhole => RuleAction::Blackhole,
+            RuleKind::Unreachable => RuleAction::Unreachable,
+            RuleKind::Prohibit => RuleAction::Prohibit,
+        };
+        if let Some((a, p)) = r.from {
+            m.header.src_len = p;
+            m.attributes.push(RuleAttribute::Source(a));
+        }
+        if let Some((a, p)) = r.to {
+            m.header.dst_len = p;
+            m.attributes.push(RuleAttribute::Destination(a));
+        }
+        if r.kind == RuleKind::Table {
+            let t = r.table.unwrap_or(254);
+            m.header.table = u8::try_from(t).unwrap_or(252);
+            m.attributes.push(RuleAttribute::Table(t));
+        }
+        if let Some(p) = r.pref {
+            m.attributes.push(RuleAttribute::Priority(p));
+        }
+        if let Some((mark, mask)) = r.fwmark {
+            m.attributes.push(RuleAttribute::FwMark(mark));
+            if let Some(mask) = mask {
+                m.attributes.push(RuleAttribute::FwMask(mask));
+            }
+        }
+        if let Some(i) = &r.iif {
+            m.attributes.push(RuleAttribute::Iifname(i.clone()));
+        }
+        if let Some(o) = &r.oif {
+            m.attributes.push(RuleAttribute::Oifname(o.clone()));
+        }
+        m.attributes
+            .push(RuleAttribute::Protocol(RouteProtocol::KeepAlived));
+        m
+    }
+
+    /// Adds a virtual rule; false when it is there already.
+    pub async fn add_rule(&self, r: &crate::vrrp::def::RuleDef) -> Result<bool> {
+        let mut req = self.handle.rule().add();
+        *req.message_mut() = Self::rule_message(r);
+        match req.execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("adding rule {r}")),
+        }
+    }
+
+    /// Removes a virtual rule; absent is not an error (false).
+    pub async fn del_rule(&self, r: &crate::vrrp::def::RuleDef) -> Result<bool> {
+        match self
+            .handle
+            .rule()
+            .del(Self::rule_message(r))
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENOENT)) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("removing rule {r}")),
+        }
+    }
+
     /// The neighbour table's entry for `addr` on interface `index`.
     async fn neighbour(
         &self,

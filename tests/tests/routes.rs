@@ -10,15 +10,24 @@ use nix::sys::signal::Signal;
 
 const VIP: &str = "203.0.113.10";
 
-/// The routes as `ip route` shows them: a gateway route in the main
-/// table with the VIP as its source, and a blackhole in table 100.
+/// The routes as `ip route` shows them (a gateway route in the main table
+/// with the VIP as its source, and a blackhole in table 100), each there
+/// or not; the rule sending the VIP's traffic to table 100, as `ip rule`
+/// shows it, must be there exactly when they are.
 fn routes(host: &Host) -> Result<(bool, bool)> {
     let main = host.ip(&["route", "show", "198.51.100.0/24", "proto", "keepalived"])?;
     let t100 = host.ip(&["route", "show", "table", "100", "proto", "keepalived"])?;
-    Ok((
+    let rules = host.ip(&["rule", "show", "pref", "100"])?;
+    let rule = rules.contains(&format!("from {VIP} lookup 100 proto keepalived"));
+    let (a, b) = (
         main.contains("via 203.0.113.254") && main.contains(&format!("src {VIP}")),
         t100.contains("blackhole 192.0.2.0/24"),
-    ))
+    );
+    ensure!(
+        a == b && b == rule,
+        "routes {a} {b}, rule {rule}:\n{main}\n{t100}\n{rules}"
+    );
+    Ok((a, b))
 }
 
 fn greha(lab: &Lab, host: &Host, priority: u8) -> Result<Proc> {
@@ -26,7 +35,7 @@ fn greha(lab: &Lab, host: &Host, priority: u8) -> Result<Proc> {
     cmd.args(["run", "--vrrp"]).arg(format!(
         "VI_1 interface eth0 vrid 51 priority {priority} advert-int 0.1 vip {VIP}/24 \
          route 198.51.100.0/24 via 203.0.113.254 src {VIP} \
-         route 192.0.2.0/24 type blackhole table 100"
+         route 192.0.2.0/24 type blackhole table 100 rule from {VIP} table 100 pref 100"
     ));
     let mut g = host.spawn(lab, cmd, true)?;
     g.wait_ready(SHORT)?;
@@ -48,7 +57,8 @@ fn virtual_routes_follow_the_master() -> Result<()> {
         &format!(
             "state BACKUP\n interface eth0\n virtual_router_id 51\n priority 100\n advert_int 0.1\n \
              version 3\n virtual_ipaddress {{\n {VIP}/24\n }}\n virtual_routes {{\n \
-             src {VIP} to 198.51.100.0/24 via 203.0.113.254\n blackhole 192.0.2.0/24 table 100\n }}"
+             src {VIP} to 198.51.100.0/24 via 203.0.113.254\n blackhole 192.0.2.0/24 table 100\n }}\n \
+             virtual_rules {{\n from {VIP} table 100 priority 100\n }}"
         ),
         "Entering BACKUP STATE",
     )?;

@@ -87,6 +87,69 @@ impl fmt::Display for RouteDef {
     }
 }
 
+/// A routing rule that follows mastership (keepalived's virtual_rules):
+/// `ip rule add` on becoming master, `ip rule del` on leaving.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleDef {
+    pub from: Option<(IpAddr, u8)>,
+    pub to: Option<(IpAddr, u8)>,
+    /// The table looked up (with `RuleKind::Table`).
+    pub table: Option<u32>,
+    /// The rule's preference (`pref`; the kernel picks one when absent).
+    pub pref: Option<u32>,
+    /// A firewall mark and its mask.
+    pub fwmark: Option<(u32, Option<u32>)>,
+    pub iif: Option<String>,
+    pub oif: Option<String>,
+    pub kind: RuleKind,
+    /// An IPv6 rule (its addresses say so; `from all` rules are IPv4
+    /// unless `family inet6`).
+    pub ipv6: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleKind {
+    Table,
+    Blackhole,
+    Unreachable,
+    Prohibit,
+}
+
+impl fmt::Display for RuleDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let all = if self.ipv6 { "::/0" } else { "all" };
+        match self.from {
+            Some((a, p)) => write!(f, "from {a}/{p}")?,
+            None => write!(f, "from {all}")?,
+        }
+        if let Some((a, p)) = self.to {
+            write!(f, " to {a}/{p}")?;
+        }
+        if let Some((m, mask)) = self.fwmark {
+            write!(f, " fwmark {m:#x}")?;
+            if let Some(mask) = mask {
+                write!(f, "/{mask:#x}")?;
+            }
+        }
+        if let Some(i) = &self.iif {
+            write!(f, " iif {i}")?;
+        }
+        if let Some(o) = &self.oif {
+            write!(f, " oif {o}")?;
+        }
+        match self.kind {
+            RuleKind::Table => write!(f, " table {}", self.table.unwrap_or(254))?,
+            RuleKind::Blackhole => f.write_str(" blackhole")?,
+            RuleKind::Unreachable => f.write_str(" unreachable")?,
+            RuleKind::Prohibit => f.write_str(" prohibit")?,
+        }
+        if let Some(p) = self.pref {
+            write!(f, " pref {p}")?;
+        }
+        Ok(())
+    }
+}
+
 /// A VRRP instance as the operator defines it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstanceDef {
@@ -140,6 +203,8 @@ pub struct InstanceDef {
     pub sync_group: Option<SyncGroup>,
     /// Routes that follow mastership (`route DEST ...`).
     pub routes: Vec<RouteDef>,
+    /// Rules that follow mastership (`rule [from ...] ...`).
+    pub rules: Vec<RuleDef>,
     /// IPv6 whatever the VIPs say (keepalived's native_ipv6): what makes an
     /// instance without VIPs an IPv6 one.
     pub native_ipv6: bool,
@@ -396,11 +461,14 @@ impl InstanceDef {
             track_primary: true,
             sync_group: None,
             routes: Vec::new(),
+            rules: Vec::new(),
             native_ipv6: false,
         };
         let mut vrid = None;
         // Whether a `dev` belongs to the last route (else the last vip).
         let mut after_route = false;
+        // Whether `table` and `type` belong to the last rule.
+        let mut after_rule = false;
         while let Some(word) = it.next() {
             let mut value = || {
                 it.next()
@@ -703,6 +771,7 @@ impl InstanceDef {
                         noprefixroute: false,
                     });
                     after_route = false;
+                    after_rule = false;
                 }
                 "route" => {
                     let v = value()?;
@@ -726,6 +795,121 @@ impl InstanceDef {
                         kind: RouteKind::Unicast,
                     });
                     after_route = true;
+                    after_rule = false;
+                }
+                "rule" => {
+                    d.rules.push(RuleDef {
+                        from: None,
+                        to: None,
+                        table: None,
+                        pref: None,
+                        fwmark: None,
+                        iif: None,
+                        oif: None,
+                        kind: RuleKind::Table,
+                        ipv6: false,
+                    });
+                    after_rule = true;
+                    after_route = false;
+                }
+                "from" | "to" | "pref" | "fwmark" | "iif" | "oif" | "family" | "table" | "type"
+                    if after_rule || !matches!(word, "table" | "type") =>
+                {
+                    let v = value()?;
+                    let rule = d
+                        .rules
+                        .last_mut()
+                        .ok_or_else(|| err(&name, word, "belongs after a rule").value(v))?;
+                    match word {
+                        "from" | "to" => {
+                            let at = if v == "all" {
+                                None
+                            } else {
+                                let (a, p) = cidr(v, false).ok_or_else(|| {
+                                    bad(&name, word, v, "is not an address (ADDR[/LEN] or all)")
+                                })?;
+                                let other = if word == "from" { rule.to } else { rule.from };
+                                if other.is_some_and(|(o, _)| o.is_ipv4() != a.is_ipv4()) {
+                                    return Err(bad(
+                                        &name,
+                                        word,
+                                        v,
+                                        "is not of the rule's other address's family",
+                                    ));
+                                }
+                                rule.ipv6 = a.is_ipv6();
+                                Some((a, p))
+                            };
+                            if word == "from" {
+                                rule.from = at;
+                            } else {
+                                rule.to = at;
+                            }
+                        }
+                        "family" => {
+                            rule.ipv6 = match v {
+                                "inet" | "ipv4" => false,
+                                "inet6" | "ipv6" => true,
+                                _ => return Err(bad(&name, word, v, "is not inet or inet6")),
+                            };
+                        }
+                        "pref" | "table" => {
+                            let n: u32 = v
+                                .parse()
+                                .ok()
+                                .filter(|n| word == "pref" || (1..=0xffff_fffe).contains(n))
+                                .ok_or_else(|| bad(&name, word, v, "is not a number"))?;
+                            if word == "pref" {
+                                rule.pref = Some(n);
+                            } else {
+                                rule.table = Some(n);
+                            }
+                        }
+                        "fwmark" => {
+                            let num = |t: &str| {
+                                t.strip_prefix("0x").map_or_else(
+                                    || t.parse().ok(),
+                                    |h| u32::from_str_radix(h, 16).ok(),
+                                )
+                            };
+                            let (m, mask) =
+                                v.split_once('/').map_or((v, None), |(m, k)| (m, Some(k)));
+                            let m = num(m).ok_or_else(|| {
+                                bad(&name, word, v, "is not a mark (N or N/MASK)")
+                            })?;
+                            let mask = match mask {
+                                Some(k) => Some(num(k).ok_or_else(|| {
+                                    bad(&name, word, v, "is not a mark (N or N/MASK)")
+                                })?),
+                                None => None,
+                            };
+                            rule.fwmark = Some((m, mask));
+                        }
+                        "iif" | "oif" => {
+                            ifname(&name, word, v)?;
+                            if word == "iif" {
+                                rule.iif = Some(v.to_owned());
+                            } else {
+                                rule.oif = Some(v.to_owned());
+                            }
+                        }
+                        _ => {
+                            rule.kind = match v {
+                                "table" => RuleKind::Table,
+                                "blackhole" => RuleKind::Blackhole,
+                                "unreachable" => RuleKind::Unreachable,
+                                "prohibit" => RuleKind::Prohibit,
+                                _ => {
+                                    return Err(bad(
+                                        &name,
+                                        word,
+                                        v,
+                                        "is not a rule type (table, blackhole, unreachable, prohibit)",
+                                    ));
+                                }
+                            };
+                        }
+                    }
                 }
                 "via" | "src" | "metric" | "table" | "scope" | "type"
                     if word != "scope" || after_route =>
@@ -856,6 +1040,17 @@ impl InstanceDef {
         }
         if d.interface.is_empty() {
             return Err(err(&name, "interface", "an interface is required"));
+        }
+        for r in &d.rules {
+            if r.kind == RuleKind::Table && r.table.is_none() {
+                return Err(err(
+                    &name,
+                    "rule",
+                    format!(
+                        "{r}: a rule needs a table, or a type (blackhole, unreachable, prohibit)"
+                    ),
+                ));
+            }
         }
         for r in &d.routes {
             if r.kind == RouteKind::Unicast && r.via.is_none() && r.dev.is_none() {
@@ -1051,6 +1246,42 @@ mod tests {
         }
         let d = parse("v interface eth0 vrid 1 native-ipv6 vip 2001:db8::1").unwrap();
         assert_eq!(d.family(), Family::V6);
+    }
+
+    /// Rules in iproute2's words; `table` and `type` after a rule are the
+    /// rule's, after a route the route's.
+    #[test]
+    fn parses_rules() {
+        let d = parse(
+            "v interface eth0 vrid 1 vip 192.0.2.5 rule from 192.0.2.5 table 100 pref 10 \
+             route 198.51.100.0/24 dev eth0 table 7 rule to 2001:db8::/32 type prohibit \
+             rule fwmark 0x10/0xff iif eth1 table 200",
+        )
+        .unwrap();
+        let rules: Vec<String> = d.rules.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rules,
+            vec![
+                "from 192.0.2.5/32 table 100 pref 10",
+                "from ::/0 to 2001:db8::/32 prohibit",
+                "from all fwmark 0x10/0xff iif eth1 table 200",
+            ]
+        );
+        assert_eq!(d.routes[0].table, Some(7));
+        for (spec, want) in [
+            ("rule from 192.0.2.0/24", "a rule needs a table, or a type"),
+            (
+                "rule from 192.0.2.0/24 to 2001:db8::/32 table 1",
+                "is not of the rule's other address's family",
+            ),
+            ("rule fwmark x table 1", "is not a mark"),
+            ("from 192.0.2.1", "belongs after a rule"),
+        ] {
+            let e = parse(&format!("v interface eth0 vrid 1 vip 192.0.2.5 {spec}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{spec}: {e}");
+        }
     }
 
     /// A VIP takes `ip addr add`'s brd, scope, peer and noprefixroute, as

@@ -349,18 +349,18 @@ pub fn restarts(old: &InstanceDef, new: &InstanceDef) -> bool {
 /// A VIP where it lives: (interface index, address).
 pub type VipAt = (u32, IpAddr);
 
-/// A master's VIPs after an in-place change: which of those it `added`
-/// go, and which of `want` are new.
-pub fn vip_changes(added: &[VipAt], want: &[VipAt]) -> (Vec<VipAt>, Vec<VipAt>) {
+/// A master's VIPs, routes or rules after an in-place change: which of
+/// those it `added` go, and which of `want` are new.
+pub fn changes<T: Clone + PartialEq>(added: &[T], want: &[T]) -> (Vec<T>, Vec<T>) {
     let gone = added
         .iter()
         .filter(|a| !want.contains(a))
-        .copied()
+        .cloned()
         .collect();
     let new = want
         .iter()
         .filter(|w| !added.contains(w))
-        .copied()
+        .cloned()
         .collect();
     (gone, new)
 }
@@ -866,9 +866,9 @@ mod tests {
     }
 
     #[test]
-    fn vip_changes_in_place() {
+    fn changes_in_place() {
         let a = |n: u8| (2, IpAddr::from([203, 0, 113, n]));
-        let (gone, new) = vip_changes(
+        let (gone, new) = changes(
             &[a(10), a(11)],
             &[a(11), a(12), (3, IpAddr::from([203, 0, 113, 10]))],
         );

@@ -18,7 +18,7 @@ use tokio::{
 use tracing::{info, warn};
 
 use super::{
-    def::{Family, InstanceDef, RouteDef, TrackKind},
+    def::{Family, InstanceDef, RouteDef, RuleDef, TrackKind},
     engine::{Action, Event, HandoverNote, Instance, State},
     fastpath::{self, Fast, FastPath, ctl_of},
     host::{self, Prepared, Vip},
@@ -54,6 +54,8 @@ struct Running {
     /// place while Master.
     routes: Vec<(RouteDef, Option<u32>)>,
     added_routes: Vec<(RouteDef, Option<u32>)>,
+    /// The virtual rules in place while Master.
+    added_rules: Vec<RuleDef>,
     garp: Option<JoinHandle<()>>,
     /// The re-announcement after hearing a lower priority as master.
     lower_garp: Option<JoinHandle<()>>,
@@ -369,6 +371,11 @@ impl Vrrp {
                     warn!(instance = %def.name, route = %r, "removed a route left behind by an earlier run");
                 }
             }
+            for r in &def.rules {
+                if self.nl.del_rule(r).await? {
+                    warn!(instance = %def.name, rule = %r, "removed a rule left behind by an earlier run");
+                }
+            }
         }
         if self.links.is_none() && trackers.iter().any(|t| t.ifindex != 0) {
             self.links = Some(netlink::watch_links()?);
@@ -470,6 +477,7 @@ impl Vrrp {
             added: Vec::new(),
             routes,
             added_routes: Vec::new(),
+            added_rules: Vec::new(),
             garp: None,
             lower_garp: None,
             transitions: Transitions::default(),
@@ -602,29 +610,32 @@ impl Vrrp {
         r.vips = vips;
         r.routes = routes;
         if r.engine.state() == State::Master {
-            // Routes that changed go, new ones come; the same stay.
+            // Routes and rules that changed go, new ones come; the same
+            // stay.
             let r = &mut self.instances[i];
-            let want = r.routes.clone();
-            let gone: Vec<_> = r
-                .added_routes
-                .iter()
-                .filter(|a| !want.contains(a))
-                .cloned()
-                .collect();
-            r.added_routes.retain(|a| want.contains(a));
+            let (gone, new) = router::changes(&r.added_routes, &r.routes);
+            r.added_routes.retain(|a| !gone.contains(a));
+            let (gone_rules, new_rules) = router::changes(&r.added_rules, &r.def.rules);
+            r.added_rules.retain(|a| !gone_rules.contains(a));
+            for rule in gone_rules {
+                if let Err(e) = self.nl.del_rule(&rule).await {
+                    warn!(instance = %self.instances[i].def.name, "removing rule {rule}: {e:#}");
+                }
+            }
             for (route, oif) in gone {
                 if let Err(e) = self.nl.del_route(&route, oif).await {
                     warn!(instance = %self.instances[i].def.name, "removing route {route}: {e:#}");
                 }
             }
-            let r = &self.instances[i];
-            let new: Vec<_> = want
-                .into_iter()
-                .filter(|w| !r.added_routes.contains(w))
-                .collect();
             for (route, oif) in new {
                 match self.nl.add_route(&route, oif).await {
                     Ok(_) => self.instances[i].added_routes.push((route, oif)),
+                    Err(e) => warn!(instance = %self.instances[i].def.name, "{e:#}"),
+                }
+            }
+            for rule in new_rules {
+                match self.nl.add_rule(&rule).await {
+                    Ok(_) => self.instances[i].added_rules.push(rule),
                     Err(e) => warn!(instance = %self.instances[i].def.name, "{e:#}"),
                 }
             }
@@ -632,7 +643,7 @@ impl Vrrp {
         let r = &mut self.instances[i];
         if r.engine.state() == State::Master {
             let want: Vec<(u32, IpAddr)> = r.vips.iter().map(|v| (v.ifindex, v.addr)).collect();
-            let (gone, new) = router::vip_changes(&r.added, &want);
+            let (gone, new) = router::changes(&r.added, &want);
             for (ifindex, addr) in gone {
                 if let Err(e) = self.nl.del_address(ifindex, addr).await {
                     warn!(instance = %self.instances[i].def.name, "removing VIP {addr}: {e:#}");
@@ -1178,6 +1189,12 @@ impl Vrrp {
                         Err(e) => warn!(instance = %r.def.name, "{e:#}"),
                     }
                 }
+                for rule in r.def.rules.clone() {
+                    match self.nl.add_rule(&rule).await {
+                        Ok(_) => r.added_rules.push(rule),
+                        Err(e) => warn!(instance = %r.def.name, "{e:#}"),
+                    }
+                }
                 let rounds = io::Rounds {
                     repeat: r.def.garp_repeat,
                     delay: r.def.garp_delay,
@@ -1206,6 +1223,11 @@ impl Vrrp {
             Action::DelVips => {
                 for g in [r.garp.take(), r.lower_garp.take()].into_iter().flatten() {
                     g.abort();
+                }
+                for rule in std::mem::take(&mut r.added_rules) {
+                    if let Err(e) = self.nl.del_rule(&rule).await {
+                        warn!(instance = %r.def.name, "{e:#}");
+                    }
                 }
                 for (route, oif) in std::mem::take(&mut r.added_routes) {
                     if let Err(e) = self.nl.del_route(&route, oif).await {
