@@ -412,7 +412,10 @@ pub struct VrrpCtl {
     /// [`ipv4_in16`]).
     pub master_ip: [u8; 16],
     pub master_priority: u8,
-    pub _pad: [u8; 1],
+    /// 1: the instance takes unicast adverts, whose TTL is the daemon's
+    /// to judge (keepalived checks none unless a peer has bounds, as a
+    /// peer may be routers away); 0: TTL 255 is required here.
+    pub unicast: u8,
     pub master_interval_cs: u16,
     /// The instance's index in GREHA_VRRP_SEEN (below [`MAX_VRRP`]).
     pub slot: u32,
@@ -495,7 +498,7 @@ pub const STEADY_BASE_CTL: VrrpCtl = VrrpCtl {
     auth: [0; 8],
     master_ip: ipv4_in16([198, 51, 100, 2]),
     master_priority: 150,
-    _pad: [0],
+    unicast: 0,
     master_interval_cs: 100,
     slot: 0,
     priority: 100,

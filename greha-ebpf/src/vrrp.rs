@@ -214,6 +214,10 @@ fn vrrp<F: Frame>(ctx: &F) -> Verdict {
     let s = unsafe { &mut *stats };
 
     if o.hops != 255 {
+        if ctl.unicast != 0 {
+            s.to_daemon += 1;
+            return Verdict::Pass;
+        }
         s.ip_ttl_errors += 1;
         return Verdict::Drop;
     }

@@ -173,6 +173,7 @@ fn words(
             "vip"
                 | "route"
                 | "rule"
+                | "unicast_peer"
                 | "track_interface"
                 | "track_script"
                 | "track_tunnel"
@@ -248,6 +249,7 @@ const VRRP_KEYS: &[&str] = &[
     "notify_stop",
     "notify",
     "sync_group",
+    "unicast_ttl",
 ];
 
 /// A `[[vrrp.rule]]`'s keys, each the spec's word.
@@ -534,6 +536,11 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
             "path",
             &["path", "weight", "reverse", "init", "overwrite"][..],
         ),
+        (
+            "unicast_peer",
+            "address",
+            &["address", "min_ttl", "max_ttl"][..],
+        ),
     ] {
         for e in sub(kind)? {
             let head = e.get_ref().get(first).ok_or_else(|| {
@@ -548,6 +555,7 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
                 "track_interface" => "track-interface",
                 "track_tunnel" => "track-tunnel",
                 "track_file" => "track-file",
+                "unicast_peer" => "unicast-peer",
                 _ => "track-script",
             };
             push(
@@ -579,7 +587,12 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
                     }
                     continue;
                 }
-                push(&mut w, src.line(&k.span()), key, scalar(src, key, v)?);
+                push(
+                    &mut w,
+                    src.line(&k.span()),
+                    &key.replace('_', "-"),
+                    scalar(src, key, v)?,
+                );
             }
         }
     }

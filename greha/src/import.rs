@@ -308,6 +308,7 @@ fn instance(
             "garp_master_refresh" => Some("garp_refresh"),
             "garp_lower_prio_delay" => Some("garp_lower_prio_delay"),
             "garp_lower_prio_repeat" => Some("garp_lower_prio_repeat"),
+            "unicast_ttl" => Some("unicast_ttl"),
             _ => None,
         };
         if let Some(field) = simple {
@@ -421,8 +422,32 @@ fn instance(
                 }
             }
             "unicast_peer" => {
-                let peers = c.children.iter().map(|p| string(&p.keyword)).collect();
-                t.insert("unicast_peers".into(), Value::Array(peers));
+                // Plain addresses as a list; one with TTL bounds as a table.
+                let mut peers = Vec::new();
+                for p in &c.children {
+                    if p.args.is_empty() {
+                        peers.push(string(&p.keyword));
+                        continue;
+                    }
+                    let mut peer = Table::new();
+                    peer.insert("address".into(), string(&p.keyword));
+                    let mut args = p.args.iter();
+                    while let Some(k) = args.next() {
+                        match (k.as_str(), args.next()) {
+                            (k @ ("min_ttl" | "max_ttl"), Some(v)) => {
+                                peer.insert(k.into(), number(v));
+                            }
+                            (k, _) => dropped.push((
+                                p.line,
+                                format!("unicast_peer {}: {k}: not supported", p.keyword),
+                            )),
+                        }
+                    }
+                    push(&mut t, "unicast_peer", peer);
+                }
+                if !peers.is_empty() {
+                    t.insert("unicast_peers".into(), Value::Array(peers));
+                }
             }
             "track_interface" | "track_script" | "track_file" => {
                 tracks_of(c, scripts, files, dropped, &mut tracks);
@@ -1265,6 +1290,34 @@ vrrp_instance VI_1 {
                 "from 192.0.2.0/24 blackhole",
             ]
         );
+    }
+
+    /// unicast_ttl and a unicast peer's min_ttl/max_ttl carry over.
+    #[test]
+    fn unicast_ttls_carry_over() {
+        let text = r#"
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    unicast_ttl 64
+    unicast_src_ip 192.0.2.1
+    unicast_peer {
+        192.0.2.2
+        198.51.100.2 min_ttl 250 max_ttl 254
+    }
+    virtual_ipaddress {
+        203.0.113.10/24
+    }
+}
+"#;
+        let out = import(text);
+        assert!(out.dropped.is_empty(), "{:?}", out.dropped);
+        let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
+        let v = &cfg.vrrp[0];
+        assert_eq!(v.unicast_ttl, 64);
+        let peers: Vec<String> = v.unicast_peers.iter().map(ToString::to_string).collect();
+        assert_eq!(peers, vec!["192.0.2.2", "198.51.100.2"]);
+        assert_eq!(v.unicast_peer_ttl, vec![(0, 255), (250, 254)]);
     }
 
     /// A vrrp_sync_group becomes a `[[sync_group]]` whose instances carry

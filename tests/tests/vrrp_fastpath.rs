@@ -242,6 +242,13 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
         &not_preempting,
         &ctl_prio(3, 1, 0, 100, &[0; 8], 3, 200, false),
     )?;
+    // A unicast instance: a peer routers away sends TTL below 255, which
+    // is the daemon's to judge (keepalived takes it unless the peer has
+    // bounds).
+    let unicast = key(ifindex, 55);
+    let mut unicast_ctl = ctl(3, 1, 0, 100, &[0; 8], 4);
+    unicast_ctl[33] = 1;
+    map_update(&pins, "GREHA_VRRP_CTL", &unicast, &unicast_ctl)?;
 
     let ka = ChecksumForm::PseudoHeader;
     let w3 = |a: Advert| a.write(ka, MASTER, MULTICAST).to_vec();
@@ -425,6 +432,17 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
             "ip_ttl_errors",
         ),
         (
+            "TTL 64 to a unicast instance",
+            &unicast,
+            frame(
+                MASTER,
+                64,
+                &w3(advert(Version::V3, 55, 150, 100, Auth::None)),
+            ),
+            XDP_PASS,
+            "to_daemon",
+        ),
+        (
             "bad checksum",
             &v3,
             frame(MASTER, 255, &bad_sum),
@@ -536,6 +554,8 @@ fn verdicts_and_counters_for_every_check_and_rule() -> Result<()> {
             let moved: Vec<&String> = after.keys().filter(|f| delta(f) > 0).collect();
             let expected = match *counter {
                 "absorbed" => 2,
+                // Passed at the TTL check, before any other is counted.
+                "to_daemon" if what.contains("unicast") => 1,
                 "to_daemon" => 2,
                 "rcvd_pri_zero_packets" => 3,
                 _ => 1,

@@ -525,3 +525,91 @@ fn tracked_files_move_the_priority_and_fault() -> Result<()> {
     takes_over(&p.a, SHORT)?;
     Ok(())
 }
+
+/// Unicast VRRP between routers a router apart, as keepalived runs it: a
+/// unicast advert arrives with TTL 254, which keepalived accepts unless
+/// the peer has `min_ttl`/`max_ttl` bounds; greha sends with `unicast-ttl`
+/// and accepts the same way. greha master (TTL 64 sent, 63 seen past the
+/// router), keepalived following; greha backup, following keepalived; and
+/// with `min-ttl 255` greha refuses the routed adverts and counts them.
+#[test]
+fn unicast_across_a_router_with_keepalived() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let r = lab.host("r")?;
+    let b = lab.host("b")?;
+    lab.link(&a, "198.51.100.1/24", &r, "198.51.100.254/24")?;
+    lab.link(&r, "192.0.2.254/24", &b, "192.0.2.2/24")?;
+    r.sysctl("net.ipv4.ip_forward", "1")?;
+    a.ip(&["route", "add", "192.0.2.0/24", "via", "198.51.100.254"])?;
+    b.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.254"])?;
+    let vip = "203.0.113.10";
+    let holds = |h: &Host| -> Result<bool> {
+        Ok(h.ip(&["-br", "-4", "addr", "show", "dev", "eth0"])?
+            .contains(&format!("{vip}/32")))
+    };
+    let _ka = greha_tests::start_keepalived(
+        &lab,
+        &b,
+        "b",
+        &format!(
+            "state BACKUP\n interface eth0\n virtual_router_id 51\n priority 100\n \
+             advert_int 0.1\n version 3\n unicast_src_ip 192.0.2.2\n \
+             unicast_peer {{\n 198.51.100.1\n }}\n virtual_ipaddress {{\n {vip}/32\n }}"
+        ),
+        "Entering BACKUP STATE",
+    )?;
+    let start = |lab: &Lab, priority: u8, peer: &str| -> Result<Proc> {
+        let mut cmd = lab.greha(&a);
+        cmd.args(["run", "--vrrp"]).arg(format!(
+            "VI_1 interface eth0 vrid 51 priority {priority} advert-int 0.1 \
+             unicast-peer 192.0.2.2 {peer} unicast-ttl 64 vip {vip}/32"
+        ));
+        let mut g = a.spawn(lab, cmd, true)?;
+        g.wait_ready(SHORT)?;
+        Ok(g)
+    };
+    // greha master: keepalived follows its adverts, seen with TTL 63.
+    let mut cap = r.command("tshark");
+    cap.args([
+        "-i",
+        "eth1",
+        "-l",
+        "-c",
+        "1",
+        "-f",
+        "ip proto 112 and src 198.51.100.1",
+    ])
+    .args(["-T", "fields", "-e", "ip.ttl"]);
+    let mut cap = r.spawn(&lab, cap, false)?;
+    cap.wait_for_output("Capture started", SHORT)?;
+    let mut g = start(&lab, 150, "")?;
+    cap.wait(SHORT)?;
+    ensure!(
+        cap.log().lines().any(|l| l.trim() == "63"),
+        "greha's unicast advert past the router: {}",
+        cap.log()
+    );
+    wait_until(SHORT, "greha master", || holds(&a))?;
+    for _ in 0..10 {
+        ensure!(!holds(&b)?, "keepalived took over from a live greha");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // greha backup: it follows keepalived's adverts, TTL 254 here.
+    g.terminate(SHORT)?;
+    wait_until(SHORT, "keepalived master", || holds(&b))?;
+    let mut g = start(&lab, 50, "")?;
+    wait_until(SHORT, "greha following keepalived", || {
+        let v = &lab.greha_status(&a)?["vrrp"][0];
+        Ok(v["state"] == "backup" && v["master"] == "192.0.2.2")
+    })?;
+    ensure!(!holds(&a)?, "greha holds the VIP as backup");
+    g.terminate(SHORT)?;
+    // Bounds: routed adverts refused and counted.
+    let _g = start(&lab, 50, "min-ttl 255")?;
+    wait_until(SHORT, "greha refusing the routed adverts", || {
+        let v = &lab.greha_status(&a)?["vrrp"][0];
+        Ok(v["stats"]["ip_ttl_errors"].as_u64().unwrap_or(0) > 0 && v["state"] == "master")
+    })?;
+    Ok(())
+}

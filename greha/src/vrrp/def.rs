@@ -180,6 +180,13 @@ pub struct InstanceDef {
     /// The source of unicast adverts (keepalived's unicast_src_ip); the
     /// interface's primary address when not given.
     pub unicast_src: Option<IpAddr>,
+    /// The TTL (hop limit) of unicast adverts sent (keepalived's
+    /// unicast_ttl; 255 by default).
+    pub unicast_ttl: u8,
+    /// Each unicast peer's accepted TTL range, index for index with
+    /// `unicast_peers` (keepalived's `min_ttl`/`max_ttl`; 0 to 255 by
+    /// default: a peer may be routers away).
+    pub unicast_peer_ttl: Vec<(u8, u8)>,
     /// While master, announce the VIPs again at this interval
     /// (keepalived's garp_master_refresh); never when zero.
     pub garp_refresh: Duration,
@@ -422,6 +429,13 @@ impl InstanceDef {
             auth: self.auth.clone(),
             higher_prio_send_advert: self.higher_prio_send_advert,
             sync_group: self.sync_group.is_some(),
+            unicast_ttl: (!self.unicast_peers.is_empty()).then(|| {
+                self.unicast_peers
+                    .iter()
+                    .zip(&self.unicast_peer_ttl)
+                    .map(|(p, (min, max))| (*p, *min, *max))
+                    .collect()
+            }),
         }
     }
 
@@ -453,6 +467,8 @@ impl InstanceDef {
             track: Vec::new(),
             unicast_peers: Vec::new(),
             unicast_src: None,
+            unicast_ttl: 255,
+            unicast_peer_ttl: Vec::new(),
             garp_refresh: Duration::ZERO,
             garp_lower_prio_repeat: 5,
             garp_lower_prio_delay: Duration::from_secs(5),
@@ -566,6 +582,28 @@ impl InstanceDef {
                         v.parse()
                             .map_err(|_| bad(&name, word, v, "is not an IP address"))?,
                     );
+                    d.unicast_peer_ttl.push((0, 255));
+                }
+                "min-ttl" | "max-ttl" | "unicast-ttl" => {
+                    let v = value()?;
+                    let n: u8 = v
+                        .parse()
+                        .map_err(|_| bad(&name, word, v, "is not a TTL (0 to 255)"))?;
+                    if word == "unicast-ttl" {
+                        if n == 0 {
+                            return Err(bad(&name, word, v, "is not a TTL to send (1 to 255)"));
+                        }
+                        d.unicast_ttl = n;
+                    } else {
+                        let bounds = d.unicast_peer_ttl.last_mut().ok_or_else(|| {
+                            err(&name, word, "belongs after a unicast-peer").value(v)
+                        })?;
+                        if word == "min-ttl" {
+                            bounds.0 = n;
+                        } else {
+                            bounds.1 = n;
+                        }
+                    }
                 }
                 "unicast-src" => {
                     let v = value()?;
@@ -1152,6 +1190,21 @@ impl InstanceDef {
                 ),
             ));
         }
+        if let Some((p, (min, max))) = d
+            .unicast_peers
+            .iter()
+            .zip(&d.unicast_peer_ttl)
+            .find(|(_, (min, max))| min > max)
+        {
+            return Err(err(
+                &name,
+                "min-ttl",
+                format!("unicast-peer {p}: min-ttl {min} is above max-ttl {max}"),
+            ));
+        }
+        if d.unicast_ttl != 255 && d.unicast_peers.is_empty() {
+            return Err(err(&name, "unicast-ttl", "needs at least one unicast-peer"));
+        }
         if d.unicast_src.is_some() && d.unicast_peers.is_empty() {
             return Err(err(&name, "unicast-src", "needs at least one unicast-peer"));
         }
@@ -1246,6 +1299,45 @@ mod tests {
         }
         let d = parse("v interface eth0 vrid 1 native-ipv6 vip 2001:db8::1").unwrap();
         assert_eq!(d.family(), Family::V6);
+    }
+
+    /// keepalived's unicast TTL words: the TTL sent, and each peer's
+    /// accepted range.
+    #[test]
+    fn unicast_ttls() {
+        let d = parse(
+            "v interface eth0 vrid 1 vip 192.0.2.5 unicast-peer 192.0.2.6 min-ttl 250 \
+             unicast-peer 192.0.2.7 unicast-ttl 64",
+        )
+        .unwrap();
+        assert_eq!(
+            (d.unicast_ttl, d.unicast_peer_ttl.clone()),
+            (64, vec![(250, 255), (0, 255)])
+        );
+        assert_eq!(
+            d.engine_config(d.vips[0].addr).unicast_ttl,
+            Some(vec![
+                ("192.0.2.6".parse().unwrap(), 250, 255),
+                ("192.0.2.7".parse().unwrap(), 0, 255)
+            ])
+        );
+        for (spec, want) in [
+            ("min-ttl 3", "belongs after a unicast-peer"),
+            (
+                "unicast-peer 192.0.2.6 min-ttl 9 max-ttl 8",
+                "min-ttl 9 is above max-ttl 8",
+            ),
+            ("unicast-ttl 64", "needs at least one unicast-peer"),
+            (
+                "unicast-peer 192.0.2.6 unicast-ttl 0",
+                "is not a TTL to send",
+            ),
+        ] {
+            let e = parse(&format!("v interface eth0 vrid 1 vip 192.0.2.5 {spec}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{spec}: {e}");
+        }
     }
 
     /// Rules in iproute2's words; `table` and `type` after a rule are the

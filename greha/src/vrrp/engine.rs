@@ -44,6 +44,10 @@ pub struct Config {
     /// makes it master ([`Event::SyncMaster`]) once every member wants to
     /// (keepalived's vrrp_sync_group, which prefers backup to thrashing).
     pub sync_group: bool,
+    /// Unicast: each peer's accepted TTL range (keepalived checks no TTL
+    /// of a unicast advert unless the peer has bounds). None: multicast,
+    /// where the RFC's 255 is required.
+    pub unicast_ttl: Option<Vec<(IpAddr, u8, u8)>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -713,8 +717,15 @@ impl Instance {
 
     /// The receive checks of RFC 3768 §7.1 / RFC 5798 §7.1 that need the
     /// configuration; false when the advert must be dropped.
-    fn accept(&mut self, ttl: u8, adv: &Advert) -> bool {
-        if ttl != 255 {
+    fn accept(&mut self, src: IpAddr, ttl: u8, adv: &Advert) -> bool {
+        let ttl_ok = match &self.cfg.unicast_ttl {
+            None => ttl == 255,
+            Some(peers) => peers
+                .iter()
+                .find(|(p, _, _)| *p == src)
+                .is_none_or(|(_, min, max)| (*min..=*max).contains(&ttl)),
+        };
+        if !ttl_ok {
             self.stats.ip_ttl_errors += 1;
             return false;
         }
@@ -767,7 +778,7 @@ impl Instance {
     }
 
     fn advert(&mut self, now: Time, src: IpAddr, ttl: u8, adv: &Advert, out: &mut Vec<Action>) {
-        if adv.vrid != self.cfg.vrid || !self.accept(ttl, adv) {
+        if adv.vrid != self.cfg.vrid || !self.accept(src, ttl, adv) {
             return;
         }
         self.stats.rcvd_advertisements += 1;

@@ -29,6 +29,7 @@ fn cfg(version: Version, priority: u8, interval_cs: u16) -> Config {
         },
         higher_prio_send_advert: false,
         sync_group: false,
+        unicast_ttl: None,
     }
 }
 
@@ -824,4 +825,39 @@ fn a_sync_group_member_waits_for_its_group() {
     let mut alone = started(cfg(Version::V3, 100, 100));
     let down = alone.next_deadline().unwrap();
     assert!(alone.handle(down, Event::Timer).contains(&Action::AddVips));
+}
+
+/// TTL as keepalived judges it: multicast needs 255; a unicast advert is
+/// taken at any TTL (the peer may be routers away) unless the peer has
+/// bounds.
+#[test]
+fn unicast_ttl_bounds() {
+    for (bounds, ttl, taken) in [
+        (None, 255, true),
+        (None, 254, false),
+        (Some((0, 255)), 254, true),
+        (Some((0, 255)), 1, true),
+        (Some((250, 255)), 249, false),
+        (Some((250, 254)), 255, false),
+        (Some((250, 254)), 252, true),
+    ] {
+        let c = Config {
+            unicast_ttl: bounds.map(|(min, max)| vec![(HIGH, min, max)]),
+            ..cfg(Version::V3, 100, 100)
+        };
+        let mut e = started(c.clone());
+        e.handle(
+            ms(10),
+            Event::Advert {
+                src: HIGH,
+                ttl,
+                advert: advert(&c, 150),
+            },
+        );
+        assert_eq!(
+            (e.master() == Some(HIGH), e.stats().ip_ttl_errors),
+            (taken, u64::from(!taken)),
+            "{bounds:?} ttl {ttl}"
+        );
+    }
 }

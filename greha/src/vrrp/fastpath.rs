@@ -108,7 +108,7 @@ pub fn ctl_of(def: &InstanceDef, engine: &Instance, slot: u32) -> VrrpCtl {
         auth,
         master_ip,
         master_priority,
-        _pad: [0],
+        unicast: u8::from(!def.unicast_peers.is_empty()),
         master_interval_cs,
         slot,
         priority: engine.priority(),

@@ -155,15 +155,19 @@ impl VrrpSocket {
     /// A socket that sends unicast adverts from `src` on `iface`. Bound to
     /// `src` so the kernel puts it as the source; it is never read (the
     /// receiving socket hears unicast adverts too).
-    pub fn open_unicast(iface: &str, ifindex: u32, src: IpAddr) -> Result<Self> {
+    pub fn open_unicast(iface: &str, ifindex: u32, src: IpAddr, ttl: u8) -> Result<Self> {
         let s = match src {
-            IpAddr::V6(src) => ipv6_sender(iface, ifindex, src)?,
+            IpAddr::V6(src) => {
+                let s = ipv6_sender(iface, ifindex, src)?;
+                s.set_unicast_hops_v6(u32::from(ttl))?;
+                s
+            }
             IpAddr::V4(src) => {
                 let s = raw_socket(Domain::IPV4)?;
                 s.bind_device(Some(iface.as_bytes()))?;
                 s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
                     .with_context(|| format!("binding the unicast VRRP socket to {src}"))?;
-                s.set_ttl_v4(255)?;
+                s.set_ttl_v4(u32::from(ttl))?;
                 // Nothing reads it: keep what queues there small.
                 s.set_recv_buffer_size(1)?;
                 s.set_nonblocking(true)?;

@@ -342,6 +342,7 @@ pub fn restarts(old: &InstanceDef, new: &InstanceDef) -> bool {
         || old.version != new.version
         || old.unicast_peers != new.unicast_peers
         || old.unicast_src != new.unicast_src
+        || old.unicast_ttl != new.unicast_ttl
         || old.fastpath != new.fastpath
         || (old.priority == 255) != (new.priority == 255)
 }

@@ -414,6 +414,7 @@ impl Vrrp {
                     &def.interface,
                     link.index,
                     primary,
+                    def.unicast_ttl,
                 )?),
             };
             Ok((shared, unicast))
