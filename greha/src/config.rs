@@ -28,6 +28,8 @@ pub struct Config {
     pub count: Vec<String>,
     pub tunnels: Vec<TunnelDef>,
     pub vrrp: Vec<InstanceDef>,
+    /// keepalived's notify_fifo (`notify_fifo = "/run/greha/notify"`).
+    pub notify_fifo: Option<PathBuf>,
 }
 
 /// One word of a spec and where it came from.
@@ -306,6 +308,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
                 for t in array(&src, key, v)? {
                     groups.push(sync_group(&src, t)?);
                 }
+            }
+            "notify_fifo" => {
+                let p = scalar(&src, key, v)?;
+                if !p.starts_with('/') {
+                    return Err(src.err(
+                        &v.span(),
+                        format!("notify_fifo: {p:?} is not an absolute path"),
+                    ));
+                }
+                cfg.notify_fifo = Some(PathBuf::from(p));
             }
             _ => return Err(src.err(&k.span(), format!("unknown key {key:?}"))),
         }

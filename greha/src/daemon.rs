@@ -40,6 +40,8 @@ pub struct Extra {
     pub vrrp: Vec<String>,
     /// `--no-fastpath`: every instance, the file's too, without it.
     pub no_fastpath: bool,
+    /// `--notify-fifo`: instead of the file's.
+    pub notify_fifo: Option<PathBuf>,
 }
 
 pub struct Options {
@@ -74,6 +76,7 @@ pub fn desired(config: Option<&Path>, extra: &Extra) -> Result<Desired> {
         count: file.count,
         tunnels: file.tunnels,
         vrrp: file.vrrp,
+        notify_fifo: extra.notify_fifo.clone().or(file.notify_fifo),
     };
     d.count.extend(extra.count.iter().cloned());
     for spec in &extra.tunnels {
@@ -681,6 +684,8 @@ async fn apply(
     vrrp: &mut Vrrp,
 ) -> Result<String> {
     let plan = plan(current, &want);
+    // First: a FIFO that cannot be opened refuses the whole change.
+    vrrp.set_notify_fifo(want.notify_fifo.as_deref())?;
     attach_counters(opts, &plan.count_add)?;
     if let Err(e) = apply_tunnels_and_vrrp(opts, current, &plan, vrrp).await {
         let _ = detach_counters(opts, &plan.count_add);

@@ -221,10 +221,16 @@ pub fn import(text: &str) -> Imported {
             }
             "global_defs" => {
                 for c in n.children.iter().filter(|c| c.keyword != "vrrp_version") {
-                    out.dropped.push((
-                        c.line,
-                        format!("global_defs: {}: no greha equivalent", c.keyword),
-                    ));
+                    match (c.keyword.as_str(), c.args.as_slice()) {
+                        // The same lines to the same readers; greha's own
+                        // FIFO is for VRRP only, as vrrp_notify_fifo.
+                        ("notify_fifo" | "vrrp_notify_fifo", [path, ..]) => {
+                            config.insert("notify_fifo".into(), string(path));
+                        }
+                        (k, _) => out
+                            .dropped
+                            .push((c.line, format!("global_defs: {k}: no greha equivalent"))),
+                    }
                 }
             }
             other => out
@@ -1290,6 +1296,18 @@ vrrp_instance VI_1 {
                 "from 192.0.2.0/24 blackhole",
             ]
         );
+    }
+
+    /// notify_fifo (or vrrp_notify_fifo) becomes greha's notify_fifo.
+    #[test]
+    fn notify_fifo_carries_over() {
+        let text = "global_defs {\n  vrrp_notify_fifo /run/keepalived.fifo\n}\n\
+                    vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 51\n \
+                    virtual_ipaddress {\n 203.0.113.10/24\n }\n}\n";
+        let out = import(text);
+        assert!(out.dropped.is_empty(), "{:?}", out.dropped);
+        let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
+        assert_eq!(cfg.notify_fifo, Some("/run/keepalived.fifo".into()));
     }
 
     /// unicast_ttl and a unicast peer's min_ttl/max_ttl carry over.

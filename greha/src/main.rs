@@ -54,6 +54,11 @@ enum Command {
         /// each advert (as `no-fastpath` does for one instance).
         #[arg(long)]
         no_fastpath: bool,
+        /// Write a line per state change to this FIFO, in keepalived's
+        /// notify_fifo format (`INSTANCE "VI_1" MASTER 150`); made if
+        /// missing. Overrides the file's `notify_fifo`.
+        #[arg(long, value_name = "PATH")]
+        notify_fifo: Option<std::path::PathBuf>,
         /// Run each notify and track script as a transient systemd service
         /// (systemd-run): outside this service's sandbox and capabilities,
         /// as root, as keepalived runs them. The shipped unit sets it.
@@ -326,6 +331,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             metrics,
             keep_datapath,
             no_fastpath,
+            notify_fifo,
             script_units,
             no_handover,
         } => runtime()?.block_on(daemon::run(daemon::Options {
@@ -336,6 +342,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 tunnels,
                 vrrp,
                 no_fastpath,
+                notify_fifo,
             },
             keep_datapath,
             control: cli.control,

@@ -9,6 +9,8 @@ pub struct Desired {
     pub count: Vec<String>,
     pub tunnels: Vec<TunnelDef>,
     pub vrrp: Vec<InstanceDef>,
+    /// keepalived's notify_fifo: where state changes are written.
+    pub notify_fifo: Option<std::path::PathBuf>,
 }
 
 /// What it takes to go from one desired state to another; everything not
@@ -146,6 +148,7 @@ mod tests {
             count: count.iter().map(|c| c.to_string()).collect(),
             tunnels: tunnels.iter().map(|t| tunnel(t)).collect(),
             vrrp: vrrp.iter().map(|v| instance(v)).collect(),
+            notify_fifo: None,
         }
     }
 

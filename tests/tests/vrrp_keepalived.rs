@@ -613,3 +613,80 @@ fn unicast_across_a_router_with_keepalived() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// keepalived's notify_fifo, side by side: greha (A) and keepalived (B)
+/// each write their state changes to a FIFO; the lines have the same
+/// shape (`INSTANCE "VI_1" BACKUP 100`), greha's come in order (BACKUP,
+/// MASTER, then STOP when it stops), and a FIFO nobody reads never stalls
+/// greha (the test reads only at the end).
+#[test]
+fn notify_fifo_lines_as_keepalived_writes_them() -> Result<()> {
+    let p = pair()?;
+    let dir = p.lab.tmp().join("fifo");
+    fs::create_dir_all(&dir)?;
+    let ka_fifo = dir.join("keepalived.fifo");
+    nix::unistd::mkfifo(&ka_fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+    // Readers first: keepalived opens its FIFO for writing only, which
+    // waits for a reader.
+    let read_all = |path: PathBuf| {
+        std::thread::spawn(move || -> std::io::Result<String> {
+            use std::io::Read as _;
+            let mut f = fs::File::open(path)?;
+            let mut text = String::new();
+            f.read_to_string(&mut text)?;
+            Ok(text)
+        })
+    };
+    let ka_lines = read_all(ka_fifo.clone());
+    fs::write(
+        dir.join("k.conf"),
+        format!(
+            "global_defs {{\n notify_fifo {}\n}}\nvrrp_instance VI_1 {{\n state BACKUP\n \
+             interface eth0\n virtual_router_id 51\n priority 100\n advert_int 0.1\n version 3\n \
+             virtual_ipaddress {{\n {VIP}/24\n }}\n}}\n",
+            ka_fifo.display()
+        ),
+    )?;
+    let mut cmd = p.b.command("keepalived");
+    cmd.args(["-n", "-l", "-P", "-f"])
+        .arg(dir.join("k.conf"))
+        .arg("-p")
+        .arg(dir.join("k.pid"))
+        .arg("-r")
+        .arg(dir.join("v.pid"));
+    let mut ka = p.b.spawn(&p.lab, cmd, false)?;
+    ka.wait_for_output("Entering BACKUP STATE", SHORT)?;
+    let greha_fifo = dir.join("greha.fifo");
+    let mut cmd = p.lab.greha(&p.a);
+    cmd.args(["run", "--notify-fifo"])
+        .arg(&greha_fifo)
+        .arg("--vrrp")
+        .arg(mode(&format!(
+            "VI_1 interface eth0 vrid 51 priority 150 advert-int 0.1 vip {VIP}/24"
+        )));
+    let mut g = p.a.spawn(&p.lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    wait_until(SHORT, "greha master", || holds_vip(&p.a))?;
+    // Nobody reads greha's FIFO yet: greha must have run on regardless.
+    let greha_lines = read_all(greha_fifo.clone());
+    let status = g.terminate(SHORT)?;
+    ensure!(status.success(), "greha exited {status}:\n{}", g.log());
+    let greha_text = greha_lines.join().expect("reader")?;
+    ka.terminate(SHORT)?;
+    let ka_text = ka_lines.join().expect("reader")?;
+    let greha: Vec<&str> = greha_text.lines().collect();
+    ensure!(
+        greha
+            == [
+                "INSTANCE \"VI_1\" BACKUP 150",
+                "INSTANCE \"VI_1\" MASTER 150",
+                "INSTANCE \"VI_1\" STOP 150"
+            ],
+        "greha's FIFO: {greha_text:?}"
+    );
+    ensure!(
+        ka_text.lines().next() == Some("INSTANCE \"VI_1\" BACKUP 100"),
+        "keepalived's FIFO: {ka_text:?}"
+    );
+    Ok(())
+}

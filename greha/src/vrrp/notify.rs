@@ -185,3 +185,59 @@ mod tests {
         assert_eq!(q.jobs.back(), Some(&job("I4999", "MASTER")));
     }
 }
+
+/// A notify_fifo line, in keepalived's format: `INSTANCE "VI_1" MASTER
+/// 150` (a group's priority is 0).
+pub fn fifo_line(kind: &str, name: &str, to: super::engine::State, priority: u8) -> String {
+    use super::engine::State;
+    let state = match to {
+        State::Master => "MASTER",
+        State::Backup => "BACKUP",
+        State::Fault => "FAULT",
+        State::Initialize => "STOP",
+    };
+    format!("{kind} \"{name}\" {state} {priority}\n")
+}
+
+/// Opens the notify FIFO at `path` for writing without blocking, making it
+/// (mode 0600, as keepalived does) if it does not exist; anything else at
+/// the path is refused by name.
+pub fn open_fifo(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use anyhow::{Context as _, bail};
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_fifo() => {}
+        Ok(_) => bail!("notify_fifo: {} exists and is not a FIFO", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .with_context(|| format!("notify_fifo: making {}", path.display()))?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("notify_fifo: {}", path.display())),
+    }
+    // Read-write: opening never waits for a reader, and writes go to the
+    // pipe's buffer while none reads.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("notify_fifo: opening {}", path.display()))
+}
+
+#[cfg(test)]
+mod fifo_tests {
+    use super::*;
+    use crate::vrrp::engine::State;
+
+    #[test]
+    fn lines_as_keepalived_writes_them() {
+        assert_eq!(
+            fifo_line("INSTANCE", "VI_1", State::Master, 150),
+            "INSTANCE \"VI_1\" MASTER 150\n"
+        );
+        assert_eq!(
+            fifo_line("GROUP", "G", State::Initialize, 0),
+            "GROUP \"G\" STOP 0\n"
+        );
+    }
+}

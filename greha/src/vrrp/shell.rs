@@ -192,6 +192,8 @@ pub struct Vrrp {
     sync_queue: std::collections::VecDeque<(usize, Event)>,
     /// Each sync group's state as its notify commands last saw it.
     group_states: HashMap<String, State>,
+    /// keepalived's notify_fifo: its path and the open FIFO.
+    fifo: Option<(std::path::PathBuf, std::fs::File)>,
 }
 
 impl Vrrp {
@@ -229,7 +231,34 @@ impl Vrrp {
             announced_tx,
             sync_queue: Default::default(),
             group_states: HashMap::new(),
+            fifo: None,
         })
+    }
+
+    /// Writes state changes to the FIFO at `path` from now on (made if
+    /// missing), or to none. The same path keeps the open FIFO.
+    pub fn set_notify_fifo(&mut self, path: Option<&std::path::Path>) -> Result<()> {
+        if self.fifo.as_ref().map(|(p, _)| p.as_path()) == path {
+            return Ok(());
+        }
+        self.fifo = match path {
+            None => None,
+            Some(p) => Some((p.to_owned(), super::notify::open_fifo(p)?)),
+        };
+        Ok(())
+    }
+
+    /// One line to the notify FIFO, as keepalived writes it; a FIFO nobody
+    /// reads drops lines rather than stall the daemon.
+    fn fifo_line(&mut self, kind: &str, name: &str, to: State, priority: u8) {
+        if let Some((path, f)) = &mut self.fifo {
+            let line = super::notify::fifo_line(kind, name, to, priority);
+            if let Err(e) = std::io::Write::write_all(f, line.as_bytes())
+                && e.kind() != std::io::ErrorKind::WouldBlock
+            {
+                warn!("notify fifo {}: {e}", path.display());
+            }
+        }
     }
 
     /// The indices of the instances in sync group `group`.
@@ -1317,6 +1346,8 @@ impl Vrrp {
                     priority: r.engine.priority(),
                 };
                 publish(&mut self.subscribers, &line);
+                let (name, priority) = (r.def.name.clone(), r.engine.priority());
+                self.fifo_line("INSTANCE", &name, to, priority);
                 self.group_transition(i, from, to, reason);
             }
         }
@@ -1346,6 +1377,7 @@ impl Vrrp {
         let state = sync::group_state(&members);
         if self.group_states.insert(group.name.clone(), state) != Some(state) {
             info!(sync_group = %group.name, ?state, "sync group transition");
+            self.fifo_line("GROUP", &group.name, state, 0);
             self.notifier.queue(
                 &format!("group {}", group.name),
                 group.notify.commands("GROUP", &group.name, state, 0),
