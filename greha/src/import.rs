@@ -1,11 +1,14 @@
 //! `greha import-keepalived`: a keepalived.conf turned into greha's
-//! configuration. Read as keepalived reads it: line by line, the first word
-//! the keyword and the rest its arguments, `#` and `!` comments, `{ }`
-//! blocks, `$NAME=value` definitions. Whatever has no greha equivalent is
-//! listed with its line, never dropped silently.
+//! configuration. Read as keepalived reads it: includes, conditional lines
+//! and parameters first ([`crate::kaconf`]), then line by line, the first
+//! word the keyword and the rest its arguments, `#` and `!` comments,
+//! `{ }` blocks. Whatever has no greha equivalent is listed with where it
+//! is, never dropped silently.
 use std::{collections::HashMap, path::Path};
 
 use anyhow::{Context as _, Result};
+
+use crate::kaconf::{self, Origin};
 use toml::{Table, Value};
 
 /// One keyword line and the block it opens, if any.
@@ -21,8 +24,8 @@ struct Node {
 #[derive(Debug, Default)]
 pub struct Imported {
     pub toml: String,
-    /// (line, message), in file order.
-    pub dropped: Vec<(usize, String)>,
+    /// (where, message), in file order (the main file's first).
+    pub dropped: Vec<(Origin, String)>,
 }
 
 fn tokens(line: &str) -> Vec<String> {
@@ -57,28 +60,18 @@ fn tokens(line: &str) -> Vec<String> {
 /// past a few levels, and a hostile file must not exhaust the stack.
 const MAX_DEPTH: usize = 16;
 
-/// Parses the file into a tree of keyword lines.
-fn parse(text: &str, dropped: &mut Vec<(usize, String)>) -> Vec<Node> {
-    let mut vars: HashMap<String, String> = HashMap::new();
+/// Parses the lines into a tree of keyword lines; a node's `line` is its
+/// line's place in `lines`, from 1.
+fn parse(lines: &[kaconf::Line], dropped: &mut Vec<(usize, String)>) -> Vec<Node> {
     let mut stack: Vec<Node> = vec![Node {
         line: 0,
         keyword: String::new(),
         args: Vec::new(),
         children: Vec::new(),
     }];
-    'lines: for (i, raw) in text.lines().enumerate() {
+    'lines: for (i, l) in lines.iter().enumerate() {
         let line = i + 1;
-        let trimmed = raw.trim();
-        if let Some(def) = trimmed.strip_prefix('$')
-            && let Some((name, value)) = def.split_once('=')
-        {
-            vars.insert(name.trim().to_owned(), value.trim().to_owned());
-            continue;
-        }
-        let toks = tokens(raw).into_iter().map(|t| match t.strip_prefix('$') {
-            Some(v) => vars.get(v).cloned().unwrap_or(t),
-            None => t,
-        });
+        let toks = tokens(&l.text);
         let mut current: Option<Node> = None;
         for t in toks {
             match t.as_str() {
@@ -181,9 +174,47 @@ fn push(t: &mut Table, key: &str, item: Table) {
     }
 }
 
+/// Converts a keepalived.conf's text (no includes: they need the file's
+/// place; see [`import_file`]) as keepalived reads it with config-id
+/// `config_id`.
 pub fn import(text: &str) -> Imported {
-    let mut out = Imported::default();
-    let tree = parse(text, &mut out.dropped);
+    import_lines(kaconf::read(text, None, "", &|_| {
+        Err(std::io::ErrorKind::NotFound.into())
+    }))
+}
+
+fn import_lines((lines, notes): (Vec<kaconf::Line>, Vec<(Origin, String)>)) -> Imported {
+    let raw = convert(&lines);
+    let mut out = Imported {
+        toml: raw.toml,
+        dropped: raw
+            .dropped
+            .into_iter()
+            .map(|(i, m)| {
+                let origin = lines
+                    .get(i.wrapping_sub(1))
+                    .map(|l| l.origin.clone())
+                    .unwrap_or_default();
+                (origin, m)
+            })
+            .chain(notes)
+            .collect(),
+    };
+    out.dropped.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// A conversion whose lines are places in the list read.
+#[derive(Default)]
+struct Converted {
+    toml: String,
+    dropped: Vec<(usize, String)>,
+}
+
+/// The TOML of `lines`, and what it leaves out.
+fn convert(lines: &[kaconf::Line]) -> Converted {
+    let mut out = Converted::default();
+    let tree = parse(lines, &mut out.dropped);
     let scripts: HashMap<&str, &Node> = tree
         .iter()
         .filter(|n| n.keyword == "vrrp_script")
@@ -899,10 +930,11 @@ fn track_file(f: &Node, tf: &Node, dropped: &mut Vec<(usize, String)>) -> Option
 
 /// Reads `path` and converts it; the result is checked by greha's own
 /// configuration parser before it is returned.
-pub fn import_file(path: &Path) -> Result<Imported> {
+pub fn import_file(path: &Path, config_id: &str) -> Result<Imported> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let out = import(&text);
+    let read = |p: &Path| std::fs::read_to_string(p);
+    let out = import_lines(kaconf::read(&text, path.parent(), config_id, &read));
     crate::config::parse(Path::new("<converted>"), &out.toml)
         .context("the converted configuration is not valid")?;
     Ok(out)
@@ -956,7 +988,7 @@ vrrp_instance VI_1 {
         assert_eq!(v.auth, crate::vrrp::packet::Auth::pass("1111"));
         assert_eq!(v.vips[0].addr, std::net::Ipv4Addr::new(203, 0, 113, 10));
         assert_eq!(v.vips[0].dev.as_deref(), Some("eth0"));
-        let lines: Vec<usize> = out.dropped.iter().map(|(l, _)| *l).collect();
+        let lines: Vec<usize> = out.dropped.iter().map(|(l, _)| l.line).collect();
         // router_id, state, and advert_int written on priority's line.
         assert_eq!(lines, vec![4, 8, 12], "{:?}", out.dropped);
         assert!(out.dropped[2].1.contains("extra words \"advert_int 1\""));
@@ -974,7 +1006,7 @@ vrrp_instance VI_1 {
         assert!(
             out.dropped
                 .iter()
-                .any(|(l, m)| *l == 22 && m.contains("nested deeper than 16")),
+                .any(|(l, m)| l.line == 22 && m.contains("nested deeper than 16")),
             "{:?}",
             &out.dropped[..out.dropped.len().min(5)]
         );
@@ -986,7 +1018,7 @@ vrrp_instance VI_1 {
         let msg = out
             .dropped
             .iter()
-            .find(|(l, _)| *l == 17)
+            .find(|(l, _)| l.line == 17)
             .map(|(_, m)| m.as_str());
         assert!(
             msg.is_some_and(|m| m.contains("$virtual_third_ip")),
@@ -1128,7 +1160,10 @@ vrrp_instance V6 {
             ["fe80::2".parse::<std::net::IpAddr>().unwrap()]
         );
         assert_eq!(
-            out.dropped,
+            out.dropped
+                .iter()
+                .map(|(l, m)| (l.line, m.clone()))
+                .collect::<Vec<_>>(),
             [(
                 21,
                 "virtual_ipaddress: 192.0.2.11/24: its address family is not the instance's \
@@ -1296,6 +1331,67 @@ vrrp_instance VI_1 {
                 "from 192.0.2.0/24 blackhole",
             ]
         );
+    }
+
+    /// One keepalived.conf for two hosts, as keepalived.conf(5) suggests:
+    /// conditional lines and parameters pick each host's priority and
+    /// addresses, the instance comes from an included file, and what is
+    /// left out is named with the included file's name and line.
+    #[test]
+    fn includes_conditionals_and_parameters_per_host() {
+        let dir = std::env::temp_dir().join(format!("greha-import-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+        std::fs::write(
+            dir.join("keepalived.conf"),
+            "@main $PRIO=150\n@^main $PRIO=100\n$IF=eth0\ninclude conf.d/*.conf\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("conf.d/vi1.conf"),
+            "vrrp_script chk {\n  script \"killall -0 haproxy\"\n}\n\
+             vrrp_instance VI_1 {\n  interface $IF\n  virtual_router_id 51\n  priority $PRIO\n\
+               track_script {\n    chk\n  }\n\
+               @main unicast_src_ip 192.0.2.1\n  @^main unicast_src_ip 192.0.2.2\n\
+               unicast_peer {\n    @^main 192.0.2.1\n    @main 192.0.2.2\n  }\n\
+               virtual_ipaddress {\n    203.0.113.10/24 dev ${IF}\n  }\n  smtp_alert\n}\n",
+        )
+        .unwrap();
+        let conf = dir.join("keepalived.conf");
+        for (id, prio, src, peer) in [
+            ("main", 150, "192.0.2.1", "192.0.2.2"),
+            ("backup", 100, "192.0.2.2", "192.0.2.1"),
+        ] {
+            let out = import_file(&conf, id).unwrap();
+            let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
+            let v = &cfg.vrrp[0];
+            assert_eq!(v.priority, prio, "{id}");
+            assert_eq!(v.unicast_src, Some(src.parse().unwrap()), "{id}");
+            assert_eq!(
+                v.unicast_peers,
+                vec![peer.parse::<std::net::IpAddr>().unwrap()],
+                "{id}"
+            );
+            assert_eq!(
+                (v.interface.as_str(), v.vips[0].dev.as_deref()),
+                ("eth0", Some("eth0"))
+            );
+            assert!(
+                matches!(&v.track[0].kind, TrackKind::Script { path, .. } if path == "killall -0 haproxy")
+            );
+            let dropped: Vec<String> = out
+                .dropped
+                .iter()
+                .map(|(o, m)| format!("{o}: {m}"))
+                .collect();
+            assert_eq!(
+                dropped,
+                vec![format!(
+                    "{}:20: vrrp_instance VI_1: smtp_alert: not supported by greha",
+                    dir.join("conf.d/vi1.conf").display()
+                )]
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// notify_fifo (or vrrp_notify_fifo) becomes greha's notify_fifo.

@@ -12,6 +12,7 @@ pub mod counters;
 pub mod daemon;
 pub mod datapath;
 pub mod import;
+pub mod kaconf;
 pub mod metrics;
 pub mod nd;
 pub mod netlink;

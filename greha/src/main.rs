@@ -24,7 +24,14 @@ struct Cli {
 enum Command {
     /// Convert a keepalived.conf into greha's configuration (on stdout);
     /// what cannot be carried over is listed on stderr with its line.
-    ImportKeepalived { file: PathBuf },
+    ImportKeepalived {
+        file: PathBuf,
+        /// keepalived's config-id for the conditional lines (`@ID ...`):
+        /// by default, as keepalived's, this host's name up to its first
+        /// dot.
+        #[arg(long, value_name = "ID")]
+        config_id: Option<String>,
+    },
     /// Check a configuration file without touching the host.
     CheckConfig {
         /// The file (default: /etc/greha/greha.toml).
@@ -299,11 +306,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
-        Command::ImportKeepalived { file } => {
-            let out = import::import_file(&file)?;
+        Command::ImportKeepalived { file, config_id } => {
+            let config_id = config_id.unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                host.trim().split('.').next().unwrap_or_default().to_owned()
+            });
+            let out = import::import_file(&file, &config_id)?;
             print!("{}", out.toml);
-            for (line, msg) in &out.dropped {
-                eprintln!("{}:{line}: {msg}", file.display());
+            for (origin, msg) in &out.dropped {
+                match origin.file {
+                    None => eprintln!("{}:{origin}: {msg}", file.display()),
+                    Some(_) => eprintln!("{origin}: {msg}"),
+                }
             }
             if !out.dropped.is_empty() {
                 eprintln!(
