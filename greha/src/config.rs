@@ -180,6 +180,7 @@ fn words(
                 | "track_script"
                 | "track_tunnel"
                 | "track_file"
+                | "track_process"
         ) {
             return Err(src.err(
                 &k.span(),
@@ -553,6 +554,22 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
             "address",
             &["address", "min_ttl", "max_ttl"][..],
         ),
+        (
+            "track_process",
+            "process",
+            &[
+                "process",
+                "quorum",
+                "quorum_max",
+                "param_match",
+                "full_command",
+                "delay",
+                "fork_delay",
+                "terminate_delay",
+                "weight",
+                "reverse",
+            ][..],
+        ),
     ] {
         for e in sub(kind)? {
             let head = e.get_ref().get(first).ok_or_else(|| {
@@ -568,6 +585,7 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
                 "track_tunnel" => "track-tunnel",
                 "track_file" => "track-file",
                 "unicast_peer" => "unicast-peer",
+                "track_process" => "track-process",
                 _ => "track-script",
             };
             push(
@@ -695,6 +713,7 @@ pub fn summary(cfg: &Config) -> String {
                 TrackKind::Script { path, .. } => path.clone(),
                 TrackKind::Tunnel(t) => format!("tunnel {t}"),
                 TrackKind::File { path, .. } => format!("file {path}"),
+                TrackKind::Process(m) => format!("process {}", m.process),
             })
             .collect::<Vec<_>>();
         let _ = writeln!(

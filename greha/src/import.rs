@@ -222,7 +222,12 @@ fn convert(lines: &[kaconf::Line]) -> Converted {
         .collect();
     let files: HashMap<&str, &Node> = tree
         .iter()
-        .filter(|n| matches!(n.keyword.as_str(), "track_file" | "vrrp_track_file"))
+        .filter(|n| {
+            matches!(
+                n.keyword.as_str(),
+                "track_file" | "vrrp_track_file" | "vrrp_track_process"
+            )
+        })
         .filter_map(|n| n.args.first().map(|name| (name.as_str(), n)))
         .collect();
     // keepalived speaks VRRPv2 unless told otherwise; greha's default is 3.
@@ -244,7 +249,7 @@ fn convert(lines: &[kaconf::Line]) -> Converted {
             }
             // Turned into track_script and track_file entries where an
             // instance uses them.
-            "vrrp_script" | "track_file" | "vrrp_track_file" => {}
+            "vrrp_script" | "track_file" | "vrrp_track_file" | "vrrp_track_process" => {}
             "vrrp_sync_group" => {
                 if let Some(g) = sync_group(n, &scripts, &files, &mut out.dropped) {
                     groups.push(g);
@@ -486,7 +491,7 @@ fn instance(
                     t.insert("unicast_peers".into(), Value::Array(peers));
                 }
             }
-            "track_interface" | "track_script" | "track_file" => {
+            "track_interface" | "track_script" | "track_file" | "track_process" => {
                 tracks_of(c, scripts, files, dropped, &mut tracks);
             }
             other => dropped.push((
@@ -631,9 +636,29 @@ fn tracks_of(
                 }
             }
         }
+        "track_process" => {
+            for tp in &c.children {
+                let Some(p) = files
+                    .get(tp.keyword.as_str())
+                    .filter(|n| n.keyword == "vrrp_track_process")
+                else {
+                    dropped.push((
+                        tp.line,
+                        format!("track_process: no vrrp_track_process {:?}", tp.keyword),
+                    ));
+                    continue;
+                };
+                if let Some(track) = track_process(p, tp, dropped) {
+                    push(tracks, "track_process", track);
+                }
+            }
+        }
         "track_file" => {
             for tf in &c.children {
-                let Some(f) = files.get(tf.keyword.as_str()) else {
+                let Some(f) = files
+                    .get(tf.keyword.as_str())
+                    .filter(|n| n.keyword != "vrrp_track_process")
+                else {
                     dropped.push((
                         tf.line,
                         format!("track_file: no track_file {:?}", tf.keyword),
@@ -863,6 +888,62 @@ fn weight_words(args: &[String]) -> Option<(String, bool)> {
         [w, v, r] if w == "weight" && r == "noreverse" => Some((v.clone(), false)),
         _ => None,
     }
+}
+
+/// A vrrp_track_process used by an instance's track_process entry `tp`;
+/// none if it cannot be carried over (reported).
+fn track_process(p: &Node, tp: &Node, dropped: &mut Vec<(usize, String)>) -> Option<Table> {
+    let mut track = Table::new();
+    let mut weight = None;
+    for c in &p.children {
+        match (c.keyword.as_str(), c.args.as_slice()) {
+            ("process", args) if !args.is_empty() => match notify_line(args) {
+                Ok(line) => {
+                    track.insert("process".into(), string(&line));
+                }
+                Err(why) => {
+                    dropped.push((c.line, format!("vrrp_track_process: process: {why}")));
+                    return None;
+                }
+            },
+            ("quorum" | "quorum_max", [v]) => {
+                track.insert(c.keyword.clone(), number(v));
+            }
+            ("delay" | "fork_delay" | "terminate_delay", [v]) => {
+                track.insert(c.keyword.clone(), number(v));
+            }
+            ("param_match", [v]) => {
+                track.insert("param_match".into(), string(v));
+            }
+            ("full_command", []) => {
+                track.insert("full_command".into(), Value::Boolean(true));
+            }
+            ("weight", args) if !args.is_empty() => {
+                let mut all = vec!["weight".to_owned()];
+                all.extend(args.iter().cloned());
+                weight = weight_words(&all);
+            }
+            (k, _) => {
+                dropped.push((c.line, format!("vrrp_track_process: {k}: not supported")));
+                return None;
+            }
+        }
+    }
+    if !track.contains_key("process") {
+        dropped.push((p.line, "vrrp_track_process: no process given".into()));
+        return None;
+    }
+    // The instance's weight overrides the block's, as in keepalived.
+    if let Some(w) = weight_words(&tp.args) {
+        weight = Some(w);
+    }
+    if let Some((w, reverse)) = weight {
+        track.insert("weight".into(), number(&w));
+        if reverse {
+            track.insert("reverse".into(), Value::Boolean(true));
+        }
+    }
+    Some(track)
 }
 
 /// A track_file used by an instance's track_file entry `tf`; none if it
@@ -1392,6 +1473,63 @@ vrrp_instance VI_1 {
             );
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// vrrp_track_process blocks, used by an instance's track_process,
+    /// carry over with their quorum, matching and delays.
+    #[test]
+    fn track_processes_carry_over() {
+        let text = r#"
+vrrp_track_process haproxy {
+    process "/usr/sbin/haproxy" -f
+    param_match partial
+    quorum 1
+    quorum_max 2
+    delay 0.5
+    weight -30
+}
+vrrp_track_process nginx {
+    process nginx
+}
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    track_process {
+        haproxy
+        nginx weight 10 reverse
+    }
+    virtual_ipaddress {
+        203.0.113.10/24
+    }
+}
+"#;
+        let out = import(text);
+        assert!(out.dropped.is_empty(), "{:?}", out.dropped);
+        let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
+        let v = &cfg.vrrp[0];
+        let TrackKind::Process(h) = &v.track[0].kind else {
+            panic!("{:?}", v.track)
+        };
+        assert_eq!(
+            (h.process.as_str(), h.param_match, h.quorum, h.quorum_max),
+            (
+                "/usr/sbin/haproxy -f",
+                Some(crate::vrrp::def::ParamMatch::Partial),
+                1,
+                2
+            )
+        );
+        assert_eq!(
+            (h.fork_delay, h.terminate_delay),
+            (
+                std::time::Duration::from_millis(500),
+                std::time::Duration::from_millis(500)
+            )
+        );
+        assert_eq!(
+            (v.track[0].weight, v.track[1].weight, v.track[1].reverse),
+            (Some(-30), Some(10), true)
+        );
     }
 
     /// notify_fifo (or vrrp_notify_fifo) becomes greha's notify_fifo.

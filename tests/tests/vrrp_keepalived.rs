@@ -690,3 +690,37 @@ fn notify_fifo_lines_as_keepalived_writes_them() -> Result<()> {
     );
     Ok(())
 }
+
+/// keepalived's vrrp_track_process: greha (A, priority 150) holds the VIP
+/// only while its service runs; keepalived (B) takes it when the service
+/// is gone and gives it back when it returns. The service is a copy of
+/// sleep under a name no other process on the machine has, matched by
+/// its full command.
+#[test]
+fn track_process_moves_the_vip_with_the_service() -> Result<()> {
+    let p = pair()?;
+    let service = p.lab.tmp().join(format!("svc-{}", std::process::id()));
+    fs::copy("/bin/sleep", &service)?;
+    let _ka = Keepalived::start(&p, 100, "0.1", "version 3")?;
+    let mut cmd = p.lab.greha(&p.a);
+    cmd.args(["run", "--vrrp"]).arg(mode(&format!(
+        "VI_1 interface eth0 vrid 51 priority 150 version 3 advert-int 0.1 vip {VIP}/24 \
+         track-process {} full-command",
+        service.display()
+    )));
+    let mut g = p.a.spawn(&p.lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    wait_until(SHORT, "greha in Fault, keepalived master", || {
+        Ok(status(&p)?["vrrp"][0]["state"] == "fault" && holds_vip(&p.b)?)
+    })?;
+    let mut svc = std::process::Command::new(&service).arg("60").spawn()?;
+    wait_until(SHORT, "greha master with its service up", || {
+        Ok(holds_vip(&p.a)? && status(&p)?["vrrp"][0]["state"] == "master")
+    })?;
+    svc.kill()?;
+    svc.wait()?;
+    wait_until(SHORT, "keepalived master once the service is gone", || {
+        Ok(status(&p)?["vrrp"][0]["state"] == "fault" && holds_vip(&p.b)? && !holds_vip(&p.a)?)
+    })?;
+    Ok(())
+}

@@ -273,6 +273,40 @@ pub enum TrackKind {
         init: Option<i64>,
         overwrite: bool,
     },
+    /// keepalived's vrrp_track_process: up while the number of matching
+    /// processes is within `quorum..=quorum_max`.
+    Process(ProcessMatch),
+}
+
+/// Which processes a track-process counts, and when it changes its mind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessMatch {
+    /// The command line as keepalived quotes it: the process, then the
+    /// parameters that must match (none: the name alone is compared).
+    pub process: String,
+    /// `param_match`: how the parameters match; without it, given ones
+    /// match exactly and none given are not compared (with it, none given
+    /// means the process must have none).
+    pub param_match: Option<ParamMatch>,
+    pub quorum: u32,
+    pub quorum_max: u32,
+    /// Compare the whole command line (argv[0] as given), not the name
+    /// the kernel keeps (`Name:` in /proc/PID/status).
+    pub full_command: bool,
+    /// Quorum reached for this long before counting as up (after a fork).
+    pub fork_delay: Duration,
+    /// Quorum lost for this long before counting as down.
+    pub terminate_delay: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamMatch {
+    /// The same parameters, no more.
+    Exact,
+    /// The first parameters match; more may follow.
+    Partial,
+    /// As partial, and the last given one may be a prefix.
+    Initial,
 }
 
 /// Notify commands of an instance (each a program and its arguments,
@@ -630,6 +664,66 @@ impl InstanceDef {
                         weight: None,
                         reverse: false,
                     });
+                }
+                "track-process" => {
+                    let v = command_line(&name, word, value()?)?;
+                    d.track.push(Track {
+                        kind: TrackKind::Process(ProcessMatch {
+                            process: v,
+                            param_match: None,
+                            quorum: 1,
+                            quorum_max: u32::MAX,
+                            full_command: false,
+                            fork_delay: Duration::ZERO,
+                            terminate_delay: Duration::ZERO,
+                        }),
+                        weight: None,
+                        reverse: false,
+                    });
+                }
+                "quorum" | "quorum-max" | "param-match" | "full-command" | "delay"
+                | "fork-delay" | "terminate-delay" => {
+                    let Some(Track {
+                        kind: TrackKind::Process(m),
+                        ..
+                    }) = d.track.last_mut()
+                    else {
+                        return Err(err(&name, word, "belongs after a track-process"));
+                    };
+                    if word == "full-command" {
+                        m.full_command = true;
+                        continue;
+                    }
+                    let v = value()?;
+                    match word {
+                        "quorum" | "quorum-max" => {
+                            let n: u32 = v
+                                .parse()
+                                .map_err(|_| bad(&name, word, v, "is not a count"))?;
+                            if word == "quorum" {
+                                m.quorum = n;
+                            } else {
+                                m.quorum_max = n;
+                            }
+                        }
+                        "param-match" => {
+                            m.param_match = Some(match v {
+                                "initial" => ParamMatch::Initial,
+                                "partial" => ParamMatch::Partial,
+                                _ => return Err(bad(&name, word, v, "is not initial or partial")),
+                            });
+                        }
+                        _ => {
+                            let cs = parse_seconds_cs(&name, word, v)?;
+                            let t = Duration::from_millis(u64::from(cs) * 10);
+                            if word != "terminate-delay" {
+                                m.fork_delay = t;
+                            }
+                            if word != "fork-delay" {
+                                m.terminate_delay = t;
+                            }
+                        }
+                    }
                 }
                 "track-script" => d.track.push(Track {
                     kind: TrackKind::Script {
@@ -1078,6 +1172,20 @@ impl InstanceDef {
         }
         if d.interface.is_empty() {
             return Err(err(&name, "interface", "an interface is required"));
+        }
+        for t in &d.track {
+            if let TrackKind::Process(m) = &t.kind
+                && m.quorum > m.quorum_max
+            {
+                return Err(err(
+                    &name,
+                    "quorum",
+                    format!(
+                        "track-process {}: quorum {} is above quorum-max {}",
+                        m.process, m.quorum, m.quorum_max
+                    ),
+                ));
+            }
         }
         for r in &d.rules {
             if r.kind == RuleKind::Table && r.table.is_none() {

@@ -206,6 +206,8 @@ pub async fn prepare(
                 // tunnel until its far end is found dead.
                 TrackKind::Script { init_fail, .. } => (0, !init_fail),
                 TrackKind::Tunnel(_) => (0, true),
+                // What runs now: the instance starts with the right state.
+                TrackKind::Process(m) => (0, super::track::quorum(m, &super::track::processes())),
             };
             trackers.push(Tracker {
                 track: t.clone(),

@@ -365,6 +365,13 @@ impl Vrrp {
                         self.script_tx.clone(),
                     ));
                 }
+                TrackKind::Process(m) => script_tasks.push(track::spawn_process_watch(
+                    m.clone(),
+                    tracker.state.up,
+                    id,
+                    t,
+                    self.script_tx.clone(),
+                )),
                 TrackKind::Interface(_) => {}
             }
         }
@@ -845,6 +852,8 @@ impl Vrrp {
                         // The prober already counted the losses.
                         (TrackKind::Tunnel(_), Reading::Up(ok)) => tr.state.script_result(ok, 1, 1),
                         (TrackKind::File { .. }, Reading::Value(v)) => tr.state.file_value(v),
+                        // The watch applied the delays already.
+                        (TrackKind::Process(_), Reading::Up(up)) => tr.state.link(up),
                         _ => false,
                     };
                     if changed {

@@ -265,3 +265,236 @@ mod file_tests {
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }
+
+/// One process as a track-process sees it: the name the kernel keeps
+/// (`Name:` of /proc/PID/status, at most 15 bytes) and its command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proc {
+    pub name: String,
+    pub argv: Vec<String>,
+}
+
+/// Whether `p` is one of the processes `m` counts, as keepalived matches
+/// them: the name alone (its first 15 bytes, as the kernel keeps it)
+/// unless parameters are given or `full_command`; then argv[0] exactly,
+/// and the parameters by `param_match`.
+pub fn process_matches(m: &super::def::ProcessMatch, p: &Proc) -> bool {
+    use super::def::ParamMatch;
+    let want = super::command::split(&m.process).unwrap_or_else(|_| vec![m.process.clone()]);
+    let (cmd, params) = want.split_first().expect("split gives a program");
+    if params.is_empty() && !m.full_command && m.param_match.is_none() {
+        let short: String = cmd.chars().take(15).collect();
+        return p.name == short;
+    }
+    let Some((arg0, args)) = p.argv.split_first() else {
+        return false;
+    };
+    if arg0 != cmd {
+        return false;
+    }
+    match m.param_match {
+        None if params.is_empty() => true,
+        None | Some(ParamMatch::Exact) => args == params,
+        Some(_) if params.is_empty() => args.is_empty(),
+        Some(ParamMatch::Partial) => args.len() >= params.len() && args[..params.len()] == *params,
+        Some(ParamMatch::Initial) => {
+            args.len() >= params.len()
+                && params.split_last().is_none_or(|(last, first)| {
+                    args[..first.len()] == *first && args[first.len()].starts_with(last.as_str())
+                })
+        }
+    }
+}
+
+/// The processes running now (kernel threads, with no command line, and
+/// zombies left out, as keepalived does).
+pub fn processes() -> Vec<Proc> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| {
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .map(|v| v.trim().to_owned())
+            };
+            if field("State:").is_some_and(|s| s.starts_with('Z')) {
+                return None;
+            }
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            if cmdline.is_empty() {
+                return None;
+            }
+            let argv = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Some(Proc {
+                name: field("Name:")?,
+                argv,
+            })
+        })
+        .collect()
+}
+
+/// Whether `m`'s quorum holds among `procs`.
+pub fn quorum(m: &super::def::ProcessMatch, procs: &[Proc]) -> bool {
+    let n = procs.iter().filter(|p| process_matches(m, p)).count();
+    (m.quorum as usize..=m.quorum_max as usize).contains(&n)
+}
+
+/// Sends whether `m`'s quorum holds whenever that changes, after its
+/// fork or terminate delay (a change undone within the delay is not
+/// sent), reading /proc every 250 ms (keepalived listens to the kernel's
+/// process events; a quarter second is well inside any advert-based
+/// failover).
+pub fn spawn_process_watch(
+    m: super::def::ProcessMatch,
+    mut last: bool,
+    id: u64,
+    tracker: usize,
+    tx: mpsc::Sender<ScriptResult>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut since: Option<tokio::time::Instant> = None;
+        loop {
+            tick.tick().await;
+            let m2 = m.clone();
+            let Ok(now) = tokio::task::spawn_blocking(move || quorum(&m2, &processes())).await
+            else {
+                continue;
+            };
+            if now == last {
+                since = None;
+                continue;
+            }
+            let started = *since.get_or_insert_with(tokio::time::Instant::now);
+            let delay = if now { m.fork_delay } else { m.terminate_delay };
+            if started.elapsed() < delay {
+                continue;
+            }
+            since = None;
+            last = now;
+            if tx.send((id, tracker, Reading::Up(now))).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::*;
+    use crate::vrrp::def::{ParamMatch, ProcessMatch};
+
+    fn m(process: &str, param_match: ParamMatch, full_command: bool) -> ProcessMatch {
+        ProcessMatch {
+            process: process.into(),
+            // Exact stands for "not given" here.
+            param_match: (param_match != ParamMatch::Exact).then_some(param_match),
+            quorum: 1,
+            quorum_max: u32::MAX,
+            full_command,
+            fork_delay: Duration::ZERO,
+            terminate_delay: Duration::ZERO,
+        }
+    }
+
+    fn p(name: &str, argv: &[&str]) -> Proc {
+        Proc {
+            name: name.into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    /// keepalived.conf(5)'s rules: the name exactly (not pgrep's regular
+    /// expression: `ssh` is not `sshd`), truncated as the kernel keeps it;
+    /// argv[0] and parameters when given.
+    #[test]
+    fn processes_match_as_keepalived_matches_them() {
+        let haproxy = p(
+            "haproxy",
+            &["/usr/sbin/haproxy", "-f", "/etc/haproxy.cfg", "-Ws"],
+        );
+        let long = p("a-very-long-nam", &["/opt/a-very-long-name-indeed"]);
+        for (spec, pm, full, proc_, want) in [
+            ("haproxy", ParamMatch::Exact, false, &haproxy, true),
+            ("hapr", ParamMatch::Exact, false, &haproxy, false),
+            (
+                "a-very-long-name-indeed",
+                ParamMatch::Exact,
+                false,
+                &long,
+                true,
+            ),
+            ("/usr/sbin/haproxy", ParamMatch::Exact, true, &haproxy, true),
+            (
+                "/usr/sbin/haproxy",
+                ParamMatch::Partial,
+                false,
+                &haproxy,
+                false,
+            ),
+            ("haproxy", ParamMatch::Exact, true, &haproxy, false),
+            (
+                "/usr/sbin/haproxy -f",
+                ParamMatch::Exact,
+                false,
+                &haproxy,
+                false,
+            ),
+            (
+                "/usr/sbin/haproxy -f",
+                ParamMatch::Partial,
+                false,
+                &haproxy,
+                true,
+            ),
+            (
+                "/usr/sbin/haproxy -f /etc/ha",
+                ParamMatch::Partial,
+                false,
+                &haproxy,
+                false,
+            ),
+            (
+                "/usr/sbin/haproxy -f /etc/ha",
+                ParamMatch::Initial,
+                false,
+                &haproxy,
+                true,
+            ),
+            (
+                "/usr/sbin/haproxy -f /etc/haproxy.cfg -Ws",
+                ParamMatch::Exact,
+                false,
+                &haproxy,
+                true,
+            ),
+        ] {
+            assert_eq!(
+                process_matches(&m(spec, pm, full), proc_),
+                want,
+                "{spec} {pm:?} {full}"
+            );
+        }
+        let two = [haproxy.clone(), haproxy.clone()];
+        let mut q = m("haproxy", ParamMatch::Exact, false);
+        assert!(quorum(&q, &two));
+        q.quorum_max = 1;
+        assert!(!quorum(&q, &two));
+        q.quorum = 0;
+        q.quorum_max = 0;
+        assert!(quorum(&q, &[]));
+    }
+}
