@@ -30,6 +30,9 @@ pub struct Config {
     pub vrrp: Vec<InstanceDef>,
     /// keepalived's notify_fifo (`notify_fifo = "/run/greha/notify"`).
     pub notify_fifo: Option<PathBuf>,
+    /// keepalived's interface_up_down_delays: `[interface_up_down_delays]`
+    /// with `eth0 = 0.5` (both ways) or `eth0 = [0.5, 2]` (down, up).
+    pub link_delays: std::collections::BTreeMap<String, (std::time::Duration, std::time::Duration)>,
 }
 
 /// One word of a spec and where it came from.
@@ -308,6 +311,41 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
             "sync_group" => {
                 for t in array(&src, key, v)? {
                     groups.push(sync_group(&src, t)?);
+                }
+            }
+            "interface_up_down_delays" => {
+                let t = table(&src, key, v)?;
+                for (k, v) in t {
+                    let name = k.get_ref().as_ref();
+                    let secs = |v: &toml::Spanned<DeValue>| -> Result<std::time::Duration> {
+                        let text = scalar(&src, name, v)?;
+                        text.parse::<f64>()
+                            .ok()
+                            .filter(|s| (0.0..=255.0).contains(s))
+                            .map(std::time::Duration::from_secs_f64)
+                            .ok_or_else(|| {
+                                src.err(
+                                    &v.span(),
+                                    format!("interface_up_down_delays: {name}: {text:?} is not a delay (0 to 255 seconds)"),
+                                )
+                            })
+                    };
+                    let (down, up) = match v.get_ref() {
+                        DeValue::Array(a) if a.len() == 2 => (secs(&a[0])?, secs(&a[1])?),
+                        DeValue::Array(_) => {
+                            return Err(src.err(
+                                &v.span(),
+                                format!(
+                                    "interface_up_down_delays: {name}: give DOWN or [DOWN, UP]"
+                                ),
+                            ));
+                        }
+                        _ => {
+                            let d = secs(v)?;
+                            (d, d)
+                        }
+                    };
+                    cfg.link_delays.insert(name.to_owned(), (down, up));
                 }
             }
             "notify_fifo" => {

@@ -77,6 +77,7 @@ pub fn desired(config: Option<&Path>, extra: &Extra) -> Result<Desired> {
         tunnels: file.tunnels,
         vrrp: file.vrrp,
         notify_fifo: extra.notify_fifo.clone().or(file.notify_fifo),
+        link_delays: file.link_delays,
     };
     d.count.extend(extra.count.iter().cloned());
     for spec in &extra.tunnels {
@@ -686,6 +687,7 @@ async fn apply(
     let plan = plan(current, &want);
     // First: a FIFO that cannot be opened refuses the whole change.
     vrrp.set_notify_fifo(want.notify_fifo.as_deref())?;
+    vrrp.set_link_delays(want.link_delays.clone());
     attach_counters(opts, &plan.count_add)?;
     if let Err(e) = apply_tunnels_and_vrrp(opts, current, &plan, vrrp).await {
         let _ = detach_counters(opts, &plan.count_add);

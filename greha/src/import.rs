@@ -250,6 +250,27 @@ fn convert(lines: &[kaconf::Line]) -> Converted {
             // Turned into track_script and track_file entries where an
             // instance uses them.
             "vrrp_script" | "track_file" | "vrrp_track_file" | "vrrp_track_process" => {}
+            "interface_up_down_delays" => {
+                let mut delays = Table::new();
+                for c in &n.children {
+                    let secs = |v: &str| v.parse::<f64>().ok().map(Value::Float);
+                    let value = match c.args.as_slice() {
+                        [d] => secs(d),
+                        [d, u] => secs(d).zip(secs(u)).map(|(d, u)| Value::Array(vec![d, u])),
+                        _ => None,
+                    };
+                    match value {
+                        Some(v) => {
+                            delays.insert(c.keyword.clone(), v);
+                        }
+                        None => out.dropped.push((
+                            c.line,
+                            format!("interface_up_down_delays: {}: not understood", c.keyword),
+                        )),
+                    }
+                }
+                config.insert("interface_up_down_delays".into(), Value::Table(delays));
+            }
             "vrrp_sync_group" => {
                 if let Some(g) = sync_group(n, &scripts, &files, &mut out.dropped) {
                     groups.push(g);
@@ -1530,6 +1551,20 @@ vrrp_instance VI_1 {
             (v.track[0].weight, v.track[1].weight, v.track[1].reverse),
             (Some(-30), Some(10), true)
         );
+    }
+
+    /// interface_up_down_delays carries over, one delay or two.
+    #[test]
+    fn interface_delays_carry_over() {
+        let text = "interface_up_down_delays {\n  eth0 0.5\n  eth1 1 2.5\n}\n\
+                    vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 51\n \
+                    virtual_ipaddress {\n 203.0.113.10/24\n }\n}\n";
+        let out = import(text);
+        assert!(out.dropped.is_empty(), "{:?}", out.dropped);
+        let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(cfg.link_delays.get("eth0"), Some(&(ms(500), ms(500))));
+        assert_eq!(cfg.link_delays.get("eth1"), Some(&(ms(1000), ms(2500))));
     }
 
     /// notify_fifo (or vrrp_notify_fifo) becomes greha's notify_fifo.

@@ -11,6 +11,9 @@ pub struct Desired {
     pub vrrp: Vec<InstanceDef>,
     /// keepalived's notify_fifo: where state changes are written.
     pub notify_fifo: Option<std::path::PathBuf>,
+    /// keepalived's interface_up_down_delays: by interface name, how long
+    /// a change to down, and to up, must last to count.
+    pub link_delays: std::collections::BTreeMap<String, (std::time::Duration, std::time::Duration)>,
 }
 
 /// What it takes to go from one desired state to another; everything not
@@ -149,6 +152,7 @@ mod tests {
             tunnels: tunnels.iter().map(|t| tunnel(t)).collect(),
             vrrp: vrrp.iter().map(|v| instance(v)).collect(),
             notify_fifo: None,
+            link_delays: Default::default(),
         }
     }
 

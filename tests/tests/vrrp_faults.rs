@@ -868,3 +868,61 @@ fn init_fail_keeps_a_router_with_a_failing_check_from_the_vip() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// keepalived's interface_up_down_delays: a flap of the VRRP interface
+/// shorter than its down delay is nothing (no Fault, the master stays);
+/// a longer one faults once the delay is over, and the way back waits
+/// for the up delay. Without the delays the flap alone faulted.
+#[test]
+fn interface_delays_ride_out_a_flap() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let lan = lab.switch("lan")?;
+    let a = lab.host("a")?;
+    lab.plug(&a, &format!("{A}/24"), &lan)?;
+    let conf = lab.tmp().join("greha.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[interface_up_down_delays]\neth0 = [1.0, 0.3]\n\n[[vrrp]]\nname = \"VI_1\"\n\
+             interface = \"eth0\"\nvrid = 51\npriority = 150\nadvert_int = 0.1\n\
+             [[vrrp.vip]]\naddress = \"{VIP}/24\"\n"
+        ),
+    )?;
+    let mut cmd = lab.greha(&a);
+    cmd.args(["run", "--config"]).arg(&conf);
+    let mut g = a.spawn(&lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    wait_until(SHORT, "A master", || {
+        Ok(vi_1(&mut lab, &a)?["state"] == "master")
+    })?;
+    let faults = |lab: &mut Lab| -> Result<usize> {
+        Ok(vi_1(lab, &a)?["transitions"]
+            .as_array()
+            .map_or(0, |t| t.iter().filter(|t| t["to"] == "fault").count()))
+    };
+    a.ip(&["link", "set", "eth0", "down"])?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    a.ip(&["link", "set", "eth0", "up"])?;
+    // Past the down delay: the flap must have left no trace.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    ensure!(
+        faults(&mut lab)? == 0,
+        "a 0.3 s flap faulted: {:#}",
+        vi_1(&mut lab, &a)?
+    );
+    a.ip(&["link", "set", "eth0", "down"])?;
+    let down = std::time::Instant::now();
+    wait_until(SHORT, "Fault after the down delay", || {
+        Ok(faults(&mut lab)? == 1)
+    })?;
+    ensure!(
+        down.elapsed() >= std::time::Duration::from_millis(900),
+        "faulted {:?} after the link went down, before its 1 s delay",
+        down.elapsed()
+    );
+    a.ip(&["link", "set", "eth0", "up"])?;
+    wait_until(SHORT, "master again", || {
+        Ok(vi_1(&mut lab, &a)?["state"] == "master")
+    })?;
+    Ok(())
+}

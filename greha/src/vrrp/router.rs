@@ -4,7 +4,7 @@
 //! master, and whether an advert the fast path absorbed is the followed
 //! master's. The shell feeds these functions what it read and carries out
 //! what they return; the tables below drive them as the shell would.
-use std::{net::IpAddr, time::Duration};
+use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use greha_common::{AdvertSummary, VrrpCtl, VrrpSeen, vrrp_steady};
 
@@ -364,6 +364,62 @@ pub fn changes<T: Clone + PartialEq>(added: &[T], want: &[T]) -> (Vec<T>, Vec<T>
         .cloned()
         .collect();
     (gone, new)
+}
+
+/// keepalived's interface_up_down_delays: an interface's change of state
+/// counts only once it has lasted its delay; back to the state in force
+/// before then, nothing happened.
+#[derive(Debug, Default)]
+pub struct LinkDebounce {
+    /// ifindex -> (the state waiting, when it counts).
+    pending: HashMap<u32, (bool, Duration)>,
+}
+
+impl LinkDebounce {
+    /// A link event at `now` for an interface whose trackers say
+    /// `in_force`: the state to apply now, if any.
+    pub fn event(
+        &mut self,
+        ifindex: u32,
+        up: bool,
+        in_force: bool,
+        delay: Duration,
+        now: Duration,
+    ) -> Option<bool> {
+        if up == in_force {
+            self.pending.remove(&ifindex);
+            return None;
+        }
+        if delay.is_zero() {
+            self.pending.remove(&ifindex);
+            return Some(up);
+        }
+        let due = now + delay;
+        let e = self.pending.entry(ifindex).or_insert((up, due));
+        if e.0 != up {
+            *e = (up, due);
+        }
+        None
+    }
+
+    /// The changes that have lasted their delay by `now`.
+    pub fn due(&mut self, now: Duration) -> Vec<(u32, bool)> {
+        let due: Vec<(u32, bool)> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(i, (up, _))| (*i, *up))
+            .collect();
+        for (i, _) in &due {
+            self.pending.remove(i);
+        }
+        due
+    }
+
+    /// When the next waiting change counts.
+    pub fn next(&self) -> Option<Duration> {
+        self.pending.values().map(|(_, at)| *at).min()
+    }
 }
 
 #[cfg(test)]
@@ -864,6 +920,24 @@ mod tests {
         for (new, restart) in table {
             assert_eq!(restarts(&def(OLD), &def(new)), restart, "{new}");
         }
+    }
+
+    /// A flap shorter than the delay is nothing; a change that lasts
+    /// counts when its delay is over; no delay, at once.
+    #[test]
+    fn links_debounce_as_keepalived() {
+        let ms = Duration::from_millis;
+        let mut d = LinkDebounce::default();
+        assert_eq!(d.event(2, false, true, ms(500), ms(0)), None);
+        assert_eq!(d.next(), Some(ms(500)));
+        assert_eq!(d.event(2, true, true, ms(500), ms(300)), None);
+        assert_eq!((d.next(), d.due(ms(600))), (None, vec![]));
+        assert_eq!(d.event(2, false, true, ms(500), ms(1000)), None);
+        // The same state again does not restart the wait.
+        assert_eq!(d.event(2, false, true, ms(500), ms(1200)), None);
+        assert_eq!(d.due(ms(1499)), vec![]);
+        assert_eq!(d.due(ms(1500)), vec![(2, false)]);
+        assert_eq!(d.event(3, false, true, Duration::ZERO, ms(0)), Some(false));
     }
 
     #[test]

@@ -194,6 +194,10 @@ pub struct Vrrp {
     group_states: HashMap<String, State>,
     /// keepalived's notify_fifo: its path and the open FIFO.
     fifo: Option<(std::path::PathBuf, std::fs::File)>,
+    /// keepalived's interface_up_down_delays, by interface name, and the
+    /// link changes waiting for theirs.
+    link_delays: std::collections::BTreeMap<String, (Duration, Duration)>,
+    debounce: router::LinkDebounce,
 }
 
 impl Vrrp {
@@ -232,7 +236,48 @@ impl Vrrp {
             sync_queue: Default::default(),
             group_states: HashMap::new(),
             fifo: None,
+            link_delays: Default::default(),
+            debounce: Default::default(),
         })
+    }
+
+    /// keepalived's interface_up_down_delays from now on.
+    pub fn set_link_delays(
+        &mut self,
+        delays: std::collections::BTreeMap<String, (Duration, Duration)>,
+    ) {
+        self.link_delays = delays;
+    }
+
+    /// A tracked interface's state, as its trackers have it, and its
+    /// delays (down, up): none if no tracker watches it.
+    fn link_in_force(&self, ifindex: u32) -> Option<(bool, (Duration, Duration))> {
+        self.instances
+            .iter()
+            .flat_map(|r| &r.trackers)
+            .find(|t| t.ifindex == ifindex)
+            .map(|t| {
+                let delays = match &t.track.kind {
+                    TrackKind::Interface(name) => self.link_delays.get(name).copied(),
+                    _ => None,
+                };
+                (t.state.up, delays.unwrap_or_default())
+            })
+    }
+
+    /// Gives every tracker of `ifindex` its new state.
+    async fn apply_link(&mut self, ifindex: u32, up: bool) {
+        for i in 0..self.instances.len() {
+            let mut changed = false;
+            for t in &mut self.instances[i].trackers {
+                if t.ifindex == ifindex {
+                    changed |= t.state.link(up);
+                }
+            }
+            if changed {
+                self.retrack(i).await;
+            }
+        }
     }
 
     /// Writes state changes to the FIFO at `path` from now on (made if
@@ -799,6 +844,7 @@ impl Vrrp {
                 .instances
                 .iter()
                 .filter_map(|r| r.engine.next_deadline())
+                .chain(self.debounce.next())
                 .min();
             let sleep = async {
                 match deadline {
@@ -823,16 +869,13 @@ impl Vrrp {
                 },
                 Some((sock, r)) = self.rx.recv() => self.received(sock, r).await,
                 Some((ifindex, up)) = recv_opt(&mut self.links) => {
-                    for i in 0..self.instances.len() {
-                        let mut changed = false;
-                        for t in &mut self.instances[i].trackers {
-                            if t.ifindex == ifindex {
-                                changed |= t.state.link(up);
-                            }
-                        }
-                        if changed {
-                            self.retrack(i).await;
-                        }
+                    let Some((in_force, (down, up_delay))) = self.link_in_force(ifindex) else {
+                        continue;
+                    };
+                    let delay = if up { up_delay } else { down };
+                    let now = self.now();
+                    if let Some(up) = self.debounce.event(ifindex, up, in_force, delay, now) {
+                        self.apply_link(ifindex, up).await;
                     }
                 }
                 Some(id) = self.announced.recv() => self.announced(id).await,
@@ -873,6 +916,9 @@ impl Vrrp {
             self.received(sock, r).await;
         }
         let now = self.now();
+        for (ifindex, up) in self.debounce.due(now) {
+            self.apply_link(ifindex, up).await;
+        }
         self.outbox = Some(Vec::new());
         for i in 0..self.instances.len() {
             // Master_Down may only look due: the fast path may have
