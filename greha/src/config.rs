@@ -33,6 +33,8 @@ pub struct Config {
     /// keepalived's interface_up_down_delays: `[interface_up_down_delays]`
     /// with `eth0 = 0.5` (both ways) or `eth0 = [0.5, 2]` (down, up).
     pub link_delays: std::collections::BTreeMap<String, (std::time::Duration, std::time::Duration)>,
+    /// keepalived's script_user: `script_user = "USER[:GROUP]"`.
+    pub script_user: Option<String>,
 }
 
 /// One word of a spec and where it came from.
@@ -348,6 +350,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
                     cfg.link_delays.insert(name.to_owned(), (down, up));
                 }
             }
+            "script_user" => {
+                let u = scalar(&src, key, v)?;
+                if u.is_empty() || u.chars().any(char::is_whitespace) {
+                    return Err(src.err(
+                        &v.span(),
+                        format!("script_user: {u:?} is not USER or USER:GROUP"),
+                    ));
+                }
+                cfg.script_user = Some(u);
+            }
             "notify_fifo" => {
                 let p = scalar(&src, key, v)?;
                 if !p.starts_with('/') {
@@ -580,6 +592,7 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
                 "weight",
                 "reverse",
                 "init_fail",
+                "user",
             ][..],
         ),
         (

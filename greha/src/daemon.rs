@@ -78,6 +78,7 @@ pub fn desired(config: Option<&Path>, extra: &Extra) -> Result<Desired> {
         vrrp: file.vrrp,
         notify_fifo: extra.notify_fifo.clone().or(file.notify_fifo),
         link_delays: file.link_delays,
+        script_user: file.script_user,
     };
     d.count.extend(extra.count.iter().cloned());
     for spec in &extra.tunnels {
@@ -685,9 +686,15 @@ async fn apply(
     vrrp: &mut Vrrp,
 ) -> Result<String> {
     let plan = plan(current, &want);
-    // First: a FIFO that cannot be opened refuses the whole change.
+    // First: a user that does not exist or a FIFO that cannot be opened
+    // refuses the whole change.
+    let script_user = match &want.script_user {
+        Some(u) => Some(crate::vrrp::track::run_as(u).context("script_user")?),
+        None => None,
+    };
     vrrp.set_notify_fifo(want.notify_fifo.as_deref())?;
     vrrp.set_link_delays(want.link_delays.clone());
+    vrrp.set_script_user(script_user);
     attach_counters(opts, &plan.count_add)?;
     if let Err(e) = apply_tunnels_and_vrrp(opts, current, &plan, vrrp).await {
         let _ = detach_counters(opts, &plan.count_add);

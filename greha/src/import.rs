@@ -284,6 +284,14 @@ fn convert(lines: &[kaconf::Line]) -> Converted {
                         ("notify_fifo" | "vrrp_notify_fifo", [path, ..]) => {
                             config.insert("notify_fifo".into(), string(path));
                         }
+                        ("script_user", [u]) => {
+                            config.insert("script_user".into(), string(u));
+                        }
+                        ("script_user", [u, g]) => {
+                            config.insert("script_user".into(), string(&format!("{u}:{g}")));
+                        }
+                        // What greha does in any case.
+                        ("enable_script_security", []) => {}
                         (k, _) => out
                             .dropped
                             .push((c.line, format!("global_defs: {k}: no greha equivalent"))),
@@ -860,6 +868,12 @@ fn script(s: &Node, ts: &Node, dropped: &mut Vec<(usize, String)>) -> Option<Tab
         match (c.keyword.as_str(), c.args.as_slice()) {
             ("init_fail", []) => {
                 track.insert("init_fail".into(), Value::Boolean(true));
+            }
+            ("user", [u]) => {
+                track.insert("user".into(), string(u));
+            }
+            ("user", [u, g]) => {
+                track.insert("user".into(), string(&format!("{u}:{g}")));
             }
             ("script", args) => match notify_line(args) {
                 Ok(line) => {
@@ -1565,6 +1579,22 @@ vrrp_instance VI_1 {
         let ms = std::time::Duration::from_millis;
         assert_eq!(cfg.link_delays.get("eth0"), Some(&(ms(500), ms(500))));
         assert_eq!(cfg.link_delays.get("eth1"), Some(&(ms(1000), ms(2500))));
+    }
+
+    /// script_user and a vrrp_script's user carry over as USER[:GROUP].
+    #[test]
+    fn script_users_carry_over() {
+        let text = "global_defs {\n  script_user nobody nogroup\n  enable_script_security\n}\n\
+                    vrrp_script chk {\n  script \"/usr/bin/true\"\n  user daemon\n}\n\
+                    vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 51\n \
+                    track_script {\n chk\n }\n virtual_ipaddress {\n 203.0.113.10/24\n }\n}\n";
+        let out = import(text);
+        assert!(out.dropped.is_empty(), "{:?}", out.dropped);
+        let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
+        assert_eq!(cfg.script_user.as_deref(), Some("nobody:nogroup"));
+        assert!(
+            matches!(&cfg.vrrp[0].track[0].kind, TrackKind::Script { user: Some(u), .. } if u == "daemon")
+        );
     }
 
     /// notify_fifo (or vrrp_notify_fifo) becomes greha's notify_fifo.

@@ -14,6 +14,8 @@ pub struct Desired {
     /// keepalived's interface_up_down_delays: by interface name, how long
     /// a change to down, and to up, must last to count.
     pub link_delays: std::collections::BTreeMap<String, (std::time::Duration, std::time::Duration)>,
+    /// keepalived's script_user (`USER[:GROUP]`).
+    pub script_user: Option<String>,
 }
 
 /// What it takes to go from one desired state to another; everything not
@@ -153,6 +155,7 @@ mod tests {
             vrrp: vrrp.iter().map(|v| instance(v)).collect(),
             notify_fifo: None,
             link_delays: Default::default(),
+            script_user: None,
         }
     }
 

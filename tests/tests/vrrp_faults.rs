@@ -926,3 +926,57 @@ fn interface_delays_ride_out_a_flap() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// keepalived's script_user and a check's own `user`: notify commands and
+/// checks without a user run as script_user, a check with one as that
+/// user. Each check succeeds only as the user it must run as, so the
+/// router becomes master only if both ran as they should; the notify
+/// writes who ran it.
+#[test]
+fn scripts_run_as_their_users() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut lab = Lab::new()?;
+    let lan = lab.switch("lan")?;
+    let a = lab.host("a")?;
+    lab.plug(&a, &format!("{A}/24"), &lan)?;
+    let nobody = nix::unistd::User::from_name("nobody")?
+        .context("no user nobody")?
+        .uid;
+    let out = lab.tmp().join("out");
+    std::fs::create_dir_all(&out)?;
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777))?;
+    let who = out.join("notify-ran-as");
+    let conf = lab.tmp().join("greha.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "script_user = \"nobody\"\n\n[[vrrp]]\nname = \"VI_1\"\ninterface = \"eth0\"\n\
+             vrid = 51\npriority = 150\nadvert_int = 0.1\n\
+             notify_master = \"/bin/sh -c 'id -u > {who}'\"\n\
+             [[vrrp.vip]]\naddress = \"{VIP}/24\"\n\
+             [[vrrp.track_script]]\npath = \"/bin/sh -c 'test $(id -u) = 0'\"\nuser = \"root\"\n\
+             interval = 0.1\n\
+             [[vrrp.track_script]]\npath = \"/bin/sh -c 'test $(id -u) = {nobody}'\"\n\
+             interval = 0.1\n",
+            who = who.display()
+        ),
+    )?;
+    let mut cmd = lab.greha(&a);
+    cmd.args(["run", "--config"]).arg(&conf);
+    let mut g = a.spawn(&lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    wait_until(SHORT, "master, both checks passing", || {
+        Ok(vi_1(&mut lab, &a)?["state"] == "master")
+    })?;
+    wait_until(SHORT, "the notify's output", || {
+        Ok(std::fs::read_to_string(&who).is_ok_and(|t| t.trim() == nobody.to_string()))
+    })?;
+    ensure!(
+        vi_1(&mut lab, &a)?["transitions"]
+            .as_array()
+            .is_some_and(|t| t.iter().all(|t| t["to"] != "fault")),
+        "a check ran as the wrong user: {:#}",
+        vi_1(&mut lab, &a)?
+    );
+    Ok(())
+}

@@ -258,6 +258,9 @@ pub enum TrackKind {
         fall: u32,
         /// Down until it first succeeds (keepalived's init_fail).
         init_fail: bool,
+        /// Who runs it, `USER[:GROUP]` (keepalived's `user`); the
+        /// daemon's script_user, else root, when not given.
+        user: Option<String>,
     },
     /// A greha tunnel with a `probe` address: down while its far end is
     /// dead (see [`crate::probe`]).
@@ -733,10 +736,25 @@ impl InstanceDef {
                         rise: 1,
                         fall: 1,
                         init_fail: false,
+                        user: None,
                     },
                     weight: None,
                     reverse: false,
                 }),
+                "user" => {
+                    let v = value()?;
+                    let Some(Track {
+                        kind: TrackKind::Script { user, .. },
+                        ..
+                    }) = d.track.last_mut()
+                    else {
+                        return Err(err(&name, word, "belongs after a track-script").value(v));
+                    };
+                    if v.is_empty() || v.chars().any(char::is_whitespace) {
+                        return Err(bad(&name, word, v, "is not USER or USER:GROUP"));
+                    }
+                    *user = Some(v.to_owned());
+                }
                 "track-file" => {
                     let v = value()?;
                     if !v.starts_with('/') {
@@ -1356,6 +1374,7 @@ mod tests {
                     rise: 3,
                     fall: 2,
                     init_fail: false,
+                    user: None,
                 },
                 weight: Some(10),
                 reverse: false,

@@ -196,6 +196,7 @@ pub async fn prepare(
                     };
                     let w = t.weight.unwrap_or(1);
                     trackers.push(Tracker {
+                        run_as: None,
                         track: t.clone(),
                         ifindex: 0,
                         state: TrackerState::file(if *reverse { -w } else { w }, value),
@@ -209,7 +210,17 @@ pub async fn prepare(
                 // What runs now: the instance starts with the right state.
                 TrackKind::Process(m) => (0, super::track::quorum(m, &super::track::processes())),
             };
+            let run_as = match &t.kind {
+                TrackKind::Script {
+                    user: Some(user), ..
+                } => Some(
+                    super::track::run_as(user)
+                        .with_context(|| format!("vrrp instance {name}: track-script: user"))?,
+                ),
+                _ => None,
+            };
             trackers.push(Tracker {
+                run_as,
                 track: t.clone(),
                 ifindex,
                 state: TrackerState::new(t.weight, up).reversed(t.reverse),

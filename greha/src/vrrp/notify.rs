@@ -25,6 +25,7 @@ const MAX_WAITING: usize = 256;
 struct Job {
     instance: String,
     commands: Vec<Vec<String>>,
+    run_as: Option<super::track::RunAs>,
 }
 
 /// The waiting transitions, in order.
@@ -75,7 +76,7 @@ impl Notifier {
                 match next {
                     Some(job) => {
                         for argv in &job.commands {
-                            run(argv).await;
+                            run(argv, job.run_as).await;
                         }
                     }
                     None => w.notified().await,
@@ -89,14 +90,21 @@ impl Notifier {
         }
     }
 
-    /// Queues the commands of one transition of `instance`.
-    pub fn queue(&self, instance: &str, commands: Vec<Vec<String>>) {
+    /// Queues the commands of one transition of `instance`, to run as
+    /// `run_as` (root when None).
+    pub fn queue(
+        &self,
+        instance: &str,
+        commands: Vec<Vec<String>>,
+        run_as: Option<super::track::RunAs>,
+    ) {
         if commands.is_empty() {
             return;
         }
         let dropped = self.queue.lock().expect("not poisoned").push(Job {
             instance: instance.to_owned(),
             commands,
+            run_as,
         });
         if dropped > 0 {
             warn!(
@@ -129,8 +137,8 @@ impl Drop for Notifier {
     }
 }
 
-async fn run(argv: &[String]) {
-    match run_bounded(argv, NOTIFY_TIMEOUT).await {
+async fn run(argv: &[String], run_as: Option<super::track::RunAs>) {
+    match run_bounded(argv, NOTIFY_TIMEOUT, run_as).await {
         Ok(status) if status.success() => {}
         Ok(status) => warn!(command = ?argv, %status, "notify command failed"),
         Err(RunError::Spawn(e)) => warn!(command = ?argv, "cannot run notify command: {e}"),
@@ -148,6 +156,7 @@ mod tests {
         Job {
             instance: instance.into(),
             commands: vec![vec!["/n".into(), instance.into(), state.into()]],
+            run_as: None,
         }
     }
 

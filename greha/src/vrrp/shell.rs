@@ -198,6 +198,9 @@ pub struct Vrrp {
     /// link changes waiting for theirs.
     link_delays: std::collections::BTreeMap<String, (Duration, Duration)>,
     debounce: router::LinkDebounce,
+    /// keepalived's script_user: who runs notify commands, and check
+    /// scripts without a user of their own (root when None).
+    script_user: Option<track::RunAs>,
 }
 
 impl Vrrp {
@@ -238,7 +241,14 @@ impl Vrrp {
             fifo: None,
             link_delays: Default::default(),
             debounce: Default::default(),
+            script_user: None,
         })
+    }
+
+    /// keepalived's script_user from now on; scripts already running
+    /// keep theirs until their instance restarts.
+    pub fn set_script_user(&mut self, user: Option<track::RunAs>) {
+        self.script_user = user;
     }
 
     /// keepalived's interface_up_down_delays from now on.
@@ -373,6 +383,7 @@ impl Vrrp {
                     path.clone(),
                     *interval,
                     *timeout,
+                    tracker.run_as.or(self.script_user),
                     id,
                     t,
                     self.script_tx.clone(),
@@ -1387,6 +1398,7 @@ impl Vrrp {
                     r.def
                         .notify
                         .commands("INSTANCE", &r.def.name, to, r.engine.priority()),
+                    self.script_user,
                 );
                 info!(
                     instance = %r.def.name, vrid = r.def.vrid, ?from, ?to, ?reason,
@@ -1436,6 +1448,7 @@ impl Vrrp {
             self.notifier.queue(
                 &format!("group {}", group.name),
                 group.notify.commands("GROUP", &group.name, state, 0),
+                self.script_user,
             );
         }
     }

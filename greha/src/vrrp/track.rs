@@ -8,8 +8,43 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{def::Track, router::TrackerState};
 
+/// Who a script runs as (keepalived's `user`/`script_user`): a user's id
+/// and a group's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// `USER[:GROUP]` as keepalived's `user USER [GROUP]` takes it: the user's
+/// own group unless one is named.
+pub fn run_as(spec: &str) -> anyhow::Result<RunAs> {
+    use anyhow::{Context as _, anyhow};
+    let (user, group) = spec
+        .split_once(':')
+        .map_or((spec, None), |(u, g)| (u, Some(g)));
+    let u = nix::unistd::User::from_name(user)
+        .with_context(|| format!("looking up user {user}"))?
+        .ok_or_else(|| anyhow!("user {user:?} does not exist"))?;
+    let gid = match group {
+        None => u.gid.as_raw(),
+        Some(g) => nix::unistd::Group::from_name(g)
+            .with_context(|| format!("looking up group {g}"))?
+            .ok_or_else(|| anyhow!("group {g:?} does not exist"))?
+            .gid
+            .as_raw(),
+    };
+    Ok(RunAs {
+        uid: u.uid.as_raw(),
+        gid,
+    })
+}
+
 /// A tracker of a running instance.
 pub struct Tracker {
+    /// A check script's user (its own `user`, or the daemon's
+    /// `script_user`); None runs it as root.
+    pub run_as: Option<RunAs>,
     pub track: Track,
     /// The tracked interface (0 for a script).
     pub ifindex: u32,
@@ -33,6 +68,7 @@ pub fn spawn_script(
     path: String,
     interval: Duration,
     timeout: Duration,
+    run_as: Option<RunAs>,
     id: u64,
     tracker: usize,
     tx: mpsc::Sender<ScriptResult>,
@@ -41,7 +77,9 @@ pub fn spawn_script(
     let argv = super::command::split(&path).unwrap_or_else(|_| vec![path.clone()]);
     tokio::spawn(async move {
         loop {
-            let ok = run_bounded(&argv, timeout).await.is_ok_and(|s| s.success());
+            let ok = run_bounded(&argv, timeout, run_as)
+                .await
+                .is_ok_and(|s| s.success());
             if tx.send((id, tracker, Reading::Up(ok))).await.is_err() {
                 break;
             }
@@ -172,15 +210,27 @@ pub fn run_scripts_as_units() -> anyhow::Result<()> {
 /// The command that runs `argv`: itself, or systemd-run starting it as a
 /// service that systemd stops (its whole cgroup) after `timeout`, and
 /// whose exit status systemd-run returns.
-fn script_command(argv: &[String], timeout: Duration) -> tokio::process::Command {
+fn script_command(
+    argv: &[String],
+    timeout: Duration,
+    run_as: Option<RunAs>,
+) -> tokio::process::Command {
     match SCRIPT_UNITS.get() {
         None => {
             let mut cmd = tokio::process::Command::new(&argv[0]);
             cmd.args(&argv[1..]);
+            if let Some(r) = run_as {
+                // Supplementary groups go too (std drops them for a new uid).
+                cmd.uid(r.uid).gid(r.gid);
+            }
             cmd
         }
         Some(runner) => {
             let mut cmd = tokio::process::Command::new(runner);
+            if let Some(r) = run_as {
+                cmd.arg(format!("--uid={}", r.uid))
+                    .arg(format!("--property=Group={}", r.gid));
+            }
             cmd.args([
                 "--quiet",
                 "--collect",
@@ -207,8 +257,9 @@ fn script_command(argv: &[String], timeout: Duration) -> tokio::process::Command
 pub async fn run_bounded(
     argv: &[String],
     timeout: Duration,
+    run_as: Option<RunAs>,
 ) -> Result<std::process::ExitStatus, RunError> {
-    let mut cmd = script_command(argv, timeout);
+    let mut cmd = script_command(argv, timeout, run_as);
     cmd.process_group(0).kill_on_drop(true);
     let mut child = cmd.spawn().map_err(RunError::Spawn)?;
     // Kills the group however this ends: done, timed out, or the task
@@ -496,5 +547,32 @@ mod process_tests {
         q.quorum = 0;
         q.quorum_max = 0;
         assert!(quorum(&q, &[]));
+    }
+}
+
+#[cfg(test)]
+mod run_as_tests {
+    use super::*;
+
+    /// keepalived's `user USER [GROUP]`: the user's own group unless one
+    /// is named; a name that does not exist is said.
+    #[test]
+    fn users_and_groups_by_name() {
+        assert_eq!(run_as("root").unwrap(), RunAs { uid: 0, gid: 0 });
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        assert_eq!(
+            run_as("nobody:root").unwrap(),
+            RunAs {
+                uid: nobody.uid.as_raw(),
+                gid: 0
+            }
+        );
+        let e = run_as("no-such-user-here").unwrap_err().to_string();
+        assert!(
+            e.contains("user \"no-such-user-here\" does not exist"),
+            "{e}"
+        );
+        let e = run_as("root:no-such-group").unwrap_err().to_string();
+        assert!(e.contains("group \"no-such-group\" does not exist"), "{e}");
     }
 }
