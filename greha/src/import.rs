@@ -215,20 +215,19 @@ struct Converted {
 fn convert(lines: &[kaconf::Line]) -> Converted {
     let mut out = Converted::default();
     let tree = parse(lines, &mut out.dropped);
-    let scripts: HashMap<&str, &Node> = tree
+    // The named blocks trackers refer to, by the instance block's keyword
+    // that uses them and name.
+    let blocks: Blocks = tree
         .iter()
-        .filter(|n| n.keyword == "vrrp_script")
-        .filter_map(|n| n.args.first().map(|name| (name.as_str(), n)))
-        .collect();
-    let files: HashMap<&str, &Node> = tree
-        .iter()
-        .filter(|n| {
-            matches!(
-                n.keyword.as_str(),
-                "track_file" | "vrrp_track_file" | "vrrp_track_process"
-            )
+        .filter_map(|n| {
+            let user = match n.keyword.as_str() {
+                "vrrp_script" => "track_script",
+                "track_file" | "vrrp_track_file" => "track_file",
+                "vrrp_track_process" => "track_process",
+                _ => return None,
+            };
+            Some(((user, n.args.first()?.as_str()), n))
         })
-        .filter_map(|n| n.args.first().map(|name| (name.as_str(), n)))
         .collect();
     // keepalived speaks VRRPv2 unless told otherwise; greha's default is 3.
     let mut default_version = "2".to_owned();
@@ -244,7 +243,7 @@ fn convert(lines: &[kaconf::Line]) -> Converted {
     for n in &tree {
         match n.keyword.as_str() {
             "vrrp_instance" => {
-                let t = instance(n, &scripts, &files, &default_version, &mut out.dropped);
+                let t = instance(n, &blocks, &default_version, &mut out.dropped);
                 push(&mut config, "vrrp", t);
             }
             // Turned into track_script and track_file entries where an
@@ -272,7 +271,7 @@ fn convert(lines: &[kaconf::Line]) -> Converted {
                 config.insert("interface_up_down_delays".into(), Value::Table(delays));
             }
             "vrrp_sync_group" => {
-                if let Some(g) = sync_group(n, &scripts, &files, &mut out.dropped) {
+                if let Some(g) = sync_group(n, &blocks, &mut out.dropped) {
                     groups.push(g);
                 }
             }
@@ -340,8 +339,7 @@ fn convert(lines: &[kaconf::Line]) -> Converted {
 
 fn instance(
     n: &Node,
-    scripts: &HashMap<&str, &Node>,
-    files: &HashMap<&str, &Node>,
+    blocks: &Blocks,
     default_version: &str,
     dropped: &mut Vec<(usize, String)>,
 ) -> Table {
@@ -521,7 +519,7 @@ fn instance(
                 }
             }
             "track_interface" | "track_script" | "track_file" | "track_process" => {
-                tracks_of(c, scripts, files, dropped, &mut tracks);
+                tracks_of(c, blocks, dropped, &mut tracks);
             }
             other => dropped.push((
                 c.line,
@@ -555,8 +553,7 @@ fn instance(
 /// sync_group_tracking_weight).
 fn sync_group(
     n: &Node,
-    scripts: &HashMap<&str, &Node>,
-    files: &HashMap<&str, &Node>,
+    blocks: &Blocks,
     dropped: &mut Vec<(usize, String)>,
 ) -> Option<(Table, Table)> {
     let Some(name) = n.args.first() else {
@@ -584,7 +581,7 @@ fn sync_group(
                 }
             }
             "track_interface" | "track_script" | "track_file" => {
-                tracks_of(c, scripts, files, dropped, &mut tracks);
+                tracks_of(c, blocks, dropped, &mut tracks);
             }
             other => dropped.push((
                 c.line,
@@ -614,15 +611,43 @@ fn sync_group(
     Some((t, tracks))
 }
 
-/// An instance's or sync group's track_interface, track_script or
-/// track_file block `c`, its entries pushed to `tracks`.
-fn tracks_of(
+/// The named blocks trackers refer to: (the using block's keyword, name).
+type Blocks<'a> = HashMap<(&'a str, &'a str), &'a Node>;
+
+/// What is dropped, by line.
+type Dropped = Vec<(usize, String)>;
+
+/// A named block and the entry using it, as a tracker's table.
+type TrackConverter = fn(&Node, &Node, &mut Dropped) -> Option<Table>;
+
+/// A track_script, track_process or track_file block `c`: each entry
+/// names a top-level block (`what`, for the message when there is none),
+/// which `convert` turns into a tracker with the entry's own words.
+fn named_tracks(
     c: &Node,
-    scripts: &HashMap<&str, &Node>,
-    files: &HashMap<&str, &Node>,
+    blocks: &Blocks,
+    what: &str,
+    convert: TrackConverter,
     dropped: &mut Vec<(usize, String)>,
     tracks: &mut Table,
 ) {
+    for entry in &c.children {
+        let Some(block) = blocks.get(&(c.keyword.as_str(), entry.keyword.as_str())) else {
+            dropped.push((
+                entry.line,
+                format!("{}: no {what} {:?}", c.keyword, entry.keyword),
+            ));
+            continue;
+        };
+        if let Some(track) = convert(block, entry, dropped) {
+            push(tracks, &c.keyword, track);
+        }
+    }
+}
+
+/// An instance's or sync group's track_interface, track_script or
+/// track_file block `c`, its entries pushed to `tracks`.
+fn tracks_of(c: &Node, blocks: &Blocks, dropped: &mut Vec<(usize, String)>, tracks: &mut Table) {
     match c.keyword.as_str() {
         "track_interface" => {
             for ti in &c.children {
@@ -651,54 +676,18 @@ fn tracks_of(
                 push(tracks, "track_interface", track);
             }
         }
-        "track_script" => {
-            for ts in &c.children {
-                let Some(s) = scripts.get(ts.keyword.as_str()) else {
-                    dropped.push((
-                        ts.line,
-                        format!("track_script: no vrrp_script {:?}", ts.keyword),
-                    ));
-                    continue;
-                };
-                if let Some(track) = script(s, ts, dropped) {
-                    push(tracks, "track_script", track);
-                }
-            }
-        }
+        "track_script" => named_tracks(c, blocks, "vrrp_script", script, dropped, tracks),
         "track_process" => {
-            for tp in &c.children {
-                let Some(p) = files
-                    .get(tp.keyword.as_str())
-                    .filter(|n| n.keyword == "vrrp_track_process")
-                else {
-                    dropped.push((
-                        tp.line,
-                        format!("track_process: no vrrp_track_process {:?}", tp.keyword),
-                    ));
-                    continue;
-                };
-                if let Some(track) = track_process(p, tp, dropped) {
-                    push(tracks, "track_process", track);
-                }
-            }
+            named_tracks(
+                c,
+                blocks,
+                "vrrp_track_process",
+                track_process,
+                dropped,
+                tracks,
+            );
         }
-        "track_file" => {
-            for tf in &c.children {
-                let Some(f) = files
-                    .get(tf.keyword.as_str())
-                    .filter(|n| n.keyword != "vrrp_track_process")
-                else {
-                    dropped.push((
-                        tf.line,
-                        format!("track_file: no track_file {:?}", tf.keyword),
-                    ));
-                    continue;
-                };
-                if let Some(track) = track_file(f, tf, dropped) {
-                    push(tracks, "track_file", track);
-                }
-            }
-        }
+        "track_file" => named_tracks(c, blocks, "track_file", track_file, dropped, tracks),
         _ => {}
     }
 }

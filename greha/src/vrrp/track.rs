@@ -88,6 +88,33 @@ pub fn spawn_script(
     })
 }
 
+/// Every `period`, `read` (None: nothing to read this time); a value
+/// other than the last is sent as `reading(value)`, until the receiver
+/// is gone or the task is aborted.
+fn spawn_watch<T: Copy + PartialEq + Send + 'static>(
+    period: Duration,
+    mut last: T,
+    mut read: impl FnMut() -> Option<T> + Send + 'static,
+    reading: fn(T) -> Reading,
+    id: u64,
+    tracker: usize,
+    tx: mpsc::Sender<ScriptResult>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let Some(v) = read() else { continue };
+            if v != last {
+                last = v;
+                if tx.send((id, tracker, reading(v))).await.is_err() {
+                    break;
+                }
+            }
+        }
+    })
+}
+
 /// Sends whether tunnel `name`'s far end is up (not found dead by its
 /// prober: alive, not yet known, or not probed) whenever that changes,
 /// read from the pinned probe map every 100 ms: a tenth of the finest
@@ -99,36 +126,34 @@ pub fn spawn_tunnel_watch(
     tracker: usize,
     tx: mpsc::Sender<ScriptResult>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        let mut last = true;
-        let mut map = None;
-        loop {
-            tick.tick().await;
-            // Opened (and the tunnel's slot found) again after any error:
-            // a reload may re-create the tunnel elsewhere.
-            if map.is_none() {
-                map = crate::tunnel::id_of(&pin_dir, &name)
-                    .ok()
-                    .flatten()
-                    .and_then(|i| Some((i, crate::tunnel::probe_map(&pin_dir).ok()?)));
-            }
-            let Some((slot, m)) = &map else { continue };
-            let up = match m.get(slot, 0) {
-                Ok(p) => p.state != greha_common::PROBE_DEAD,
-                Err(_) => {
-                    map = None;
-                    continue;
-                }
-            };
-            if up != last {
-                last = up;
-                if tx.send((id, tracker, Reading::Up(up))).await.is_err() {
-                    break;
-                }
+    let mut map = None;
+    let read = move || {
+        // Opened (and the tunnel's slot found) again after any error: a
+        // reload may re-create the tunnel elsewhere.
+        if map.is_none() {
+            map = crate::tunnel::id_of(&pin_dir, &name)
+                .ok()
+                .flatten()
+                .and_then(|i| Some((i, crate::tunnel::probe_map(&pin_dir).ok()?)));
+        }
+        let (slot, m) = map.as_ref()?;
+        match m.get(slot, 0) {
+            Ok(p) => Some(p.state != greha_common::PROBE_DEAD),
+            Err(_) => {
+                map = None;
+                None
             }
         }
-    })
+    };
+    spawn_watch(
+        Duration::from_millis(100),
+        true,
+        read,
+        Reading::Up,
+        id,
+        tracker,
+        tx,
+    )
 }
 
 /// A tracked file's number as keepalived reads it: the text's leading
@@ -162,24 +187,21 @@ pub fn init_file(
 /// replaced by rename would escape).
 pub fn spawn_file_watch(
     path: std::path::PathBuf,
-    mut last: i64,
+    last: i64,
     id: u64,
     tracker: usize,
     tx: mpsc::Sender<ScriptResult>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tick.tick().await;
-            let v = read_number(&path);
-            if v != last {
-                last = v;
-                if tx.send((id, tracker, Reading::Value(v))).await.is_err() {
-                    break;
-                }
-            }
-        }
-    })
+    let read = move || Some(read_number(&path));
+    spawn_watch(
+        Duration::from_millis(100),
+        last,
+        read,
+        Reading::Value,
+        id,
+        tracker,
+        tx,
+    )
 }
 
 /// Why a bounded run did not give an exit status.
