@@ -258,6 +258,7 @@ const VRRP_KEYS: &[&str] = &[
     "notify",
     "sync_group",
     "unicast_ttl",
+    "vmac_name",
 ];
 
 /// A `[[vrrp.rule]]`'s keys, each the spec's word.
@@ -507,6 +508,7 @@ fn vrrp_instance(src: &Source, t: &toml::Spanned<DeTable>) -> Result<InstanceDef
             ("higher_prio_send_advert", "", "no-higher-prio-send-advert"),
             ("dont_track_primary", "dont-track-primary", ""),
             ("native_ipv6", "native-ipv6", ""),
+            ("use_vmac", "use-vmac", ""),
         ],
         &[("unicast_peers", "unicast-peer")],
         &mut w,

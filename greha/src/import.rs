@@ -426,6 +426,18 @@ fn instance(
             "native_ipv6" => {
                 t.insert("native_ipv6".into(), Value::Boolean(true));
             }
+            "use_vmac" => {
+                t.insert("use_vmac".into(), Value::Boolean(true));
+                if let Some(name) = c.args.first() {
+                    t.insert("vmac_name".into(), string(name));
+                }
+                if c.args.len() > 1 {
+                    dropped.push((
+                        c.line,
+                        "use_vmac: a MAC of its own: greha uses the RFC's virtual MAC".into(),
+                    ));
+                }
+            }
             "virtual_ipaddress" | "virtual_ipaddress_excluded" => {
                 let excluded = key == "virtual_ipaddress_excluded";
                 for v in &c.children {
@@ -1554,6 +1566,25 @@ vrrp_instance VI_1 {
             (v.track[0].weight, v.track[1].weight, v.track[1].reverse),
             (Some(-30), Some(10), true)
         );
+    }
+
+    /// use_vmac, with or without a name, carries over.
+    #[test]
+    fn use_vmac_carries_over() {
+        let text = "vrrp_instance VI_1 {\n interface eth0\n use_vmac vrrp51\n vmac_xmit_base\n \
+                    virtual_router_id 51\n virtual_ipaddress {\n 203.0.113.10/24\n }\n}\n";
+        let out = import(text);
+        let dropped: Vec<String> = out
+            .dropped
+            .iter()
+            .map(|(l, m)| format!("{l}: {m}"))
+            .collect();
+        assert_eq!(
+            dropped,
+            vec!["4: vrrp_instance VI_1: vmac_xmit_base: not supported by greha"]
+        );
+        let cfg = config::parse(Path::new("x"), &out.toml).expect(&out.toml);
+        assert_eq!(cfg.vrrp[0].vmac.as_deref(), Some("vrrp51"));
     }
 
     /// interface_up_down_delays carries over, one delay or two.

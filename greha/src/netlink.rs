@@ -195,6 +195,22 @@ impl Netlink {
             .with_context(|| format!("creating interface {name}"))
     }
 
+    /// A macvlan `name` on `base` with MAC `mac`, private mode (keepalived's
+    /// use_vmac), up.
+    pub async fn add_vmac(&self, name: &str, base: u32, mac: [u8; 6]) -> Result<()> {
+        use netlink_packet_route::link::MacVlanMode;
+        let msg = rtnetlink::LinkMacVlan::new(name, base, MacVlanMode::Private)
+            .address(mac.to_vec())
+            .up()
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .with_context(|| format!("creating the virtual MAC interface {name}"))
+    }
+
     /// Brings a link up, optionally with ARP off (an L3 tunnel).
     pub async fn set_up(&self, index: u32, arp: bool) -> Result<()> {
         let msg = LinkUnspec::new_with_index(index).arp(arp).up().build();

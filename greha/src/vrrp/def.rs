@@ -215,6 +215,21 @@ pub struct InstanceDef {
     /// IPv6 whatever the VIPs say (keepalived's native_ipv6): what makes an
     /// instance without VIPs an IPv6 one.
     pub native_ipv6: bool,
+    /// keepalived's use_vmac: the name of a macvlan on the interface with
+    /// the VRRP virtual MAC (00:00:5e:00:01:VRID, IPv6 00:00:5e:00:02:VRID)
+    /// that holds the VIPs (those without a dev of their own) and sends
+    /// the adverts, so the clients' ARP and neighbour entries never change
+    /// when the master does. `use-vmac` names it vrrp.VRID (vrrp6.VRID),
+    /// `vmac-name NAME` otherwise.
+    pub vmac: Option<String>,
+}
+
+impl InstanceDef {
+    /// The virtual MAC of RFC 5798 §7.3 for this instance.
+    pub fn virtual_mac(&self) -> [u8; 6] {
+        let kind = if self.family() == Family::V6 { 2 } else { 1 };
+        [0, 0, 0x5e, 0, kind, self.vrid]
+    }
 }
 
 /// keepalived's vrrp_sync_group as an instance sees it: the instances
@@ -516,7 +531,9 @@ impl InstanceDef {
             routes: Vec::new(),
             rules: Vec::new(),
             native_ipv6: false,
+            vmac: None,
         };
+        let mut vmac_name = None;
         let mut vrid = None;
         // Whether a `dev` belongs to the last route (else the last vip).
         let mut after_route = false;
@@ -613,6 +630,12 @@ impl InstanceDef {
                 "no-higher-prio-send-advert" => d.higher_prio_send_advert = false,
                 "dont-track-primary" => d.track_primary = false,
                 "native-ipv6" => d.native_ipv6 = true,
+                "use-vmac" => d.vmac = Some(String::new()),
+                "vmac-name" => {
+                    let v = value()?;
+                    ifname(&name, word, v)?;
+                    vmac_name = Some(v.to_owned());
+                }
                 "unicast-peer" => {
                     let v = value()?;
                     d.unicast_peers.push(
@@ -1191,6 +1214,12 @@ impl InstanceDef {
         if d.interface.is_empty() {
             return Err(err(&name, "interface", "an interface is required"));
         }
+        if let Some(n) = vmac_name {
+            if d.vmac.is_none() {
+                return Err(err(&name, "vmac-name", "needs use-vmac").value(&n));
+            }
+            d.vmac = Some(n);
+        }
         for t in &d.track {
             if let TrackKind::Process(m) = &t.kind
                 && m.quorum > m.quorum_max
@@ -1341,6 +1370,10 @@ impl InstanceDef {
                 "VRRP version 3 has no authentication",
             ));
         }
+        if d.vmac.as_deref() == Some("") {
+            let six = if d.family() == Family::V6 { "6" } else { "" };
+            d.vmac = Some(format!("vrrp{six}.{}", d.vrid));
+        }
         Ok(d)
     }
 }
@@ -1465,6 +1498,23 @@ mod tests {
                 .to_string();
             assert!(e.contains(want), "{spec}: {e}");
         }
+    }
+
+    /// use-vmac: the RFC's virtual MAC, keepalived's default name.
+    #[test]
+    fn use_vmac() {
+        let d = parse("v interface eth0 vrid 51 use-vmac vip 192.0.2.5").unwrap();
+        assert_eq!(
+            (d.vmac.as_deref(), d.virtual_mac()),
+            (Some("vrrp.51"), [0, 0, 0x5e, 0, 1, 0x33])
+        );
+        let d = parse("v interface eth0 vrid 7 use-vmac vmac-name vm7 vip 2001:db8::1").unwrap();
+        assert_eq!(
+            (d.vmac.as_deref(), d.virtual_mac()),
+            (Some("vm7"), [0, 0, 0x5e, 0, 2, 7])
+        );
+        let e = parse("v interface eth0 vrid 7 vmac-name vm7 vip 192.0.2.5").unwrap_err();
+        assert!(e.to_string().contains("needs use-vmac"), "{e}");
     }
 
     /// Rules in iproute2's words; `table` and `type` after a rule are the

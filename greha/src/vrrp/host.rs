@@ -95,7 +95,30 @@ pub async fn prepare(
             primary = src;
         }
         let mut vips = Vec::new();
+        if def.vmac.is_some() && def.family() == Family::V6 {
+            bail!(
+                "vrrp instance {name}: use-vmac: greha runs a virtual MAC for IPv4 instances only"
+            );
+        }
         for v in &def.vips {
+            // On the virtual MAC interface, made when the instance starts:
+            // its index is filled in then.
+            if let (Some(_), None) = (&def.vmac, &v.dev) {
+                vips.push(Vip {
+                    addr: v.addr,
+                    prefix: v.prefix,
+                    opts: netlink::AddrOptions {
+                        label: v.label.clone(),
+                        brd: v.brd,
+                        scope: v.scope,
+                        peer: v.peer,
+                        noprefixroute: v.noprefixroute,
+                    },
+                    ifindex: 0,
+                    mac: def.virtual_mac(),
+                });
+                continue;
+            }
             let dev = v.dev.as_deref().unwrap_or(&def.interface);
             let l = nl.link_by_name(dev).await?.ok_or_else(|| {
                 anyhow!(

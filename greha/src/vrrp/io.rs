@@ -106,10 +106,14 @@ impl VrrpSocket {
         let s = raw_socket(Domain::IPV4)?;
         s.bind_device(Some(iface.as_bytes()))
             .with_context(|| format!("binding the VRRP socket to {iface}"))?;
-        // The source of what we send: the interface's primary address.
-        // Not bind(): a raw socket bound to an address receives only
-        // packets sent to it, and adverts go to 224.0.0.18.
-        s.set_multicast_if_v4(&primary)?;
+        // The source of what we send: the interface's primary address, out
+        // of this interface (by index: a virtual MAC interface has not
+        // the address, and the kernel refuses a multicast interface by
+        // address other than the bound device). Not bind(): a raw socket
+        // bound to an address receives only packets sent to it, and
+        // adverts go to 224.0.0.18.
+        set_multicast_if_v4(&s, primary, ifindex)
+            .with_context(|| format!("sending multicast from {primary} on {iface}"))?;
         s.set_multicast_ttl_v4(255)?;
         s.set_ttl_v4(255)?;
         s.set_multicast_loop_v4(false)?;
@@ -267,6 +271,32 @@ impl VrrpSocket {
             }
         }
     }
+}
+
+/// IP_MULTICAST_IF by interface index, with `src` as the source.
+fn set_multicast_if_v4(s: &Socket, src: Ipv4Addr, ifindex: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let m = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: 0 },
+        imr_address: libc::in_addr {
+            s_addr: u32::from_ne_bytes(src.octets()),
+        },
+        imr_ifindex: ifindex as libc::c_int,
+    };
+    // SAFETY: setsockopt on our own socket with an ip_mreqn.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_IF,
+            (&m as *const libc::ip_mreqn).cast(),
+            size_of::<libc::ip_mreqn>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn set_int(s: &Socket, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {

@@ -56,6 +56,9 @@ struct Running {
     added_routes: Vec<(RouteDef, Option<u32>)>,
     /// The virtual rules in place while Master.
     added_rules: Vec<RuleDef>,
+    /// use_vmac: the virtual MAC interface this instance made (removed
+    /// with it).
+    vmac: Option<u32>,
     garp: Option<JoinHandle<()>>,
     /// The re-announcement after hearing a lower priority as master.
     lower_garp: Option<JoinHandle<()>>,
@@ -440,7 +443,7 @@ impl Vrrp {
             def,
             link,
             primary,
-            vips,
+            mut vips,
             trackers,
             routes,
         } = p;
@@ -449,6 +452,97 @@ impl Vrrp {
             unix_ms_now(),
             def.advert_interval_cs,
         );
+        // use_vmac: VRRP speaks, and the VIPs live, on the virtual MAC
+        // interface; the fast path stays on the interface the frames
+        // arrive on.
+        let (vrrp_if, vrrp_index) = match &def.vmac {
+            None => (def.interface.clone(), link.index),
+            Some(name) => {
+                let index = self
+                    .vmac_up(name, &def.interface, link.index, def.virtual_mac(), resume)
+                    .await
+                    .with_context(|| format!("vrrp instance {}: use-vmac", def.name))?;
+                for v in vips.iter_mut().filter(|v| v.ifindex == 0) {
+                    v.ifindex = index;
+                }
+                (name.clone(), index)
+            }
+        };
+        let vmac = def.vmac.as_ref().map(|_| vrrp_index);
+        let result = self
+            .add_on(
+                def,
+                link,
+                primary,
+                vips,
+                trackers,
+                routes,
+                resume,
+                (vrrp_if, vrrp_index),
+                vmac,
+            )
+            .await;
+        if result.is_err()
+            && let Some(index) = vmac
+        {
+            let _ = self.nl.del_link(index).await;
+        }
+        result
+    }
+
+    /// The virtual MAC interface `name` on `base`: made anew (a crashed
+    /// run's is removed with whatever it held), or a resumed master's
+    /// kept. The base stops answering ARP for addresses it does not hold,
+    /// so clients learn the VIPs at the virtual MAC only (keepalived sets
+    /// the same).
+    async fn vmac_up(
+        &self,
+        name: &str,
+        base_name: &str,
+        base: u32,
+        mac: [u8; 6],
+        resume: bool,
+    ) -> Result<u32> {
+        if let Some(old) = self.nl.link_by_name(name).await? {
+            if resume && old.mac == mac {
+                return Ok(old.index);
+            }
+            warn!(
+                vmac = name,
+                "removed a virtual MAC interface left by an earlier run"
+            );
+            self.nl.del_link(old.index).await?;
+        }
+        for key in ["arp_ignore", "arp_filter"] {
+            std::fs::write(format!("/proc/sys/net/ipv4/conf/{base_name}/{key}"), "1")
+                .with_context(|| format!("setting {key} on {base_name}"))?;
+        }
+        self.nl.add_vmac(name, base, mac).await?;
+        let link = self
+            .nl
+            .link_by_name(name)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("{name} vanished as it was made"))?;
+        std::fs::write(format!("/proc/sys/net/ipv4/conf/{name}/arp_ignore"), "1")
+            .with_context(|| format!("setting arp_ignore on {name}"))?;
+        Ok(link.index)
+    }
+
+    /// `add`'s rest, with VRRP on `vrrp_at` (the interface, or its virtual
+    /// MAC interface).
+    #[allow(clippy::too_many_arguments)]
+    async fn add_on(
+        &mut self,
+        def: InstanceDef,
+        link: netlink::Link,
+        primary: IpAddr,
+        vips: Vec<Vip>,
+        trackers: Vec<Tracker>,
+        routes: Vec<(RouteDef, Option<u32>)>,
+        resume: bool,
+        vrrp_at: (String, u32),
+        vmac: Option<u32>,
+    ) -> Result<()> {
         // A resumed master keeps its VIPs: they never went away.
         if def.priority != 255 && !resume {
             for v in &vips {
@@ -490,21 +584,18 @@ impl Vrrp {
         } else {
             Err("no-fastpath".to_owned())
         };
-        let at = (link.index, def.family());
+        let (vrrp_if, vrrp_index) = vrrp_at;
+        let at = (vrrp_index, def.family());
         let sockets = (|| -> Result<(Option<Arc<VrrpSocket>>, Option<VrrpSocket>)> {
             let shared = match self.sockets.iter().any(|(k, _)| *k == at) {
                 true => None,
-                false => Some(Arc::new(VrrpSocket::open(
-                    &def.interface,
-                    link.index,
-                    primary,
-                )?)),
+                false => Some(Arc::new(VrrpSocket::open(&vrrp_if, vrrp_index, primary)?)),
             };
             let unicast = match def.unicast_peers.is_empty() {
                 true => None,
                 false => Some(VrrpSocket::open_unicast(
-                    &def.interface,
-                    link.index,
+                    &vrrp_if,
+                    vrrp_index,
                     primary,
                     def.unicast_ttl,
                 )?),
@@ -571,6 +662,7 @@ impl Vrrp {
             routes,
             added_routes: Vec::new(),
             added_rules: Vec::new(),
+            vmac,
             garp: None,
             lower_garp: None,
             transitions: Transitions::default(),
@@ -618,6 +710,11 @@ impl Vrrp {
         self.fastpath_forget(i);
         let r = self.instances.remove(i);
         self.route_keys.remove(i);
+        if let Some(index) = r.vmac
+            && let Err(e) = self.nl.del_link(index).await
+        {
+            warn!(instance = %r.def.name, "removing its virtual MAC interface: {e:#}");
+        }
         for t in r.script_tasks {
             t.abort();
         }
@@ -1026,6 +1123,11 @@ impl Vrrp {
         }
         for i in 0..self.instances.len() {
             self.fastpath_forget(i);
+            if let Some(index) = self.instances[i].vmac.take()
+                && let Err(e) = self.nl.del_link(index).await
+            {
+                warn!(instance = %self.instances[i].def.name, "removing its virtual MAC interface: {e:#}");
+            }
         }
         self.notifier.finish().await;
         Ok(())
