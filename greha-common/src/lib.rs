@@ -412,9 +412,10 @@ pub struct VrrpCtl {
     /// [`ipv4_in16`]).
     pub master_ip: [u8; 16],
     pub master_priority: u8,
-    /// 1: the instance takes unicast adverts, whose TTL is the daemon's
-    /// to judge (keepalived checks none unless a peer has bounds, as a
-    /// peer may be routers away); 0: TTL 255 is required here.
+    /// 1: the instance takes unicast adverts at any TTL (a peer may be
+    /// routers away; keepalived checks none unless the peer has bounds,
+    /// and then `fastpath` is 0 and the daemon checks them); 0: TTL 255
+    /// is required here.
     pub unicast: u8,
     pub master_interval_cs: u16,
     /// The instance's index in GREHA_VRRP_SEEN (below [`MAX_VRRP`]).

@@ -213,11 +213,10 @@ fn vrrp<F: Frame>(ctx: &F) -> Verdict {
     };
     let s = unsafe { &mut *stats };
 
-    if o.hops != 255 {
-        if ctl.unicast != 0 {
-            s.to_daemon += 1;
-            return Verdict::Pass;
-        }
+    // A unicast peer may be routers away: its TTL is not the RFC's 255,
+    // and keepalived takes any unless the peer has bounds (the daemon
+    // checks those, with the fast path off for such an instance).
+    if o.hops != 255 && ctl.unicast == 0 {
         s.ip_ttl_errors += 1;
         return Verdict::Drop;
     }

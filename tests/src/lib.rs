@@ -741,12 +741,27 @@ pub fn start_keepalived(
     body: &str,
     ready: &str,
 ) -> Result<Proc> {
+    start_keepalived_conf(
+        lab,
+        host,
+        name,
+        &format!("vrrp_instance VI_1 {{\n {body}\n}}\n"),
+        ready,
+    )
+}
+
+/// keepalived 2.2.7 in `host` with the configuration `text`, as
+/// [`start_keepalived`] runs it.
+pub fn start_keepalived_conf(
+    lab: &Lab,
+    host: &Host,
+    name: &str,
+    text: &str,
+    ready: &str,
+) -> Result<Proc> {
     let dir = lab.tmp().join(format!("ka-{name}"));
     fs::create_dir_all(&dir)?;
-    fs::write(
-        dir.join("k.conf"),
-        format!("vrrp_instance VI_1 {{\n {body}\n}}\n"),
-    )?;
+    fs::write(dir.join("k.conf"), text)?;
     let mut cmd = host.command("keepalived");
     cmd.args(["-n", "-l", "-P", "-f"])
         .arg(dir.join("k.conf"))

@@ -72,8 +72,6 @@ fn keepalived(
     priority: u8,
     instances: &[(&str, u8, &str, &str)],
 ) -> Result<Ka> {
-    let dir = l.lab.tmp().join(format!("ka-{}", host.name));
-    fs::create_dir_all(&dir)?;
     let names: Vec<&str> = instances.iter().map(|i| i.0).collect();
     let mut text = format!(
         "vrrp_sync_group G {{\n  group {{\n    {}\n  }}\n}}\n",
@@ -86,17 +84,15 @@ fn keepalived(
              virtual_ipaddress {{\n    {vip}/32 dev {dev}\n  }}\n}}\n"
         );
     }
-    fs::write(dir.join("k.conf"), text)?;
-    let vrrp_pid = dir.join("v.pid");
-    let mut cmd = host.command("keepalived");
-    cmd.args(["-n", "-l", "-P", "-D", "-f"])
-        .arg(dir.join("k.conf"))
-        .arg("-p")
-        .arg(dir.join("k.pid"))
-        .arg("-r")
-        .arg(&vrrp_pid);
-    let mut proc = host.spawn(&l.lab, cmd, false)?;
-    proc.wait_for_output("Entering BACKUP STATE", SHORT)?;
+    let proc = greha_tests::start_keepalived_conf(
+        &l.lab,
+        host,
+        &host.name,
+        &text,
+        "Entering BACKUP STATE",
+    )?;
+    // Where start_keepalived_conf has it write its VRRP child's pid.
+    let vrrp_pid = l.lab.tmp().join(format!("ka-{}", host.name)).join("v.pid");
     Ok(Ka { proc, vrrp_pid })
 }
 

@@ -439,27 +439,19 @@ fn dual_stack_instances_share_a_vrid() -> Result<()> {
 #[test]
 fn an_excluded_ipv6_vip_moves_with_an_ipv4_instance() -> Result<()> {
     let l = lan()?;
-    let dir = l.lab.tmp().join("keepalived-x");
-    fs::create_dir_all(&dir)?;
-    let conf = dir.join("keepalived.conf");
-    fs::write(
-        &conf,
-        format!(
+    let proc = greha_tests::start_keepalived_conf(
+        &l.lab,
+        &l.b,
+        "x",
+        &format!(
             "vrrp_instance VX {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 52\n  \
              priority 150\n  advert_int 0.1\n  version 3\n  \
              virtual_ipaddress {{\n    {VIP4}/24 dev eth0\n  }}\n  \
              virtual_ipaddress_excluded {{\n    {VIP6}/64 dev eth0\n  }}\n}}\n"
         ),
+        "Entering BACKUP STATE",
     )?;
-    let vrrp_pid = dir.join("vrrp.pid");
-    let mut cmd = l.b.command("keepalived");
-    cmd.args(["-n", "-l", "-P", "-D", "-f"])
-        .arg(&conf)
-        .arg("-p")
-        .arg(dir.join("keepalived.pid"))
-        .arg("-r")
-        .arg(&vrrp_pid);
-    let proc = l.b.spawn(&l.lab, cmd, false)?;
+    let vrrp_pid = l.lab.tmp().join("ka-x").join("v.pid");
     let mut ka = Keepalived { proc, vrrp_pid };
     wait_until(SHORT, "keepalived holding both", || {
         Ok(holds(&l.b, VIP4)? && holds(&l.b, VIP6)?)

@@ -638,24 +638,18 @@ fn notify_fifo_lines_as_keepalived_writes_them() -> Result<()> {
         })
     };
     let ka_lines = read_all(ka_fifo.clone());
-    fs::write(
-        dir.join("k.conf"),
-        format!(
+    let mut ka = greha_tests::start_keepalived_conf(
+        &p.lab,
+        &p.b,
+        "b",
+        &format!(
             "global_defs {{\n notify_fifo {}\n}}\nvrrp_instance VI_1 {{\n state BACKUP\n \
              interface eth0\n virtual_router_id 51\n priority 100\n advert_int 0.1\n version 3\n \
              virtual_ipaddress {{\n {VIP}/24\n }}\n}}\n",
             ka_fifo.display()
         ),
+        "Entering BACKUP STATE",
     )?;
-    let mut cmd = p.b.command("keepalived");
-    cmd.args(["-n", "-l", "-P", "-f"])
-        .arg(dir.join("k.conf"))
-        .arg("-p")
-        .arg(dir.join("k.pid"))
-        .arg("-r")
-        .arg(dir.join("v.pid"));
-    let mut ka = p.b.spawn(&p.lab, cmd, false)?;
-    ka.wait_for_output("Entering BACKUP STATE", SHORT)?;
     let greha_fifo = dir.join("greha.fifo");
     let mut cmd = p.lab.greha(&p.a);
     cmd.args(["run", "--notify-fifo"])

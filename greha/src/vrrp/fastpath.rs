@@ -101,7 +101,10 @@ pub fn ctl_of(def: &InstanceDef, engine: &Instance, slot: u32) -> VrrpCtl {
             State::Master => VRRP_STATE_MASTER,
             State::Fault => VRRP_STATE_FAULT,
         },
-        fastpath: 1,
+        // A unicast peer with TTL bounds: every advert goes to the daemon,
+        // which checks them (the program takes any TTL from a unicast
+        // peer).
+        fastpath: u8::from(def.unicast_peer_ttl.iter().all(|b| *b == (0, 255))),
         auth_type,
         interval_cs: def.advert_interval_cs,
         vip_count: def.advertised().count() as u16,

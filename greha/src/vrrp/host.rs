@@ -101,43 +101,34 @@ pub async fn prepare(
             );
         }
         for v in &def.vips {
+            let opts = netlink::AddrOptions {
+                label: v.label.clone(),
+                brd: v.brd,
+                scope: v.scope,
+                peer: v.peer,
+                noprefixroute: v.noprefixroute,
+            };
             // On the virtual MAC interface, made when the instance starts:
             // its index is filled in then.
-            if let (Some(_), None) = (&def.vmac, &v.dev) {
-                vips.push(Vip {
-                    addr: v.addr,
-                    prefix: v.prefix,
-                    opts: netlink::AddrOptions {
-                        label: v.label.clone(),
-                        brd: v.brd,
-                        scope: v.scope,
-                        peer: v.peer,
-                        noprefixroute: v.noprefixroute,
-                    },
-                    ifindex: 0,
-                    mac: def.virtual_mac(),
-                });
-                continue;
-            }
-            let dev = v.dev.as_deref().unwrap_or(&def.interface);
-            let l = nl.link_by_name(dev).await?.ok_or_else(|| {
-                anyhow!(
-                    "vrrp instance {name}: vip {}: dev {dev} does not exist",
-                    v.addr
-                )
-            })?;
+            let (ifindex, mac) = match (&def.vmac, &v.dev) {
+                (Some(_), None) => (0, def.virtual_mac()),
+                _ => {
+                    let dev = v.dev.as_deref().unwrap_or(&def.interface);
+                    let l = nl.link_by_name(dev).await?.ok_or_else(|| {
+                        anyhow!(
+                            "vrrp instance {name}: vip {}: dev {dev} does not exist",
+                            v.addr
+                        )
+                    })?;
+                    (l.index, l.mac)
+                }
+            };
             vips.push(Vip {
                 addr: v.addr,
                 prefix: v.prefix,
-                opts: netlink::AddrOptions {
-                    label: v.label.clone(),
-                    brd: v.brd,
-                    scope: v.scope,
-                    peer: v.peer,
-                    noprefixroute: v.noprefixroute,
-                },
-                ifindex: l.index,
-                mac: l.mac,
+                opts,
+                ifindex,
+                mac,
             });
         }
         let mut routes = Vec::new();

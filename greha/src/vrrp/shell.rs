@@ -438,50 +438,36 @@ impl Vrrp {
     }
 
     /// Starts a prepared instance (its engine waits for `start_engines`).
-    async fn add(&mut self, p: Prepared) -> Result<()> {
-        let Prepared {
-            def,
-            link,
-            primary,
-            mut vips,
-            trackers,
-            routes,
-        } = p;
+    async fn add(&mut self, mut p: Prepared) -> Result<()> {
         let resume = router::resumes(
-            self.resume.remove(&def.name),
+            self.resume.remove(&p.def.name),
             unix_ms_now(),
-            def.advert_interval_cs,
+            p.def.advert_interval_cs,
         );
         // use_vmac: VRRP speaks, and the VIPs live, on the virtual MAC
         // interface; the fast path stays on the interface the frames
         // arrive on.
-        let (vrrp_if, vrrp_index) = match &def.vmac {
-            None => (def.interface.clone(), link.index),
+        let vrrp_at = match &p.def.vmac {
+            None => (p.def.interface.clone(), p.link.index),
             Some(name) => {
                 let index = self
-                    .vmac_up(name, &def.interface, link.index, def.virtual_mac(), resume)
+                    .vmac_up(
+                        name,
+                        &p.def.interface,
+                        p.link.index,
+                        p.def.virtual_mac(),
+                        resume,
+                    )
                     .await
-                    .with_context(|| format!("vrrp instance {}: use-vmac", def.name))?;
-                for v in vips.iter_mut().filter(|v| v.ifindex == 0) {
+                    .with_context(|| format!("vrrp instance {}: use-vmac", p.def.name))?;
+                for v in p.vips.iter_mut().filter(|v| v.ifindex == 0) {
                     v.ifindex = index;
                 }
                 (name.clone(), index)
             }
         };
-        let vmac = def.vmac.as_ref().map(|_| vrrp_index);
-        let result = self
-            .add_on(
-                def,
-                link,
-                primary,
-                vips,
-                trackers,
-                routes,
-                resume,
-                (vrrp_if, vrrp_index),
-                vmac,
-            )
-            .await;
+        let vmac = p.def.vmac.as_ref().map(|_| vrrp_at.1);
+        let result = self.add_on(p, resume, vrrp_at, vmac).await;
         if result.is_err()
             && let Some(index) = vmac
         {
@@ -489,7 +475,6 @@ impl Vrrp {
         }
         result
     }
-
     /// The virtual MAC interface `name` on `base`: made anew (a crashed
     /// run's is removed with whatever it held), or a resumed master's
     /// kept. The base stops answering ARP for addresses it does not hold,
@@ -530,19 +515,21 @@ impl Vrrp {
 
     /// `add`'s rest, with VRRP on `vrrp_at` (the interface, or its virtual
     /// MAC interface).
-    #[allow(clippy::too_many_arguments)]
     async fn add_on(
         &mut self,
-        def: InstanceDef,
-        link: netlink::Link,
-        primary: IpAddr,
-        vips: Vec<Vip>,
-        trackers: Vec<Tracker>,
-        routes: Vec<(RouteDef, Option<u32>)>,
+        p: Prepared,
         resume: bool,
         vrrp_at: (String, u32),
         vmac: Option<u32>,
     ) -> Result<()> {
+        let Prepared {
+            def,
+            link,
+            primary,
+            vips,
+            trackers,
+            routes,
+        } = p;
         // A resumed master keeps its VIPs: they never went away.
         if def.priority != 255 && !resume {
             for v in &vips {
