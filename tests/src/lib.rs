@@ -730,6 +730,18 @@ pub fn prog_test_run(
     Ok((retval, total.as_nanos() as f64 / f64::from(runs.max(1))))
 }
 
+/// Routers A (203.0.113.2/24) and B (.3) on one switch: the LAN of the
+/// tests that need nothing more.
+pub fn lan_pair() -> Result<(Lab, Host, Host)> {
+    let mut lab = Lab::new()?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    let sw = lab.switch("lan")?;
+    lab.plug(&a, "203.0.113.2/24", &sw)?;
+    lab.plug(&b, "203.0.113.3/24", &sw)?;
+    Ok((lab, a, b))
+}
+
 /// keepalived 2.2.7 in `host` with one `vrrp_instance VI_1 { body }`, its
 /// own pid files under the lab's `ka-NAME/` (so several run on one
 /// machine), VRRP only, logging to the console; ready once it prints

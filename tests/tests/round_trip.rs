@@ -101,12 +101,7 @@ fn scenario(lab: &Lab, a: &Host, b: &Host, dir: &Path) -> Result<()> {
 
 #[test]
 fn a_keepalived_conf_moves_to_greha_and_behaves_the_same() -> Result<()> {
-    let mut lab = Lab::new()?;
-    let a = lab.host("a")?;
-    let b = lab.host("b")?;
-    let sw = lab.switch("lan")?;
-    lab.plug(&a, "203.0.113.2/24", &sw)?;
-    lab.plug(&b, "203.0.113.3/24", &sw)?;
+    let (lab, a, b) = greha_tests::lan_pair()?;
     let dir = lab.tmp().join("checks");
     fs::create_dir_all(&dir)?;
     fs::write(dir.join("a-ok"), "")?;

@@ -5,7 +5,7 @@
 //! the VIPs' own options (brd, scope, peer, noprefixroute) as the kernel
 //! keeps them.
 use anyhow::{Result, ensure};
-use greha_tests::{Host, Lab, Proc, SHORT, start_keepalived, wait_until};
+use greha_tests::{Host, Lab, Proc, SHORT, run, start_keepalived, wait_until};
 use nix::sys::signal::Signal;
 
 const VIP: &str = "203.0.113.10";
@@ -44,12 +44,7 @@ fn greha(lab: &Lab, host: &Host, priority: u8) -> Result<Proc> {
 
 #[test]
 fn virtual_routes_follow_the_master() -> Result<()> {
-    let mut lab = Lab::new()?;
-    let a = lab.host("a")?;
-    let b = lab.host("b")?;
-    let sw = lab.switch("lan")?;
-    lab.plug(&a, "203.0.113.2/24", &sw)?;
-    lab.plug(&b, "203.0.113.3/24", &sw)?;
+    let (lab, a, b) = greha_tests::lan_pair()?;
     let _ka = start_keepalived(
         &lab,
         &b,
@@ -104,12 +99,7 @@ fn virtual_routes_follow_the_master() -> Result<()> {
 /// follows keepalived's, and a crash moves the route.
 #[test]
 fn an_instance_without_vips_moves_its_routes() -> Result<()> {
-    let mut lab = Lab::new()?;
-    let a = lab.host("a")?;
-    let b = lab.host("b")?;
-    let sw = lab.switch("lan")?;
-    lab.plug(&a, "203.0.113.2/24", &sw)?;
-    lab.plug(&b, "203.0.113.3/24", &sw)?;
+    let (lab, a, b) = greha_tests::lan_pair()?;
     let route = |host: &Host| -> Result<bool> {
         Ok(host
             .ip(&["route", "show", "198.51.100.0/24", "proto", "keepalived"])?
@@ -197,6 +187,67 @@ fn vip_options_reach_the_kernel() -> Result<()> {
     ensure!(
         addr("192.0.2.50")?.is_none() && addr("198.51.100.60")?.is_none(),
         "VIPs left behind"
+    );
+    Ok(())
+}
+
+/// A reload that changes a master's routes and rules moves them in place:
+/// the gone ones leave, the new ones come, the kept one stays, and the
+/// instance stays master without a transition.
+#[test]
+fn a_reload_changes_a_masters_routes_in_place() -> Result<()> {
+    let (lab, a, _b) = greha_tests::lan_pair()?;
+    let conf = lab.tmp().join("greha.toml");
+    let write = |routes: &[&str], pref: u32| -> Result<()> {
+        let mut text = format!(
+            "[[vrrp]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvrid = 51\npriority = 150\n\
+             advert_int = 0.1\n[[vrrp.vip]]\naddress = \"{VIP}/24\"\n\
+             [[vrrp.rule]]\nfrom = \"{VIP}\"\ntable = 100\npref = {pref}\n"
+        );
+        for r in routes {
+            text += &format!("[[vrrp.route]]\nto = \"{r}\"\nvia = \"203.0.113.254\"\n");
+        }
+        std::fs::write(&conf, text)?;
+        Ok(())
+    };
+    let has = |what: &[&str]| -> Result<String> { a.ip(what) };
+    write(&["198.51.100.0/24", "192.0.2.0/24"], 100)?;
+    let mut cmd = lab.greha(&a);
+    cmd.args(["run", "--config"]).arg(&conf);
+    let mut g = a.spawn(&lab, cmd, true)?;
+    g.wait_ready(SHORT)?;
+    wait_until(SHORT, "master with both routes and the rule", || {
+        Ok(has(&["route", "show", "proto", "keepalived"])?
+            .lines()
+            .count()
+            == 2
+            && has(&["rule", "show", "pref", "100"])?.contains("lookup 100"))
+    })?;
+    write(&["192.0.2.0/24", "198.18.0.0/15"], 110)?;
+    let out = run(lab.greha(&a).arg("reload"))?;
+    ensure!(out.starts_with("ok"), "reload: {out}");
+    let routes = has(&["route", "show", "proto", "keepalived"])?;
+    ensure!(
+        routes.contains("192.0.2.0/24")
+            && routes.contains("198.18.0.0/15")
+            && !routes.contains("198.51.100.0/24"),
+        "routes after the reload:\n{routes}"
+    );
+    ensure!(
+        !has(&["rule", "show", "pref", "100"])?.contains("lookup 100")
+            && has(&["rule", "show", "pref", "110"])?.contains("lookup 100"),
+        "rules after the reload:\n{}",
+        has(&["rule", "show"])?
+    );
+    let v = &lab.greha_status(&a)?["vrrp"][0];
+    ensure!(
+        v["state"] == "master" && v["stats"]["master_transitions"] == 1,
+        "the reload moved the instance: {v:#}"
+    );
+    g.terminate(SHORT)?;
+    ensure!(
+        has(&["route", "show", "proto", "keepalived"])?.is_empty(),
+        "routes left behind"
     );
     Ok(())
 }

@@ -1386,6 +1386,14 @@ mod tests {
         InstanceDef::parse(&s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
     }
 
+    /// `v interface eth0 vrid 1` and `words` is refused, saying `want`.
+    fn refused(words: &str, want: &str) {
+        let e = parse(&format!("v interface eth0 vrid 1 {words}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{words}: {e}");
+    }
+
     #[test]
     fn parses_trackers() {
         let d = parse(
@@ -1493,10 +1501,7 @@ mod tests {
                 "is not a TTL to send",
             ),
         ] {
-            let e = parse(&format!("v interface eth0 vrid 1 vip 192.0.2.5 {spec}"))
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(want), "{spec}: {e}");
+            refused(&format!("vip 192.0.2.5 {spec}"), want);
         }
     }
 
@@ -1546,10 +1551,7 @@ mod tests {
             ("rule fwmark x table 1", "is not a mark"),
             ("from 192.0.2.1", "belongs after a rule"),
         ] {
-            let e = parse(&format!("v interface eth0 vrid 1 vip 192.0.2.5 {spec}"))
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(want), "{spec}: {e}");
+            refused(&format!("vip 192.0.2.5 {spec}"), want);
         }
     }
 
@@ -1586,10 +1588,7 @@ mod tests {
             ),
             ("vip 192.0.2.5 scope everywhere", "is not a scope"),
         ] {
-            let e = parse(&format!("v interface eth0 vrid 1 {spec}"))
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(want), "{spec}: {e}");
+            refused(spec, want);
         }
     }
 
@@ -1661,10 +1660,7 @@ mod tests {
             ("route 198.51.100.0/24 type nat", "is not a route type"),
             ("via 192.0.2.1", "belongs after a route"),
         ] {
-            let e = parse(&format!("v interface eth0 vrid 1 vip 192.0.2.5 {spec}"))
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(want), "{spec}: {e}");
+            refused(&format!("vip 192.0.2.5 {spec}"), want);
         }
     }
 

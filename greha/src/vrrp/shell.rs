@@ -498,18 +498,19 @@ impl Vrrp {
             );
             self.nl.del_link(old.index).await?;
         }
-        for key in ["arp_ignore", "arp_filter"] {
-            std::fs::write(format!("/proc/sys/net/ipv4/conf/{base_name}/{key}"), "1")
-                .with_context(|| format!("setting {key} on {base_name}"))?;
-        }
+        let turn_on = |iface: &str, key: &str| {
+            std::fs::write(format!("/proc/sys/net/ipv4/conf/{iface}/{key}"), "1")
+                .with_context(|| format!("setting {key} on {iface}"))
+        };
+        turn_on(base_name, "arp_ignore")?;
+        turn_on(base_name, "arp_filter")?;
         self.nl.add_vmac(name, base, mac).await?;
         let link = self
             .nl
             .link_by_name(name)
             .await?
             .ok_or_else(|| anyhow::anyhow!("{name} vanished as it was made"))?;
-        std::fs::write(format!("/proc/sys/net/ipv4/conf/{name}/arp_ignore"), "1")
-            .with_context(|| format!("setting arp_ignore on {name}"))?;
+        turn_on(name, "arp_ignore")?;
         Ok(link.index)
     }
 
@@ -794,28 +795,8 @@ impl Vrrp {
             r.added_routes.retain(|a| !gone.contains(a));
             let (gone_rules, new_rules) = router::changes(&r.added_rules, &r.def.rules);
             r.added_rules.retain(|a| !gone_rules.contains(a));
-            for rule in gone_rules {
-                if let Err(e) = self.nl.del_rule(&rule).await {
-                    warn!(instance = %self.instances[i].def.name, "removing rule {rule}: {e:#}");
-                }
-            }
-            for (route, oif) in gone {
-                if let Err(e) = self.nl.del_route(&route, oif).await {
-                    warn!(instance = %self.instances[i].def.name, "removing route {route}: {e:#}");
-                }
-            }
-            for (route, oif) in new {
-                match self.nl.add_route(&route, oif).await {
-                    Ok(_) => self.instances[i].added_routes.push((route, oif)),
-                    Err(e) => warn!(instance = %self.instances[i].def.name, "{e:#}"),
-                }
-            }
-            for rule in new_rules {
-                match self.nl.add_rule(&rule).await {
-                    Ok(_) => self.instances[i].added_rules.push(rule),
-                    Err(e) => warn!(instance = %self.instances[i].def.name, "{e:#}"),
-                }
-            }
+            self.del_routing(i, gone, gone_rules).await;
+            self.add_routing(i, new, new_rules).await;
         }
         let r = &mut self.instances[i];
         if r.engine.state() == State::Master {
@@ -1232,6 +1213,50 @@ impl Vrrp {
         }
     }
 
+    /// Puts virtual routes, then rules, in place for master `i`, each that
+    /// went in recorded; one that cannot be added is logged (the VIPs
+    /// serve regardless).
+    async fn add_routing(
+        &mut self,
+        i: usize,
+        routes: Vec<(RouteDef, Option<u32>)>,
+        rules: Vec<RuleDef>,
+    ) {
+        for (route, oif) in routes {
+            match self.nl.add_route(&route, oif).await {
+                Ok(_) => self.instances[i].added_routes.push((route, oif)),
+                Err(e) => warn!(instance = %self.instances[i].def.name, "{e:#}"),
+            }
+        }
+        for rule in rules {
+            match self.nl.add_rule(&rule).await {
+                Ok(_) => self.instances[i].added_rules.push(rule),
+                Err(e) => warn!(instance = %self.instances[i].def.name, "{e:#}"),
+            }
+        }
+    }
+
+    /// Takes instance `i`'s virtual rules, then routes, away; one that
+    /// cannot be removed is logged.
+    async fn del_routing(
+        &self,
+        i: usize,
+        routes: Vec<(RouteDef, Option<u32>)>,
+        rules: Vec<RuleDef>,
+    ) {
+        let name = &self.instances[i].def.name;
+        for rule in rules {
+            if let Err(e) = self.nl.del_rule(&rule).await {
+                warn!(instance = %name, "{e:#}");
+            }
+        }
+        for (route, oif) in routes {
+            if let Err(e) = self.nl.del_route(&route, oif).await {
+                warn!(instance = %name, "{e:#}");
+            }
+        }
+    }
+
     /// Sends what the tick queued: one sendmmsg per socket.
     fn flush(&mut self) {
         let Some(out) = self.outbox.take() else {
@@ -1366,20 +1391,10 @@ impl Vrrp {
                         r.added.push((v.ifindex, v.addr));
                     }
                 }
-                // After the VIPs: a route's source is often one. One that
-                // cannot be added is logged; the VIPs serve regardless.
-                for (route, oif) in r.routes.clone() {
-                    match self.nl.add_route(&route, oif).await {
-                        Ok(_) => r.added_routes.push((route, oif)),
-                        Err(e) => warn!(instance = %r.def.name, "{e:#}"),
-                    }
-                }
-                for rule in r.def.rules.clone() {
-                    match self.nl.add_rule(&rule).await {
-                        Ok(_) => r.added_rules.push(rule),
-                        Err(e) => warn!(instance = %r.def.name, "{e:#}"),
-                    }
-                }
+                // After the VIPs: a route's source is often one.
+                let (routes, rules) = (r.routes.clone(), r.def.rules.clone());
+                self.add_routing(i, routes, rules).await;
+                let r = &mut self.instances[i];
                 let rounds = io::Rounds {
                     repeat: r.def.garp_repeat,
                     delay: r.def.garp_delay,
@@ -1409,16 +1424,10 @@ impl Vrrp {
                 for g in [r.garp.take(), r.lower_garp.take()].into_iter().flatten() {
                     g.abort();
                 }
-                for rule in std::mem::take(&mut r.added_rules) {
-                    if let Err(e) = self.nl.del_rule(&rule).await {
-                        warn!(instance = %r.def.name, "{e:#}");
-                    }
-                }
-                for (route, oif) in std::mem::take(&mut r.added_routes) {
-                    if let Err(e) = self.nl.del_route(&route, oif).await {
-                        warn!(instance = %r.def.name, "{e:#}");
-                    }
-                }
+                let routes = std::mem::take(&mut r.added_routes);
+                let rules = std::mem::take(&mut r.added_rules);
+                self.del_routing(i, routes, rules).await;
+                let r = &mut self.instances[i];
                 for (ifindex, addr) in std::mem::take(&mut r.added) {
                     self.nl.del_address(ifindex, addr).await?;
                 }
