@@ -22,6 +22,12 @@ pub mod names {
     pub const PROG_GRE_DECAP: &str = "greha_gre_decap";
     /// tc egress on a tunnel interface: encapsulates what the host sends.
     pub const PROG_GRE_ENCAP: &str = "greha_gre_encap";
+    /// Tail-called by the encapsulation for a packet too big for the path:
+    /// answers its sender with ICMP (`pmtudisc`).
+    pub const PROG_GRE_TOO_BIG: &str = "greha_gre_too_big";
+    /// Program array of the encapsulation's tail calls; pinned with the
+    /// programs of its build (it holds them).
+    pub const MAP_GRE_TAILS: &str = "GREHA_GRE_TAILS";
     /// tc program that does nothing: the benchmarks' baseline.
     pub const PROG_NOP: &str = "greha_nop";
     /// Array of [`super::TunnelConfig`] indexed by tunnel id.
@@ -78,6 +84,9 @@ pub mod names {
 pub const XDP_IF_COUNT: u32 = 1;
 /// `GREHA_XDP_IF` flags: run the VRRP check on the interface.
 pub const XDP_IF_VRRP: u32 = 2;
+
+/// `GREHA_GRE_TAILS` index of [`names::PROG_GRE_TOO_BIG`].
+pub const TAIL_TOO_BIG: u32 = 0;
 
 /// Most tunnels one host runs; tunnel ids are `0..MAX_TUNNELS`.
 pub const MAX_TUNNELS: u32 = 256;
@@ -291,7 +300,8 @@ pub struct TunnelCounters {
     pub rx_drop_truncated: u64,
     /// No sequence number, or one older than the last (`iseq`, RFC 2890).
     pub rx_drop_out_of_order: u64,
-    /// Encapsulated packet larger than the underlay MTU.
+    /// Encapsulated packet larger than the path to the remote carries (the
+    /// underlay's MTU, or a smaller one the path reported).
     pub tx_drop_too_big: u64,
     /// No route or no resolved neighbour towards the remote.
     pub tx_drop_no_next_hop: u64,
@@ -299,6 +309,9 @@ pub struct TunnelCounters {
     /// several GSO segments on a tunnel with `ocsum` or `oseq`, which carries
     /// one segment per packet) or a helper failure.
     pub tx_drop_error: u64,
+    /// Of `tx_drop_too_big`: those whose sender was sent ICMP
+    /// "fragmentation needed" or ICMPv6 "packet too big" (`pmtudisc`).
+    pub tx_icmp_too_big: u64,
 }
 
 impl TunnelCounters {
@@ -315,6 +328,7 @@ impl TunnelCounters {
         self.rx_drop_truncated += o.rx_drop_truncated;
         self.rx_drop_out_of_order += o.rx_drop_out_of_order;
         self.tx_drop_too_big += o.tx_drop_too_big;
+        self.tx_icmp_too_big += o.tx_icmp_too_big;
         self.tx_drop_no_next_hop += o.tx_drop_no_next_hop;
         self.tx_drop_error += o.tx_drop_error;
     }

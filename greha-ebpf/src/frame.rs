@@ -118,7 +118,7 @@ impl Frame for TcContext {
 
 /// Copies `len` bytes at `off` into `buf`; false if out of the frame.
 #[inline(always)]
-fn skb_load(ctx: &TcContext, off: usize, buf: *mut u8, len: usize) -> bool {
+pub fn skb_load(ctx: &TcContext, off: usize, buf: *mut u8, len: usize) -> bool {
     unsafe { bpf_skb_load_bytes(ctx.as_ptr(), off as u32, buf.cast(), len as u32) == 0 }
 }
 

@@ -28,20 +28,21 @@ use aya_ebpf::{
         bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_skb_change_head,
         bpf_skb_change_proto, bpf_skb_change_tail, bpf_spin_lock, bpf_spin_unlock,
     },
-    macros::{btf_map, classifier},
+    macros::{btf_map, classifier, map},
+    maps::ProgramArray,
     programs::TcContext,
 };
 use greha_common::{
     Endpoints, FLOWLABEL_INHERIT, GRE_PROTO_IPV4, GRE_PROTO_IPV6, GRE_PROTO_TEB, KeyedEndpoints,
-    MAX_TUNNELS, TUNNEL_F_ACTIVE, TUNNEL_F_ENCAP_LIMIT, TUNNEL_F_GRETAP, TUNNEL_F_ICSUM,
-    TUNNEL_F_IPV6, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ, TunnelConfig,
-    TunnelCounters, TunnelProbe, TunnelSeq, ipv4_in16,
+    MAX_TUNNELS, TAIL_TOO_BIG, TUNNEL_F_ACTIVE, TUNNEL_F_ENCAP_LIMIT, TUNNEL_F_GRETAP,
+    TUNNEL_F_ICSUM, TUNNEL_F_IPV6, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ,
+    TunnelConfig, TunnelCounters, TunnelProbe, TunnelSeq, ipv4_in16,
 };
 
 #[btf_map]
 static GREHA_TUNNELS: Array<TunnelConfig, { MAX_TUNNELS as usize }> = Array::new();
 #[btf_map]
-static GREHA_TUNNEL_BY_DEV: HashMap<u32, u32, { MAX_TUNNELS as usize }> = HashMap::new();
+pub(crate) static GREHA_TUNNEL_BY_DEV: HashMap<u32, u32, { MAX_TUNNELS as usize }> = HashMap::new();
 #[btf_map]
 static GREHA_TUNNEL_BY_ENDP: HashMap<Endpoints, u32, { MAX_TUNNELS as usize }> = HashMap::new();
 #[btf_map]
@@ -53,19 +54,23 @@ static GREHA_TUNNEL_COUNTERS: PerCpuArray<TunnelCounters, { MAX_TUNNELS as usize
     PerCpuArray::new();
 #[btf_map]
 static GREHA_TUNNEL_SEQ: Array<TunnelSeq, { MAX_TUNNELS as usize }> = Array::new();
+/// The encapsulation's tail calls: [`TAIL_TOO_BIG`] is
+/// `greha_gre_too_big`.
+#[map]
+static GREHA_GRE_TAILS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 /// Written by userspace only: here so it is pinned with the tunnel maps
 /// and its BTF names the fields.
 #[btf_map]
 static GREHA_TUNNEL_PROBE: Array<TunnelProbe, { MAX_TUNNELS as usize }> = Array::new();
 
-const ETH_LEN: usize = 14;
-const IPV4_LEN: usize = 20;
-const IPV6_LEN: usize = 40;
+pub(crate) const ETH_LEN: usize = 14;
+pub(crate) const IPV4_LEN: usize = 20;
+pub(crate) const IPV6_LEN: usize = 40;
 /// The IPv6 destination options header.
 const IPPROTO_DSTOPTS: u8 = 60;
 const AF_INET6: u8 = 10;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
+pub(crate) const ETH_P_IP: u16 = 0x0800;
+pub(crate) const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -86,7 +91,7 @@ const GRE_MUST_BE_ZERO: u16 = 0x4000 | 0x0800 | 0x0700 | 0x00f8 | 0x0007;
 const MAX_CSUM_BYTES: usize = 9216;
 
 #[inline(always)]
-fn counters(id: u32) -> Option<&'static mut TunnelCounters> {
+pub(crate) fn counters(id: u32) -> Option<&'static mut TunnelCounters> {
     GREHA_TUNNEL_COUNTERS
         .get_ptr_mut(id)
         .map(|p| unsafe { &mut *p })
@@ -96,7 +101,7 @@ fn counters(id: u32) -> Option<&'static mut TunnelCounters> {
 /// themselves with an early return: folded into an `Option` combinator,
 /// LLVM masks the map pointer arithmetically, which the verifier refuses.
 #[inline(always)]
-fn tunnel(id: u32) -> Option<&'static TunnelConfig> {
+pub(crate) fn tunnel(id: u32) -> Option<&'static TunnelConfig> {
     GREHA_TUNNELS.get(id)
 }
 
@@ -476,7 +481,36 @@ fn inner_l3(ctx: &TcContext, off: usize, gretap: bool, l3: u16) -> (usize, u16) 
 /// are cannot be. None for any other inner packet (or UDP without a
 /// checksum): only the plain sum applies.
 #[inline(always)]
-fn lco_sum(ctx: &TcContext, gre_off: usize, l3_off: usize, ethertype: u16) -> Option<u64> {
+pub(crate) fn lco_sum(
+    ctx: &TcContext,
+    gre_off: usize,
+    l3_off: usize,
+    ethertype: u16,
+) -> Option<u64> {
+    let (l4_off, proto, field, pseudo) = l4_pseudo(ctx, l3_off, ethertype)?;
+    if proto == IPPROTO_UDP && field == [0, 0] {
+        return None;
+    }
+    let head = GREHA_CSUM_SCRATCH
+        .get_ptr_mut(0)
+        .and_then(|buf| ones_sum(ctx, buf, gre_off, l4_off, CHUNK))?;
+    Some(head + !fold(pseudo) as u64)
+}
+
+/// Whether the TCP or UDP packet at `l3_off` has its checksum left to
+/// offload (CHECKSUM_PARTIAL): the field then holds its pseudo-header's
+/// sum, which a filled checksum matches once in 65536.
+#[inline(always)]
+pub(crate) fn left_partial(ctx: &TcContext, l3_off: usize, ethertype: u16) -> bool {
+    l4_pseudo(ctx, l3_off, ethertype)
+        .is_some_and(|(_, _, field, pseudo)| u16::from_ne_bytes(field) == fold(pseudo))
+}
+
+/// For a TCP or UDP packet (not a fragment) at `l3_off`: where its header
+/// starts, its protocol, its checksum field, and its pseudo-header's sum
+/// (unfolded, in the CPU's byte order of network-order words).
+#[inline(always)]
+fn l4_pseudo(ctx: &TcContext, l3_off: usize, ethertype: u16) -> Option<(usize, u8, [u8; 2], u64)> {
     let word = |a: u8, b: u8| u16::from_ne_bytes([a, b]) as u64;
     let (l4_off, proto, mut pseudo) = match ethertype {
         ETH_P_IP => {
@@ -511,19 +545,13 @@ fn lco_sum(ctx: &TcContext, gre_off: usize, l3_off: usize, ethertype: u16) -> Op
     };
     pseudo += word(0, proto);
     let field = ctx.load::<[u8; 2]>(l4_off + csum_off).ok()?;
-    if proto == IPPROTO_UDP && field == [0, 0] {
-        return None;
-    }
-    let head = GREHA_CSUM_SCRATCH
-        .get_ptr_mut(0)
-        .and_then(|buf| ones_sum(ctx, buf, gre_off, l4_off, CHUNK))?;
-    Some(head + !fold(pseudo) as u64)
+    Some((l4_off, proto, field, pseudo))
 }
 
 /// Scratch space for checksumming: the BPF stack (512 bytes) cannot hold
 /// a chunk and the program's other state.
 #[btf_map]
-static GREHA_CSUM_SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
+pub(crate) static GREHA_CSUM_SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 
 /// The GRE checksum (RFC 2784): the ones' complement sum over the GRE
 /// header and payload, `start..end` of the frame, must be all ones.
@@ -584,8 +612,18 @@ fn encap(ctx: &TcContext) -> i32 {
     }
     let inner_len = if gretap { len } else { len - ETH_LEN };
     let outer_l3_len = ip_len + gre_len + inner_len;
-    // A GSO packet is cut to the MTU later; only a single one can be too big.
-    if gso_segs <= 1 && outer_l3_len > cfg.underlay_mtu as usize {
+    // What one packet on the path carries of the inner frame: all of it,
+    // or of a GSO packet one segment.
+    let l2_len = if gretap { ETH_LEN } else { 0 };
+    let seg_len = if gso_segs > 1 {
+        l2_len + gso_seg_l3_len(ctx, ethertype)
+    } else {
+        inner_len
+    };
+    if ip_len + gre_len + seg_len > cfg.underlay_mtu as usize {
+        // Its sender is answered in a program of its own: the answer's
+        // frame and this one's would not fit in one stack together.
+        unsafe { GREHA_GRE_TAILS.tail_call(ctx, TAIL_TOO_BIG) };
         c.tx_drop_too_big += 1;
         return TC_ACT_SHOT;
     }
@@ -723,6 +761,33 @@ fn encap(ctx: &TcContext) -> i32 {
         };
     }
     unsafe { bpf_redirect(fib.ifindex, 0) as i32 }
+}
+
+/// The IP length of each segment a GSO packet of `ethertype` is cut
+/// into: its IP and TCP or UDP headers and the segment size; 0 (nothing
+/// to check) for any other.
+#[inline(always)]
+fn gso_seg_l3_len(ctx: &TcContext, ethertype: u16) -> usize {
+    let (l3, proto) = match ethertype {
+        ETH_P_IP => match ctx.bytes::<10>(ETH_LEN) {
+            Some(h) => (((h[0] & 0x0f) as usize) * 4, h[9]),
+            None => return 0,
+        },
+        ETH_P_IPV6 => match ctx.bytes::<7>(ETH_LEN) {
+            Some(h) => (IPV6_LEN, h[6]),
+            None => return 0,
+        },
+        _ => return 0,
+    };
+    let l4 = match proto {
+        IPPROTO_TCP => match ctx.load::<u8>(ETH_LEN + l3 + 12) {
+            Ok(off) => ((off >> 4) as usize) * 4,
+            Err(_) => return 0,
+        },
+        IPPROTO_UDP => 8,
+        _ => return 0,
+    };
+    l3 + l4 + unsafe { (*ctx.skb.skb).gso_size } as usize
 }
 
 /// Writes the GRE header (RFC 2784, 2890) at `gre_off`, after the outer

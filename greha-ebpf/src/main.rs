@@ -11,6 +11,7 @@ mod count;
 mod frame;
 mod gre;
 mod nop;
+mod too_big;
 mod vrrp;
 mod xdp;
 

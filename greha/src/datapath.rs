@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use aya::{
     Ebpf,
-    maps::{Map, MapData},
+    maps::{Map, MapData, ProgramArray},
     programs::{
         Link as _, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkOrder, PinnedLink},
@@ -28,7 +28,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use greha_common::names;
+use greha_common::{TAIL_TOO_BIG, names};
 use nix::fcntl::{Flock, FlockArg};
 use tracing::{debug, info};
 
@@ -43,6 +43,7 @@ const TC_PROGRAMS: &[&str] = &[
     names::PROG_GRE_DECAP,
     names::PROG_NOP,
     names::PROG_VRRP_TC,
+    names::PROG_GRE_TOO_BIG,
 ];
 
 /// The priority of greha's netlink tc filters (kernels without tcx): one
@@ -183,6 +184,7 @@ impl Datapath {
             && names::PINNED_MAPS
                 .iter()
                 .all(|m| self.pin_dir.join(m).exists())
+            && self.prog_pin(names::MAP_GRE_TAILS).exists()
     }
 
     fn load(&self) -> Result<()> {
@@ -217,6 +219,23 @@ impl Datapath {
             prog.pin(self.prog_pin(name))
                 .with_context(|| format!("pinning program {name}"))?;
         }
+        // The tail calls' table, pinned: its entries stay only while a
+        // user reference (a pin) holds it, not the programs that use it.
+        let map = names::MAP_GRE_TAILS;
+        let mut tails: ProgramArray<MapData> = ebpf
+            .take_map(map)
+            .ok_or_else(|| anyhow!("map {map} missing from the eBPF object"))?
+            .try_into()?;
+        let too_big: &SchedClassifier = ebpf
+            .program(names::PROG_GRE_TOO_BIG)
+            .ok_or_else(|| anyhow!("program {} missing", names::PROG_GRE_TOO_BIG))?
+            .try_into()?;
+        tails
+            .set(TAIL_TOO_BIG, too_big.fd()?, 0)
+            .with_context(|| format!("filling {map}"))?;
+        tails
+            .pin(self.prog_pin(map))
+            .with_context(|| format!("pinning map {map}"))?;
         info!(pin_dir = %self.pin_dir.display(), "datapath loaded");
         Ok(())
     }
