@@ -325,6 +325,14 @@ async fn serve(opts: Options, ready: &mut bool) -> Result<()> {
     }
     let mut probers = Probers::default();
     probers.sync(&current.tunnels, &opts.pin_dir);
+    // Path MTUs are learned for every tunnel while the daemon runs.
+    let _pmtu = match crate::pmtu::Watch::start(&opts.pin_dir).await {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!("no path MTU discovery: {e:#}");
+            None
+        }
+    };
     let control = match listen(&opts.control) {
         Ok(l) => l,
         Err(e) => {

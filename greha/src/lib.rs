@@ -18,6 +18,7 @@ pub mod nd;
 pub mod netlink;
 pub mod pins;
 pub mod plan;
+pub mod pmtu;
 pub mod probe;
 pub mod spec;
 pub mod tunnel;

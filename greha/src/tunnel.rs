@@ -1130,6 +1130,60 @@ impl TunnelStatus {
     }
 }
 
+/// Sets the largest outer packet that each tunnel to `remote` sends: the
+/// path MTU learned (`Some`), never above the underlay's, or the
+/// underlay's again (`None`). The tunnels changed, with the value set.
+pub async fn set_path_mtu(
+    pin_dir: &Path,
+    remote: IpAddr,
+    mtu: Option<u32>,
+) -> Result<Vec<(String, u32)>> {
+    set_underlay_mtus(pin_dir, |cfg| {
+        addr_of(cfg.flags & TUNNEL_F_IPV6 != 0, cfg.remote) == remote
+    }, mtu)
+    .await
+}
+
+/// Every tunnel back to its underlay's MTU: a path MTU an earlier daemon
+/// learned has no known time left.
+pub async fn reset_path_mtus(pin_dir: &Path) -> Result<()> {
+    set_underlay_mtus(pin_dir, |_| true, None).await.map(drop)
+}
+
+async fn set_underlay_mtus(
+    pin_dir: &Path,
+    which: impl Fn(&TunnelConfig) -> bool,
+    mtu: Option<u32>,
+) -> Result<Vec<(String, u32)>> {
+    if !crate::bpffs::pin_exists(&pin_dir.join(names::MAP_TUNNELS))? {
+        return Ok(Vec::new());
+    }
+    let data = aya::maps::MapData::from_pin(pin_dir.join(names::MAP_TUNNELS))?;
+    let mut tunnels: Array<_, TunnelConfig> = aya::maps::Map::from_map_data(data)?.try_into()?;
+    let nl = Netlink::new()?;
+    let mut changed = Vec::new();
+    for id in 0..MAX_TUNNELS {
+        let cfg = tunnels.get(&id, 0)?;
+        if cfg.flags & TUNNEL_F_ACTIVE == 0 || !which(&cfg) {
+            continue;
+        }
+        let Some(underlay) = nl.link_by_index(cfg.underlay_ifindex).await? else {
+            continue;
+        };
+        let want = mtu.map_or(underlay.mtu, |m| m.min(underlay.mtu));
+        // Read again just before the write: the slot may have been freed
+        // (tunnel del) while the netlink call ran.
+        let mut now = tunnels.get(&id, 0)?;
+        if now.flags & TUNNEL_F_ACTIVE == 0 || now.underlay_mtu == want {
+            continue;
+        }
+        now.underlay_mtu = want;
+        tunnels.set(id, now, 0)?;
+        changed.push((name_of(&now), want));
+    }
+    Ok(changed)
+}
+
 /// The tunnels pinned under `pin_dir`, read without taking the lock (a
 /// read-only view, usable while another greha changes them).
 pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
