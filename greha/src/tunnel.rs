@@ -1138,9 +1138,11 @@ pub async fn set_path_mtu(
     remote: IpAddr,
     mtu: Option<u32>,
 ) -> Result<Vec<(String, u32)>> {
-    set_underlay_mtus(pin_dir, |cfg| {
-        addr_of(cfg.flags & TUNNEL_F_IPV6 != 0, cfg.remote) == remote
-    }, mtu)
+    set_underlay_mtus(
+        pin_dir,
+        |cfg| addr_of(cfg.flags & TUNNEL_F_IPV6 != 0, cfg.remote) == remote,
+        mtu,
+    )
     .await
 }
 

@@ -5,69 +5,110 @@
 //! the encapsulation answers A's own too-big inner packets with
 //! "fragmentation needed" / "packet too big" of the inner MTU, so TCP over
 //! the tunnel shrinks its segments instead of losing every full-sized one
-//! (a PMTU black hole: the kernel's TCP does not probe by default).
+//! (a PMTU black hole: the kernel's TCP does not probe by default). Over
+//! an IPv4 underlay (gretap) and an IPv6 one (ip6gretap, where the router
+//! says "packet too big").
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use greha_tests::{Host, Lab, SHORT, tcp_transfer, wait_until};
 
-const A_UNDERLAY: &str = "198.51.100.1";
-const R_A_SIDE: &str = "198.51.100.254";
-const B_UNDERLAY: &str = "203.0.113.2";
-const R_B_SIDE: &str = "203.0.113.254";
 const A_INNER: &str = "192.0.2.1";
 const B_INNER: &str = "192.0.2.2";
 const A_INNER6: &str = "2001:db8:2::1";
 const B_INNER6: &str = "2001:db8:2::2";
 /// What the router's link to B carries.
 const NARROW: u32 = 1400;
-/// gretap over IPv4: 20 + 4 + 14 bytes.
-const OVERHEAD: u32 = 38;
 
-fn lab() -> Result<(Lab, Host, Host, Host)> {
+/// The underlay of one family: A's, the router's on A's side, B's, the
+/// router's on B's side, the prefix length, the tunnel mode and its
+/// overhead (outer IP, GRE, inner Ethernet).
+struct Underlay {
+    a: &'static str,
+    r_a: &'static str,
+    b: &'static str,
+    r_b: &'static str,
+    prefix: u8,
+    mode: &'static str,
+    overhead: u32,
+}
+
+const IPV4: Underlay = Underlay {
+    a: "198.51.100.1",
+    r_a: "198.51.100.254",
+    b: "203.0.113.2",
+    r_b: "203.0.113.254",
+    prefix: 24,
+    mode: "gretap",
+    overhead: 20 + 4 + 14,
+};
+
+const IPV6: Underlay = Underlay {
+    a: "2001:db8:1::1",
+    r_a: "2001:db8:1::fe",
+    b: "2001:db8:3::2",
+    r_b: "2001:db8:3::fe",
+    prefix: 64,
+    mode: "ip6gretap",
+    overhead: 40 + 4 + 14,
+};
+
+fn lab(u: &Underlay) -> Result<(Lab, Host, Host)> {
     let mut lab = Lab::new()?;
     let a = lab.host("a")?;
     let r = lab.host("r")?;
     let b = lab.host("b")?;
-    for h in [&a, &b] {
+    for h in [&a, &r, &b] {
         h.enable_ipv6()?;
     }
-    lab.link(&a, &format!("{A_UNDERLAY}/24"), &r, &format!("{R_A_SIDE}/24"))?;
-    let narrow = lab.link(&r, &format!("{R_B_SIDE}/24"), &b, &format!("{B_UNDERLAY}/24"))?;
+    let p = u.prefix;
+    lab.link(&a, &format!("{}/{p}", u.a), &r, &format!("{}/{p}", u.r_a))?;
+    let narrow = lab.link(&r, &format!("{}/{p}", u.r_b), &b, &format!("{}/{p}", u.b))?;
     // Only the router's side: B's tunnel keeps the MTU of its 1500-byte
     // underlay and tells A's TCP a full-sized MSS (B sends A nothing
     // larger than an ACK).
     r.ip(&["link", "set", &narrow.a.ifname, "mtu", &NARROW.to_string()])?;
     r.sysctl("net.ipv4.ip_forward", "1")?;
-    a.ip(&["route", "add", "203.0.113.0/24", "via", R_A_SIDE])?;
-    b.ip(&["route", "add", "198.51.100.0/24", "via", R_B_SIDE])?;
-    Ok((lab, a, r, b))
+    r.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+    a.ip(&["route", "add", u.b, "via", u.r_a])?;
+    b.ip(&["route", "add", u.a, "via", u.r_b])?;
+    Ok((lab, a, b))
 }
 
-fn tunnel(local: &str, remote: &str, inner: &str, inner6: &str) -> String {
+fn tunnel(u: &Underlay, local: &str, remote: &str, inner: &str, inner6: &str) -> String {
     format!(
-        "t1 mode gretap local {local} remote {remote} address {inner}/24 address {inner6}/64"
+        "t1 mode {} local {local} remote {remote} address {inner}/24 address {inner6}/64",
+        u.mode
     )
 }
 
 #[test]
-fn tcp_through_a_narrower_path_learns_its_mtu_instead_of_stalling() -> Result<()> {
-    let (mut lab, a, _r, b) = lab()?;
+fn tcp_through_a_narrower_ipv4_path_learns_its_mtu_instead_of_stalling() -> Result<()> {
+    narrower_path(&IPV4)
+}
+
+#[test]
+fn tcp_through_a_narrower_ipv6_path_learns_its_mtu_instead_of_stalling() -> Result<()> {
+    narrower_path(&IPV6)
+}
+
+fn narrower_path(u: &Underlay) -> Result<()> {
+    let (mut lab, a, b) = lab(u)?;
     let b_pins = lab.pin_dir("b");
     greha_tests::run(
         b.command(greha_tests::greha_bin())
             .arg("--pin-dir")
             .arg(&b_pins)
             .args(["tunnel", "add"])
-            .args(tunnel(B_UNDERLAY, A_UNDERLAY, B_INNER, B_INNER6).split(' ')),
+            .args(tunnel(u, u.b, u.a, B_INNER, B_INNER6).split(' ')),
     )?;
     let mut cmd = lab.greha(&a);
-    cmd.args(["run", "--tunnel", &tunnel(A_UNDERLAY, B_UNDERLAY, A_INNER, A_INNER6)]);
+    cmd.args(["run", "--tunnel", &tunnel(u, u.a, u.b, A_INNER, A_INNER6)]);
     let mut daemon = a.spawn(&lab, cmd, true)?;
     daemon.wait_ready(SHORT)?;
     let mtu = a.ip(&["-j", "link", "show", "t1"])?;
     ensure!(
-        mtu.contains(&format!("\"mtu\":{}", 1500 - OVERHEAD)),
+        mtu.contains(&format!("\"mtu\":{}", 1500 - u.overhead)),
         "A's tunnel interface takes its underlay's MTU: {mtu}"
     );
 
@@ -78,7 +119,7 @@ fn tcp_through_a_narrower_path_learns_its_mtu_instead_of_stalling() -> Result<()
     tcp_transfer(&a, &b, &format!("[{B_INNER6}]:5001"), 4 << 20, timeout)?;
 
     // The inner routes learned the inner MTU from greha's answers.
-    let inner_mtu = NARROW - OVERHEAD;
+    let inner_mtu = NARROW - u.overhead;
     for (family, dst) in [("-4", B_INNER), ("-6", B_INNER6)] {
         let route = a.ip(&[family, "route", "get", dst])?;
         ensure!(
@@ -95,7 +136,7 @@ fn tcp_through_a_narrower_path_learns_its_mtu_instead_of_stalling() -> Result<()
         "counters: {c}"
     );
     ensure!(
-        daemon.log().contains("path_mtu=1400"),
+        daemon.log().contains(&format!("path_mtu={NARROW}")),
         "the daemon's log names the learned MTU:\n{}",
         daemon.log()
     );
@@ -105,8 +146,8 @@ fn tcp_through_a_narrower_path_learns_its_mtu_instead_of_stalling() -> Result<()
         .command("ping")
         .args(["-M", "do", "-s", "1400", "-c", "1", "-W", "1", B_INNER])
         .output()?;
-    let said = String::from_utf8_lossy(&ping.stderr).into_owned()
-        + &String::from_utf8_lossy(&ping.stdout);
+    let said =
+        String::from_utf8_lossy(&ping.stderr).into_owned() + &String::from_utf8_lossy(&ping.stdout);
     ensure!(
         said.contains(&format!("mtu={inner_mtu}")) || said.contains(&format!("mtu = {inner_mtu}")),
         "ping: {said}"
