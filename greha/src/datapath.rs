@@ -46,6 +46,9 @@ const TC_PROGRAMS: &[&str] = &[
     names::PROG_GRE_TOO_BIG,
 ];
 
+/// Maps pinned with the programs of their build: they hold programs.
+const PROGS_MAPS: &[&str] = &[names::MAP_GRE_TAILS];
+
 /// The priority of greha's netlink tc filters (kernels without tcx): one
 /// of greha's per interface and hook, told apart from others' by it and
 /// by the program's handle.
@@ -184,7 +187,7 @@ impl Datapath {
             && names::PINNED_MAPS
                 .iter()
                 .all(|m| self.pin_dir.join(m).exists())
-            && self.prog_pin(names::MAP_GRE_TAILS).exists()
+            && PROGS_MAPS.iter().all(|m| self.prog_pin(m).exists())
     }
 
     fn load(&self) -> Result<()> {
@@ -530,7 +533,7 @@ impl Datapath {
         for &name in names::PINNED_MAPS {
             let _ = bpffs::remove_pin(&self.pin_dir.join(name));
         }
-        for &name in XDP_PROGRAMS.iter().chain(TC_PROGRAMS) {
+        for &name in XDP_PROGRAMS.iter().chain(TC_PROGRAMS).chain(PROGS_MAPS) {
             let _ = bpffs::remove_pin(&self.prog_pin(name));
         }
         let _ = fs::remove_dir(self.pin_dir.join(&self.progs_dir));
@@ -542,7 +545,7 @@ impl Datapath {
         for &name in names::PINNED_MAPS {
             bpffs::remove_pin(&self.pin_dir.join(name))?;
         }
-        for &name in XDP_PROGRAMS.iter().chain(TC_PROGRAMS) {
+        for &name in XDP_PROGRAMS.iter().chain(TC_PROGRAMS).chain(PROGS_MAPS) {
             bpffs::remove_pin(&self.prog_pin(name))?;
         }
         Ok(())
