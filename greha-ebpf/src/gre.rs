@@ -26,7 +26,8 @@ use aya_ebpf::{
     btf_maps::{Array, HashMap, PerCpuArray},
     helpers::{
         bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_skb_change_head,
-        bpf_skb_change_proto, bpf_skb_change_tail, bpf_spin_lock, bpf_spin_unlock,
+        bpf_skb_change_proto, bpf_skb_change_tail, bpf_skb_vlan_pop, bpf_spin_lock,
+        bpf_spin_unlock,
     },
     macros::{btf_map, classifier, map},
     maps::ProgramArray,
@@ -66,6 +67,8 @@ static GREHA_TUNNEL_PROBE: Array<TunnelProbe, { MAX_TUNNELS as usize }> = Array:
 pub(crate) const ETH_LEN: usize = 14;
 pub(crate) const IPV4_LEN: usize = 20;
 pub(crate) const IPV6_LEN: usize = 40;
+/// An 802.1Q tag.
+const VLAN_LEN: usize = 4;
 /// The IPv6 destination options header.
 const IPPROTO_DSTOPTS: u8 = 60;
 const AF_INET6: u8 = 10;
@@ -610,11 +613,19 @@ fn encap(ctx: &TcContext) -> i32 {
         c.tx_drop_error += 1;
         return TC_ACT_SHOT;
     }
-    let inner_len = if gretap { len } else { len - ETH_LEN };
+    // A VLAN tag the stack left in the skb's metadata (a VLAN interface on
+    // a gretap: the tunnel interface offloads tagging) goes into the inner
+    // frame, as the kernel's gretap, which offloads none, carries it.
+    let tag_len = if gretap && unsafe { (*skb).vlan_present } != 0 {
+        VLAN_LEN
+    } else {
+        0
+    };
+    let inner_len = if gretap { len + tag_len } else { len - ETH_LEN };
     let outer_l3_len = ip_len + gre_len + inner_len;
     // What one packet on the path carries of the inner frame: all of it,
     // or of a GSO packet one segment.
-    let l2_len = if gretap { ETH_LEN } else { 0 };
+    let l2_len = if gretap { ETH_LEN + tag_len } else { 0 };
     let seg_len = if gso_segs > 1 {
         l2_len + gso_seg_l3_len(ctx, ethertype)
     } else {
@@ -665,7 +676,8 @@ fn encap(ctx: &TcContext) -> i32 {
     // the whole GSO length in every segment). adjust_room refuses other
     // protocols (ARP), which carry no GSO and get their room in front of
     // the frame instead.
-    let encap_len = ip_len + gre_len + if gretap { ETH_LEN } else { 0 };
+    let encap_len = ip_len + gre_len + l2_len;
+    let inner_eth_off = ETH_LEN + ip_len + gre_len;
     if ethertype == ETH_P_IP || ethertype == ETH_P_IPV6 {
         let l3 = if ipv6 {
             BPF_F_ADJ_ROOM_ENCAP_L3_IPV6
@@ -674,7 +686,7 @@ fn encap(ctx: &TcContext) -> i32 {
         };
         let mut flags = (l3 | BPF_F_ADJ_ROOM_ENCAP_L4_GRE) as u64;
         if gretap {
-            flags |= bpf_f_adj_room_encap_l2(ETH_LEN as u64);
+            flags |= bpf_f_adj_room_encap_l2(l2_len as u64);
         }
         let room = |flags: u64| {
             ctx.adjust_room(encap_len as i32, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, flags)
@@ -688,15 +700,33 @@ fn encap(ctx: &TcContext) -> i32 {
             c.tx_drop_error += 1;
             return TC_ACT_SHOT;
         }
-        if gretap && ctx.store(ETH_LEN + ip_len + gre_len, &eth, 0).is_err() {
+        if gretap && tag_len == 0 && ctx.store(inner_eth_off, &eth, 0).is_err() {
             c.tx_drop_error += 1;
             return TC_ACT_SHOT;
         }
-    } else if unsafe { bpf_skb_change_head(skb.cast(), (ETH_LEN + ip_len + gre_len) as u32, 0) }
-        != 0
-    {
+    } else if unsafe { bpf_skb_change_head(skb.cast(), (inner_eth_off + tag_len) as u32, 0) } != 0 {
+        // The frame's own Ethernet header stays where it is, after the
+        // room; a tagged header is written over it and the 4 bytes before.
         c.tx_drop_error += 1;
         return TC_ACT_SHOT;
+    }
+    if tag_len != 0 {
+        let mut tagged = [0u8; ETH_LEN + VLAN_LEN];
+        tagged[0..12].copy_from_slice(&eth[0..12]);
+        // vlan_proto is in network order already; the TCI in the CPU's.
+        let proto = unsafe { (*skb).vlan_proto } as u16;
+        tagged[12..14].copy_from_slice(&proto.to_ne_bytes());
+        let tci = unsafe { (*skb).vlan_tci } as u16;
+        tagged[14..16].copy_from_slice(&tci.to_be_bytes());
+        tagged[16..18].copy_from_slice(&eth[12..14]);
+        // The tag is in the frame now: off the metadata, or the underlay
+        // would tag the outer frame too.
+        if ctx.store(inner_eth_off, &tagged, 0).is_err()
+            || unsafe { bpf_skb_vlan_pop(skb.cast()) } != 0
+        {
+            c.tx_drop_error += 1;
+            return TC_ACT_SHOT;
+        }
     }
     // adjust_room gave an IP skb the outer protocol; an ARP one stays
     // ARP.

@@ -61,10 +61,12 @@ pub fn greha_gre_too_big(ctx: TcContext) -> i32 {
     };
     c.tx_drop_too_big += 1;
     // What the path carries of the inner packet, its IP header included.
-    let l2_len = if cfg.flags & TUNNEL_F_GRETAP != 0 {
-        ETH_LEN as u32
-    } else {
-        0
+    let gretap = cfg.flags & TUNNEL_F_GRETAP != 0;
+    let l2_len = match (gretap, unsafe { (*ctx.skb.skb).vlan_present } != 0) {
+        (false, _) => 0,
+        (true, false) => ETH_LEN as u32,
+        // The tag the encapsulation puts in the inner frame.
+        (true, true) => ETH_LEN as u32 + 4,
     };
     let overhead = cfg.ip_header_len() + cfg.gre_header_len() + l2_len;
     let mtu = cfg.underlay_mtu.saturating_sub(overhead);

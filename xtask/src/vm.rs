@@ -64,6 +64,7 @@ const MODULES: &[&str] = &[
     "ip_gre",
     "ip6_gre",
     "macvlan",
+    "8021q",
 ];
 
 /// How long one kernel's suite may take under TCG.

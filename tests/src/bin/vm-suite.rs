@@ -31,6 +31,7 @@ fn main() -> std::process::ExitCode {
         ("kernel-peer-liveness", kernel_peer_liveness),
         ("kernel-peer-keys", kernel_peer_keys),
         ("kernel-peer-ip6", kernel_peer_ip6),
+        ("kernel-peer-vlan", kernel_peer_vlan),
     ];
     let mut failed = 0;
     for (name, check) in checks {
@@ -488,6 +489,66 @@ fn kernel_peer_keys() -> Result<()> {
             t["name"]
         );
     }
+    Ok(())
+}
+
+/// A VLAN interface on each end of a gretap, greha's and the kernel's:
+/// greha's tunnel interface (a veth) takes the tag as metadata, and the
+/// frame on the wire must carry it inside, as the kernel's gretap sends
+/// and expects it. Both ways, with A's underlay segmenting in software so
+/// that every segment's lengths are checked by the kernel's receive.
+fn kernel_peer_vlan() -> Result<()> {
+    let (mut lab, a, b) = linked_pair()?;
+    let pins = lab.pin_dir("a");
+    greha(
+        &a,
+        &pins,
+        &[
+            "tunnel", "add", "t1", "mode", "gretap", "local", A_UNDERLAY, "remote", B_UNDERLAY,
+        ],
+    )
+    .context("greha tunnel add")?;
+    b.ip(&[
+        "link", "add", "t1", "type", "gretap", "local", B_UNDERLAY, "remote", A_UNDERLAY,
+    ])?;
+    b.ip(&["link", "set", "t1", "up"])?;
+    for (host, addr) in [(&a, A_INNER), (&b, B_INNER)] {
+        host.ip(&[
+            "link", "add", "link", "t1", "name", "t1.10", "type", "vlan", "id", "10",
+        ])?;
+        host.ip(&["addr", "add", &format!("{addr}/24"), "dev", "t1.10"])?;
+        host.ip(&["link", "set", "t1.10", "up"])?;
+    }
+    run(a
+        .command("ethtool")
+        .args(["-K", "eth0", "tso", "off", "gso", "off"]))?;
+    let counts = || {
+        format!(
+            "greha: {}\nkernel: {}",
+            greha(&a, &pins, &["tunnel", "show", "--json"]).unwrap_or_else(|e| e.to_string()),
+            b.ip(&["-s", "-s", "link", "show", "dev", "t1"])
+                .unwrap_or_else(|e| e.to_string())
+        )
+    };
+    for (from, to) in [(&a, B_INNER), (&b, A_INNER)] {
+        run(from.command("ping").args(["-c", "3", "-W", "5", to]))
+            .with_context(|| format!("ping {to} over VLAN 10\n{}", counts()))?;
+    }
+    transfer_to(&a, &b, &format!("{B_INNER}:5001"), 4 << 20)
+        .with_context(|| format!("4 MiB over VLAN 10, greha -> kernel\n{}", counts()))?;
+    transfer_to(&b, &a, &format!("{A_INNER}:5001"), 4 << 20)
+        .with_context(|| format!("4 MiB over VLAN 10, kernel -> greha\n{}", counts()))?;
+    no_drops(&a, &pins, &[])?;
+    let v: serde_json::Value =
+        serde_json::from_str(&b.ip(&["-j", "-s", "-s", "link", "show", "dev", "t1"])?)?;
+    let rx = &v[0]["stats64"]["rx"];
+    for field in ["crc_errors", "frame_errors", "length_errors"] {
+        ensure!(
+            rx[field].as_u64() == Some(0),
+            "the kernel counts {field} on its tunnel: {rx}"
+        );
+    }
+    greha(&a, &pins, &["tunnel", "del", "t1"])?;
     Ok(())
 }
 
