@@ -312,6 +312,9 @@ pub struct TunnelCounters {
     /// Of `tx_drop_too_big`: those whose sender was sent ICMP
     /// "fragmentation needed" or ICMPv6 "packet too big" (`pmtudisc`).
     pub tx_icmp_too_big: u64,
+    /// Outer IPv4 fragments handed to the kernel to reassemble; greha's
+    /// daemon takes the whole packet back through `greha-reasm`.
+    pub rx_fragments: u64,
 }
 
 impl TunnelCounters {
@@ -329,6 +332,7 @@ impl TunnelCounters {
         self.rx_drop_out_of_order += o.rx_drop_out_of_order;
         self.tx_drop_too_big += o.tx_drop_too_big;
         self.tx_icmp_too_big += o.tx_icmp_too_big;
+        self.rx_fragments += o.rx_fragments;
         self.tx_drop_no_next_hop += o.tx_drop_no_next_hop;
         self.tx_drop_error += o.tx_drop_error;
     }

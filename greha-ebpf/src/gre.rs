@@ -204,12 +204,13 @@ fn decap(ctx: &TcContext) -> i32 {
     if !outer.ipv6
         && let Some(ip) = ctx.bytes::<IPV4_LEN>(ETH_LEN)
     {
-        // A fragment cannot be decapsulated on its own, and the kernel has
-        // no GRE to reassemble it for.
+        // A fragment cannot be decapsulated on its own: the kernel
+        // reassembles the packet, and greha's daemon brings it back here
+        // whole (see greha's `reasm`).
         let frag = u16::from_be_bytes([ip[6], ip[7]]);
         if frag & 0x3fff != 0 {
-            c.rx_drop_truncated += 1;
-            return TC_ACT_SHOT;
+            c.rx_fragments += 1;
+            return TC_ACT_OK;
         }
         // As ip_rcv: the outer header's checksum (options included).
         if !header_checksum_ok(ctx, &ip, ihl) {

@@ -333,6 +333,13 @@ async fn serve(opts: Options, ready: &mut bool) -> Result<()> {
             None
         }
     };
+    let _reasm = match crate::reasm::Reassembly::start(&opts.pin_dir).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            warn!("outer fragments are not reassembled: {e:#}");
+            None
+        }
+    };
     let control = match listen(&opts.control) {
         Ok(l) => l,
         Err(e) => {

@@ -423,6 +423,30 @@ impl Datapath {
         Ok(())
     }
 
+    /// Attaches tc program `prog` to `iface`'s ingress for as long as the
+    /// returned program lives (the daemon's own interfaces, gone with it):
+    /// nothing is pinned.
+    pub fn attach_tc_ingress_owned(&self, prog: &str, iface: &str) -> Result<SchedClassifier> {
+        let mut p = SchedClassifier::from_pin(self.prog_pin(prog))
+            .with_context(|| format!("opening pinned program {prog}"))?;
+        let ingress = TcAttachType::Ingress;
+        if let Err(tcx) = p.attach_with_options(
+            iface,
+            ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        ) {
+            let _ = qdisc_add_clsact(iface);
+            let options = TcAttachOptions::Netlink(NlOptions {
+                priority: NETLINK_PRIORITY,
+                handle: netlink_handle(prog),
+                classid: None,
+            });
+            p.attach_with_options(iface, ingress, options)
+                .with_context(|| format!("attaching {prog} to {iface} (tcx: {tcx}; netlink tc)"))?;
+        }
+        Ok(p)
+    }
+
     fn attach_tc_netlink(
         &self,
         p: &mut SchedClassifier,

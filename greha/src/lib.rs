@@ -20,6 +20,7 @@ pub mod pins;
 pub mod plan;
 pub mod pmtu;
 pub mod probe;
+pub mod reasm;
 pub mod spec;
 pub mod tunnel;
 pub mod vrrp;

@@ -1258,3 +1258,75 @@ fn decapsulation_checks_what_ip_rcv_checks() -> Result<()> {
     );
     Ok(())
 }
+
+/// Outer fragments (a kernel peer told `nopmtudisc`, or an IPv6 path):
+/// the decapsulation hands them to the kernel, which reassembles the GRE
+/// packet, and A's daemon brings it back whole through `greha-reasm`. An
+/// echo request from B whose outer packet scapy cut in two is answered
+/// through the tunnel; A counts the fragments and the packet.
+#[test]
+fn outer_fragments_are_reassembled_and_decapsulated() -> Result<()> {
+    let pair = Pair::new()?;
+    let mut cmd = pair.lab.greha(&pair.a);
+    cmd.args([
+        "run",
+        "--tunnel",
+        &format!("t1 mode gretap local {A_UNDERLAY} remote {B_UNDERLAY} address {A_INNER}/24"),
+    ]);
+    let mut daemon = pair.a.spawn(&pair.lab, cmd, true)?;
+    daemon.wait_ready(SHORT)?;
+    greha(
+        &pair.b,
+        &pair.b_pins,
+        &["tunnel", "add"],
+        &format!("t1 mode gretap local {B_UNDERLAY} remote {A_UNDERLAY} address {B_INNER}/24"),
+    )?;
+    ping(&pair.b, A_INNER, 1, 56)?;
+    let (a_mac, a_t1, b_t1) = (
+        mac_of(&pair.a, "eth0")?,
+        mac_of(&pair.a, "t1")?,
+        mac_of(&pair.b, "t1")?,
+    );
+    let out = pair.b.python(
+        &pair.lab,
+        &format!(
+            "from scapy.all import *\n\
+             reply = lambda p: ICMP in p and p[ICMP].type == 0 and p[ICMP].id == 0x4242\n\
+             s = AsyncSniffer(iface='t1', lfilter=reply, count=1, timeout=10)\n\
+             s.start()\n\
+             time.sleep(0.5)\n\
+             p = IP(src='{B_UNDERLAY}', dst='{A_UNDERLAY}', flags=0)/GRE(proto=0x6558)\
+             /Ether(dst='{a_t1}', src='{b_t1}')/IP(src='{B_INNER}', dst='{A_INNER}')\
+             /ICMP(id=0x4242)/(b'x' * 64)\n\
+             sendp([Ether(dst='{a_mac}')/f for f in fragment(p, fragsize=64)], \
+             iface='eth0', verbose=False)\n\
+             s.join()\n\
+             print('answered' if s.results else 'no answer')\n"
+        ),
+    )?;
+    let a_counters = counters(&pair.a, &pair.a_pins, "t1")?;
+    ensure!(
+        out.contains("answered"),
+        "B got no answer: {out}\nA's counters: {a_counters}\n{}",
+        daemon.log()
+    );
+    ensure!(
+        a_counters["rx_fragments"].as_u64() >= Some(2),
+        "A's counters: {a_counters}"
+    );
+    no_drops_of(&a_counters)?;
+    let status = daemon.terminate(SHORT)?;
+    ensure!(status.success(), "greha exited {status}:\n{}", daemon.log());
+    ensure!(
+        pair.a.ip(&["link", "show", "greha-reasm"]).is_err(),
+        "greha-reasm outlived the daemon"
+    );
+    Ok(())
+}
+
+fn no_drops_of(c: &serde_json::Value) -> Result<()> {
+    for (field, n) in c.as_object().context("counters")? {
+        ensure!(!field.contains("drop") || n == 0, "{field} = {n}: {c}");
+    }
+    Ok(())
+}
