@@ -25,6 +25,9 @@ pub mod names {
     /// Tail-called by the encapsulation for a packet too big for the path:
     /// answers its sender with ICMP (`pmtudisc`).
     pub const PROG_GRE_TOO_BIG: &str = "greha_gre_too_big";
+    /// Tail-called by the encapsulation for a gretap frame whose VLAN tag
+    /// is in the skb's metadata.
+    pub const PROG_GRE_ENCAP_VLAN: &str = "greha_gre_encap_vlan";
     /// Program array of the encapsulation's tail calls; pinned with the
     /// programs of its build (it holds them).
     pub const MAP_GRE_TAILS: &str = "GREHA_GRE_TAILS";
@@ -87,6 +90,8 @@ pub const XDP_IF_VRRP: u32 = 2;
 
 /// `GREHA_GRE_TAILS` index of [`names::PROG_GRE_TOO_BIG`].
 pub const TAIL_TOO_BIG: u32 = 0;
+/// `GREHA_GRE_TAILS` index of [`names::PROG_GRE_ENCAP_VLAN`].
+pub const TAIL_ENCAP_VLAN: u32 = 1;
 
 /// Most tunnels one host runs; tunnel ids are `0..MAX_TUNNELS`.
 pub const MAX_TUNNELS: u32 = 256;

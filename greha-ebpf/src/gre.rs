@@ -35,9 +35,9 @@ use aya_ebpf::{
 };
 use greha_common::{
     Endpoints, FLOWLABEL_INHERIT, GRE_PROTO_IPV4, GRE_PROTO_IPV6, GRE_PROTO_TEB, KeyedEndpoints,
-    MAX_TUNNELS, TAIL_TOO_BIG, TUNNEL_F_ACTIVE, TUNNEL_F_ENCAP_LIMIT, TUNNEL_F_GRETAP,
-    TUNNEL_F_ICSUM, TUNNEL_F_IPV6, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ,
-    TunnelConfig, TunnelCounters, TunnelProbe, TunnelSeq, ipv4_in16,
+    MAX_TUNNELS, TAIL_ENCAP_VLAN, TAIL_TOO_BIG, TUNNEL_F_ACTIVE, TUNNEL_F_ENCAP_LIMIT,
+    TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_IPV6, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY,
+    TUNNEL_F_OSEQ, TunnelConfig, TunnelCounters, TunnelProbe, TunnelSeq, ipv4_in16,
 };
 
 #[btf_map]
@@ -56,9 +56,9 @@ static GREHA_TUNNEL_COUNTERS: PerCpuArray<TunnelCounters, { MAX_TUNNELS as usize
 #[btf_map]
 static GREHA_TUNNEL_SEQ: Array<TunnelSeq, { MAX_TUNNELS as usize }> = Array::new();
 /// The encapsulation's tail calls: [`TAIL_TOO_BIG`] is
-/// `greha_gre_too_big`.
+/// `greha_gre_too_big`, [`TAIL_ENCAP_VLAN`] `greha_gre_encap_vlan`.
 #[map]
-static GREHA_GRE_TAILS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+static GREHA_GRE_TAILS: ProgramArray = ProgramArray::with_max_entries(2, 0);
 /// Written by userspace only: here so it is pinned with the tunnel maps
 /// and its BTF names the fields.
 #[btf_map]
@@ -571,11 +571,20 @@ fn checksum_ok(ctx: &TcContext, start: usize, end: usize) -> bool {
 
 #[classifier]
 pub fn greha_gre_encap(ctx: TcContext) -> i32 {
-    encap(&ctx)
+    encap::<false>(&ctx)
+}
+
+/// The encapsulation of a gretap frame whose VLAN tag is in the skb's
+/// metadata, tail-called by `greha_gre_encap`: a program of its own, so
+/// that neither has the other's branches for the verifier to walk (6.1's
+/// gave up on one program with both).
+#[classifier]
+pub fn greha_gre_encap_vlan(ctx: TcContext) -> i32 {
+    encap::<true>(&ctx)
 }
 
 #[inline(always)]
-fn encap(ctx: &TcContext) -> i32 {
+fn encap<const VLAN: bool>(ctx: &TcContext) -> i32 {
     let skb = ctx.skb.skb;
     let ifindex = unsafe { (*skb).ifindex };
     let Some(id) = (unsafe { GREHA_TUNNEL_BY_DEV.get(ifindex) }).copied() else {
@@ -617,11 +626,12 @@ fn encap(ctx: &TcContext) -> i32 {
     // A VLAN tag the stack left in the skb's metadata (a VLAN interface on
     // a gretap: the tunnel interface offloads tagging) goes into the inner
     // frame, as the kernel's gretap, which offloads none, carries it.
-    let tag_len = if gretap && unsafe { (*skb).vlan_present } != 0 {
-        VLAN_LEN
-    } else {
-        0
-    };
+    if !VLAN && gretap && unsafe { (*skb).vlan_present } != 0 {
+        unsafe { GREHA_GRE_TAILS.tail_call(ctx, TAIL_ENCAP_VLAN) };
+        c.tx_drop_error += 1;
+        return TC_ACT_SHOT;
+    }
+    let tag_len = if VLAN { VLAN_LEN } else { 0 };
     let inner_len = if gretap { len + tag_len } else { len - ETH_LEN };
     let outer_l3_len = ip_len + gre_len + inner_len;
     // What one packet on the path carries of the inner frame: all of it,
@@ -701,7 +711,7 @@ fn encap(ctx: &TcContext) -> i32 {
             c.tx_drop_error += 1;
             return TC_ACT_SHOT;
         }
-        if gretap && tag_len == 0 && ctx.store(inner_eth_off, &eth, 0).is_err() {
+        if gretap && !VLAN && ctx.store(inner_eth_off, &eth, 0).is_err() {
             c.tx_drop_error += 1;
             return TC_ACT_SHOT;
         }
@@ -711,7 +721,7 @@ fn encap(ctx: &TcContext) -> i32 {
         c.tx_drop_error += 1;
         return TC_ACT_SHOT;
     }
-    if tag_len != 0 {
+    if VLAN {
         let mut tagged = [0u8; ETH_LEN + VLAN_LEN];
         tagged[0..12].copy_from_slice(&eth[0..12]);
         // vlan_proto is in network order already; the TCI in the CPU's.

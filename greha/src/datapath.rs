@@ -28,7 +28,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use greha_common::{TAIL_TOO_BIG, names};
+use greha_common::{TAIL_ENCAP_VLAN, TAIL_TOO_BIG, names};
 use nix::fcntl::{Flock, FlockArg};
 use tracing::{debug, info};
 
@@ -44,6 +44,7 @@ const TC_PROGRAMS: &[&str] = &[
     names::PROG_NOP,
     names::PROG_VRRP_TC,
     names::PROG_GRE_TOO_BIG,
+    names::PROG_GRE_ENCAP_VLAN,
 ];
 
 /// Maps pinned with the programs of their build: they hold programs.
@@ -229,13 +230,18 @@ impl Datapath {
             .take_map(map)
             .ok_or_else(|| anyhow!("map {map} missing from the eBPF object"))?
             .try_into()?;
-        let too_big: &SchedClassifier = ebpf
-            .program(names::PROG_GRE_TOO_BIG)
-            .ok_or_else(|| anyhow!("program {} missing", names::PROG_GRE_TOO_BIG))?
-            .try_into()?;
-        tails
-            .set(TAIL_TOO_BIG, too_big.fd()?, 0)
-            .with_context(|| format!("filling {map}"))?;
+        for (index, name) in [
+            (TAIL_TOO_BIG, names::PROG_GRE_TOO_BIG),
+            (TAIL_ENCAP_VLAN, names::PROG_GRE_ENCAP_VLAN),
+        ] {
+            let prog: &SchedClassifier = ebpf
+                .program(name)
+                .ok_or_else(|| anyhow!("program {name} missing"))?
+                .try_into()?;
+            tails
+                .set(index, prog.fd()?, 0)
+                .with_context(|| format!("filling {map} with {name}"))?;
+        }
         tails
             .pin(self.prog_pin(map))
             .with_context(|| format!("pinning map {map}"))?;
