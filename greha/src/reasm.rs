@@ -40,6 +40,10 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_GRE: u8 = 47;
 
+/// A packet from a raw GRE socket, and for IPv6 its (source, destination):
+/// an IPv6 raw socket gives the payload without the header.
+type Received = (Vec<u8>, Option<(Ipv6Addr, Ipv6Addr)>);
+
 /// The outer packet for the decapsulation: an Ethernet header to `mac`
 /// (the TAP's own, so the frame is for this host), then the IPv4 packet as
 /// the raw socket gave it, or an IPv6 header rebuilt in front of the
@@ -237,7 +241,7 @@ impl RawGre {
     }
 
     /// The next packet, and for IPv6 its (source, destination).
-    async fn recv(&self) -> io::Result<(Vec<u8>, Option<(Ipv6Addr, Ipv6Addr)>)> {
+    async fn recv(&self) -> io::Result<Received> {
         loop {
             let mut guard = self.fd.readable().await?;
             match recv_packet(self.fd.get_ref().as_raw_fd(), self.v6) {
@@ -266,7 +270,7 @@ fn set_int(s: &Socket, level: libc::c_int, name: libc::c_int) -> Result<()> {
     Ok(())
 }
 
-fn recv_packet(fd: i32, v6: bool) -> io::Result<(Vec<u8>, Option<(Ipv6Addr, Ipv6Addr)>)> {
+fn recv_packet(fd: i32, v6: bool) -> io::Result<Received> {
     let mut data = vec![0u8; 65536];
     let mut control = [0u64; 16];
     // SAFETY: plain C structures, zero is a valid value of each.
