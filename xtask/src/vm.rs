@@ -65,6 +65,7 @@ const MODULES: &[&str] = &[
     "ip6_gre",
     "macvlan",
     "8021q",
+    "tun",
 ];
 
 /// How long one kernel's suite may take under TCG.
