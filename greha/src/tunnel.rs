@@ -1023,6 +1023,9 @@ pub struct TunnelStatus {
     /// IPv6 underlay: the encapsulation limit sent; None for none.
     pub encaplimit: Option<u8>,
     pub underlay_ifindex: u32,
+    /// The largest outer packet sent: the underlay's MTU, or the smaller
+    /// path MTU the daemon learned.
+    pub path_mtu: u32,
     /// The tunnel interface is up with carrier.
     pub up: bool,
     /// Where encap and decap run: "tc" (tcx), the only datapath tunnels
@@ -1229,6 +1232,7 @@ pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
             flowlabel: t.flowlabel,
             encaplimit: (t.flags & TUNNEL_F_ENCAP_LIMIT != 0).then_some(t.encap_limit),
             underlay_ifindex: t.underlay_ifindex,
+            path_mtu: t.underlay_mtu,
             counters: total,
             probe: ProbeStatus::of(&probes.get(&id, 0)?),
         });

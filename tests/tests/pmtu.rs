@@ -130,6 +130,11 @@ fn narrower_path(u: &Underlay) -> Result<()> {
         );
     }
     let status = lab.greha_status(&a)?;
+    ensure!(
+        status["tunnels"][0]["path_mtu"] == NARROW,
+        "status: {}",
+        status["tunnels"][0]
+    );
     let c = &status["tunnels"][0]["counters"];
     ensure!(
         c["tx_icmp_too_big"].as_u64().unwrap_or(0) >= 2,
