@@ -597,7 +597,7 @@ fn kernel_peer_vlan() -> Result<()> {
     );
     let route = a.ip(&["route", "get", B_INNER])?;
     ensure!(
-        !c["tx_icmp_too_big"].as_u64().is_some_and(|n| n > 0)
+        c["tx_icmp_too_big"].as_u64() == Some(0)
             || route.contains(&format!("mtu {}", 1500 - 20 - 4 - 14 - 4)),
         "the MTU learned over VLAN 10: {route}"
     );
