@@ -409,14 +409,14 @@ fn kernel_peer_fragments() -> Result<()> {
     b.ip(&["link", "set", "t1", "mtu", "1500"])?;
     b.ip(&["addr", "add", &format!("{B_INNER}/24"), "dev", "t1"])?;
     b.ip(&["link", "set", "t1", "up"])?;
-    // A's interface as large, so that B's TCP sends full-sized segments
-    // (TCP takes the smaller of the two ends' MSS).
-    a.ip(&["link", "set", "t1", "mtu", "1500"])?;
     let shown = || greha(&a, &pins, &["tunnel", "show", "--json"]);
     run(b
         .command("ping")
         .args(["-c", "2", "-W", "5", "-M", "dont", "-s", "1472", A_INNER]))
     .with_context(|| format!("a ping in fragments\n{}", shown().unwrap_or_default()))?;
+    // Then A's interface as large, so that B's TCP sends full-sized
+    // segments (TCP takes the smaller of the two ends' MSS); A only ACKs.
+    a.ip(&["link", "set", "t1", "mtu", "1500"])?;
     transfer_to(&b, &a, &format!("{A_INNER}:5001"), 4 << 20)
         .with_context(|| format!("4 MiB in fragments\n{}", shown().unwrap_or_default()))?;
     let v: serde_json::Value = serde_json::from_str(&shown()?)?;
