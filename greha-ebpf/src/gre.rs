@@ -715,9 +715,9 @@ fn encap<const VLAN: bool>(ctx: &TcContext) -> i32 {
             c.tx_drop_error += 1;
             return TC_ACT_SHOT;
         }
+    // change_head leaves the frame's own Ethernet header after the room:
+    // a tagged one is written over it and the 4 bytes before.
     } else if unsafe { bpf_skb_change_head(skb.cast(), (inner_eth_off + tag_len) as u32, 0) } != 0 {
-        // The frame's own Ethernet header stays where it is, after the
-        // room; a tagged header is written over it and the 4 bytes before.
         c.tx_drop_error += 1;
         return TC_ACT_SHOT;
     }
