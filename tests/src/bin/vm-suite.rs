@@ -380,9 +380,11 @@ fn kernel_peer_liveness() -> Result<()> {
 }
 
 /// The kernel's gretap with `nopmtudisc` and an MTU above what its
-/// underlay carries sends its GRE in fragments; greha's daemon has the
-/// kernel reassemble them and decapsulates the whole packet. A large ping
-/// and 4 MiB of TCP from the kernel's side, every segment fragmented.
+/// underlay carries sends a full-sized frame's GRE in fragments; greha's
+/// daemon has the kernel reassemble them and decapsulates the whole
+/// packet. 1500-byte pings from the kernel's side are answered, counted as
+/// fragments. (The kernel's tunnel lowers its own inner route's MTU as it
+/// sends, so TCP would shrink its segments rather than fragment.)
 fn kernel_peer_fragments() -> Result<()> {
     let (mut lab, a, b) = linked_pair()?;
     let pins = lab.pin_dir("a");
@@ -412,16 +414,12 @@ fn kernel_peer_fragments() -> Result<()> {
     let shown = || greha(&a, &pins, &["tunnel", "show", "--json"]);
     run(b
         .command("ping")
-        .args(["-c", "2", "-W", "5", "-M", "dont", "-s", "1472", A_INNER]))
-    .with_context(|| format!("a ping in fragments\n{}", shown().unwrap_or_default()))?;
-    // Then A's interface as large, so that B's TCP sends full-sized
-    // segments (TCP takes the smaller of the two ends' MSS); A only ACKs.
-    a.ip(&["link", "set", "t1", "mtu", "1500"])?;
-    transfer_to(&b, &a, &format!("{A_INNER}:5001"), 4 << 20)
-        .with_context(|| format!("4 MiB in fragments\n{}", shown().unwrap_or_default()))?;
+        .args(["-c", "3", "-W", "5", "-M", "dont", "-s", "1472", A_INNER]))
+    .with_context(|| format!("pings in fragments\n{}", shown().unwrap_or_default()))?;
     let v: serde_json::Value = serde_json::from_str(&shown()?)?;
     let c = &v[0]["counters"];
-    ensure!(c["rx_fragments"].as_u64() > Some(1000), "counters: {c}");
+    ensure!(c["rx_fragments"].as_u64() >= Some(2), "counters: {c}");
+    no_drops(&a, &pins, &[])?;
     g.terminate(LONG)?;
     Ok(())
 }
