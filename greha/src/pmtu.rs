@@ -47,16 +47,18 @@ pub struct PathMtus {
 }
 
 impl PathMtus {
-    /// The path to `remote` reported to carry `mtu` bytes: the MTU to use
-    /// from now, if it changed. As the kernel, a report only lowers what is
-    /// known (a larger one is stale or forged) and is raised to the floor.
-    pub fn reported(&mut self, remote: IpAddr, mtu: u32, now: Instant) -> Option<u32> {
+    /// The path to `remote` reported to carry `mtu` bytes: the MTU in
+    /// force from now. As the kernel, a report only lowers what is known (a
+    /// larger one is stale or forged) and is raised to the floor; the
+    /// caller applies it every time, so that a tunnel added since to the
+    /// same remote takes it too.
+    pub fn reported(&mut self, remote: IpAddr, mtu: u32, now: Instant) -> u32 {
         let mtu = mtu.max(floor(remote));
         match self.learned.get(&remote) {
-            Some(&(known, _)) if known <= mtu => None,
+            Some(&(known, _)) if known <= mtu => known,
             _ => {
                 self.learned.insert(remote, (mtu, now + EXPIRES));
-                Some(mtu)
+                mtu
             }
         }
     }
@@ -246,9 +248,8 @@ async fn run(v4: ErrSocket, v6: Option<ErrSocket>, pin_dir: PathBuf) {
         };
         match report {
             Ok(Some((remote, mtu))) => {
-                if let Some(mtu) = mtus.reported(remote, mtu, Instant::now()) {
-                    apply(&pin_dir, remote, Some(mtu)).await;
-                }
+                let mtu = mtus.reported(remote, mtu, Instant::now());
+                apply(&pin_dir, remote, Some(mtu)).await;
             }
             Ok(None) => {
                 for remote in mtus.expire(Instant::now()) {
@@ -293,15 +294,15 @@ mod tests {
         let r4: IpAddr = "198.51.100.2".parse().unwrap();
         let r6: IpAddr = "2001:db8::2".parse().unwrap();
         let mut m = PathMtus::default();
-        // (remote, reported, after, expected change)
-        let table: &[(IpAddr, u32, u64, Option<u32>)] = &[
-            (r4, 1400, 0, Some(1400)),
-            (r4, 1400, 1, None),
-            (r4, 1450, 2, None),
-            (r4, 1300, 3, Some(1300)),
-            (r4, 68, 4, Some(552)),
-            (r6, 1000, 5, Some(1280)),
-            (r6, 1280, 6, None),
+        // (remote, reported, after, MTU in force)
+        let table: &[(IpAddr, u32, u64, u32)] = &[
+            (r4, 1400, 0, 1400),
+            (r4, 1400, 1, 1400),
+            (r4, 1450, 2, 1400),
+            (r4, 1300, 3, 1300),
+            (r4, 68, 4, 552),
+            (r6, 1000, 5, 1280),
+            (r6, 1280, 6, 1280),
         ];
         for &(remote, mtu, after, want) in table {
             let now = t0 + Duration::from_secs(after);
@@ -313,7 +314,7 @@ mod tests {
         assert_eq!(m.expire(t0 + Duration::from_secs(5) + EXPIRES), vec![r6]);
         assert_eq!(m.next_expiry(), None);
         // Forgotten: a larger report is taken again.
-        assert_eq!(m.reported(r4, 1450, t0), Some(1450));
+        assert_eq!(m.reported(r4, 1450, t0), 1450);
     }
 
     #[test]

@@ -34,7 +34,9 @@ use crate::{datapath::Datapath, netlink::Netlink, tunnel};
 /// The TAP interface reassembled packets are written into.
 pub const DEV: &str = "greha-reasm";
 /// How long the list of tunnel endpoints is trusted before it is read
-/// again (a packet between unknown endpoints reads it at once).
+/// again: at most once a second, or a flood of GRE from strangers would
+/// have the daemon read every tunnel for each packet (a new tunnel's
+/// reassembled packets wait up to that long).
 const ENDPOINTS_TTL: Duration = Duration::from_secs(1);
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -142,12 +144,11 @@ struct Endpoints {
 impl Endpoints {
     fn known(&mut self, pair: (IpAddr, IpAddr)) -> bool {
         let fresh = self.read.is_some_and(|t| t.elapsed() < ENDPOINTS_TTL);
-        if fresh && self.list.contains(&pair) {
-            return true;
-        }
-        if let Ok(tunnels) = tunnel::list(&self.pin_dir) {
-            self.list = tunnels.iter().map(|t| (t.local, t.remote)).collect();
+        if !fresh {
             self.read = Some(Instant::now());
+            if let Ok(tunnels) = tunnel::list(&self.pin_dir) {
+                self.list = tunnels.iter().map(|t| (t.local, t.remote)).collect();
+            }
         }
         self.list.contains(&pair)
     }
