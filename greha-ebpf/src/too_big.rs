@@ -38,10 +38,10 @@ const ICMP_HDR: usize = 8;
 const ICMP_MAX: usize = 576;
 const ICMP6_MAX: usize = 1280;
 
-/// The packet's IP header (`IN`) and the error's headers (`OUT`: Ethernet,
-/// IP, ICMP) are built here rather than on the stack: as stack arrays LLVM
-/// splits them into a register per byte and spills each, a frame of over
-/// 400 bytes.
+/// The packet's Ethernet and IP headers (`IN`) and the error's (`OUT`:
+/// Ethernet, IP, ICMP) are kept here rather than on the stack: as stack
+/// arrays LLVM splits them into a register per byte and spills each, a
+/// frame of over 400 bytes.
 const IN: usize = 0;
 const OUT: usize = 64;
 type Headers = [u8; 128];
