@@ -735,7 +735,7 @@ mod tests {
         assert_eq!(size_of::<TunnelConfig>(), 16 * 2 + 4 * 8 + 4 + 12 + 16 + 16);
         assert_eq!(size_of::<Endpoints>(), 32);
         assert_eq!(size_of::<KeyedEndpoints>(), 40);
-        assert_eq!(size_of::<TunnelCounters>(), 14 * 8);
+        assert_eq!(size_of::<TunnelCounters>(), 16 * 8);
         assert_eq!(size_of::<TunnelSeq>(), 12);
         assert_eq!(size_of::<TunnelProbe>(), 4 + 4 + 3 * 8);
         assert_eq!(size_of::<PacketCounters>(), 16);
