@@ -333,13 +333,7 @@ async fn serve(opts: Options, ready: &mut bool) -> Result<()> {
             None
         }
     };
-    let _reasm = match crate::reasm::Reassembly::start(&opts.pin_dir).await {
-        Ok(r) => Some(r),
-        Err(e) => {
-            warn!("outer fragments are not reassembled: {e:#}");
-            None
-        }
-    };
+    let mut reasm = start_reassembly(&opts.pin_dir).await;
     let control = match listen(&opts.control) {
         Ok(l) => l,
         Err(e) => {
@@ -385,6 +379,10 @@ async fn serve(opts: Options, ready: &mut bool) -> Result<()> {
                     Err(e) => Err(e.context("the new configuration is refused; nothing changed")),
                 };
                 probers.sync(&current.tunnels, &opts.pin_dir);
+                // Made again: the reload may have replaced the datapath
+                // whose decapsulation the old one holds.
+                drop(reasm.take());
+                reasm = start_reassembly(&opts.pin_dir).await;
                 let text = match &result {
                     Ok(summary) => {
                         info!("reloaded: {summary}");
@@ -406,6 +404,7 @@ async fn serve(opts: Options, ready: &mut bool) -> Result<()> {
         t.abort();
     }
     probers.stop();
+    drop(reasm);
     clients.stop();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     if opts.keep_datapath {
@@ -679,6 +678,17 @@ fn watchdog_period() -> Option<Duration> {
         return None;
     }
     (usec > 0).then(|| Duration::from_micros(usec))
+}
+
+/// The reassembly of outer fragments, while there are tunnels; a failure
+/// only costs that.
+async fn start_reassembly(pin_dir: &Path) -> Option<crate::reasm::Reassembly> {
+    crate::reasm::Reassembly::start(pin_dir)
+        .await
+        .unwrap_or_else(|e| {
+            warn!("outer fragments are not reassembled: {e:#}");
+            None
+        })
 }
 
 /// Everything down: VRRP resigns and removes its VIPs, then the tunnels

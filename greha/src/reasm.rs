@@ -102,7 +102,13 @@ impl Drop for Reassembly {
 }
 
 impl Reassembly {
-    pub async fn start(pin_dir: &Path) -> Result<Self> {
+    /// Starts it for the tunnels pinned under `pin_dir`; None while there
+    /// are none (and so no datapath, which this would otherwise load: a
+    /// daemon with VRRP alone must not pay for it, nor keep its pins).
+    pub async fn start(pin_dir: &Path) -> Result<Option<Self>> {
+        if tunnel::list(pin_dir)?.is_empty() {
+            return Ok(None);
+        }
         let tap = open_tap(DEV)?;
         let nl = Netlink::new()?;
         let Some(link) = nl.link_by_name(DEV).await? else {
@@ -127,10 +133,10 @@ impl Reassembly {
                 warn!("outer fragments are no longer reassembled: {e:#}");
             }
         });
-        Ok(Self {
+        Ok(Some(Self {
             task,
             _attached: attached,
-        })
+        }))
     }
 }
 

@@ -344,10 +344,15 @@ fn iperf3(lab: &Lab, a: &Host, b: &Host, dst: &str, extra: &[&str]) -> Result<Va
         false,
     )?;
     server.wait_for_output("Server listening", SHORT)?;
-    let out = run(a
-        .command("iperf3")
-        .args(["-c", dst, "-t", SECONDS, "-J"])
-        .args(extra))?;
+    let mut client = a.command("iperf3");
+    client.args(["-c", dst, "-t", SECONDS, "-J"]).args(extra);
+    // Client and server each on a CPU of its own, the same two every time:
+    // left to the scheduler, where they land moves a run's rate by more
+    // than a tunnel costs.
+    if std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2) {
+        client.args(["-A", "0,1"]);
+    }
+    let out = run(&mut client)?;
     server.wait(SHORT + Duration::from_secs(10))?;
     Ok(serde_json::from_str(&out)?)
 }
