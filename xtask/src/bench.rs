@@ -344,15 +344,13 @@ fn iperf3(lab: &Lab, a: &Host, b: &Host, dst: &str, extra: &[&str]) -> Result<Va
         false,
     )?;
     server.wait_for_output("Server listening", SHORT)?;
-    let mut client = a.command("iperf3");
-    client.args(["-c", dst, "-t", SECONDS, "-J"]).args(extra);
-    // Client and server each on a CPU of its own, the same two every time:
-    // left to the scheduler, where they land moves a run's rate by more
-    // than a tunnel costs.
-    if std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2) {
-        client.args(["-A", "0,1"]);
-    }
-    let out = run(&mut client)?;
+    // Not pinned to CPUs (iperf3 -A): tried on 2026-12-07, it made each
+    // path's rate depend on which CPU its softirq work landed on (gretap
+    // above the plain underlay), a bias worse than the scheduler's noise.
+    let out = run(a
+        .command("iperf3")
+        .args(["-c", dst, "-t", SECONDS, "-J"])
+        .args(extra))?;
     server.wait(SHORT + Duration::from_secs(10))?;
     Ok(serde_json::from_str(&out)?)
 }
