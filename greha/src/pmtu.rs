@@ -118,20 +118,7 @@ impl ErrSocket {
         } else {
             (libc::SOL_IP, libc::IP_RECVERR)
         };
-        let on: libc::c_int = 1;
-        // SAFETY: a c_int option of the size given, on an open socket.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                level,
-                name,
-                (&raw const on).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error()).context("setting IP_RECVERR");
-        }
+        crate::reasm::set_int(&s, level, name).context("setting IP_RECVERR")?;
         s.set_nonblocking(true)?;
         // SAFETY: the Socket owns its descriptor until the AsyncFd, which
         // owns the Socket, is dropped.

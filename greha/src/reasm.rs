@@ -259,7 +259,8 @@ impl RawGre {
     }
 }
 
-fn set_int(s: &Socket, level: libc::c_int, name: libc::c_int) -> Result<()> {
+/// Turns the c_int socket option `name` on.
+pub(crate) fn set_int(s: &Socket, level: libc::c_int, name: libc::c_int) -> Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: a c_int option of the size given, on an open socket.
     let rc = unsafe {
