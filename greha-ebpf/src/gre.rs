@@ -18,9 +18,9 @@ use aya_ebpf::{
     bindings,
     bindings::{
         BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6,
-        BPF_F_ADJ_ROOM_ENCAP_L4_GRE, BPF_F_INGRESS, BPF_FIB_LKUP_RET_NO_NEIGH,
-        BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT, bpf_adj_room_mode, bpf_fib_lookup,
-        bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1,
+        BPF_F_ADJ_ROOM_ENCAP_L4_GRE, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT,
+        bpf_adj_room_mode, bpf_fib_lookup, bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1,
     },
     bpf_f_adj_room_encap_l2,
     btf_maps::{Array, HashMap, PerCpuArray},
@@ -348,9 +348,17 @@ fn decap(ctx: &TcContext) -> i32 {
     } else {
         strip
     };
+    // FIXED_GSO: a GSO or GRO packet's segment size is its inner
+    // payload's already; without it the kernel grew it by the headers
+    // taken off, and such a packet routed on was judged too big for the
+    // next link's MTU.
     let shrunk = (!small || unsafe { bpf_skb_change_proto(ctx.skb.skb, ETH_P_IP.to_be(), 0) } == 0)
         && ctx
-            .adjust_room(-(rest as i32), bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, 0)
+            .adjust_room(
+                -(rest as i32),
+                bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+                BPF_F_ADJ_ROOM_FIXED_GSO as u64,
+            )
             .is_ok()
         && ctx.store(0, &inner_eth, 0).is_ok();
     if !shrunk {
@@ -695,7 +703,11 @@ fn encap<const VLAN: bool>(ctx: &TcContext) -> i32 {
         } else {
             BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
         };
-        let mut flags = (l3 | BPF_F_ADJ_ROOM_ENCAP_L4_GRE) as u64;
+        // FIXED_GSO: the tunnel's MTU already leaves room for the outer
+        // headers, so each segment keeps its size; without it the kernel
+        // cut the segment size by the room, and every segment went out
+        // that much short of the path's MTU.
+        let mut flags = (l3 | BPF_F_ADJ_ROOM_ENCAP_L4_GRE | BPF_F_ADJ_ROOM_FIXED_GSO) as u64;
         if gretap {
             flags |= bpf_f_adj_room_encap_l2(l2_len as u64);
         }

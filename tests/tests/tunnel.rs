@@ -411,6 +411,55 @@ fn ipv6_over_gretap_survives_software_segmentation() -> Result<()> {
     no_drops(&pair, "gretap1")
 }
 
+/// A TCP segment keeps its size through the tunnel, as through the
+/// kernel's: cut in software on A's underlay, the GRE packets fill the
+/// underlay's MTU (the encap once cut each segment short by the outer
+/// headers); and a GSO packet decapsulated on B and routed on to C, over
+/// a link of the tunnel's MTU, still fits it (the decap once grew the
+/// segment size by the headers it took off, and B refused every such
+/// packet as too big: a black hole as soon as the far end sent segments
+/// of full size, as a kernel peer does).
+#[test]
+fn tcp_segments_keep_their_size_through_the_tunnel() -> Result<()> {
+    let mut pair = Pair::new()?;
+    pair.tunnel("gretap1", "gretap", "")?;
+    let tunnel_mtu = 1500 - 38;
+    run(pair
+        .a
+        .command("ethtool")
+        .args(["-K", "eth0", "tso", "off", "gso", "off"]))?;
+    let wire = tshark_during(&pair, 200, "ip proto 47", &["frame.len"], || {
+        transfer_1mib(&pair)
+    })?;
+    let largest = wire
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .max();
+    ensure!(
+        largest == Some(1514),
+        "the largest GRE frame on the underlay is {largest:?} bytes, not 1514: {wire}"
+    );
+
+    run(pair
+        .a
+        .command("ethtool")
+        .args(["-K", "eth0", "tso", "on", "gso", "on"]))?;
+    let c = pair.lab.host("c")?;
+    let link = pair
+        .lab
+        .link(&pair.b, "203.0.113.1/24", &c, "203.0.113.2/24")?;
+    let mtu = tunnel_mtu.to_string();
+    pair.b.ip(&["link", "set", &link.a.ifname, "mtu", &mtu])?;
+    c.ip(&["link", "set", &link.b.ifname, "mtu", &mtu])?;
+    pair.b.sysctl("net.ipv4.ip_forward", "1")?;
+    pair.a
+        .ip(&["route", "add", "203.0.113.0/24", "via", B_INNER])?;
+    c.ip(&["route", "add", "default", "via", "203.0.113.1"])?;
+    greha_tests::tcp_transfer(&pair.a, &c, "203.0.113.2:5001", 4 << 20, SHORT)
+        .context("4 MiB of TCP through the tunnel and routed on by B")?;
+    no_drops(&pair, "gretap1")
+}
+
 /// ip6gretap and ip6gre between two hosts joined by an IPv6 underlay
 /// (2001:db8:1::/64): IPv4 and IPv6 inside, ARP and Neighbor Discovery
 /// (an ARP frame is shorter than an IPv6 skb allows), ping, 4 MiB of TCP
