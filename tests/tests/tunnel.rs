@@ -457,6 +457,18 @@ fn tcp_segments_keep_their_size_through_the_tunnel() -> Result<()> {
     c.ip(&["route", "add", "default", "via", "203.0.113.1"])?;
     greha_tests::tcp_transfer(&pair.a, &c, "203.0.113.2:5001", 4 << 20, SHORT)
         .context("4 MiB of TCP through the tunnel and routed on by B")?;
+    // TCP gets there in the end even so, by ever smaller segments: the
+    // packets B refused are what tell.
+    let refused = pair.b.command("nstat").args(["-asz", "IpFragFails"]).output()?;
+    let refused = String::from_utf8_lossy(&refused.stdout);
+    let count = refused
+        .lines()
+        .find_map(|l| l.strip_prefix("IpFragFails"))
+        .and_then(|l| l.split_whitespace().next());
+    ensure!(
+        count == Some("0"),
+        "B refused packets as too big for C's link: {refused}"
+    );
     no_drops(&pair, "gretap1")
 }
 
