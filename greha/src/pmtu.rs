@@ -28,6 +28,8 @@ use tokio::{
 };
 use tracing::{info, warn};
 
+use greha_common::{GRE_PROTO_IPV4, GRE_PROTO_IPV6, GRE_PROTO_TEB};
+
 use crate::tunnel;
 
 /// How long a learned path MTU holds (the kernel's default
@@ -96,6 +98,28 @@ pub fn path_mtu_of(err: &libc::sock_extended_err) -> Option<u32> {
         (SO_EE_ORIGIN_ICMP6, 2, 0) => Some(err.ee_info),
         _ => None,
     }
+}
+
+/// Whether what an ICMP error quotes of the packet, from its GRE header
+/// on, is GRE that greha's tunnels send: version 0, no routing, the whole
+/// header quoted (checksum, key and sequence number as its flags say), a
+/// protocol a tunnel carries. The kernel's gre_err parses the header as
+/// far before it takes the error's MTU; an error quoting anything else
+/// was not about a tunnel's packet.
+pub fn quotes_gre(quoted: &[u8]) -> bool {
+    const CSUM: u8 = 0x80;
+    const ROUTING: u8 = 0x40;
+    const KEY: u8 = 0x20;
+    const SEQ: u8 = 0x10;
+    let [flags, version, p0, p1, ..] = *quoted else {
+        return false;
+    };
+    let len = 4 + [CSUM, KEY, SEQ].iter().filter(|&&f| flags & f != 0).count() * 4;
+    let protocol = u16::from_be_bytes([p0, p1]);
+    flags & ROUTING == 0
+        && version & 0x07 == 0
+        && quoted.len() >= len
+        && [GRE_PROTO_TEB, GRE_PROTO_IPV4, GRE_PROTO_IPV6].contains(&protocol)
 }
 
 /// A raw GRE socket that receives nothing but the errors about GRE this
@@ -190,7 +214,10 @@ fn read_error(fd: i32) -> io::Result<Option<(IpAddr, u32)>> {
                 let err = libc::CMSG_DATA(c)
                     .cast::<libc::sock_extended_err>()
                     .read_unaligned();
-                return Ok(path_mtu_of(&err).map(|mtu| (remote, mtu)));
+                let quoted = &data[..(n as usize).min(data.len())];
+                return Ok(path_mtu_of(&err)
+                    .filter(|_| quotes_gre(quoted))
+                    .map(|mtu| (remote, mtu)));
             }
             c = libc::CMSG_NXTHDR(&raw const msg, c);
         }
@@ -302,6 +329,34 @@ mod tests {
         assert_eq!(m.next_expiry(), None);
         // Forgotten: a larger report is taken again.
         assert_eq!(m.reported(r4, 1450, t0), 1450);
+    }
+
+    #[test]
+    fn only_errors_quoting_a_tunnels_gre_count() {
+        // (quoted bytes from the GRE header on, counted)
+        let cases: &[(&[u8], bool)] = &[
+            (&[0x00, 0x00, 0x65, 0x58], true),
+            (&[0x00, 0x00, 0x08, 0x00, 0x45], true),
+            (&[0x00, 0x00, 0x86, 0xdd], true),
+            // Key: 4 more bytes, which must be quoted.
+            (&[0x20, 0x00, 0x65, 0x58, 0, 0, 0, 42], true),
+            (&[0x20, 0x00, 0x65, 0x58, 0, 0, 0], false),
+            // Checksum, key and sequence number: 16 bytes.
+            (
+                &[0xb0, 0x00, 0x65, 0x58, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2],
+                true,
+            ),
+            (&[0xb0, 0x00, 0x65, 0x58, 0, 0, 0, 0, 0, 0, 0, 1], false),
+            // Routing, version 1 (PPTP), a protocol no tunnel carries.
+            (&[0x40, 0x00, 0x65, 0x58, 0, 0, 0, 0], false),
+            (&[0x00, 0x01, 0x88, 0x0b], false),
+            (&[0x00, 0x00, 0x12, 0x34], false),
+            (&[0x00, 0x00, 0x65], false),
+            (&[], false),
+        ];
+        for (quoted, want) in cases {
+            assert_eq!(quotes_gre(quoted), *want, "{quoted:02x?}");
+        }
     }
 
     #[test]

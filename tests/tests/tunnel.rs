@@ -459,7 +459,11 @@ fn tcp_segments_keep_their_size_through_the_tunnel() -> Result<()> {
         .context("4 MiB of TCP through the tunnel and routed on by B")?;
     // TCP gets there in the end even so, by ever smaller segments: the
     // packets B refused are what tell.
-    let refused = pair.b.command("nstat").args(["-asz", "IpFragFails"]).output()?;
+    let refused = pair
+        .b
+        .command("nstat")
+        .args(["-asz", "IpFragFails"])
+        .output()?;
     let refused = String::from_utf8_lossy(&refused.stdout);
     let count = refused
         .lines()
