@@ -333,7 +333,7 @@ async fn serve(opts: Options, ready: &mut bool) -> Result<()> {
             None
         }
     };
-    let mut reasm = start_reassembly(&opts.pin_dir).await;
+    let mut reasm = Some(crate::reasm::Keeper::start(&opts.pin_dir).await);
     let control = match listen(&opts.control) {
         Ok(l) => l,
         Err(e) => {
@@ -379,10 +379,10 @@ async fn serve(opts: Options, ready: &mut bool) -> Result<()> {
                     Err(e) => Err(e.context("the new configuration is refused; nothing changed")),
                 };
                 probers.sync(&current.tunnels, &opts.pin_dir);
-                // Made again: the reload may have replaced the datapath
-                // whose decapsulation the old one holds.
+                // Made again at once: the reload may have added the first
+                // tunnel or replaced the datapath.
                 drop(reasm.take());
-                reasm = start_reassembly(&opts.pin_dir).await;
+                reasm = Some(crate::reasm::Keeper::start(&opts.pin_dir).await);
                 let text = match &result {
                     Ok(summary) => {
                         info!("reloaded: {summary}");
@@ -678,17 +678,6 @@ fn watchdog_period() -> Option<Duration> {
         return None;
     }
     (usec > 0).then(|| Duration::from_micros(usec))
-}
-
-/// The reassembly of outer fragments, while there are tunnels; a failure
-/// only costs that.
-async fn start_reassembly(pin_dir: &Path) -> Option<crate::reasm::Reassembly> {
-    crate::reasm::Reassembly::start(pin_dir)
-        .await
-        .unwrap_or_else(|e| {
-            warn!("outer fragments are not reassembled: {e:#}");
-            None
-        })
 }
 
 /// Everything down: VRRP resigns and removes its VIPs, then the tunnels

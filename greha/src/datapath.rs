@@ -97,6 +97,11 @@ fn progs_dir_name() -> String {
     pins::progs_dir(h)
 }
 
+/// Where this build's program `name` is pinned under `pin_dir`.
+pub fn pinned_prog(pin_dir: &Path, name: &str) -> PathBuf {
+    pin_dir.join(progs_dir_name()).join(name)
+}
+
 impl Datapath {
     /// Opens the datapath pinned under `pin_dir`, loading and pinning the
     /// object first if nothing is pinned there yet.
@@ -432,8 +437,16 @@ impl Datapath {
     /// Attaches tc program `prog` to `iface`'s ingress for as long as the
     /// returned program lives (the daemon's own interfaces, gone with it):
     /// nothing is pinned.
-    pub fn attach_tc_ingress_owned(&self, prog: &str, iface: &str) -> Result<SchedClassifier> {
-        let mut p = SchedClassifier::from_pin(self.prog_pin(prog))
+    ///
+    /// Takes the program pinned under `pin_dir` without opening the
+    /// datapath, which would load one were it gone meanwhile (its last
+    /// tunnel deleted) and so leave pins behind.
+    pub fn attach_tc_ingress_owned(
+        pin_dir: &Path,
+        prog: &str,
+        iface: &str,
+    ) -> Result<SchedClassifier> {
+        let mut p = SchedClassifier::from_pin(pinned_prog(pin_dir, prog))
             .with_context(|| format!("opening pinned program {prog}"))?;
         let ingress = TcAttachType::Ingress;
         if let Err(tcx) = p.attach_with_options(

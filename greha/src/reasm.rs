@@ -29,7 +29,11 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use crate::{datapath::Datapath, netlink::Netlink, tunnel};
+use crate::{
+    datapath::{self, Datapath},
+    netlink::Netlink,
+    tunnel,
+};
 
 /// The TAP interface reassembled packets are written into.
 pub const DEV: &str = "greha-reasm";
@@ -88,11 +92,82 @@ pub fn ipv4_endpoints(packet: &[u8]) -> Option<(IpAddr, IpAddr)> {
     Some((addr(16), addr(12)))
 }
 
-/// The daemon's reassembly path; stops, and its interface goes, when
-/// dropped.
-pub struct Reassembly {
+/// How often the daemon looks whether the reassembly it runs is still
+/// the one the tunnels need: tunnels added or removed with `greha tunnel`
+/// beside it, or a datapath loaded anew, show within this time.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The daemon's reassembly, kept in step with the tunnels pinned under
+/// its pin directory: running while there are any, on the decapsulation
+/// program pinned now. Stops, and its interface goes, when dropped.
+pub struct Keeper(JoinHandle<()>);
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Keeper {
+    pub async fn start(pin_dir: &Path) -> Self {
+        let pin_dir = pin_dir.to_owned();
+        let mut current = None;
+        let mut last_error = None;
+        // The first check before the daemon goes on, as before.
+        keep(&pin_dir, &mut current, &mut last_error).await;
+        Self(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CHECK_EVERY).await;
+                keep(&pin_dir, &mut current, &mut last_error).await;
+            }
+        }))
+    }
+}
+
+/// One check: starts, stops or makes again the reassembly. An error is
+/// logged when it first happens, not every second while it lasts (a
+/// second daemon in the namespace cannot have `greha-reasm`).
+async fn keep(pin_dir: &Path, current: &mut Option<Reassembly>, last_error: &mut Option<String>) {
+    let decap = decap_id(pin_dir);
+    if current.as_ref().is_some_and(|r| Some(r.decap_id) != decap) {
+        *current = None;
+    }
+    if current.is_some() || decap.is_none() {
+        return;
+    }
+    match Reassembly::start(pin_dir).await {
+        Ok(r) => {
+            *current = r;
+            *last_error = None;
+        }
+        Err(e) => {
+            let text = format!("{e:#}");
+            if last_error.as_ref() != Some(&text) {
+                warn!("outer fragments are not reassembled: {text}");
+            }
+            *last_error = Some(text);
+        }
+    }
+}
+
+/// The id of the decapsulation program pinned under `pin_dir`, while
+/// there are tunnels; None without.
+fn decap_id(pin_dir: &Path) -> Option<u32> {
+    if tunnel::list(pin_dir).ok()?.is_empty() {
+        return None;
+    }
+    let pin = datapath::pinned_prog(pin_dir, names::PROG_GRE_DECAP);
+    aya::programs::ProgramInfo::from_pin(pin)
+        .ok()
+        .map(|i| i.id())
+}
+
+/// The reassembly path on one decapsulation program; stops, and its
+/// interface goes, when dropped.
+struct Reassembly {
     task: JoinHandle<()>,
     _attached: SchedClassifier,
+    decap_id: u32,
 }
 
 impl Drop for Reassembly {
@@ -105,7 +180,7 @@ impl Reassembly {
     /// Starts it for the tunnels pinned under `pin_dir`; None while there
     /// are none (and so no datapath, which this would otherwise load: a
     /// daemon with VRRP alone must not pay for it, nor keep its pins).
-    pub async fn start(pin_dir: &Path) -> Result<Option<Self>> {
+    async fn start(pin_dir: &Path) -> Result<Option<Self>> {
         if tunnel::list(pin_dir)?.is_empty() {
             return Ok(None);
         }
@@ -116,8 +191,8 @@ impl Reassembly {
         };
         // Its MTU is not in the way: a TAP takes a frame of any size.
         nl.set_up(link.index, false).await?;
-        let attached =
-            Datapath::open(pin_dir)?.attach_tc_ingress_owned(names::PROG_GRE_DECAP, DEV)?;
+        let attached = Datapath::attach_tc_ingress_owned(pin_dir, names::PROG_GRE_DECAP, DEV)?;
+        let decap_id = attached.info()?.id();
         let mac = link.mac;
         let v4 = RawGre::open(false)?;
         let v6 = RawGre::open(true)
@@ -136,6 +211,7 @@ impl Reassembly {
         Ok(Some(Self {
             task,
             _attached: attached,
+            decap_id,
         }))
     }
 }

@@ -1331,7 +1331,15 @@ fn decapsulation_checks_what_ip_rcv_checks() -> Result<()> {
 /// through the tunnel; A counts the IPv4 fragments and the packet.
 #[test]
 fn outer_ipv4_fragments_are_reassembled_and_decapsulated() -> Result<()> {
-    outer_fragments(Pair::new()?, None)
+    outer_fragments(Pair::new()?, None, false)
+}
+
+/// The same with A's tunnel added by `greha tunnel add` beside a daemon
+/// that started with none: the daemon starts the reassembly for it, and
+/// stops it, its interface gone, when the tunnel is deleted the same way.
+#[test]
+fn a_tunnel_added_beside_the_daemon_has_its_fragments_reassembled() -> Result<()> {
+    outer_fragments(Pair::new()?, None, true)
 }
 
 #[test]
@@ -1350,24 +1358,31 @@ fn outer_ipv6_fragments_are_reassembled_and_decapsulated() -> Result<()> {
         a,
         b,
     };
-    outer_fragments(pair, Some(("2001:db8:1::1", "2001:db8:1::2")))
+    outer_fragments(pair, Some(("2001:db8:1::1", "2001:db8:1::2")), false)
 }
 
 /// `v6`: A's and B's IPv6 underlay addresses (ip6gretap), or the pair's
-/// IPv4 underlay (gretap).
-fn outer_fragments(pair: Pair, v6: Option<(&str, &str)>) -> Result<()> {
+/// IPv4 underlay (gretap). `beside`: A's tunnel is added with `greha
+/// tunnel add` after the daemon started, not by the daemon.
+fn outer_fragments(pair: Pair, v6: Option<(&str, &str)>, beside: bool) -> Result<()> {
     let (mode, a_under, b_under) = match v6 {
         Some((a, b)) => ("ip6gretap", a, b),
         None => ("gretap", A_UNDERLAY, B_UNDERLAY),
     };
+    let a_tunnel = format!("t1 mode {mode} local {a_under} remote {b_under} address {A_INNER}/24");
     let mut cmd = pair.lab.greha(&pair.a);
-    cmd.args([
-        "run",
-        "--tunnel",
-        &format!("t1 mode {mode} local {a_under} remote {b_under} address {A_INNER}/24"),
-    ]);
+    cmd.arg("run");
+    if !beside {
+        cmd.args(["--tunnel", &a_tunnel]);
+    }
     let mut daemon = pair.a.spawn(&pair.lab, cmd, true)?;
     daemon.wait_ready(SHORT)?;
+    let reasm = || pair.a.ip(&["link", "show", "greha-reasm"]).is_ok();
+    if beside {
+        ensure!(!reasm(), "greha-reasm with no tunnel");
+        greha(&pair.a, &pair.a_pins, &["tunnel", "add"], &a_tunnel)?;
+        wait_until(SHORT, "the daemon to make greha-reasm", || Ok(reasm()))?;
+    }
     greha(
         &pair.b,
         &pair.b_pins,
@@ -1420,6 +1435,16 @@ fn outer_fragments(pair: Pair, v6: Option<(&str, &str)>) -> Result<()> {
         "A's counters: {a_counters}"
     );
     no_drops_of(&a_counters)?;
+    if beside {
+        greha(&pair.a, &pair.a_pins, &["tunnel", "del", "t1"], "")?;
+        wait_until(SHORT, "the daemon to remove greha-reasm", || Ok(!reasm()))?;
+        // The running daemon's own lock stays, until it stops.
+        let left: Vec<_> = walk(&pair.a_pins)
+            .into_iter()
+            .filter(|p| !p.ends_with("daemon-lock"))
+            .collect();
+        ensure!(left.is_empty(), "pins left with no tunnel: {left:?}");
+    }
     let status = daemon.terminate(SHORT)?;
     ensure!(status.success(), "greha exited {status}:\n{}", daemon.log());
     ensure!(
