@@ -333,7 +333,7 @@ async fn serve(opts: Options, ready: &mut bool) -> Result<()> {
             None
         }
     };
-    let mut reasm = Some(crate::reasm::Keeper::start(&opts.pin_dir).await);
+    let reasm = crate::reasm::Keeper::start(&opts.pin_dir).await;
     let control = match listen(&opts.control) {
         Ok(l) => l,
         Err(e) => {
@@ -379,10 +379,7 @@ async fn serve(opts: Options, ready: &mut bool) -> Result<()> {
                     Err(e) => Err(e.context("the new configuration is refused; nothing changed")),
                 };
                 probers.sync(&current.tunnels, &opts.pin_dir);
-                // Made again at once: the reload may have added the first
-                // tunnel or replaced the datapath.
-                drop(reasm.take());
-                reasm = Some(crate::reasm::Keeper::start(&opts.pin_dir).await);
+                reasm.check_now();
                 let text = match &result {
                     Ok(summary) => {
                         info!("reloaded: {summary}");

@@ -16,6 +16,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -25,6 +26,7 @@ use greha_common::names;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{
     io::{Interest, unix::AsyncFd},
+    sync::Notify,
     task::JoinHandle,
 };
 use tracing::{info, warn};
@@ -100,11 +102,14 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The daemon's reassembly, kept in step with the tunnels pinned under
 /// its pin directory: running while there are any, on the decapsulation
 /// program pinned now. Stops, and its interface goes, when dropped.
-pub struct Keeper(JoinHandle<()>);
+pub struct Keeper {
+    task: JoinHandle<()>,
+    nudge: Arc<Notify>,
+}
 
 impl Drop for Keeper {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -113,14 +118,26 @@ impl Keeper {
         let pin_dir = pin_dir.to_owned();
         let mut current = None;
         let mut last_error = None;
-        // The first check before the daemon goes on, as before.
+        // The first check before the daemon goes on.
         keep(&pin_dir, &mut current, &mut last_error).await;
-        Self(tokio::spawn(async move {
+        let nudge = Arc::new(Notify::new());
+        let nudged = nudge.clone();
+        let task = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(CHECK_EVERY).await;
+                tokio::select! {
+                    () = tokio::time::sleep(CHECK_EVERY) => {}
+                    () = nudged.notified() => {}
+                }
                 keep(&pin_dir, &mut current, &mut last_error).await;
             }
-        }))
+        });
+        Self { task, nudge }
+    }
+
+    /// Checks at once rather than within a second: after a reload, which
+    /// may have added the first tunnel or replaced the datapath.
+    pub fn check_now(&self) {
+        self.nudge.notify_one();
     }
 }
 
