@@ -28,6 +28,13 @@ pub mod names {
     /// Tail-called by the encapsulation for a gretap frame whose VLAN tag
     /// is in the skb's metadata.
     pub const PROG_GRE_ENCAP_VLAN: &str = "greha_gre_encap_vlan";
+    /// tc ingress on the inner end of a `nopmtudisc` tunnel's fragmenting
+    /// veth pair: cuts the outer packets that arrive there, checksums
+    /// complete, into IPv4 fragments for the path.
+    pub const PROG_GRE_FRAGMENT: &str = "greha_gre_fragment";
+    /// Tail-called by [`PROG_GRE_FRAGMENT`], and by itself: sends one
+    /// fragment each time.
+    pub const PROG_GRE_FRAGMENT_NEXT: &str = "greha_gre_fragment_next";
     /// Program array of the encapsulation's tail calls; pinned with the
     /// programs of its build (it holds them).
     pub const MAP_GRE_TAILS: &str = "GREHA_GRE_TAILS";
@@ -92,6 +99,8 @@ pub const XDP_IF_VRRP: u32 = 2;
 pub const TAIL_TOO_BIG: u32 = 0;
 /// `GREHA_GRE_TAILS` index of [`names::PROG_GRE_ENCAP_VLAN`].
 pub const TAIL_ENCAP_VLAN: u32 = 1;
+/// `GREHA_GRE_TAILS` index of [`names::PROG_GRE_FRAGMENT_NEXT`].
+pub const TAIL_FRAGMENT_NEXT: u32 = 2;
 
 /// Most tunnels one host runs; tunnel ids are `0..MAX_TUNNELS`.
 pub const MAX_TUNNELS: u32 = 256;
@@ -126,6 +135,24 @@ pub const TUNNEL_F_IPV6: u32 = 512;
 /// destination option with the tunnel encapsulation limit
 /// (`TunnelConfig::encap_limit`; RFC 2473, iproute2's `encaplimit N`).
 pub const TUNNEL_F_ENCAP_LIMIT: u32 = 1024;
+/// `TunnelConfig::flags`: outer DF only where the inner IPv4 packet has
+/// it (iproute2's `nopmtudisc`; IPv4 underlay); a packet too big for the
+/// path without DF is fragmented, as the kernel's tunnels do.
+pub const TUNNEL_F_NOPMTUDISC: u32 = 2048;
+/// `TunnelConfig::flags`: with [`TUNNEL_F_NOPMTUDISC`], never DF: the
+/// inner packet's is ignored too (`ignore-df`).
+pub const TUNNEL_F_IGNORE_DF: u32 = 4096;
+
+/// Whether an outer IPv4 packet carries DF, as the kernel's
+/// ip_tunnel_xmit decides: always with `pmtudisc` (the default); with
+/// `nopmtudisc` only if the inner packet is IPv4 with DF, unless
+/// `ignore-df`. A packet too big for the path is answered with ICMP when
+/// this holds, and fragmented when not.
+#[inline(always)]
+pub const fn outer_df(flags: u32, inner_ipv4_df: bool) -> bool {
+    flags & TUNNEL_F_NOPMTUDISC == 0 || (flags & TUNNEL_F_IGNORE_DF == 0 && inner_ipv4_df)
+}
+
 /// `TunnelConfig::flowlabel`: copy the inner IPv6 packet's flow label
 /// (iproute2's `flowlabel inherit`).
 pub const FLOWLABEL_INHERIT: u32 = 1 << 31;
@@ -158,6 +185,11 @@ pub struct TunnelConfig {
     pub peer_ifindex: u32,
     /// Largest outer IP packet the underlay carries.
     pub underlay_mtu: u32,
+    /// With [`TUNNEL_F_NOPMTUDISC`]: the fragmenting veth pair's outer
+    /// end, which the encapsulation sends a packet to fragment into (its
+    /// checksum offload is off, so the kernel completes the checksums and
+    /// cuts GSO packets on the way through).
+    pub frag_ifindex: u32,
     /// IPv6 underlay: the outer flow label (20 bits), or
     /// [`FLOWLABEL_INHERIT`].
     pub flowlabel: u32,
@@ -320,6 +352,9 @@ pub struct TunnelCounters {
     /// Outer IPv4 fragments handed to the kernel to reassemble; greha's
     /// daemon takes the whole packet back through `greha-reasm`.
     pub rx_fragments: u64,
+    /// Outer IPv4 fragments sent: packets too big for the path without DF
+    /// (`nopmtudisc`), cut as the kernel's tunnels cut them.
+    pub tx_fragments: u64,
 }
 
 impl TunnelCounters {
@@ -338,6 +373,7 @@ impl TunnelCounters {
         self.tx_drop_too_big += o.tx_drop_too_big;
         self.tx_icmp_too_big += o.tx_icmp_too_big;
         self.rx_fragments += o.rx_fragments;
+        self.tx_fragments += o.tx_fragments;
         self.tx_drop_no_next_hop += o.tx_drop_no_next_hop;
         self.tx_drop_error += o.tx_drop_error;
     }
@@ -732,10 +768,10 @@ mod tests {
     /// padding (BTF and the kernel see exactly these bytes).
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(size_of::<TunnelConfig>(), 16 * 2 + 4 * 8 + 4 + 12 + 16 + 16);
+        assert_eq!(size_of::<TunnelConfig>(), 16 * 2 + 4 * 9 + 4 + 12 + 16 + 16);
         assert_eq!(size_of::<Endpoints>(), 32);
         assert_eq!(size_of::<KeyedEndpoints>(), 40);
-        assert_eq!(size_of::<TunnelCounters>(), 16 * 8);
+        assert_eq!(size_of::<TunnelCounters>(), 17 * 8);
         assert_eq!(size_of::<TunnelSeq>(), 12);
         assert_eq!(size_of::<TunnelProbe>(), 4 + 4 + 3 * 8);
         assert_eq!(size_of::<PacketCounters>(), 16);
@@ -744,6 +780,26 @@ mod tests {
         assert_eq!(size_of::<VrrpSeen>(), 8 + 16 + 4 + 4);
         assert_eq!(size_of::<VrrpStats>(), 11 * 8);
         assert_eq!(size_of::<AdvertSummary>(), 16 + 6);
+    }
+
+    /// The kernel's rule (ip_tunnel_xmit): `pmtudisc` always sets DF,
+    /// `nopmtudisc` copies an inner IPv4 packet's, `ignore-df` never.
+    #[test]
+    fn outer_df_follows_the_kernels_rule() {
+        let (no, ignore) = (
+            TUNNEL_F_NOPMTUDISC,
+            TUNNEL_F_NOPMTUDISC | TUNNEL_F_IGNORE_DF,
+        );
+        for (flags, inner_df, df) in [
+            (0, true, true),
+            (0, false, true),
+            (no, true, true),
+            (no, false, false),
+            (ignore, true, false),
+            (ignore, false, false),
+        ] {
+            assert_eq!(outer_df(flags, inner_df), df, "{flags:#x} {inner_df}");
+        }
     }
 
     /// The table itself; the eBPF programs are held to it under

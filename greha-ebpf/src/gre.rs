@@ -25,9 +25,9 @@ use aya_ebpf::{
     bpf_f_adj_room_encap_l2,
     btf_maps::{Array, HashMap, PerCpuArray},
     helpers::{
-        bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_skb_change_head,
-        bpf_skb_change_proto, bpf_skb_change_tail, bpf_skb_vlan_pop, bpf_spin_lock,
-        bpf_spin_unlock,
+        bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_redirect, bpf_redirect_neigh,
+        bpf_skb_change_head, bpf_skb_change_proto, bpf_skb_change_tail, bpf_skb_vlan_pop,
+        bpf_spin_lock, bpf_spin_unlock,
     },
     macros::{btf_map, classifier, map},
     maps::ProgramArray,
@@ -37,7 +37,7 @@ use greha_common::{
     Endpoints, FLOWLABEL_INHERIT, GRE_PROTO_IPV4, GRE_PROTO_IPV6, GRE_PROTO_TEB, KeyedEndpoints,
     MAX_TUNNELS, TAIL_ENCAP_VLAN, TAIL_TOO_BIG, TUNNEL_F_ACTIVE, TUNNEL_F_ENCAP_LIMIT,
     TUNNEL_F_GRETAP, TUNNEL_F_ICSUM, TUNNEL_F_IPV6, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY,
-    TUNNEL_F_OSEQ, TunnelConfig, TunnelCounters, TunnelProbe, TunnelSeq, ipv4_in16,
+    TUNNEL_F_OSEQ, TunnelConfig, TunnelCounters, TunnelProbe, TunnelSeq, ipv4_in16, outer_df,
 };
 
 #[btf_map]
@@ -55,10 +55,11 @@ static GREHA_TUNNEL_COUNTERS: PerCpuArray<TunnelCounters, { MAX_TUNNELS as usize
     PerCpuArray::new();
 #[btf_map]
 static GREHA_TUNNEL_SEQ: Array<TunnelSeq, { MAX_TUNNELS as usize }> = Array::new();
-/// The encapsulation's tail calls: [`TAIL_TOO_BIG`] is
-/// `greha_gre_too_big`, [`TAIL_ENCAP_VLAN`] `greha_gre_encap_vlan`.
+/// The tail calls: [`TAIL_TOO_BIG`] is `greha_gre_too_big`,
+/// [`TAIL_ENCAP_VLAN`] `greha_gre_encap_vlan`, `TAIL_FRAGMENT_NEXT`
+/// `greha_gre_fragment_next`.
 #[map]
-static GREHA_GRE_TAILS: ProgramArray = ProgramArray::with_max_entries(2, 0);
+pub(crate) static GREHA_GRE_TAILS: ProgramArray = ProgramArray::with_max_entries(3, 0);
 /// Written by userspace only: here so it is pinned with the tunnel maps
 /// and its BTF names the fields.
 #[btf_map]
@@ -650,7 +651,14 @@ fn encap<const VLAN: bool>(ctx: &TcContext) -> i32 {
     } else {
         inner_len
     };
-    if ip_len + gre_len + seg_len > cfg.underlay_mtu as usize {
+    // An IPv6 underlay never fragments on the way: DF as good as set.
+    let inner_df = ethertype == ETH_P_IP
+        && ctx
+            .load::<u8>(ETH_LEN + 6)
+            .is_ok_and(|flags| flags & 0x40 != 0);
+    let df = ipv6 || outer_df(cfg.flags, inner_df);
+    let fragment = ip_len + gre_len + seg_len > cfg.underlay_mtu as usize;
+    if fragment && df {
         // Its sender is answered in a program of its own: the answer's
         // frame and this one's would not fit in one stack together.
         unsafe { GREHA_GRE_TAILS.tail_call(ctx, TAIL_TOO_BIG) };
@@ -664,6 +672,11 @@ fn encap<const VLAN: bool>(ctx: &TcContext) -> i32 {
     // the one interface greha enables forwarding on.
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     fib.ifindex = cfg.peer_ifindex;
+    // A length the route's MTU always takes: without one the helper
+    // judges the skb against the underlay's MTU, and a `nopmtudisc`
+    // tunnel's frame larger than that, to be fragmented, failed it. The
+    // path is judged above.
+    fib.__bindgen_anon_1.tot_len = IPV4_LEN as u16;
     if ipv6 {
         fib.family = AF_INET6;
         fib.__bindgen_anon_3.ipv6_src = words(&cfg.local);
@@ -782,7 +795,14 @@ fn encap<const VLAN: bool>(ctx: &TcContext) -> i32 {
                         .store(ETH_LEN + IPV6_LEN, &encap_limit_option(cfg.encap_limit), 0)
                         .is_ok())
         } else {
-            let ip = ipv4_header(cfg, ttl, tos, outer_l3_len.min(0xffff) as u16);
+            // Fragments of different packets are told apart by the ID
+            // alone: one of its own for each packet that may be cut.
+            let id = if df {
+                0
+            } else {
+                (unsafe { bpf_get_prandom_u32() }) as u16
+            };
+            let ip = ipv4_header(cfg, ttl, tos, outer_l3_len.min(0xffff) as u16, df, id);
             ctx.store(ETH_LEN, &ip, 0).is_ok()
         }
         && store_gre(ctx, cfg, id, gretap, gre_off, ethertype);
@@ -792,6 +812,16 @@ fn encap<const VLAN: bool>(ctx: &TcContext) -> i32 {
     }
     c.tx_packets += gso_segs.max(1) as u64;
     c.tx_bytes += inner_len as u64;
+    if fragment {
+        if cfg.frag_ifindex == 0 {
+            c.tx_drop_too_big += 1;
+            return TC_ACT_SHOT;
+        }
+        // Through the fragmenting pair: the kernel completes what
+        // checksums offload left and cuts a GSO packet into segments on
+        // the way, then `greha_gre_fragment` cuts each for the path.
+        return unsafe { bpf_redirect(cfg.frag_ifindex, 0) as i32 };
+    }
     if resolve {
         // The lookup left the next hop in ipv4_dst / ipv6_dst.
         let mut nh = if ipv6 {
@@ -1011,16 +1041,33 @@ fn words(a: &[u8; 16]) -> [u32; 4] {
 /// The outer IPv4 header: DF set (greha never sends more than the underlay
 /// MTU), with its checksum.
 #[inline(always)]
-fn ipv4_header(cfg: &TunnelConfig, ttl: u8, tos: u8, tot_len: u16) -> [u8; IPV4_LEN] {
+fn ipv4_header(
+    cfg: &TunnelConfig,
+    ttl: u8,
+    tos: u8,
+    tot_len: u16,
+    df: bool,
+    id: u16,
+) -> [u8; IPV4_LEN] {
     let mut h = [0u8; IPV4_LEN];
     h[0] = 0x45;
     h[1] = tos;
     h[2..4].copy_from_slice(&tot_len.to_be_bytes());
-    h[6] = 0x40;
+    h[4..6].copy_from_slice(&id.to_be_bytes());
+    h[6] = if df { 0x40 } else { 0 };
     h[8] = ttl;
     h[9] = IPPROTO_GRE;
     h[12..16].copy_from_slice(&cfg.local[..4]);
     h[16..20].copy_from_slice(&cfg.remote[..4]);
+    set_ipv4_checksum(&mut h);
+    h
+}
+
+/// Writes an IPv4 header's checksum, over the header with the field zero.
+#[inline(always)]
+pub(crate) fn set_ipv4_checksum(h: &mut [u8; IPV4_LEN]) {
+    h[10] = 0;
+    h[11] = 0;
     let mut sum: u64 = 0;
     let mut i = 0;
     while i < IPV4_LEN {
@@ -1029,5 +1076,4 @@ fn ipv4_header(cfg: &TunnelConfig, ttl: u8, tos: u8, tot_len: u16) -> [u8; IPV4_
     }
     let csum = !fold(sum);
     h[10..12].copy_from_slice(&csum.to_be_bytes());
-    h
 }

@@ -8,6 +8,7 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 mod count;
+mod fragment;
 mod frame;
 mod gre;
 mod nop;

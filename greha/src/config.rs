@@ -297,6 +297,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
                             ("seq", "seq", "noseq"),
                             ("iseq", "iseq", "noiseq"),
                             ("oseq", "oseq", "nooseq"),
+                            ("pmtudisc", "pmtudisc", "nopmtudisc"),
+                            ("ignore_df", "ignore-df", "noignore-df"),
                         ],
                         &[("addresses", "address")],
                         &mut w,

@@ -28,7 +28,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use greha_common::{TAIL_ENCAP_VLAN, TAIL_TOO_BIG, names};
+use greha_common::{TAIL_ENCAP_VLAN, TAIL_FRAGMENT_NEXT, TAIL_TOO_BIG, names};
 use nix::fcntl::{Flock, FlockArg};
 use tracing::{debug, info};
 
@@ -45,6 +45,8 @@ const TC_PROGRAMS: &[&str] = &[
     names::PROG_VRRP_TC,
     names::PROG_GRE_TOO_BIG,
     names::PROG_GRE_ENCAP_VLAN,
+    names::PROG_GRE_FRAGMENT,
+    names::PROG_GRE_FRAGMENT_NEXT,
 ];
 
 /// Maps pinned with the programs of their build: they hold programs.
@@ -238,6 +240,7 @@ impl Datapath {
         for (index, name) in [
             (TAIL_TOO_BIG, names::PROG_GRE_TOO_BIG),
             (TAIL_ENCAP_VLAN, names::PROG_GRE_ENCAP_VLAN),
+            (TAIL_FRAGMENT_NEXT, names::PROG_GRE_FRAGMENT_NEXT),
         ] {
             let prog: &SchedClassifier = ebpf
                 .program(name)

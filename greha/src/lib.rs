@@ -11,6 +11,7 @@ pub mod config;
 pub mod counters;
 pub mod daemon;
 pub mod datapath;
+pub mod ethtool;
 pub mod import;
 pub mod kaconf;
 pub mod metrics;

@@ -39,6 +39,12 @@ pub fn decap(underlay_ifindex: u32) -> String {
     format!("decap-{underlay_ifindex}")
 }
 
+/// The fragmentation at tc ingress of a `nopmtudisc` tunnel's
+/// fragmenting pair, named by the pair's outer end.
+pub fn fragment(outer_ifindex: u32) -> String {
+    format!("fragment-{outer_ifindex}")
+}
+
 /// The GRE encapsulation at tc egress of a tunnel interface.
 pub fn encap(dev_ifindex: u32) -> String {
     format!("encap-{dev_ifindex}")

@@ -142,7 +142,7 @@ impl ErrSocket {
         } else {
             (libc::SOL_IP, libc::IP_RECVERR)
         };
-        crate::reasm::set_int(&s, level, name).context("setting IP_RECVERR")?;
+        crate::reasm::set_int(&s, level, name, 1).context("setting IP_RECVERR")?;
         s.set_nonblocking(true)?;
         // SAFETY: the Socket owns its descriptor until the AsyncFd, which
         // owns the Socket, is dropped.

@@ -44,6 +44,8 @@ pub const DEV: &str = "greha-reasm";
 /// have the daemon read every tunnel for each packet (a new tunnel's
 /// reassembled packets wait up to that long).
 const ENDPOINTS_TTL: Duration = Duration::from_secs(1);
+/// The raw GRE sockets' receive buffer.
+const RECV_BUFFER: libc::c_int = 4 << 20;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_GRE: u8 = 47;
@@ -330,8 +332,11 @@ impl RawGre {
             .context("opening a raw GRE socket (needs CAP_NET_RAW)")?;
         if v6 {
             // The destination, which the IPv6 header rebuilt needs.
-            set_int(&s, libc::SOL_IPV6, libc::IPV6_RECVPKTINFO)?;
+            set_int(&s, libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
         }
+        // Room for a burst: a `nopmtudisc` peer's bulk TCP arrives all in
+        // fragments, and the default buffer lost a packet in six.
+        set_int(&s, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RECV_BUFFER)?;
         s.set_nonblocking(true)?;
         // SAFETY: the Socket owns its descriptor until the AsyncFd, which
         // owns the Socket, is dropped.
@@ -353,8 +358,12 @@ impl RawGre {
 }
 
 /// Turns the c_int socket option `name` on.
-pub(crate) fn set_int(s: &Socket, level: libc::c_int, name: libc::c_int) -> Result<()> {
-    let on: libc::c_int = 1;
+pub(crate) fn set_int(
+    s: &Socket,
+    level: libc::c_int,
+    name: libc::c_int,
+    on: libc::c_int,
+) -> Result<()> {
     // SAFETY: a c_int option of the size given, on an open socket.
     let rc = unsafe {
         libc::setsockopt(

@@ -17,8 +17,9 @@ use aya::maps::{Array, HashMap, MapError, PerCpuArray, PerCpuValues};
 use greha_common::{
     Endpoints, FLOWLABEL_INHERIT, KeyedEndpoints, MAX_TUNNELS, PROBE_ALIVE, PROBE_DEAD,
     PROBE_UNKNOWN, TUNNEL_F_ACTIVE, TUNNEL_F_ENCAP_LIMIT, TUNNEL_F_GRETAP, TUNNEL_F_ICSUM,
-    TUNNEL_F_IKEY, TUNNEL_F_IPV6, TUNNEL_F_ISEQ, TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ,
-    TUNNEL_F_OWN_NEIGH, TunnelConfig, TunnelCounters, TunnelProbe, TunnelSeq, names,
+    TUNNEL_F_IGNORE_DF, TUNNEL_F_IKEY, TUNNEL_F_IPV6, TUNNEL_F_ISEQ, TUNNEL_F_NOPMTUDISC,
+    TUNNEL_F_OCSUM, TUNNEL_F_OKEY, TUNNEL_F_OSEQ, TUNNEL_F_OWN_NEIGH, TunnelConfig, TunnelCounters,
+    TunnelProbe, TunnelSeq, names,
 };
 use serde::Serialize;
 use tracing::{info, warn};
@@ -142,6 +143,13 @@ pub struct TunnelDef {
     /// option (RFC 2473, `encaplimit N`); None sends no option
     /// (`encaplimit none`, greha's default).
     pub encap_limit: Option<u8>,
+    /// Outer DF always (`pmtudisc`, the kernel's default), or only as the
+    /// inner IPv4 packet has it (`nopmtudisc`): a packet too big for the
+    /// path is then fragmented unless it has DF. IPv4 underlays only.
+    pub pmtudisc: bool,
+    /// With `nopmtudisc`: never DF, the inner packet's ignored too
+    /// (`ignore-df`).
+    pub ignore_df: bool,
     /// The underlay; derived from the route to `remote` when not given.
     pub dev: Option<String>,
     pub mtu: Option<u32>,
@@ -177,6 +185,10 @@ impl TunnelDef {
         self.mode.overhead(self.gre_words()) + if self.encap_limit.is_some() { 8 } else { 0 }
     }
 }
+
+/// The largest outer packet a `nopmtudisc` tunnel cuts into fragments:
+/// greha_gre_fragment takes 16 KiB after the outer IPv4 header.
+const MAX_FRAGMENTED: u32 = 20 + 16 * 1024;
 
 /// Default outer TTL: inherit, as the kernel's tunnels do when none is
 /// given (64 for frames that are not IP).
@@ -328,6 +340,8 @@ impl TunnelDef {
             tos: 0,
             flowlabel: 0,
             encap_limit: None,
+            pmtudisc: true,
+            ignore_df: false,
             dev: None,
             mtu: None,
             addresses: Vec::new(),
@@ -437,17 +451,8 @@ impl TunnelDef {
                     def.mtu = Some(m);
                 }
                 "address" | "addr" => def.addresses.push(parse_cidr(&name, value()?)?),
-                // greha's tunnels always set DF and leave path MTU
-                // discovery to the inner sender: the kernel's default.
-                "pmtudisc" => {}
-                "nopmtudisc" | "ignore-df" => {
-                    return Err(err(
-                        &name,
-                        word,
-                        "is not supported: greha sets DF on every outer packet and never \
-                         fragments (pmtudisc, the kernel's default)",
-                    ));
-                }
+                "pmtudisc" | "nopmtudisc" => def.pmtudisc = word == "pmtudisc",
+                "ignore-df" | "noignore-df" => def.ignore_df = word == "ignore-df",
                 "probe" => def.probe = Some(parse_value(&name, word, value()?, "an IPv4 address")?),
                 "probe-interval" => {
                     let v = value()?;
@@ -511,6 +516,27 @@ impl TunnelDef {
                 "is for the IPv6 underlays (ip6gretap, ip6gre)",
             ));
         }
+        if def.mode.ipv6() {
+            for (set, word) in [(!def.pmtudisc, "nopmtudisc"), (def.ignore_df, "ignore-df")] {
+                if set {
+                    return Err(err(
+                        &name,
+                        word,
+                        "is for the IPv4 underlays (gretap, gre): IPv6 is never fragmented \
+                         on the way",
+                    ));
+                }
+            }
+        }
+        // The kernel refuses it too: DF cannot be ignored where the tunnel
+        // sets it on every packet.
+        if def.ignore_df && def.pmtudisc {
+            return Err(err(
+                &name,
+                "ignore-df",
+                "needs nopmtudisc: with pmtudisc every outer packet has DF",
+            ));
+        }
         if def.probe.is_none() && words.iter().any(|w| w == "probe-interval") {
             return Err(err(&name, "probe-interval", "needs a probe address"));
         }
@@ -559,12 +585,17 @@ fn keyed(cfg: &TunnelConfig) -> KeyedEndpoints {
 /// The internal peer's name: derived from the tunnel's so it is found again
 /// after a restart, hashed so any 15-byte name fits.
 pub fn peer_name(name: &str) -> String {
-    // FNV-1a: stable across releases, unlike std's hasher.
+    format!("ghp{:08x}", name_hash(name))
+}
+
+/// FNV-1a of a tunnel's name: stable across releases, unlike std's
+/// hasher.
+fn name_hash(name: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in name.bytes() {
         h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
     }
-    format!("ghp{h:08x}")
+    h
 }
 
 fn name_bytes(name: &str) -> [u8; 16] {
@@ -706,6 +737,13 @@ pub async fn add(def: &TunnelDef, pin_dir: &Path) -> Result<()> {
             )
         })?;
     let mtu = def.mtu.unwrap_or(max_mtu);
+    // Without DF larger packets are fragmented, as the kernel's tunnels
+    // fragment them, up to what greha_gre_fragment cuts.
+    let max_mtu = if def.pmtudisc {
+        max_mtu
+    } else {
+        MAX_FRAGMENTED - def.overhead()
+    };
     if mtu > max_mtu {
         bail!(
             "tunnel {name}: mtu: {mtu} is over {max_mtu}, the most {} carries with {} encapsulation",
@@ -760,7 +798,9 @@ pub async fn add(def: &TunnelDef, pin_dir: &Path) -> Result<()> {
                 TUNNEL_F_ENCAP_LIMIT
             } else {
                 0
-            },
+            }
+            | if def.pmtudisc { 0 } else { TUNNEL_F_NOPMTUDISC }
+            | if def.ignore_df { TUNNEL_F_IGNORE_DF } else { 0 },
         encap_limit: def.encap_limit.unwrap_or(0),
         underlay_ifindex: underlay.index,
         underlay_mtu: underlay.mtu,
@@ -840,6 +880,12 @@ async fn setup(
         &pins::encap(dev.index),
     )?;
 
+    if !def.pmtudisc {
+        let inner = fragmenting_pair(nl, dp, name).await?;
+        cfg.frag_ifindex = inner.0;
+        maps.by_dev.insert(inner.1, id, 0)?;
+    }
+
     maps.reset_counters(id, def.probe)?;
     cfg.flags |= TUNNEL_F_ACTIVE;
     let endpoints = Endpoints {
@@ -892,6 +938,49 @@ async fn setup(
     Ok(())
 }
 
+/// A `nopmtudisc` tunnel's fragmenting veth pair (see greha-ebpf's
+/// `fragment`): its outer end without checksum offload, so the kernel
+/// completes checksums and cuts GSO packets sent into it, and
+/// `greha_gre_fragment` at the inner end's ingress. (outer, inner)
+/// ifindex. Its MTU takes any packet greha fragments.
+async fn fragmenting_pair(nl: &Netlink, dp: &Datapath, name: &str) -> Result<(u32, u32)> {
+    let (outer, inner) = fragmenting_names(name);
+    nl.add_veth(&outer, &inner, MAX_FRAGMENTED, false).await?;
+    let mut index = [0; 2];
+    for (i, dev) in [&outer, &inner].into_iter().enumerate() {
+        let link = nl
+            .link_by_name(dev)
+            .await?
+            .with_context(|| format!("{dev} vanished after it was made"))?;
+        index[i] = link.index;
+    }
+    crate::ethtool::tx_checksum_off(&outer)?;
+    // Nothing of the host's own may cross the pair (IPv6 would send
+    // router solicitations through it).
+    for dev in [&outer, &inner] {
+        let sysctl = format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
+        if Path::new(&sysctl).exists() {
+            std::fs::write(&sysctl, "1").with_context(|| format!("writing {sysctl}"))?;
+        }
+    }
+    dp.attach_tc_pinned(
+        names::PROG_GRE_FRAGMENT,
+        &inner,
+        TcAttachType::Ingress,
+        &pins::fragment(index[0]),
+    )?;
+    for i in index {
+        nl.set_up(i, false).await?;
+    }
+    Ok((index[0], index[1]))
+}
+
+/// The fragmenting pair's names, found again from the tunnel's.
+fn fragmenting_names(name: &str) -> (String, String) {
+    let h = name_hash(name);
+    (format!("gfo{h:08x}"), format!("gfi{h:08x}"))
+}
+
 /// Takes a tunnel down, tolerating pieces that are already gone (a failed
 /// setup, an interface deleted by hand).
 async fn teardown(
@@ -908,7 +997,17 @@ async fn teardown(
         .filter(|(other, _)| *other != id)
         .collect();
 
-    ignore_missing(maps.by_dev.remove(&cfg.dev_ifindex))?;
+    // The tunnel interface's entry, and the fragmenting pair's.
+    let devs: Vec<u32> = maps
+        .by_dev
+        .iter()
+        .filter_map(|e| e.ok())
+        .filter(|(_, t)| *t == id)
+        .map(|(dev, _)| dev)
+        .collect();
+    for dev in devs {
+        ignore_missing(maps.by_dev.remove(&dev))?;
+    }
     // Only this tunnel's own entry: a failed setup may not have made it,
     // and another tunnel of the pair may hold the same key.
     if maps.by_key.get(&keyed(cfg), 0).ok() == Some(id) {
@@ -942,6 +1041,18 @@ async fn teardown(
     if cfg.dev_ifindex != 0 {
         // Deleting one end of the veth pair deletes both.
         nl.del_link(cfg.dev_ifindex).await?;
+    }
+    // The fragmenting pair: made by a setup that failed after it too.
+    let (outer, _) = fragmenting_names(&name_of(cfg));
+    if let Some(link) = nl.link_by_name(&outer).await? {
+        nl.del_link(link.index).await?;
+        // The interface gone, only the attachment's pin is left.
+        dp.detach_tc(
+            names::PROG_GRE_FRAGMENT,
+            link.index,
+            TcAttachType::Ingress,
+            &pins::fragment(link.index),
+        )?;
     }
     if !others
         .iter()
@@ -1022,6 +1133,9 @@ pub struct TunnelStatus {
     pub flowlabel: u32,
     /// IPv6 underlay: the encapsulation limit sent; None for none.
     pub encaplimit: Option<u8>,
+    /// False: `nopmtudisc`.
+    pub pmtudisc: bool,
+    pub ignore_df: bool,
     pub underlay_ifindex: u32,
     /// The largest outer packet sent: the underlay's MTU, or the smaller
     /// path MTU the daemon learned.
@@ -1231,6 +1345,8 @@ pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
             tos: t.tos,
             flowlabel: t.flowlabel,
             encaplimit: (t.flags & TUNNEL_F_ENCAP_LIMIT != 0).then_some(t.encap_limit),
+            pmtudisc: t.flags & TUNNEL_F_NOPMTUDISC == 0,
+            ignore_df: t.flags & TUNNEL_F_IGNORE_DF != 0,
             underlay_ifindex: t.underlay_ifindex,
             path_mtu: t.underlay_mtu,
             counters: total,

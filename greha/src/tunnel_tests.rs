@@ -136,14 +136,36 @@ fn checksum_and_sequence_words_as_iproute2_reads_them() {
         let d = TunnelDef::parse(&words(&format!("{base} {extra}"))).unwrap();
         assert_eq!((d.icsum, d.ocsum, d.iseq, d.oseq), want, "{extra}");
     }
-    // pmtudisc is what greha does; its opposites are refused by name.
-    assert!(TunnelDef::parse(&words(&format!("{base} pmtudisc"))).is_ok());
-    for word in ["nopmtudisc", "ignore-df"] {
-        let e = err(&format!("{base} {word}"));
-        assert!(
-            e.contains(&format!("tunnel t: {word}: is not supported")),
-            "{e}"
-        );
+    // DF as the kernel's: pmtudisc by default, nopmtudisc, ignore-df only
+    // with nopmtudisc (the kernel refuses it with pmtudisc), the last word
+    // of each pair winning.
+    for (extra, want) in [
+        ("", (true, false)),
+        ("pmtudisc", (true, false)),
+        ("nopmtudisc", (false, false)),
+        ("nopmtudisc ignore-df", (false, true)),
+        ("ignore-df nopmtudisc", (false, true)),
+        ("nopmtudisc ignore-df noignore-df", (false, false)),
+    ] {
+        let d = TunnelDef::parse(&words(&format!("{base} {extra}"))).unwrap();
+        assert_eq!((d.pmtudisc, d.ignore_df), want, "{extra}");
+    }
+    for (input, expected) in [
+        (
+            format!("{base} ignore-df"),
+            "tunnel t: ignore-df: needs nopmtudisc: with pmtudisc every outer packet has DF",
+        ),
+        (
+            format!("{base} nopmtudisc ignore-df pmtudisc"),
+            "tunnel t: ignore-df: needs nopmtudisc",
+        ),
+        (
+            "t mode ip6gretap local 2001:db8:1::1 remote 2001:db8:1::2 nopmtudisc".to_owned(),
+            "tunnel t: nopmtudisc: is for the IPv4 underlays (gretap, gre)",
+        ),
+    ] {
+        let e = err(&input);
+        assert!(e.contains(expected), "{input}: {e}");
     }
     // Each sent field costs 4 bytes of MTU; a required one nothing.
     let d = TunnelDef::parse(&words(&format!("{base} key 1 ocsum oseq iseq"))).unwrap();
