@@ -1454,6 +1454,135 @@ fn outer_fragments(pair: Pair, v6: Option<(&str, &str)>, beside: bool) -> Result
     Ok(())
 }
 
+/// A daemon on each host of `pair`, each running its end of a gretap
+/// `t1` with `extra` (daemons: they reassemble outer fragments).
+fn daemons(pair: &Pair, extra: &str) -> Result<[greha_tests::Proc; 2]> {
+    let mut out = Vec::new();
+    for (host, local, remote, inner) in [
+        (&pair.a, A_UNDERLAY, B_UNDERLAY, A_INNER),
+        (&pair.b, B_UNDERLAY, A_UNDERLAY, B_INNER),
+    ] {
+        let mut cmd = pair.lab.greha(host);
+        cmd.args([
+            "run",
+            "--tunnel",
+            &format!("t1 mode gretap local {local} remote {remote} address {inner}/24 {extra}"),
+        ]);
+        let mut daemon = host.spawn(&pair.lab, cmd, true)?;
+        daemon.wait_ready(SHORT)?;
+        out.push(daemon);
+    }
+    Ok(out.try_into().map_err(|_| anyhow::anyhow!("two daemons"))?)
+}
+
+/// A ping of `size` bytes with DF (`-M do`) or without (`-M dont`); its
+/// output, whether it succeeded or not.
+fn ping_df(host: &Host, dst: &str, size: u32, df: bool) -> Result<String> {
+    let out = host
+        .command("ping")
+        .args(["-c", "2", "-i", "0.2", "-W", "2", "-s", &size.to_string()])
+        .args(["-M", if df { "do" } else { "dont" }, dst])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// The outer and inner DF bits of the GRE frames tshark sees on B's
+/// underlay while `during` runs: (outer, inner) per frame that has both.
+fn df_bits(
+    pair: &Pair,
+    count: u32,
+    during: impl FnOnce() -> Result<()>,
+) -> Result<Vec<(bool, bool)>> {
+    let wire = tshark_during(
+        pair,
+        count,
+        "ip proto 47 and ip[6:2] & 0x3fff == 0",
+        &["ip.flags.df"],
+        during,
+    )?;
+    Ok(wire
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.trim().split(',').collect();
+            (f.len() == 2).then(|| (f[0] == "1" || f[0] == "True", f[1] == "1" || f[1] == "True"))
+        })
+        .collect())
+}
+
+/// `nopmtudisc` as the kernel's: the outer DF copies the inner IPv4
+/// packet's; a packet with DF too big for the path is answered with ICMP
+/// (the tunnel's MTU of 1500 is over the 1462 the path carries); one
+/// without DF is sent in outer fragments, which the far end reassembles.
+#[test]
+fn nopmtudisc_copies_df_and_fragments_what_has_none() -> Result<()> {
+    let pair = Pair::new()?;
+    let _daemons = daemons(&pair, "nopmtudisc mtu 1500")?;
+    let bits = df_bits(&pair, 8, || {
+        ping_df(&pair.a, B_INNER, 1000, true)?;
+        ping_df(&pair.a, B_INNER, 1000, false)?;
+        Ok(())
+    })?;
+    ensure!(
+        bits.iter().all(|(outer, inner)| outer == inner)
+            && bits.iter().any(|b| b.1)
+            && bits.iter().any(|b| !b.1),
+        "(outer DF, inner DF) per frame: {bits:?}"
+    );
+    let said = ping_df(&pair.a, B_INNER, 1472, true)?;
+    ensure!(
+        said.contains("mtu=1462") || said.contains("mtu = 1462"),
+        "a DF packet too big for the path: {said}"
+    );
+    // From B, whose route has learned nothing: the packets leave whole
+    // and are cut on the way out of the tunnel.
+    let said = ping_df(&pair.b, A_INNER, 1472, false)?;
+    ensure!(said.contains(" 0% packet loss"), "{said}");
+    let (a, b) = (
+        counters(&pair.a, &pair.a_pins, "t1")?,
+        counters(&pair.b, &pair.b_pins, "t1")?,
+    );
+    ensure!(
+        b["tx_fragments"].as_u64() >= Some(4) && a["rx_fragments"].as_u64() >= Some(4),
+        "A: {a}\nB: {b}"
+    );
+    ensure!(a["tx_icmp_too_big"].as_u64() >= Some(1), "A: {a}");
+    no_drops_of(&b)
+}
+
+/// `nopmtudisc ignore-df`: no outer packet has DF, and everything too
+/// big for the path goes in fragments: pings with DF both ways, and
+/// 4 MiB of TCP (every full-sized segment cut in two; GSO packets cut
+/// into segments first, as the kernel's tunnels cut them).
+#[test]
+fn ignore_df_fragments_everything_too_big() -> Result<()> {
+    let pair = Pair::new()?;
+    let _daemons = daemons(&pair, "nopmtudisc ignore-df mtu 1500")?;
+    let bits = df_bits(&pair, 8, || {
+        ping_df(&pair.a, B_INNER, 1000, true)?;
+        Ok(())
+    })?;
+    ensure!(
+        !bits.is_empty() && bits.iter().all(|(outer, _)| !outer),
+        "(outer DF, inner DF) per frame: {bits:?}"
+    );
+    for (from, to) in [(&pair.a, B_INNER), (&pair.b, A_INNER)] {
+        let said = ping_df(from, to, 1472, true)?;
+        ensure!(said.contains(" 0% packet loss"), "{said}");
+    }
+    transfer(&pair, &format!("{B_INNER}:5001"), 4 << 20).context("4 MiB of TCP")?;
+    let (a, b) = (
+        counters(&pair.a, &pair.a_pins, "t1")?,
+        counters(&pair.b, &pair.b_pins, "t1")?,
+    );
+    ensure!(
+        a["tx_fragments"].as_u64() >= Some(2 * (4 << 20) / 1500)
+            && b["rx_fragments"] == a["tx_fragments"],
+        "A: {a}\nB: {b}"
+    );
+    no_drops_of(&a)?;
+    no_drops_of(&b)
+}
+
 fn no_drops_of(c: &serde_json::Value) -> Result<()> {
     for (field, n) in c.as_object().context("counters")? {
         ensure!(!field.contains("drop") || n == 0, "{field} = {n}: {c}");
