@@ -117,7 +117,6 @@ fn transfer_to(a: &Host, b: &Host, to: &str, len: u32) -> Result<()> {
     greha_tests::tcp_transfer(a, b, to, len, LONG)
 }
 
-/// No drop counted by the first tunnel of the greha at `pins` in `host`.
 /// No drop counted by the host's one tunnel, but those in `except`.
 fn no_drops(host: &Host, pins: &Path, except: &[&str]) -> Result<()> {
     let v: serde_json::Value =
@@ -379,15 +378,17 @@ fn kernel_peer_liveness() -> Result<()> {
     Ok(())
 }
 
-/// The kernel's gretap with `nopmtudisc` and an MTU above what its
-/// underlay carries sends a full-sized frame's GRE in fragments; greha's
-/// daemon has the kernel reassemble them and decapsulates the whole
-/// packet. 1466-byte pings from the kernel's side (a 1504-byte outer
-/// packet) are answered, counted as fragments. No larger: kernels before
-/// 5.12 drop a frame redirected into an interface whose MTU it exceeds,
-/// and greha's tunnel interface has the underlay's MTU less the overhead.
+/// Outer fragments both ways, between the kernel's gretap with
+/// `nopmtudisc` and greha's with `nopmtudisc ignore-df`, both with an MTU
+/// of 1500, above the 1462 their underlay carries. The kernel sends a
+/// full-sized frame's GRE in fragments; greha's daemon has the kernel
+/// reassemble them and decapsulates the whole packet; greha cuts its own
+/// (`greha_gre_fragment`), and the kernel reassembles those. Full-sized
+/// pings each way (the kernel's without DF: with `nopmtudisc` it answers
+/// a DF one with ICMP; greha's with DF, which `ignore-df` ignores) and
+/// 4 MiB of TCP from greha's side, every full segment in two fragments.
 /// (The kernel's tunnel lowers its own inner route's MTU as it sends, so
-/// TCP would shrink its segments rather than fragment.)
+/// its TCP would shrink its segments rather than fragment.)
 fn kernel_peer_fragments() -> Result<()> {
     let (mut lab, a, b) = linked_pair()?;
     let pins = lab.pin_dir("a");
@@ -395,7 +396,10 @@ fn kernel_peer_fragments() -> Result<()> {
     cmd.args([
         "run",
         "--tunnel",
-        &format!("t1 mode gretap local {A_UNDERLAY} remote {B_UNDERLAY} address {A_INNER}/24"),
+        &format!(
+            "t1 mode gretap local {A_UNDERLAY} remote {B_UNDERLAY} address {A_INNER}/24 \
+             nopmtudisc ignore-df mtu 1500"
+        ),
     ]);
     let mut g = a.spawn(&lab, cmd, true)?;
     g.wait_ready(LONG)?;
@@ -417,11 +421,30 @@ fn kernel_peer_fragments() -> Result<()> {
     let shown = || greha(&a, &pins, &["tunnel", "show", "--json"]);
     run(b
         .command("ping")
-        .args(["-c", "3", "-W", "5", "-M", "dont", "-s", "1438", A_INNER]))
-    .with_context(|| format!("pings in fragments\n{}", shown().unwrap_or_default()))?;
+        .args(["-c", "3", "-W", "5", "-M", "dont", "-s", "1472", A_INNER]))
+    .with_context(|| {
+        format!(
+            "the kernel's pings in fragments\n{}",
+            shown().unwrap_or_default()
+        )
+    })?;
+    run(a
+        .command("ping")
+        .args(["-c", "3", "-W", "5", "-M", "do", "-s", "1472", B_INNER]))
+    .with_context(|| {
+        format!(
+            "greha's pings in fragments\n{}",
+            shown().unwrap_or_default()
+        )
+    })?;
+    transfer_to(&a, &b, &format!("{B_INNER}:5001"), 4 << 20)
+        .with_context(|| format!("4 MiB of TCP in fragments\n{}", shown().unwrap_or_default()))?;
     let v: serde_json::Value = serde_json::from_str(&shown()?)?;
     let c = &v[0]["counters"];
-    ensure!(c["rx_fragments"].as_u64() >= Some(2), "counters: {c}");
+    ensure!(
+        c["rx_fragments"].as_u64() >= Some(6) && c["tx_fragments"].as_u64() >= Some(2 * 2800),
+        "counters: {c}"
+    );
     no_drops(&a, &pins, &[])?;
     g.terminate(LONG)?;
     Ok(())
