@@ -207,11 +207,13 @@ fn checked<T>(
     let texts: Vec<String> = words.iter().map(|w| w.text.clone()).collect();
     parse(&texts).map_err(|e| {
         let field = e.field.as_deref().unwrap_or("");
+        // A key spelled with `_` for the word's `-` (ignore_df).
+        let named = |w: &&Word| w.key == field || w.key.replace('_', "-") == field;
         let line = words
             .iter()
-            .filter(|w| w.key == field)
+            .filter(named)
             .find(|w| e.value.as_deref().is_some_and(|v| v == w.text))
-            .or_else(|| words.iter().find(|w| w.key == field))
+            .or_else(|| words.iter().find(named))
             // A missing field: the table it is missing from.
             .map_or(table_line, |w| w.line);
         anyhow!("{}:{line}: {e}", src.path.display())
@@ -850,9 +852,6 @@ weight = -10
         assert_eq!(cfg.vrrp[0], InstanceDef::parse(&words).unwrap());
     }
 
-    /// 8 000 instances (minutes in the debug build when each line number
-    /// was counted from the start), and a mistake in the last one still
-    /// named at its line.
     /// iproute2's `csum`/`seq` words as booleans, each with its `no` form
     /// and one direction overriding the pair, in the file's order.
     #[test]
@@ -869,6 +868,27 @@ weight = -10
             let t = &cfg.tunnels[0];
             assert_eq!((t.icsum, t.ocsum, t.iseq, t.oseq), want, "{flags}");
         }
+    }
+
+    /// `pmtudisc` and `ignore_df` as booleans for iproute2's words; an
+    /// `ignore_df` without `pmtudisc = false` is named at its line.
+    #[test]
+    fn pmtudisc_and_ignore_df_read_as_the_words() {
+        let head = "[[tunnel]]\nname = \"t\"\nmode = \"gretap\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\n";
+        for (flags, want) in [
+            ("", (true, false)),
+            ("pmtudisc = false\n", (false, false)),
+            ("pmtudisc = false\nignore_df = true\n", (false, true)),
+        ] {
+            let cfg = parse_str(&format!("{head}{flags}")).unwrap();
+            let t = &cfg.tunnels[0];
+            assert_eq!((t.pmtudisc, t.ignore_df), want, "{flags}");
+        }
+        let e = parse_str(&format!("{head}ignore_df = true\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "greha.toml:6: tunnel t: ignore-df: needs nopmtudisc: with pmtudisc every outer packet has DF"
+        );
     }
 
     /// The IPv6 underlays' words in a `[[tunnel]]` table, as on the
