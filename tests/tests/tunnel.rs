@@ -1472,7 +1472,7 @@ fn daemons(pair: &Pair, extra: &str) -> Result<[greha_tests::Proc; 2]> {
         daemon.wait_ready(SHORT)?;
         out.push(daemon);
     }
-    Ok(out.try_into().map_err(|_| anyhow::anyhow!("two daemons"))?)
+    out.try_into().map_err(|_| anyhow::anyhow!("two daemons"))
 }
 
 /// A ping of `size` bytes with DF (`-M do`) or without (`-M dont`); its
