@@ -219,9 +219,12 @@ pub fn greha_gre_fragment_next(ctx: TcContext) -> i32 {
     TC_ACT_SHOT
 }
 
-/// A length as the verifier can bound it: 1 to [`MAX_PAYLOAD`].
+/// A length as the verifier can bound it: 1 to [`MAX_PAYLOAD`]. Read
+/// back through memory, or LLVM, knowing the length checked already,
+/// drops the mask, and 5.10's verifier cannot bound what is left.
 #[inline(always)]
 fn bounded(n: usize) -> usize {
+    let n = unsafe { core::ptr::read_volatile(&n) };
     ((n.wrapping_sub(1)) & (MAX_PAYLOAD - 1)) + 1
 }
 
