@@ -881,9 +881,10 @@ async fn setup(
     )?;
 
     if !def.pmtudisc {
-        let inner = fragmenting_pair(nl, dp, name).await?;
-        cfg.frag_ifindex = inner.0;
-        maps.by_dev.insert(inner.1, id, 0)?;
+        let (outer, inner) = fragmenting_pair(nl, dp, name).await?;
+        cfg.frag_ifindex = outer;
+        // The fragmentation finds its tunnel by the interface it runs on.
+        maps.by_dev.insert(inner, id, 0)?;
     }
 
     maps.reset_counters(id, def.probe)?;
