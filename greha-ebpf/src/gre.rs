@@ -797,12 +797,12 @@ fn encap<const VLAN: bool>(ctx: &TcContext) -> i32 {
         } else {
             // Fragments of different packets are told apart by the ID
             // alone: one of its own for each packet that may be cut.
-            let id = if df {
+            let ip_id = if df {
                 0
             } else {
                 (unsafe { bpf_get_prandom_u32() }) as u16
             };
-            let ip = ipv4_header(cfg, ttl, tos, outer_l3_len.min(0xffff) as u16, df, id);
+            let ip = ipv4_header(cfg, ttl, tos, outer_l3_len.min(0xffff) as u16, df, ip_id);
             ctx.store(ETH_LEN, &ip, 0).is_ok()
         }
         && store_gre(ctx, cfg, id, gretap, gre_off, ethertype);
@@ -1038,8 +1038,8 @@ fn words(a: &[u8; 16]) -> [u32; 4] {
     [w(0), w(4), w(8), w(12)]
 }
 
-/// The outer IPv4 header: DF set (greha never sends more than the underlay
-/// MTU), with its checksum.
+/// The outer IPv4 header, with DF or without (see `outer_df`), its ID
+/// and its checksum.
 #[inline(always)]
 fn ipv4_header(
     cfg: &TunnelConfig,

@@ -172,7 +172,7 @@ async fn keep(pin_dir: &Path, current: &mut Option<Reassembly>, last_error: &mut
 /// The id of the decapsulation program pinned under `pin_dir`, while
 /// there are tunnels; None without.
 fn decap_id(pin_dir: &Path) -> Option<u32> {
-    if tunnel::list(pin_dir).ok()?.is_empty() {
+    if !tunnel::any(pin_dir) {
         return None;
     }
     let pin = datapath::pinned_prog(pin_dir, names::PROG_GRE_DECAP);

@@ -1304,6 +1304,20 @@ async fn set_underlay_mtus(
     Ok(changed)
 }
 
+/// Whether any tunnel is pinned under `pin_dir`: a look the daemon can
+/// afford every second (one key of one map, where `list` reads them all).
+pub fn any(pin_dir: &Path) -> bool {
+    let pin = pin_dir.join(names::MAP_TUNNEL_BY_DEV);
+    let Ok(data) = aya::maps::MapData::from_pin(pin) else {
+        return false;
+    };
+    let map = aya::maps::Map::HashMap(data);
+    let Ok(by_dev) = HashMap::<_, u32, u32>::try_from(&map) else {
+        return false;
+    };
+    by_dev.keys().next().is_some()
+}
+
 /// The tunnels pinned under `pin_dir`, read without taking the lock (a
 /// read-only view, usable while another greha changes them).
 pub fn list(pin_dir: &Path) -> Result<Vec<TunnelStatus>> {
