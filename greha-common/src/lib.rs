@@ -148,9 +148,13 @@ pub const TUNNEL_F_IGNORE_DF: u32 = 4096;
 /// `nopmtudisc` only if the inner packet is IPv4 with DF, unless
 /// `ignore-df`. A packet too big for the path is answered with ICMP when
 /// this holds, and fragmented when not.
+/// 0 or 1 (`inner_ipv4_df` too), for the datapath to compute with rather
+/// than branch on.
 #[inline(always)]
-pub const fn outer_df(flags: u32, inner_ipv4_df: bool) -> bool {
-    flags & TUNNEL_F_NOPMTUDISC == 0 || (flags & TUNNEL_F_IGNORE_DF == 0 && inner_ipv4_df)
+pub const fn outer_df(flags: u32, inner_ipv4_df: u32) -> u32 {
+    let pmtudisc = (flags & TUNNEL_F_NOPMTUDISC == 0) as u32;
+    let heed = (flags & TUNNEL_F_IGNORE_DF == 0) as u32;
+    pmtudisc | (heed & inner_ipv4_df & 1)
 }
 
 /// `TunnelConfig::flowlabel`: copy the inner IPv6 packet's flow label
@@ -798,7 +802,11 @@ mod tests {
             (ignore, true, false),
             (ignore, false, false),
         ] {
-            assert_eq!(outer_df(flags, inner_df), df, "{flags:#x} {inner_df}");
+            assert_eq!(
+                outer_df(flags, u32::from(inner_df)),
+                u32::from(df),
+                "{flags:#x} {inner_df}"
+            );
         }
     }
 

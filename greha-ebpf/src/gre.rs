@@ -651,14 +651,17 @@ fn encap<const VLAN: bool>(ctx: &TcContext) -> i32 {
     } else {
         inner_len
     };
+    // DF and whether to fragment as numbers (0 or 1), not branches: the
+    // verifier would walk the rest of the program once for each value,
+    // and took twice as long to load it.
+    let inner_df = u32::from(ethertype == ETH_P_IP)
+        & u32::from(ctx.load::<u8>(ETH_LEN + 6).unwrap_or(0) >> 6)
+        & 1;
     // An IPv6 underlay never fragments on the way: DF as good as set.
-    let inner_df = ethertype == ETH_P_IP
-        && ctx
-            .load::<u8>(ETH_LEN + 6)
-            .is_ok_and(|flags| flags & 0x40 != 0);
-    let df = ipv6 || outer_df(cfg.flags, inner_df);
-    let fragment = ip_len + gre_len + seg_len > cfg.underlay_mtu as usize;
-    if fragment && df {
+    let df = u32::from(ipv6) | outer_df(cfg.flags, inner_df);
+    let too_big = u32::from(ip_len + gre_len + seg_len > cfg.underlay_mtu as usize);
+    let fragment = too_big & !df & 1;
+    if too_big & df != 0 {
         // Its sender is answered in a program of its own: the answer's
         // frame and this one's would not fit in one stack together.
         unsafe { GREHA_GRE_TAILS.tail_call(ctx, TAIL_TOO_BIG) };
@@ -797,11 +800,7 @@ fn encap<const VLAN: bool>(ctx: &TcContext) -> i32 {
         } else {
             // Fragments of different packets are told apart by the ID
             // alone: one of its own for each packet that may be cut.
-            let ip_id = if df {
-                0
-            } else {
-                (unsafe { bpf_get_prandom_u32() }) as u16
-            };
+            let ip_id = (unsafe { bpf_get_prandom_u32() } & (df.wrapping_sub(1))) as u16;
             let ip = ipv4_header(cfg, ttl, tos, outer_l3_len.min(0xffff) as u16, df, ip_id);
             ctx.store(ETH_LEN, &ip, 0).is_ok()
         }
@@ -812,17 +811,13 @@ fn encap<const VLAN: bool>(ctx: &TcContext) -> i32 {
     }
     c.tx_packets += gso_segs.max(1) as u64;
     c.tx_bytes += inner_len as u64;
-    if fragment {
-        if cfg.frag_ifindex == 0 {
-            c.tx_drop_too_big += 1;
-            return TC_ACT_SHOT;
-        }
-        // Through the fragmenting pair: the kernel completes what
-        // checksums offload left and cuts a GSO packet into segments on
-        // the way, then `greha_gre_fragment` cuts each for the path.
-        return unsafe { bpf_redirect(cfg.frag_ifindex, 0) as i32 };
-    }
-    if resolve {
+    // A packet to fragment goes through the fragmenting pair: the kernel
+    // completes what checksums offload left and cuts a GSO packet into
+    // segments on the way, then `greha_gre_fragment` cuts each for the
+    // path (and resolves the next hop itself).
+    let keep = fragment.wrapping_sub(1);
+    let out = (fib.ifindex & keep) | (cfg.frag_ifindex & !keep);
+    if resolve && keep != 0 {
         // The lookup left the next hop in ipv4_dst / ipv6_dst.
         let mut nh = if ipv6 {
             bpf_redir_neigh {
@@ -843,7 +838,7 @@ fn encap<const VLAN: bool>(ctx: &TcContext) -> i32 {
             bpf_redirect_neigh(fib.ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0) as i32
         };
     }
-    unsafe { bpf_redirect(fib.ifindex, 0) as i32 }
+    unsafe { bpf_redirect(out, 0) as i32 }
 }
 
 /// The IP length of each segment a GSO packet of `ethertype` is cut
@@ -1046,7 +1041,7 @@ fn ipv4_header(
     ttl: u8,
     tos: u8,
     tot_len: u16,
-    df: bool,
+    df: u32,
     id: u16,
 ) -> [u8; IPV4_LEN] {
     let mut h = [0u8; IPV4_LEN];
@@ -1054,7 +1049,7 @@ fn ipv4_header(
     h[1] = tos;
     h[2..4].copy_from_slice(&tot_len.to_be_bytes());
     h[4..6].copy_from_slice(&id.to_be_bytes());
-    h[6] = if df { 0x40 } else { 0 };
+    h[6] = ((df & 1) << 6) as u8;
     h[8] = ttl;
     h[9] = IPPROTO_GRE;
     h[12..16].copy_from_slice(&cfg.local[..4]);
