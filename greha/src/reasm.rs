@@ -156,7 +156,7 @@ async fn keep(pin_dir: &Path, current: &mut Option<Reassembly>, last_error: &mut
     }
     match Reassembly::start(pin_dir).await {
         Ok(r) => {
-            *current = r;
+            *current = Some(r);
             *last_error = None;
         }
         Err(e) => {
@@ -196,13 +196,10 @@ impl Drop for Reassembly {
 }
 
 impl Reassembly {
-    /// Starts it for the tunnels pinned under `pin_dir`; None while there
-    /// are none (and so no datapath, which this would otherwise load: a
-    /// daemon with VRRP alone must not pay for it, nor keep its pins).
-    async fn start(pin_dir: &Path) -> Result<Option<Self>> {
-        if tunnel::list(pin_dir)?.is_empty() {
-            return Ok(None);
-        }
+    /// Starts it on the decapsulation program pinned under `pin_dir`;
+    /// [`keep`] calls it only while there are tunnels (and so a datapath:
+    /// a daemon with VRRP alone pays nothing for it).
+    async fn start(pin_dir: &Path) -> Result<Self> {
         let tap = open_tap(DEV)?;
         let nl = Netlink::new()?;
         let Some(link) = nl.link_by_name(DEV).await? else {
@@ -227,11 +224,11 @@ impl Reassembly {
                 warn!("outer fragments are no longer reassembled: {e:#}");
             }
         });
-        Ok(Some(Self {
+        Ok(Self {
             task,
             _attached: attached,
             decap_id,
-        }))
+        })
     }
 }
 

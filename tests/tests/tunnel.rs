@@ -1128,21 +1128,7 @@ fn a_datapath_of_another_build_in_use_is_not_replaced() -> Result<()> {
 #[test]
 fn the_daemon_owns_its_tunnels_and_removes_them_when_it_stops() -> Result<()> {
     let pair = Pair::new()?;
-    let mut daemons = Vec::new();
-    for (host, local, remote, inner) in [
-        (&pair.a, A_UNDERLAY, B_UNDERLAY, A_INNER),
-        (&pair.b, B_UNDERLAY, A_UNDERLAY, B_INNER),
-    ] {
-        let mut cmd = pair.lab.greha(host);
-        cmd.args([
-            "run",
-            "--tunnel",
-            &format!("gretap1 mode gretap local {local} remote {remote} address {inner}/24"),
-        ]);
-        let mut d = host.spawn(&pair.lab, cmd, true)?;
-        d.wait_ready(SHORT)?;
-        daemons.push(d);
-    }
+    let mut daemons = daemons(&pair, "gretap1", "")?;
     ping(&pair.a, B_INNER, 3, 56)?;
     for (d, (host, pins)) in daemons
         .iter_mut()
@@ -1455,8 +1441,9 @@ fn outer_fragments(pair: Pair, v6: Option<(&str, &str)>, beside: bool) -> Result
 }
 
 /// A daemon on each host of `pair`, each running its end of a gretap
-/// `t1` with `extra` (daemons: they reassemble outer fragments).
-fn daemons(pair: &Pair, extra: &str) -> Result<[greha_tests::Proc; 2]> {
+/// `name` with `extra` (daemons own their tunnels and reassemble outer
+/// fragments).
+fn daemons(pair: &Pair, name: &str, extra: &str) -> Result<[greha_tests::Proc; 2]> {
     let mut out = Vec::new();
     for (host, local, remote, inner) in [
         (&pair.a, A_UNDERLAY, B_UNDERLAY, A_INNER),
@@ -1466,7 +1453,7 @@ fn daemons(pair: &Pair, extra: &str) -> Result<[greha_tests::Proc; 2]> {
         cmd.args([
             "run",
             "--tunnel",
-            &format!("t1 mode gretap local {local} remote {remote} address {inner}/24 {extra}"),
+            &format!("{name} mode gretap local {local} remote {remote} address {inner}/24 {extra}"),
         ]);
         let mut daemon = host.spawn(&pair.lab, cmd, true)?;
         daemon.wait_ready(SHORT)?;
@@ -1516,7 +1503,7 @@ fn df_bits(
 #[test]
 fn nopmtudisc_copies_df_and_fragments_what_has_none() -> Result<()> {
     let pair = Pair::new()?;
-    let _daemons = daemons(&pair, "nopmtudisc mtu 1500")?;
+    let _daemons = daemons(&pair, "t1", "nopmtudisc mtu 1500")?;
     let bits = df_bits(&pair, 8, || {
         ping_df(&pair.a, B_INNER, 1000, true)?;
         ping_df(&pair.a, B_INNER, 1000, false)?;
@@ -1556,7 +1543,7 @@ fn nopmtudisc_copies_df_and_fragments_what_has_none() -> Result<()> {
 #[test]
 fn ignore_df_fragments_everything_too_big() -> Result<()> {
     let pair = Pair::new()?;
-    let _daemons = daemons(&pair, "nopmtudisc ignore-df mtu 1500")?;
+    let _daemons = daemons(&pair, "t1", "nopmtudisc ignore-df mtu 1500")?;
     let bits = df_bits(&pair, 8, || {
         ping_df(&pair.a, B_INNER, 1000, true)?;
         Ok(())
